@@ -1,0 +1,50 @@
+"""``smp-diffusion``: one entry point, one small module per subcommand.
+
+Each subcommand module defines ``register(subparsers)`` (adds its parser and sets ``func``) and keeps its
+logic in the library; this file only dispatches. Any :class:`~smp_diffusion_encoder.errors.SmpDiffusionError`
+becomes ``error: <message>`` on stderr and exit status 2; nothing half-written is left behind because every
+writer in the library writes atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from smp_diffusion_encoder.errors import SmpDiffusionError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[str, ...] = (
+    "smp_diffusion_encoder.cli.info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smp-diffusion",
+        description="Diffusion-pretrained CT encoders for segmentation_models_pytorch and timm.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMANDS:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except SmpDiffusionError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

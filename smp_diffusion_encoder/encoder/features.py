@@ -1,0 +1,226 @@
+"""Multi-timestep, multi-scale features of a diffusion U-Net (the heart of the method).
+
+Recipe (Baranchuk et al. 2022; Huang et al. 2024): noise the image to each chosen timestep ``t`` with ONE
+fixed, seeded noise tensor (``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps``), run the U-Net and read
+activations of chosen decoder blocks. Here all timesteps (and noise draws) run as ONE batched forward,
+the U-Net stops after the last block needed, and activations stay at their native resolution, grouped
+by stride — nothing is upsampled or materialized at full resolution.
+
+Output: one map per stride present in the selected blocks, ascending (1, 2, 4, ...). Channel layout of a
+map: timestep-major, ``[t0: block_a, block_b, ..., t1: block_a, ...]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule, ScheduleName
+from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.models.config import UNetConfig
+from smp_diffusion_encoder.models.unet import DiffusionUNet
+
+#: Side length of the canonical noise field; larger inputs tile it.
+NOISE_FIELD_SIZE = 256
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which activations make the features.
+
+    Attributes:
+        timesteps: diffusion timesteps (default {50, 150, 250}, the paper's).
+        blocks: decoder block indices; ``None`` picks one block per stride (:func:`default_blocks`).
+            Baranchuk's choice for the 256 ADM is ``(5, 6, 7, 8, 12)``.
+        noise_seed: seed of the fixed noise field shared by all images and timesteps.
+        num_noise: noise draws averaged per feature (1 = the paper's single fixed draw).
+        schedule: the noise schedule the U-Net was trained with.
+        num_timesteps: its number of steps ``T``.
+    """
+
+    timesteps: tuple[int, ...] = (50, 150, 250)
+    blocks: tuple[int, ...] | None = None
+    noise_seed: int = 0
+    num_noise: int = 1
+    schedule: ScheduleName = "linear"
+    num_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", tuple(sorted({int(b) for b in self.blocks})))
+        if not self.timesteps:
+            raise ConfigError("FeatureConfig.timesteps must not be empty")
+        if self.num_noise < 1:
+            raise ConfigError(f"num_noise must be >= 1, got {self.num_noise}")
+        NoiseSchedule(self.schedule, self.num_timesteps).validate_timesteps(self.timesteps)
+
+    def resolved_blocks(self, unet: UNetConfig) -> tuple[int, ...]:
+        blocks = self.blocks if self.blocks is not None else default_blocks(unet)
+        for b in blocks:
+            unet.decoder_block_stride(b)
+        return blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["timesteps"] = list(self.timesteps)
+        d["blocks"] = None if self.blocks is None else list(self.blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(d) - known:
+            raise ConfigError(f"unknown feature config keys {sorted(set(d) - known)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def default_blocks(unet: UNetConfig) -> tuple[int, ...]:
+    """One decoder block per stride: the block whose output the U-Net hands to the next finer level.
+
+    For stride ``2**l`` (l < deepest) that is the upsampling block of level ``l+1`` (for the 256 ADM:
+    blocks 14, 11, 8, 5, 2 at strides 1..16; 5 and 8 are in Baranchuk's set); for the deepest stride it
+    is the last block before the upsampling one.
+    """
+    r = unet.num_res_blocks + 1
+    deepest = unet.num_levels - 1
+    blocks = [(deepest - (lvl + 1)) * r + (r - 1) for lvl in range(deepest)]
+    blocks.append(r - 2 if r >= 2 else 0)
+    return tuple(sorted(blocks))
+
+
+class DiffusionFeatureEncoder(nn.Module):
+    """Image ``(B, C, H, W)`` in [-1, 1] -> list of feature maps, one per stride, ascending.
+
+    Map ``i`` has shape ``(B, len(timesteps) * channels_of_blocks_at(stride_i), H / stride_i, W / stride_i)``.
+    The same input always gives the same features (the noise is fixed by ``noise_seed``); gradients
+    flow to the U-Net if its parameters require them.
+
+    Example:
+        >>> enc = DiffusionFeatureEncoder(DiffusionUNet("tiny"), FeatureConfig(timesteps=(50, 150)))
+        >>> [tuple(f.shape) for f in enc(torch.zeros(1, 1, 64, 64))][:2]
+        [(1, 16, 64, 64), (1, 16, 32, 32)]
+    """
+
+    def __init__(self, unet: DiffusionUNet, features: FeatureConfig | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.features = features or FeatureConfig()
+        cfg = unet.config
+        self.blocks = self.features.resolved_blocks(cfg)
+        by_stride: dict[int, list[int]] = defaultdict(list)
+        for b in self.blocks:
+            by_stride[cfg.decoder_block_stride(b)].append(b)
+        self.strides: tuple[int, ...] = tuple(sorted(by_stride))
+        self._blocks_by_stride = tuple(tuple(by_stride[s]) for s in self.strides)
+        n_t = len(self.features.timesteps)
+        self.channels: tuple[int, ...] = tuple(
+            n_t * sum(cfg.decoder_block_channels(b) for b in bs) for bs in self._blocks_by_stride
+        )
+        sched = NoiseSchedule(self.features.schedule, self.features.num_timesteps)
+        a, s = sched.coefficients(self.features.timesteps)
+        self.register_buffer("timesteps", torch.tensor(self.features.timesteps), persistent=False)
+        self.register_buffer("signal_scale", a, persistent=False)
+        self.register_buffer("noise_scale", s, persistent=False)
+        gen = torch.Generator(device="cpu").manual_seed(self.features.noise_seed)
+        field = torch.randn(
+            self.features.num_noise, 1, NOISE_FIELD_SIZE, NOISE_FIELD_SIZE, generator=gen, device="cpu"
+        )
+        self.register_buffer("noise_field", field, persistent=False)
+
+    def noise(self, height: int, width: int) -> torch.Tensor:
+        """The fixed noise ``(num_noise, 1, H, W)``: a crop (or periodic tiling) of the seeded field."""
+        field = self.noise_field
+        reps_h, reps_w = math.ceil(height / NOISE_FIELD_SIZE), math.ceil(width / NOISE_FIELD_SIZE)
+        if reps_h > 1 or reps_w > 1:
+            field = field.repeat(1, 1, reps_h, reps_w)
+        return field[:, :, :height, :width]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        b, c, h, w = x.shape
+        n_t, n_k = len(self.features.timesteps), self.features.num_noise
+        noise = self.noise(h, w).to(dtype=x.dtype)  # (K, 1, H, W), broadcast over channels
+        a = self.signal_scale.to(x.dtype).view(n_t, 1, 1, 1, 1, 1)
+        s = self.noise_scale.to(x.dtype).view(n_t, 1, 1, 1, 1, 1)
+        x_t = a * x.unsqueeze(0).unsqueeze(0) + s * noise.unsqueeze(0).unsqueeze(2)  # (T, K, B, C, H, W)
+        x_t = x_t.reshape(n_t * n_k * b, c, h, w)
+        t = self.timesteps.repeat_interleave(n_k * b)
+        acts = self.unet.decoder_features(x_t, t, self.blocks)
+        out = []
+        for blocks in self._blocks_by_stride:
+            f = torch.cat([acts[i] for i in blocks], dim=1) if len(blocks) > 1 else acts[blocks[0]]
+            f = f.reshape(n_t, n_k, b, *f.shape[1:]).mean(dim=1)  # average noise draws
+            out.append(f.permute(1, 0, 2, 3, 4).reshape(b, -1, *f.shape[-2:]))
+        return out
+
+
+class FeaturePyramid(DiffusionFeatureEncoder):
+    """A :class:`DiffusionFeatureEncoder` shaped as a segmentation backbone (shared by smp and timm).
+
+    Adds what decoders expect of a backbone: a complete pyramid of strides ``1, 2, ..., 2**depth``, a
+    truncated U-Net (decoder blocks after the last one needed and the noise head are removed, so the
+    state dict holds exactly the weights in use), input-channel adaptation, and an ``output_stride`` cap.
+    State-dict keys are ``unet.*`` for every subclass, so one weights file serves smp and timm.
+    """
+
+    def __init__(
+        self,
+        unet: UNetConfig | str | dict,
+        features: FeatureConfig | dict | None = None,
+        *,
+        depth: int | None = None,
+        output_stride: int = 32,
+        in_channels: int | None = None,
+    ) -> None:
+        if isinstance(features, dict):
+            features = FeatureConfig.from_dict(features)
+        super().__init__(DiffusionUNet(unet), features)
+        full = tuple(2**i for i in range(len(self.strides)))
+        if self.strides != full:
+            raise ConfigError(
+                f"a backbone needs features at every stride {full}, but blocks {self.blocks} give strides "
+                f"{self.strides}; leave FeatureConfig.blocks=None or add blocks for the missing strides"
+            )
+        max_depth = len(self.strides) - 1
+        self.depth = max_depth if depth is None else int(depth)
+        if not 1 <= self.depth <= max_depth:
+            raise ConfigError(f"depth must be in 1..{max_depth} for this U-Net, got {depth}")
+        if output_stride not in (8, 16, 32) or output_stride > 2**max_depth and output_stride != 32:
+            raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.output_stride_cap = output_stride
+        self.unet.truncate(max(self.blocks))
+        if in_channels is not None:
+            self.adapt_in_channels(in_channels)
+
+    def adapt_in_channels(self, in_channels: int) -> None:
+        """Rebuild the stem for ``in_channels`` inputs by averaging: a grey image repeated on every
+        channel gives exactly the 1-channel features (the fixed noise is shared by all channels)."""
+        stem = self.unet.input_blocks[0][0]
+        if in_channels == stem.in_channels:
+            return
+        if in_channels < 1:
+            raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
+        with torch.no_grad():
+            mean_w = stem.weight.mean(dim=1, keepdim=True)  # (out, 1, k, k)
+            new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, padding=stem.padding,
+                            device=stem.weight.device, dtype=stem.weight.dtype)
+            if not stem.weight.is_meta:
+                new.weight.copy_(mean_w.repeat(1, in_channels, 1, 1) * (stem.in_channels / in_channels))
+                new.bias.copy_(stem.bias)
+        self.unet.input_blocks[0][0] = new
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``depth + 1`` maps at strides ``1 .. 2**depth`` (capped at ``output_stride`` by upsampling)."""
+        feats = super().forward(x)[: self.depth + 1]
+        cap = self.output_stride_cap
+        h, w = x.shape[-2] // cap, x.shape[-1] // cap
+        return [
+            f if stride <= cap else nn.functional.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
+            for f, stride in zip(feats, self.strides)
+        ]

@@ -1,0 +1,143 @@
+"""The encoders as timm models (``timm.create_model("ddpm_ct_unet", features_only=True)``).
+
+A diffusion U-Net needs a timestep, so timm's default feature wrapper (which calls every child as
+``module(x)``) cannot work; the models use getter-style extraction: ``forward_intermediates`` returns the
+multi-timestep pyramid (timesteps live inside the model) and ``features_only`` wraps it with
+``FeatureGetterNet``. ``feature_info`` reports strides 1..32, so smp's ``tu-`` path treats the pyramid as
+"VGG style" and feeds the real stride-1 features to its decoders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch import nn
+
+from smp_diffusion_encoder.encoder.features import FeaturePyramid
+from smp_diffusion_encoder.encoder.variants import get_variant
+
+
+class DDPMCTUNet(FeaturePyramid):
+    """timm-style model: ``forward_features`` -> deepest map, ``forward_head`` -> pooled (+ linear) output."""
+
+    def __init__(
+        self,
+        unet: str | dict[str, Any],
+        features: dict[str, Any] | None = None,
+        in_chans: int = 1,
+        num_classes: int = 0,
+        global_pool: str = "avg",
+        output_stride: int = 32,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__(unet, features, output_stride=output_stride, in_channels=in_chans)
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = self.channels[-1]
+        self.feature_info = [
+            dict(num_chs=c, reduction=s, module=f"unet.output_blocks.{blocks[-1]}")
+            for c, s, blocks in zip(self.channels, self.strides, self._blocks_by_stride)
+        ]
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported, only 'NCHW'")
+        take, _ = feature_take_indices(len(self.strides), indices)
+        maps = self.pyramid(x)
+        inter = [maps[i] for i in take]
+        return inter if intermediates_only else (maps[-1], inter)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take, _ = feature_take_indices(len(self.strides), indices)
+        if prune_head:
+            self.head = nn.Identity()
+            self.num_classes = 0
+        return take
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pyramid(x)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.global_pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(image_size: int, **kwargs: Any) -> dict[str, Any]:
+    return {
+        "num_classes": 0,
+        "input_size": (1, image_size, image_size),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0.5,),
+        "std": (0.5,),
+        "first_conv": "unet.input_blocks.0.0",
+        "classifier": "head",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "ddpm_ct_unet": _cfg(128),
+        "ddpm_ct_unet_adm256": _cfg(256),
+        "ddpm_ct_unet_tiny": _cfg(64),
+    }
+)
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
+    v = get_variant(variant)
+    kwargs.setdefault("unet", v.preset)
+    kwargs.setdefault("features", v.features.to_dict())
+    return build_model_with_cfg(
+        DDPMCTUNet,
+        variant,
+        pretrained,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))),
+        **kwargs,
+    )
+
+
+@register_model
+def ddpm_ct_unet(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
+    """``small`` diffusion U-Net pretrained on CT (the ``ddpm-ct`` smp encoder)."""
+    return _create("ddpm_ct_unet", pretrained, **kwargs)
+
+
+@register_model
+def ddpm_ct_unet_adm256(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
+    """The paper's 256x256 ADM backbone (~553 M parameters before truncation)."""
+    return _create("ddpm_ct_unet_adm256", pretrained, **kwargs)
+
+
+@register_model
+def ddpm_ct_unet_tiny(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
+    """Tiny U-Net for tests and smoke runs."""
+    return _create("ddpm_ct_unet_tiny", pretrained, **kwargs)

@@ -1,0 +1,51 @@
+"""Exception hierarchy.
+
+Every error about something a user handed us names the file (or folder) and the problem, e.g.
+``LabelMismatchError: labels/X.nii.gz is 512x512x90 but image is 512x512x91``. The command line turns
+any :class:`SmpDiffusionError` into a one-line message and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class SmpDiffusionError(Exception):
+    """Base class of all errors raised on purpose by this package."""
+
+
+class ConfigError(SmpDiffusionError, ValueError):
+    """An invalid setting (architecture, feature selection, preprocessing, CLI option)."""
+
+
+class InputFileError(SmpDiffusionError):
+    """A file or folder given by the user is unusable. ``str(err)`` is ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class CorruptFileError(InputFileError):
+    """The file cannot be decoded (truncated, not the format its name says, unreadable)."""
+
+
+class InvalidVolumeError(InputFileError):
+    """Decodable, but not a usable CT volume: wrong dimensionality, NaN/Inf voxels, not HU, ..."""
+
+
+class LabelMismatchError(InputFileError):
+    """A label map does not fit its image (shape, affine/spacing) or holds unexpected label ids."""
+
+
+class DatasetLayoutError(InputFileError):
+    """A dataset folder is empty or not laid out as expected (e.g. images without labels)."""
+
+
+class DicomSeriesError(InputFileError):
+    """A DICOM folder mixes series, misses slices, or has inconsistent geometry."""
+
+
+class WeightsError(SmpDiffusionError):
+    """Weights are missing, not safetensors, or do not match the architecture."""

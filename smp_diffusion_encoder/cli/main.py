@@ -18,6 +18,7 @@ from smp_diffusion_encoder.errors import SmpDiffusionError
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.info",
+    "smp_diffusion_encoder.cli.evaluate",
 )
 
 

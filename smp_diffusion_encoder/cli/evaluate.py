@@ -1,0 +1,44 @@
+"""``smp-diffusion evaluate PRED_DIR GT_DIR --out metrics.csv [--summary summary.md]``.
+
+Scores every ground-truth label map in GT_DIR against the same-named prediction in PRED_DIR with the
+FLARE 2022 rules (per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown
+summary (both atomically), and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="FLARE 2022 DSC/NSD of predicted label maps against ground truth",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted *.nii.gz label maps")
+    parser.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth *.nii.gz label maps")
+    parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write (official column names)")
+    parser.add_argument("--summary", type=Path, default=None, help="also write the summary as a markdown file")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from smp_diffusion_encoder.evaluation import (
+        evaluate_folder,
+        format_summary_markdown,
+        write_metrics_csv,
+        write_summary_markdown,
+    )
+
+    results = evaluate_folder(args.pred_dir, args.gt_dir, progress=not args.no_progress)
+    write_metrics_csv(results, args.out)
+    if args.summary is not None:
+        write_summary_markdown(results, args.summary)
+    sys.stdout.write(format_summary_markdown(results))
+    return 0

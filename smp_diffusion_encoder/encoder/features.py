@@ -13,7 +13,6 @@ map: timestep-major, ``[t0: block_a, block_b, ..., t1: block_a, ...]``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -135,12 +134,14 @@ class DiffusionFeatureEncoder(nn.Module):
         self.register_buffer("noise_field", field, persistent=False)
 
     def noise(self, height: int, width: int) -> torch.Tensor:
-        """The fixed noise ``(num_noise, 1, H, W)``: a crop (or periodic tiling) of the seeded field."""
-        field = self.noise_field
-        reps_h, reps_w = math.ceil(height / NOISE_FIELD_SIZE), math.ceil(width / NOISE_FIELD_SIZE)
-        if reps_h > 1 or reps_w > 1:
-            field = field.repeat(1, 1, reps_h, reps_w)
-        return field[:, :, :height, :width]
+        """The fixed noise ``(num_noise, 1, H, W)``: the seeded field, cropped (or tiled periodically).
+
+        Written without shape-dependent branches so it traces under ``torch.compile``/``torch.export``.
+        """
+        dev = self.noise_field.device
+        rows = torch.arange(height, device=dev) % NOISE_FIELD_SIZE
+        cols = torch.arange(width, device=dev) % NOISE_FIELD_SIZE
+        return self.noise_field.index_select(2, rows).index_select(3, cols)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         b, c, h, w = x.shape

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import torch
+
+from smp_diffusion_encoder.diffusion import NoiseSchedule, make_betas
+from smp_diffusion_encoder.errors import ConfigError
+
+
+def test_linear_schedule_matches_ddpm():
+    betas = make_betas("linear", 1000)
+    assert betas.shape == (1000,)
+    assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
+    # rescaled for fewer steps so the total noise stays comparable
+    assert make_betas("linear", 500)[-1] == pytest.approx(0.04)
+
+
+def test_cosine_schedule_properties():
+    abar = NoiseSchedule("cosine").alphas_cumprod
+    assert np.all(np.diff(abar) < 0) and abar[-1] < 1e-4
+    assert make_betas("cosine").max() <= 0.999
+    # alpha_bar(t) = f(t)/f(0) with f = cos^2(((t/T + s)/(1 + s)) pi/2)
+    f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+    assert abar[499] == pytest.approx(f(500) / f(0), rel=1e-6)
+
+
+def test_q_sample_is_the_closed_form():
+    s = NoiseSchedule("linear")
+    x0, noise = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 500, 999])
+    abar = torch.from_numpy(s.alphas_cumprod)[t].float().view(-1, 1, 1, 1)
+    torch.testing.assert_close(s.q_sample(x0, t, noise), abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
+
+
+def test_bad_names_and_timesteps_are_rejected():
+    with pytest.raises(ConfigError, match="sigmoid"):
+        make_betas("sigmoid")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="1000"):
+        NoiseSchedule().coefficients([1000])
+    with pytest.raises(ConfigError, match=r"\[-1\]"):
+        NoiseSchedule().q_sample(torch.zeros(1, 1, 2, 2), torch.tensor([-1]), torch.zeros(1, 1, 2, 2))

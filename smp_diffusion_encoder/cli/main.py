@@ -19,6 +19,7 @@ from smp_diffusion_encoder.errors import SmpDiffusionError
 SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.info",
     "smp_diffusion_encoder.cli.evaluate",
+    "smp_diffusion_encoder.cli.check_data",
 )
 
 

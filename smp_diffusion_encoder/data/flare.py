@@ -1,0 +1,180 @@
+"""FLARE 2022 dataset layout, and discovery of any folder of CT volumes.
+
+FLARE 2022 (MICCAI 2022 challenge, REFERENCE.md §2) ships 50 labeled training scans, 2000 unlabeled ones
+and 50 tuning scans::
+
+    <root>/Training/FLARE22_LabeledCase50/images/FLARE22_Tr_0001_0000.nii.gz
+    <root>/Training/FLARE22_LabeledCase50/labels/FLARE22_Tr_0001.nii.gz
+    <root>/Training/FLARE22_UnlabeledCase1-1000/Case_00001_0000.nii.gz
+    <root>/Training/FLARE22_UnlabeledCase1001-2000/...
+    <root>/Tuning/images/FLARETs_0001_0000.nii.gz
+    <root>/Tuning/labels/FLARETs_0001.nii.gz
+
+Folder names appear with and without the ``22`` (``FLARELabeledCase50``); every ``*UnlabeledCase*`` folder
+is unlabeled data (searched recursively). The case id is the image file name minus ``_0000.nii.gz``; label
+files carry no ``_0000``. Only file names are read here: :func:`~.volume.read_volume` opens the files.
+
+Example:
+    >>> ds = FlareDataset.discover("/data/FLARE22")                 # doctest: +SKIP
+    >>> len(ds.labeled), len(ds.unlabeled), len(ds.tuning)         # doctest: +SKIP
+    (50, 2000, 50)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smp_diffusion_encoder.data.dicom import is_dicom_file
+from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES
+from smp_diffusion_encoder.errors import DatasetLayoutError
+
+_LABELED_DIR = re.compile(r"^FLARE(22)?_?LabeledCase\d*$", re.IGNORECASE)
+_IMAGE_SUFFIX = "_0000"
+_EXPECTED = (
+    "Training/FLARE22_LabeledCase50/{images,labels}, Training/FLARE22_UnlabeledCase1-1000 (any "
+    "*UnlabeledCase* folder) or Tuning/{images,labels}"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scan: ``image`` is a NIfTI file, ``label`` its label map (``None`` for unlabeled scans)."""
+
+    case_id: str
+    image: Path
+    label: Path | None = None
+
+
+@dataclass(frozen=True)
+class FlareDataset:
+    """The cases of a FLARE 2022 root, each list sorted by case id."""
+
+    root: Path
+    labeled: list[Case] = field(default_factory=list)
+    unlabeled: list[Case] = field(default_factory=list)
+    tuning: list[Case] = field(default_factory=list)
+
+    @property
+    def cases(self) -> list[Case]:
+        """All cases: labeled, then unlabeled, then tuning."""
+        return [*self.labeled, *self.unlabeled, *self.tuning]
+
+    @classmethod
+    def discover(cls, root: str | os.PathLike[str]) -> FlareDataset:
+        """Find the cases under ``root`` (see module docstring for the layout).
+
+        Raises:
+            DatasetLayoutError: ``root`` missing or holding none of the expected folders; an image without
+                a label or a label without an image; an empty images folder; a case id seen twice.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(root, "does not exist or is not a folder (expected a FLARE 2022 root)")
+        training = root / "Training"
+        labeled_dirs = sorted(p for p in _subdirs(training) if _LABELED_DIR.match(p.name))
+        unlabeled_dirs = sorted(p for p in _subdirs(training) if "unlabeledcase" in p.name.lower())
+        tuning_dir = root / "Tuning"
+        if not labeled_dirs and not unlabeled_dirs and not tuning_dir.is_dir():
+            raise DatasetLayoutError(root, f"is not a FLARE 2022 root: expected {_EXPECTED}")
+        labeled = [case for d in labeled_dirs for case in _paired_cases(d)]
+        unlabeled = []
+        for folder in unlabeled_dirs:
+            images = sorted(p for p in folder.rglob("*") if _is_nifti(p))
+            if not images:
+                raise DatasetLayoutError(folder, "holds no NIfTI images (*_0000.nii.gz)")
+            unlabeled.extend(Case(_case_id(p), p) for p in images)
+        tuning = _paired_cases(tuning_dir, labels_optional=True) if tuning_dir.is_dir() else []
+        dataset = cls(
+            root=root,
+            labeled=sorted(labeled, key=lambda c: c.case_id),
+            unlabeled=sorted(unlabeled, key=lambda c: c.case_id),
+            tuning=sorted(tuning, key=lambda c: c.case_id),
+        )
+        _check_unique(root, dataset.cases)
+        return dataset
+
+
+def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:
+    """NIfTI files and DICOM series folders under ``folder`` (recursive), sorted by relative path.
+
+    A folder counts as a DICOM series when it directly holds DICOM files; ``folder`` itself may be one.
+    Raises :class:`DatasetLayoutError` when nothing is found.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetLayoutError(folder, "does not exist or is not a folder")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        files = [here / f for f in sorted(filenames) if not f.startswith(".")]
+        found.extend(f for f in files if _is_nifti(f))
+        if any(is_dicom_file(f) for f in files if not _is_nifti(f)):
+            found.append(here)
+    if not found:
+        raise DatasetLayoutError(folder, "holds no NIfTI volumes (.nii, .nii.gz) or DICOM series folders")
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _paired_cases(folder: Path, *, labels_optional: bool = False) -> list[Case]:
+    images_dir, labels_dir = folder / "images", folder / "labels"
+    if not images_dir.is_dir():
+        raise DatasetLayoutError(folder, "has no images/ folder (expected images/ and labels/)")
+    images = {_case_id(p): p for p in sorted(images_dir.iterdir()) if _is_nifti(p)}
+    if not images:
+        raise DatasetLayoutError(images_dir, "holds no NIfTI images (*_0000.nii.gz)")
+    if not labels_dir.is_dir():
+        if labels_optional:
+            return [Case(cid, path) for cid, path in images.items()]
+        raise DatasetLayoutError(folder, "has images/ but no labels/ folder")
+    labels = {_label_id(p): p for p in sorted(labels_dir.iterdir()) if _is_nifti(p)}
+    no_label = sorted(set(images) - set(labels))
+    if no_label:
+        names = ", ".join(images[c].name for c in no_label[:5]) + (" ..." if len(no_label) > 5 else "")
+        raise DatasetLayoutError(
+            labels_dir,
+            f"{len(no_label)} images have no label ({names}); expected e.g. labels/{no_label[0]}.nii.gz",
+        )
+    no_image = sorted(set(labels) - set(images))
+    if no_image:
+        names = ", ".join(labels[c].name for c in no_image[:5]) + (" ..." if len(no_image) > 5 else "")
+        raise DatasetLayoutError(
+            images_dir,
+            f"{len(no_image)} labels have no image ({names}); expected e.g. images/{no_image[0]}_0000.nii.gz",
+        )
+    return [Case(cid, images[cid], labels[cid]) for cid in sorted(images)]
+
+
+def _check_unique(root: Path, cases: list[Case]) -> None:
+    seen: dict[str, Path] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise DatasetLayoutError(root, f"case id {case.case_id} appears twice: {seen[case.case_id]} and {case.image}")
+        seen[case.case_id] = case.image
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".") and path.is_file()
+
+
+def _label_id(path: Path) -> str:
+    return _strip_nifti(path.name)
+
+
+def _case_id(path: Path) -> str:
+    stem = _strip_nifti(path.name)
+    return stem[: -len(_IMAGE_SUFFIX)] if stem.endswith(_IMAGE_SUFFIX) else stem
+
+
+def _strip_nifti(name: str) -> str:
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

@@ -20,6 +20,9 @@ SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.info",
     "smp_diffusion_encoder.cli.evaluate",
     "smp_diffusion_encoder.cli.check_data",
+    "smp_diffusion_encoder.cli.phantom",
+    "smp_diffusion_encoder.cli.prepare",
+    "smp_diffusion_encoder.cli.split",
 )
 
 

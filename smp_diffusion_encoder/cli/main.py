@@ -23,6 +23,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.phantom",
     "smp_diffusion_encoder.cli.prepare",
     "smp_diffusion_encoder.cli.split",
+    "smp_diffusion_encoder.cli.push",
 )
 
 

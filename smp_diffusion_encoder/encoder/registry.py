@@ -49,6 +49,12 @@ def register_encoder(
 
 
 def register_all() -> None:
-    """Register every variant of :data:`~smp_diffusion_encoder.encoder.variants.VARIANTS`."""
+    """Register every variant of :data:`~smp_diffusion_encoder.encoder.variants.VARIANTS`.
+
+    A variant with packaged default weights gets the keys ``"ct"`` and ``"imagenet"`` (an alias: smp's
+    default value) for them, seeded into the HF cache (see :mod:`smp_diffusion_encoder.hub.packaged`).
+    """
+    from smp_diffusion_encoder.hub.packaged import packaged_pretrained_settings
+
     for v in VARIANTS:
-        register_encoder(v.smp_name, v.preset, v.features)
+        register_encoder(v.smp_name, v.preset, v.features, packaged_pretrained_settings(v.smp_name))

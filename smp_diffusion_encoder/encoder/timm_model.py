@@ -19,6 +19,8 @@ from torch import nn
 
 from smp_diffusion_encoder.encoder.features import FeaturePyramid
 from smp_diffusion_encoder.encoder.variants import get_variant
+from smp_diffusion_encoder.hub.packaged import packaged_timm_cfg
+from smp_diffusion_encoder.hub.timm_guard import prepare_timm_pretrained
 
 
 class DDPMCTUNet(FeaturePyramid):
@@ -105,9 +107,9 @@ def _cfg(image_size: int, **kwargs: Any) -> dict[str, Any]:
 
 default_cfgs = generate_default_cfgs(
     {
-        "ddpm_ct_unet": _cfg(128),
-        "ddpm_ct_unet_adm256": _cfg(256),
-        "ddpm_ct_unet_tiny": _cfg(64),
+        "ddpm_ct_unet": _cfg(128, **packaged_timm_cfg("ddpm_ct_unet")),
+        "ddpm_ct_unet_adm256": _cfg(256, **packaged_timm_cfg("ddpm_ct_unet_adm256")),
+        "ddpm_ct_unet_tiny": _cfg(64, **packaged_timm_cfg("ddpm_ct_unet_tiny")),
     }
 )
 
@@ -116,6 +118,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet
     v = get_variant(variant)
     kwargs.setdefault("unet", v.preset)
     kwargs.setdefault("features", v.features.to_dict())
+    kwargs = prepare_timm_pretrained(pretrained, kwargs)  # safetensors only, validated before timm reads it
     return build_model_with_cfg(
         DDPMCTUNet,
         variant,

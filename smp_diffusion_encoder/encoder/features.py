@@ -107,9 +107,16 @@ class DiffusionFeatureEncoder(nn.Module):
         [(1, 16, 64, 64), (1, 16, 32, 32)]
     """
 
-    def __init__(self, unet: DiffusionUNet, features: FeatureConfig | None = None) -> None:
+    def __init__(
+        self, unet: DiffusionUNet, features: FeatureConfig | None = None, *, channels_last: bool = True
+    ) -> None:
         super().__init__()
         self.unet = unet
+        # NHWC convolutions are ~1.5-2x faster on CPU (oneDNN) and use tensor cores well on GPU; the U-Net's
+        # 4D weights are converted once here, and load_state_dict keeps their layout.
+        self.channels_last = channels_last
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
         self.features = features or FeatureConfig()
         cfg = unet.config
         self.blocks = self.features.resolved_blocks(cfg)
@@ -151,6 +158,8 @@ class DiffusionFeatureEncoder(nn.Module):
         s = self.noise_scale.to(x.dtype).view(n_t, 1, 1, 1, 1, 1)
         x_t = a * x.unsqueeze(0).unsqueeze(0) + s * noise.unsqueeze(0).unsqueeze(2)  # (T, K, B, C, H, W)
         x_t = x_t.reshape(n_t * n_k * b, c, h, w)
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
         t = self.timesteps.repeat_interleave(n_k * b)
         acts = self.unet.decoder_features(x_t, t, self.blocks)
         out = []

@@ -114,3 +114,14 @@ def test_in_channel_adaptation_keeps_grey_images_identical():
     x = torch.randn(1, 1, 64, 64)
     for a, b in zip(one.pyramid(x), three.pyramid(x.repeat(1, 3, 1, 1))):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_layout_does_not_change_the_features(tiny_unet):
+    import copy
+
+    x = torch.randn(2, 1, 64, 64)
+    nhwc = DiffusionFeatureEncoder(copy.deepcopy(tiny_unet), channels_last=True)
+    nchw = DiffusionFeatureEncoder(copy.deepcopy(tiny_unet), channels_last=False)
+    assert nhwc.unet.input_blocks[1][0].in_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(nhwc(x), nchw(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,109 @@
+"""Reading pretraining runs, writing sample outputs, the ``sample`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from run_helpers import write_run
+from PIL import Image
+
+from smp_diffusion_encoder.cli.main import main
+from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.volume import read_volume
+from smp_diffusion_encoder.errors import ConfigError, WeightsError
+from smp_diffusion_encoder.generation.outputs import make_grid, save_samples, to_hu
+from smp_diffusion_encoder.generation.run import load_run
+
+
+def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path) -> None:
+    sd = write_run(tmp_path / "r", ema=False, checkpoint=True)
+    ema = load_run(tmp_path / "r")
+    assert ema.weights_kind == "ema" and ema.step == 1234 and ema.weights_file.name == "checkpoint.pt"
+    raw = load_run(tmp_path / "r", use_ema=False)
+    assert raw.weights_kind == "model" and set(raw.state_dict) == set(sd)  # "module." stripped
+    assert torch.equal(raw.state_dict["time_embed.0.weight"], sd["time_embed.0.weight"] + 1)
+    net = ema.build_unet()
+    assert torch.equal(net.state_dict()["out.2.bias"], sd["out.2.bias"])
+
+
+def test_missing_weights_and_config_are_named(tmp_path: Path, tiny_run: tuple[Path, dict]) -> None:
+    write_run(tmp_path / "r", ema=False)
+    with pytest.raises(WeightsError, match=r"no ema or model weights: looked for \['ema.safetensors', 'model.safetensors'\] "
+                                           r"and \['checkpoint.pt', 'checkpoints/last.pt'\]"):
+        load_run(tmp_path / "r")
+    with pytest.raises(WeightsError, match="no model weights"):
+        load_run(tiny_run[0], use_ema=False)
+    (tmp_path / "r" / "config.json").write_text(json.dumps({"unet": {}}))
+    with pytest.raises(ConfigError, match=r"lacks \['schedule', 'preprocessing'\].*expected keys unet, schedule, preprocess"):
+        load_run(tmp_path / "r")
+
+
+def test_plain_safetensors_file_with_config_beside_it(tiny_run: tuple[Path, dict]) -> None:
+    folder, sd = tiny_run
+    info = load_run(folder / "ema.safetensors")
+    assert info.unet_config.image_size == 64 and info.schedule.num_timesteps == 1000
+    assert all(torch.equal(info.state_dict[k], sd[k]) for k in sd)
+
+
+def test_outputs_round_trip(tmp_path: Path) -> None:
+    prep = PreprocessConfig(hu_window=(-100.0, 300.0), image_size=8)
+    x = torch.linspace(-1, 1, 3 * 8 * 8).reshape(3, 1, 8, 8)
+    paths = save_samples(x, tmp_path, prep, {"seed": 3})
+    assert np.array_equal(np.load(paths["npy"]), x[:, 0].numpy())
+    grid = np.asarray(Image.open(paths["grid"]))
+    assert grid.shape == (2 + 2 * 10, 2 + 2 * 10) and grid.dtype == np.uint8
+    first = np.asarray(Image.open(tmp_path / "png" / "000000.png"))
+    assert first[0, 0] == 0 and np.asarray(Image.open(tmp_path / "png" / "000002.png"))[-1, -1] == 255
+    vol = read_volume(paths["nifti"], check_hu=False)  # windowed HU has no air; canonical (Z, Y, X) = (N, H, W)
+    np.testing.assert_allclose(vol.array, to_hu(x, prep), atol=1e-4)
+    assert to_hu(x, prep).min() == -100.0 and to_hu(x, prep).max() == 300.0
+    assert json.loads(paths["metadata"].read_text())["seed"] == 3
+    assert make_grid(np.ones((5, 2, 2)), nrow=2).shape == (2 + 3 * 4, 2 + 2 * 4)
+
+
+def test_sample_cli_writes_every_output(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    rc = main(["sample", str(tiny_run[0]), "--n", "2", "--steps", "2", "--out", str(out), "--seed", "1",
+               "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    assert {p.name for p in out.iterdir()} == {"grid.png", "png", "samples.npy", "samples_hu.nii.gz", "samples.json"}
+    assert np.load(out / "samples.npy").shape == (2, 64, 64)
+    assert nib.load(out / "samples_hu.nii.gz").shape == (64, 64, 2)
+    meta = json.loads((out / "samples.json").read_text())
+    assert meta["sampler"] == "ddim" and meta["steps"] == 2 and meta["weights"].endswith("(ema)")
+
+
+def test_sample_cli_reports_a_bad_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_image_sets_read_pngs_and_sample_folders_alike(tmp_path: Path) -> None:
+    from smp_diffusion_encoder.errors import DatasetLayoutError
+    from smp_diffusion_encoder.generation.evaluate import ImageSet
+
+    x = torch.rand(5, 1, 16, 16) * 2 - 1
+    save_samples(x, tmp_path / "s", PreprocessConfig(image_size=16))
+    pngs, folder = ImageSet(tmp_path / "s" / "png"), ImageSet(tmp_path / "s")
+    assert len(pngs) == len(folder) == 5
+    torch.testing.assert_close(pngs[3], x[3], atol=1 / 127.5, rtol=0)
+    assert torch.equal(folder[3], x[3])
+    sub = ImageSet(tmp_path / "s", max_images=3, seed=1)
+    assert len(sub) == 3 and sub.indices.tolist() == ImageSet(tmp_path / "s", max_images=3, seed=1).indices.tolist()
+    assert next(sub.batches(2)).shape == (2, 1, 16, 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match="no slice store"):
+        ImageSet(tmp_path / "empty")
+
+
+def test_checkpoint_under_checkpoints_last_pt(tmp_path: Path) -> None:
+    sd = write_run(tmp_path / "r", ema=False, checkpoint=True)
+    (tmp_path / "r" / "checkpoints").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").rename(tmp_path / "r" / "checkpoints" / "last.pt")
+    info = load_run(tmp_path / "r", use_ema=True)
+    assert info.weights_file.name == "last.pt" and torch.equal(info.state_dict["out.2.bias"], sd["out.2.bias"])

@@ -1,0 +1,325 @@
+"""The one training loop of the project; what a step computes is a swappable object.
+
+A *step* is any callable ``step(model, batch) -> (loss, metrics)``: ``loss`` a scalar tensor to minimize,
+``metrics`` a dict of scalars (floats or 0-d tensors) averaged over the log window and written to the CSV.
+Diffusion pretraining uses :class:`~smp_diffusion_encoder.training.ddpm.DDPMStep`; few-shot fine-tuning
+uses another step with the same :class:`Trainer`.
+
+Per optimizer step: forward under autocast (bf16 on CUDA if asked, fp32 otherwise), backward, optional
+gradient-norm clipping, optimizer step, optional LR-scheduler step, EMA update. Every ``log_every`` steps a
+row ``step, loss, lr, images_per_s, grad_norm, <step metrics>`` is logged (loss and metrics averaged over
+the window and over ranks); every ``ckpt_every`` steps and at the end a checkpoint, ``metrics.csv`` and
+``loss.png`` are written atomically to ``out_dir`` (rank 0 only). With ``torch.distributed`` initialized
+the model is wrapped in ``DistributedDataParallel`` and every rank must run the same number of steps.
+
+Example:
+    >>> trainer = Trainer(model, torch.optim.AdamW(model.parameters()), step, TrainConfig(100, "run"))  # doctest: +SKIP
+    >>> trainer.fit(lambda start_step: batches_from(start_step))                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from smp_diffusion_encoder._io import atomic_path, atomic_write_text
+from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from smp_diffusion_encoder.training.ema import EMA
+
+CHECKPOINT_NAME = "checkpoint.pt"
+Batch = Any
+
+
+class Step(Protocol):
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings (what to train and on which data is the caller's business).
+
+    Attributes:
+        max_steps: optimizer steps to reach (a resumed run continues up to it).
+        out_dir: where ``checkpoint.pt``, ``metrics.csv`` and ``loss.png`` go.
+        grad_clip: max global gradient L2 norm, or ``None`` for no clipping.
+        precision: ``"bf16"`` autocast on CUDA (fp32 master weights, no grad scaler needed); on a CPU it
+            falls back to ``"fp32"`` with a warning.
+        log_every, ckpt_every: in optimizer steps; ``ckpt_every=0`` checkpoints only at the end.
+        val_every: call the ``validate`` hook every this many steps (0: never).
+        seed: recorded; seeding is done by the caller before the model is built.
+        ema_decay: EMA decay or ``None`` for no EMA.
+        progress: show a tqdm bar (rank 0).
+    """
+
+    max_steps: int
+    out_dir: str
+    grad_clip: float | None = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = 10
+    ckpt_every: int = 1000
+    val_every: int = 0
+    seed: int = 0
+    ema_decay: float | None = 0.9999
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.max_steps < 1 or self.log_every < 1 or self.ckpt_every < 0 or self.val_every < 0:
+            raise ConfigError(f"bad step counts in {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` validations.
+
+    Example:
+        >>> stop = EarlyStopping("val_dice", mode="max", patience=2)
+        >>> [stop({"val_dice": v}) for v in (0.5, 0.6, 0.6, 0.55)]
+        [False, False, False, True]
+    """
+
+    def __init__(self, metric: str, *, mode: Literal["min", "max"] = "min", patience: int = 5,
+                 min_delta: float = 0.0) -> None:
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
+        self.best: float | None = None
+        self.bad = 0
+
+    def __call__(self, metrics: Mapping[str, float]) -> bool:
+        value = float(metrics[self.metric])
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                       else value > self.best + self.min_delta)
+        if better:
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], int(state["bad"])
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    items = batch.values() if isinstance(batch, dict) else batch
+    return _batch_size(next(iter(items)))
+
+
+class Trainer:
+    """Owns the model (DDP-wrapped when distributed), optimizer, scheduler, EMA, history and checkpoints.
+
+    Args:
+        model: the bare model, already on ``device``.
+        optimizer, scheduler: scheduler is stepped once per optimizer step.
+        step: the :class:`Step` computing the loss.
+        config: :class:`TrainConfig`.
+        extra_state: callable ``step -> dict`` stored under ``"extra"`` in every checkpoint (configs, data
+            position).
+        validate: hook ``(bare model, ema module or None, step) -> {name: value}`` run on every rank every
+            ``val_every`` steps; its values are logged.
+        early_stopping: callable ``metrics -> bool`` (e.g. :class:`EarlyStopping`); rank 0 decides.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, config: TrainConfig, *,
+                 scheduler: Any = None, device: torch.device | str | None = None,
+                 extra_state: Callable[[int], dict[str, Any]] | None = None,
+                 validate: Callable[[nn.Module, nn.Module | None, int], Mapping[str, float]] | None = None,
+                 early_stopping: Callable[[Mapping[str, float]], bool] | None = None) -> None:
+        self.config, self.step_fn, self.optimizer, self.scheduler = config, step, optimizer, scheduler
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.rank, self.world_size = _rank_world()
+        self.bare = model
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = model
+        self.extra_state, self.validate, self.early_stopping = extra_state, validate, early_stopping
+        self.use_bf16 = config.precision == "bf16" and self.device.type == "cuda"
+        if config.precision == "bf16" and not self.use_bf16:
+            warnings.warn("bf16 autocast is only used on CUDA; training in fp32 on the CPU", stacklevel=2)
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        # Metric sums of the current log window (checkpointed, so a resumed run logs the same rows).
+        self._window: dict[str, torch.Tensor] = {}
+        self._n_window = 0
+        self.out_dir = Path(config.out_dir)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def resume(self, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
+        """Restore everything from a checkpoint file or loaded state (default ``out_dir/checkpoint.pt``).
+
+        Returns the checkpoint's ``extra`` dict.
+        """
+        state = source if isinstance(source, dict) else load_checkpoint(source or self.checkpoint_path)
+        self.global_step = restore_checkpoint(state, model=self.bare, optimizer=self.optimizer, ema=self.ema,
+                                              scheduler=self.scheduler)
+        self.history = list(state["history"])
+        window = state["extra"].get("log_window", {"n": 0, "sums": {}})
+        self._n_window = int(window["n"])
+        self._window = {k: v.to(self.device) for k, v in window["sums"].items()}
+        if self.early_stopping is not None and hasattr(self.early_stopping, "load_state_dict"):
+            self.early_stopping.load_state_dict(state["extra"].get("early_stopping", {"best": None, "bad": 0}))
+        return state["extra"]
+
+    def save(self) -> None:
+        """Checkpoint + ``metrics.csv`` + ``loss.png`` (rank 0 writes; all ranks wait for it)."""
+        if self.rank == 0:
+            extra = self.extra_state(self.global_step) if self.extra_state else {}
+            extra = {**extra, "train": self.config.to_dict(), "world_size": self.world_size,
+                     "log_window": {"n": self._n_window, "sums": {k: v.cpu() for k, v in self._window.items()}}}
+            if self.early_stopping is not None and hasattr(self.early_stopping, "state_dict"):
+                extra["early_stopping"] = self.early_stopping.state_dict()
+            save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
+                            ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
+            write_metrics_csv(self.out_dir / "metrics.csv", self.history)
+            plot_loss_curve(self.out_dir / "loss.png", self.history)
+        if self.world_size > 1:
+            dist.barrier()
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def fit(self, data: Callable[[int], Iterable[Batch]]) -> list[dict[str, Any]]:
+        """Train from ``global_step`` to ``max_steps``; ``data(start_step)`` gives the batches from there on.
+
+        Returns the logged history (rows of floats keyed by column name).
+        """
+        cfg = self.config
+        self.model.train()
+        images, tick = 0, time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.global_step, unit="step", desc="train",
+                   disable=not cfg.progress or self.rank != 0, dynamic_ncols=True)
+        batches = iter(data(self.global_step))
+        stop = False
+        try:
+            while self.global_step < cfg.max_steps and not stop:
+                batch = _to_device(next(batches), self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                    loss, metrics = self.step_fn(self.model, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf  # inf: only measure the norm
+                grad_norm = nn.utils.clip_grad_norm_(self.bare.parameters(), clip)
+                lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.bare)
+                self.global_step += 1
+                self._n_window += 1
+                images += _batch_size(batch) * self.world_size
+                for k, v in {"loss": loss, "grad_norm": grad_norm, **metrics}.items():
+                    v = torch.as_tensor(v, device=self.device).detach().float()
+                    self._window[k] = self._window.get(k, torch.zeros((), device=self.device)) + v
+                row: dict[str, Any] = {}
+                if self.global_step % cfg.log_every == 0 or self.global_step == cfg.max_steps:
+                    row = self._window_row(lr, images / max(time.perf_counter() - tick, 1e-9))
+                    images, tick = 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.1f}")
+                if cfg.val_every and self.validate is not None and self.global_step % cfg.val_every == 0:
+                    val = {k: float(v) for k, v in self.validate(self.bare, self.ema.module if self.ema else None,
+                                                                 self.global_step).items()}
+                    self.model.train()
+                    row = {"step": self.global_step, **row, **val}
+                    if self.early_stopping is not None:
+                        stop = self._agree(bool(self.early_stopping(val)))
+                if row:
+                    self.history.append(row)
+                bar.update()
+                if (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) or stop:
+                    self.save()
+            if not (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) and not stop:
+                self.save()
+        finally:
+            bar.close()
+        return self.history
+
+    def _window_row(self, lr: float, images_per_s: float) -> dict[str, Any]:
+        keys = sorted(self._window)
+        values = torch.stack([self._window[k] for k in keys]) / self._n_window
+        self._window, self._n_window = {}, 0
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values /= self.world_size
+        row = {"step": self.global_step, "lr": lr, "images_per_s": images_per_s}
+        row.update({k: float(v) for k, v in zip(keys, values.tolist())})
+        return row
+
+    def _agree(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+
+def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
+    """Write the history as CSV atomically: ``step, loss, lr, images_per_s`` first, then other columns."""
+    first = ["step", "loss", "lr", "images_per_s"]
+    rest = sorted({k for row in history for k in row} - set(first))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=first + rest, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_loss_curve(path: str | Path, history: list[dict[str, Any]]) -> None:
+    """Loss against step (log scale when positive) as a PNG, written atomically (matplotlib Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = [(r["step"], r["loss"]) for r in history if isinstance(r.get("loss"), float) and math.isfinite(r["loss"])]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if points:
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, lw=1)
+        if min(losses) > 0:
+            ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png")

@@ -1,0 +1,81 @@
+"""The generic loop with a non-diffusion step: it trains, logs, plots, validates and stops early."""
+
+from __future__ import annotations
+
+import csv
+from itertools import count
+
+import pytest
+import torch
+from torch import nn
+
+from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.training.loop import EarlyStopping, TrainConfig, Trainer
+
+
+class RegressionStep:
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        err = model(x) - y
+        return (err**2).mean(), {"mae": err.abs().mean().detach()}
+
+
+def _data(start_step: int):
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[2.0], [-1.0]])
+    for _ in count(start_step):
+        x = torch.randn(8, 2, generator=g)
+        yield x, x @ w
+
+
+def test_trains_and_writes_csv_and_curve(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    sched_opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(sched_opt, lambda s: 0.5 if s >= 20 else 1.0)
+    cfg = TrainConfig(max_steps=40, out_dir=str(tmp_path), log_every=10, ckpt_every=20, ema_decay=0.5,
+                      progress=False)
+    trainer = Trainer(model, sched_opt, RegressionStep(), cfg, scheduler=sched)
+    history = trainer.fit(_data)
+    assert [r["step"] for r in history] == [10, 20, 30, 40] and history[-1]["loss"] < history[0]["loss"] / 10
+    assert history[1]["lr"] == 0.1 and history[2]["lr"] == 0.05
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert list(rows[0])[:4] == ["step", "loss", "lr", "images_per_s"] and "mae" in rows[0] and len(rows) == 4
+    assert float(rows[0]["images_per_s"]) > 0
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "checkpoint.pt").is_file()
+    assert trainer.ema is not None and trainer.ema.num_updates == 40
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_validation_hook_and_early_stopping(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
+    seen = []
+
+    def validate(bare, ema, step):
+        seen.append((step, ema is None, bare.training))
+        return {"val_score": next(scores)}
+
+    cfg = TrainConfig(max_steps=100, out_dir=str(tmp_path), log_every=5, val_every=5, ckpt_every=0,
+                      ema_decay=None, progress=False)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), RegressionStep(), cfg,
+                      validate=validate, early_stopping=EarlyStopping("val_score", mode="max", patience=2))
+    history = trainer.fit(_data)
+    assert trainer.global_step == 20 and [s for s, *_ in seen] == [5, 10, 15, 20]
+    assert [r["val_score"] for r in history] == [0.5, 0.7, 0.6, 0.65]
+    resumed = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), RegressionStep(), cfg,
+                      early_stopping=EarlyStopping("val_score", mode="max", patience=2))
+    resumed.resume()
+    assert resumed.global_step == 20 and resumed.early_stopping.state_dict() == {"best": 0.7, "bad": 2}
+
+
+def test_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(max_steps=0, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError):
+        TrainConfig(max_steps=1, out_dir=str(tmp_path), precision="fp16")  # type: ignore[arg-type]
+    model = nn.Linear(2, 1)
+    with pytest.warns(UserWarning, match="bf16"):
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), RegressionStep(),
+                TrainConfig(max_steps=1, out_dir=str(tmp_path), precision="bf16"))

@@ -1,0 +1,187 @@
+"""Whole-volume inference: CT files in, label maps with the input's exact geometry out.
+
+Pipeline per input (NIfTI file or DICOM series folder): :func:`~smp_diffusion_encoder.data.volume.read_volume`
+(canonical ``(Z, Y, X)`` HU) -> the model's :class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig`
+(``(Z, S, S)`` in [-1, 1]) -> slices in batches through the model -> softmax -> each batch's probabilities
+mapped back in-plane exactly as :func:`~smp_diffusion_encoder.data.preprocess.model_slices_to_volume`
+(``kind="prob"``) does (resize to the padded square, crop) -> argmax. Labels are taken from the
+probabilities at the input's resolution (smoother organ boundaries than upsampling labels), batch by
+batch, so memory stays at one batch of full-resolution probabilities unless they are saved.
+
+Outputs in ``out_dir`` for case ``<case>`` (the file name without ``.nii[.gz]`` and without FLARE's
+``_0000`` channel suffix; a DICOM folder's name): ``<case>.nii.gz`` (uint8 ids), optionally
+``<case>_probabilities.nii.gz`` (float32, 4D with the class axis last) and ``<case>_uncertainty.nii.gz``
+(float32, entropy of the softmax in nats, 0 = certain, at most ``log K``). Every file has exactly the
+input file's shape, voxel order, affine and qform/sform, and is written atomically; the label map is
+written last, and if any of a case's files fails, the ones already written for it are removed.
+
+Errors: by default the first bad input stops the run (earlier cases' outputs are complete and stay;
+the bad one gets no file). ``keep_going=True`` predicts every good input and reports the bad ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from smp_diffusion_encoder.data.dicom import is_dicom_folder
+from smp_diffusion_encoder.data.flare import discover_volumes
+from smp_diffusion_encoder.data.preprocess import crop_from_square, resize_image_slices, volume_to_model_slices
+from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES, Volume, read_volume, write_label_map, write_volume_like
+from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
+from smp_diffusion_encoder.inference.model_dir import SegmentationModel
+
+
+@dataclass(frozen=True)
+class VolumePrediction:
+    """Predictions for one volume, canonical ``(Z, Y, X)`` like ``Volume.array``.
+
+    Attributes:
+        labels: ``(Z, Y, X)`` uint8 class ids.
+        probabilities: ``(K, Z, Y, X)`` float32 softmax, or ``None`` if not requested.
+        uncertainty: ``(Z, Y, X)`` float32 softmax entropy (nats), or ``None`` if not requested.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict_files` did: files written per case, and ``(input, message)`` per failure."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"cpu"`` or ``"cuda[:i]"`` -> ``torch.device``; CUDA without a GPU is a :class:`ConfigError`."""
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    return dev
+
+
+@torch.inference_mode()
+def predict_volume(
+    model: SegmentationModel,
+    volume: Volume,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    probabilities: bool = False,
+    uncertainty: bool = False,
+    progress: bool = False,
+) -> VolumePrediction:
+    """Segment one canonical image volume (HU) with ``model``; see the module docstring for the steps."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(str(device))
+    module = model.module.to(dev).eval()
+    slices = volume_to_model_slices(volume, model.preprocessing)  # (Z, S, S)
+    z, h, w = volume.array.shape
+    side = max(h, w)
+    labels = np.empty((z, h, w), dtype=np.uint8)
+    probs_out = np.empty((model.num_classes, z, h, w), dtype=np.float32) if probabilities else None
+    unc_out = np.empty((z, h, w), dtype=np.float32) if uncertainty else None
+    starts = range(0, z, batch_size)
+    for start in tqdm(starts, desc=volume.name, unit="batch", disable=not progress, file=sys.stderr):
+        x = torch.from_numpy(slices[start : start + batch_size]).unsqueeze(1).to(dev)
+        p = module(x).float().softmax(dim=1).cpu().numpy()  # (b, K, S, S)
+        b, k = p.shape[:2]
+        if k != model.num_classes:
+            raise ConfigError(f"{model.source}: model gives {k} classes, its config says {model.num_classes}")
+        full = crop_from_square(resize_image_slices(p.reshape(b * k, *p.shape[-2:]), side), (h, w)).reshape(b, k, h, w)
+        labels[start : start + b] = full.argmax(axis=1)
+        if probs_out is not None:
+            probs_out[:, start : start + b] = full.transpose(1, 0, 2, 3)
+        if unc_out is not None:
+            q = np.clip(full, 1e-12, 1.0)
+            unc_out[start : start + b] = np.maximum(-(q * np.log(q)).sum(axis=1), 0.0)
+    return VolumePrediction(labels, probs_out, unc_out)
+
+
+def case_name(path: str | os.PathLike[str]) -> str:
+    """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` -> ``FLARE22_Tr_0001``; a folder's name."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            return name[: -len("_0000")] if name.endswith("_0000") else name
+    return name
+
+
+def resolve_inputs(path: str | os.PathLike[str]) -> list[Path]:
+    """A NIfTI file, a DICOM series folder, or a folder of them (recursive) -> the volumes to predict."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "does not exist")
+    if path.is_file() or is_dicom_folder(path):
+        return [path]
+    return discover_volumes(path)
+
+
+def predict_files(
+    inputs: Sequence[Path],
+    model: SegmentationModel,
+    out_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 8,
+    device: str = "cpu",
+    save_probabilities: bool = False,
+    save_uncertainty: bool = False,
+    keep_going: bool = False,
+    progress: bool = True,
+) -> PredictReport:
+    """Predict every input and write its files to ``out_dir`` (see the module docstring).
+
+    Raises the first :class:`SmpDiffusionError` unless ``keep_going``; two inputs with the same case name
+    are refused before anything is written.
+    """
+    names = [case_name(p) for p in inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        clash = [str(p) for p, n in zip(inputs, names) if n == dupes[0]]
+        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}.nii.gz; predict them separately")
+    resolve_device(device)
+    out = Path(out_dir)
+    report = PredictReport()
+    for path, name in zip(inputs, names):
+        try:
+            volume = read_volume(path)
+            pred = predict_volume(
+                model, volume, batch_size=batch_size, device=device,
+                probabilities=save_probabilities, uncertainty=save_uncertainty, progress=progress,
+            )
+            report.written[name] = _write_case(pred, volume, out, name)
+        except SmpDiffusionError as err:
+            if not keep_going:
+                raise
+            report.failed.append((Path(path), f"{type(err).__name__}: {err}"))
+    return report
+
+
+def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str) -> list[Path]:
+    """Extras first, label map last; on failure remove this case's files already written."""
+    written: list[Path] = []
+    try:
+        if pred.probabilities is not None:
+            written.append(write_volume_like(pred.probabilities, volume, out / f"{name}_probabilities.nii.gz"))
+        if pred.uncertainty is not None:
+            written.append(write_volume_like(pred.uncertainty, volume, out / f"{name}_uncertainty.nii.gz"))
+        written.append(write_label_map(pred.labels, volume, out / f"{name}.nii.gz"))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written

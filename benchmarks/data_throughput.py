@@ -10,14 +10,12 @@ the ratios hold even on a busy machine. Writes ``benchmarks/results/data_through
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import datetime as dt
 import os
 import platform
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from smp_diffusion_encoder.data.flare import FlareDataset
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
-from smp_diffusion_encoder.data.slice_store import SliceStore, body_slices, build_slice_store
+from smp_diffusion_encoder.data.slice_store import SliceStore, build_slice_store
 from smp_diffusion_encoder.data.volume import read_volume
 
 REALCT = Path(os.environ.get("SMP_DIFFUSION_REALCT", Path(__file__).resolve().parents[1].parent / "shared/data/realct"))
@@ -54,14 +52,6 @@ def read_rate(dataset: Dataset, workers: int, max_batches: int) -> float:
     for batch in loader:
         n += batch.shape[0]
     return n / (time.perf_counter() - start)
-
-
-def worker_startup_s() -> float:
-    """Seconds to spawn 2 worker processes that import the slice-store module (what a build pays up front)."""
-    start = time.perf_counter()
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(body_slices, [np.zeros((1, 4, 4), np.float32)] * 2))
-    return time.perf_counter() - start
 
 
 def cpu_model() -> str:
@@ -97,12 +87,8 @@ def main() -> None:
             prep[workers] = n_in / (time.perf_counter() - start)
             rows.append((f"prepare, {workers} worker{'s' * (workers > 1)}", f"{prep[workers]:.1f} slices/s",
                          f"{n_in} input slices -> {manifest['n_slices']} kept, {len(volumes)} volumes ({desc})"))
-        startup = worker_startup_s()
         rows.append(("prepare speed-up 2 vs 1 workers", f"{prep[2] / prep[1]:.2f}x",
-                     f"end to end, incl. spawning 2 workers ({startup:.1f} s: each imports torch + the package)"))
-        steady = n_in / (n_in / prep[2] - startup)
-        rows.append(("prepare, 2 workers, minus start-up (estimate)", f"{steady:.1f} slices/s",
-                     f"{steady / prep[1]:.2f}x vs 1 worker; start-up overlaps work, so this overestimates"))
+                     "end to end, incl. starting the worker processes (forked on Linux)"))
         store = SliceStore(tmp_path / "store1")
         for i in range(len(store)):  # warm the page cache so both reader settings see the same disk state
             store[i]

@@ -1,9 +1,12 @@
 """One DDPM training step (forward + backward + AdamW) of our U-Net vs diffusers' ``UNet2DModel``.
 
 Both networks are built at a matched configuration from the same ``UNetConfig`` preset: widths
-``model_channels * channel_mult``, ``num_res_blocks`` resnets per down level (+1 per up level), resnet
-down/up sampling, self-attention at the same resolutions with the same head width, scale-shift time
-conditioning, GroupNorm groups, a mid block with attention, 1 input channel and the same output channels.
+``model_channels * channel_mult``, ``num_res_blocks`` resnets per down level (+1 per up level),
+self-attention at the same resolutions with the same head width, scale-shift time conditioning, GroupNorm
+groups, a mid block with attention, 1 input channel and the same output channels. Resampling is by
+strided / nearest+conv convolutions in both (``resblock_updown=False``): diffusers' ``UNet2DModel`` applies
+``downsample_type="resnet"`` only to its attention blocks, so ADM's residual resampling everywhere cannot be
+matched. With that, both have the same convolutions and the same forward FLOPs (printed).
 They are timed alternately in the same process on the same batch (median of several steps after warm-up)
 and the ratio diffusers / ours is printed (> 1 means ours is faster). On CUDA the step runs under bf16
 autocast and the achieved TFLOP/s (from ``torch.utils.flop_counter``) is compared with the GPU's bf16 peak.
@@ -40,7 +43,7 @@ def diffusers_twin(cfg: UNetConfig) -> torch.nn.Module:
     return UNet2DModel(
         sample_size=cfg.image_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
         down_block_types=tuple(down), up_block_types=tuple(up), block_out_channels=cfg.level_channels,
-        layers_per_block=cfg.num_res_blocks, downsample_type="resnet", upsample_type="resnet",
+        layers_per_block=cfg.num_res_blocks, downsample_type="conv", upsample_type="conv",
         attention_head_dim=cfg.num_head_channels, norm_num_groups=cfg.norm_groups,
         resnet_time_scale_shift="scale_shift", add_attention=True, dropout=cfg.dropout,
     )
@@ -81,12 +84,21 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "train_step.md")
     args = p.parse_args()
     torch.manual_seed(0)
-    cfg = get_preset(args.preset)
+    cfg = get_preset(args.preset).replace(resblock_updown=False)  # see the module docstring
     dev = args.device
     ours, theirs = DiffusionUNet(cfg).to(dev), diffusers_twin(cfg).to(dev)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     ours, theirs = ours.to(memory_format=fmt), theirs.to(memory_format=fmt)
     n_ours, n_theirs = (sum(q.numel() for q in m.parameters()) for m in (ours, theirs))
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = torch.randn(1, 1, cfg.image_size, cfg.image_size, device=dev)
+    gflops = {}
+    for name, fwd in (("ours", lambda: ours(probe, torch.tensor([1], device=dev))),
+                      ("diffusers", lambda: theirs(probe, torch.tensor([1], device=dev)).sample)):
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            fwd()
+        gflops[name] = fc.get_total_flops() / 1e9
     x = torch.randn(args.batch, 1, cfg.image_size, cfg.image_size, device=dev).contiguous(memory_format=fmt)
     noise = torch.randn_like(x)
     t = torch.randint(0, 1000, (args.batch,), device=dev)
@@ -114,7 +126,8 @@ def main() -> None:
         flops_line = f"achieved {tflops:.1f} TFLOP/s"
         if args.peak_tflops:
             flops_line += f" = {100 * tflops / args.peak_tflops:.1f}% of the {args.peak_tflops:.0f} TFLOP/s bf16 peak"
-    print(f"params: ours {n_ours / 1e6:.2f} M, diffusers {n_theirs / 1e6:.2f} M")
+    print(f"params: ours {n_ours / 1e6:.2f} M, diffusers {n_theirs / 1e6:.2f} M; forward GFLOP per image: "
+          f"ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}")
     print(f"train step: ours {med['ours']:.3f} s, diffusers {med['diffusers']:.3f} s -> ours is {ratio:.2f}x "
           f"the speed of diffusers {flops_line}")
     text = f"""
@@ -122,7 +135,8 @@ def main() -> None:
 
 - Date: {today()}; machine: {describe_machine(dev)}
 - Command: `python benchmarks/train_step.py --preset {args.preset} --batch {args.batch} --device {dev}{' --channels-last' if args.channels_last else ''}`
-- Parameters: ours {n_ours / 1e6:.2f} M, diffusers UNet2DModel {n_theirs / 1e6:.2f} M (matched configuration)
+- Matched configuration (`{args.preset}` with conv resampling): parameters ours {n_ours / 1e6:.3f} M, diffusers
+  {n_theirs / 1e6:.3f} M; forward GFLOP per image ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}
 
 | model | train step (median of {args.repeats}, fp32{' / bf16 autocast' if dev == 'cuda' else ''}) |
 | --- | --- |

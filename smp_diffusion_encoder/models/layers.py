@@ -115,19 +115,23 @@ class ResBlock(TimestepBlock):
 
 
 class AttentionBlock(nn.Module):
-    """Multi-head self-attention over all spatial positions (``scaled_dot_product_attention``)."""
+    """Multi-head self-attention over all spatial positions (``scaled_dot_product_attention``).
+
+    Projections are ``nn.Linear`` on a ``(B, H*W, C)`` view (a free view for channels-last inputs); 1x1
+    ``Conv1d`` projections, as in guided-diffusion, compute the same thing but run slower on CPU.
+    """
 
     def __init__(self, channels: int, *, num_head_channels: int, norm_groups: int = 32) -> None:
         super().__init__()
         self.num_heads = max(1, channels // num_head_channels)
         self.norm = nn.GroupNorm(norm_groups, channels)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj = zero_module(nn.Conv1d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_module(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, N)
-        q, k, v = qkv.reshape(b, 3, self.num_heads, c // self.num_heads, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
-        out = out.transpose(-1, -2).reshape(b, c, h * w)
-        return x + self.proj(out).reshape(b, c, h, w)
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, N, C)
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(out).reshape(b, h, w, c).permute(0, 3, 1, 2)

@@ -108,7 +108,7 @@ class DDPMStep:
         x0, positions = batch
         t, noise = sample_noise(positions.cpu(), tuple(x0.shape[1:]), self.schedule.num_timesteps, self.seed)
         t, noise = t.to(x0.device, non_blocking=True), noise.to(x0.device, non_blocking=True)
-        x_t = self.schedule.q_sample(x0, t, noise)
+        x_t = self.schedule.q_sample(x0, t, noise).contiguous(memory_format=torch.channels_last)
         out = model(x_t, t).float()
         c = x0.shape[1]
         eps = out[:, :c]

@@ -151,7 +151,8 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
                         log_every=log_every, ckpt_every=ckpt_every, seed=cfg.seed, ema_decay=ema_decay,
                         progress=progress)
     seed_everything(cfg.seed)
-    model = DiffusionUNet(cfg.unet).to(info.device)
+    # channels-last: ~10% faster training steps on CPU (benchmarks/results/train_step.md), NHWC tensor cores on GPU
+    model = DiffusionUNet(cfg.unet).to(info.device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
     if cfg.warmup_steps:

@@ -8,7 +8,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from smp_diffusion_encoder.errors import CorruptFileError
 
 
 @contextlib.contextmanager
@@ -50,6 +52,24 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(
+    path: str | os.PathLike[str], make_error: Callable[[str], Exception] | None = None
+) -> dict[str, Any]:
+    """Parse the JSON object in ``path``. Any problem (missing, unreadable, not JSON, not an object) raises
+    ``make_error(problem)``; by default a :class:`CorruptFileError` naming ``path``."""
+    path = Path(path)
+    make = make_error or (lambda problem: CorruptFileError(path, problem))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise make("does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise make(f"is not readable JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise make("is not a JSON object")
+    return data
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -9,10 +9,11 @@ afresh, so a preemptible job can always pass it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from smp_diffusion_encoder._io import read_json_object
 
 DEFAULTS: dict[str, Any] = {"preset": "small", "schedule": "linear", "timesteps": 1000, "batch_size": 8,
                             "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0, "seed": 0, "steps": 10_000,
@@ -58,7 +59,7 @@ def _saved_settings(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json_object(path)
     pre, train = saved.get("pretrain", {}), saved.get("train", {})
     out = {"schedule": pre.get("schedule"), "timesteps": pre.get("num_timesteps"), "batch_size": pre.get("batch_size"),
            "lr": pre.get("lr"), "weight_decay": pre.get("weight_decay"), "warmup_steps": pre.get("warmup_steps"),

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import sys
@@ -41,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from smp_diffusion_encoder._io import atomic_path, atomic_write_json
+from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
 from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import CorruptFileError, InputFileError
@@ -109,11 +108,8 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise InputFileError(path, "no slice store manifest here (build one with `smp-diffusion prepare-slices`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptFileError(path, f"is not valid JSON ({err})") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+    manifest = read_json_object(path)
+    if manifest.get("format") != STORE_FORMAT:
         raise InputFileError(path, f"is not a slice store manifest (\"format\" is not {STORE_FORMAT!r})")
     if manifest.get("version") != STORE_VERSION or not isinstance(manifest.get("shards"), list):
         raise InputFileError(path, f"unsupported slice store version {manifest.get('version')!r}")

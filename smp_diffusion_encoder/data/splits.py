@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -44,8 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from smp_diffusion_encoder._io import atomic_write_json
-from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InputFileError
+from smp_diffusion_encoder._io import atomic_write_json, read_json_object
+from smp_diffusion_encoder.errors import ConfigError, InputFileError
 
 POLICY_VERSION = "zstrat-v1"
 SPLIT_FORMAT = "smp_diffusion_encoder.split"
@@ -192,11 +191,8 @@ def read_split_json(path: str | os.PathLike[str]) -> Split:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "split file does not exist")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptFileError(path, f"is not valid JSON ({err})") from err
-    if not isinstance(d, dict) or d.get("format") != SPLIT_FORMAT:
+    d = read_json_object(path)
+    if d.get("format") != SPLIT_FORMAT:
         raise InputFileError(path, f"is not a split file (expected \"format\": \"{SPLIT_FORMAT}\")")
     if d.get("policy_version") != POLICY_VERSION:
         raise InputFileError(path, f"policy_version {d.get('policy_version')!r} is not {POLICY_VERSION!r}")

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from smp_diffusion_encoder.data.preprocess import PreprocessConfig
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
+from smp_diffusion_encoder._io import read_json_object
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 
 RUN_CONFIG_NAME = "config.json"
@@ -76,12 +76,7 @@ def read_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a run ``config.json``; it must hold ``unet``, ``schedule`` and ``preprocess`` (or ``preprocessing``,
     which the returned dict always has)."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable run config ({err})") from err
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: run config is not a JSON object")
+    config = read_json_object(path, lambda problem: ConfigError(f"{path}: run config {problem}"))
     if "preprocessing" not in config and "preprocess" in config:
         config["preprocessing"] = config["preprocess"]
     missing = [k for k in ("unet", "schedule", "preprocessing") if k not in config]

@@ -32,7 +32,7 @@ import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors.torch import load_file, save_file
 
-from smp_diffusion_encoder._io import atomic_path, atomic_write_json, atomic_write_text
+from smp_diffusion_encoder._io import atomic_path, atomic_write_json, atomic_write_text, read_json_object
 from smp_diffusion_encoder.encoder.features import FeatureConfig, FeaturePyramid
 from smp_diffusion_encoder.encoder.variants import VARIANTS
 from smp_diffusion_encoder.errors import WeightsError
@@ -272,12 +272,7 @@ def fetch_weights_file(repo_id: str, *, revision: str | None = None) -> Path:
 
 def read_config(path: str | os.PathLike[str], *, source: str) -> dict[str, Any]:
     """Parse and sanity-check a weights ``config.json``."""
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{source}/{CONFIG_NAME}: unreadable ({err})") from err
-    if not isinstance(config, dict):
-        raise WeightsError(f"{source}/{CONFIG_NAME}: not a JSON object")
+    config = read_json_object(path, lambda problem: WeightsError(f"{source}/{CONFIG_NAME}: {problem}"))
     if config.get("architecture") not in _TIMM_NAMES or "model_args" not in config:
         raise WeightsError(
             f"{source}/{CONFIG_NAME}: architecture {config.get('architecture')!r} is not a ddpm-ct encoder "

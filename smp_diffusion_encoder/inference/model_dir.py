@@ -21,7 +21,6 @@ Both load as a :class:`SegmentationModel`: ``(B, 1, S, S)`` slices in [-1, 1] ->
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from smp_diffusion_encoder._io import atomic_path, atomic_write_json
+from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
 from smp_diffusion_encoder.data.preprocess import PreprocessConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
@@ -190,10 +189,4 @@ def load_model(model_dir: str | os.PathLike[str]) -> SegmentationModel:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{path}: unreadable ({err})") from err
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: not a JSON object")
-    return data
+    return read_json_object(path, lambda problem: WeightsError(f"{path}: {problem}"))

@@ -1,0 +1,277 @@
+"""``finetune``: train a linear probe or an smp decoder on a few labeled slices, through the one shared loop.
+
+Pipeline: labeled cases -> preprocessing of the encoder (HU window, image size) -> seeded few-shot split
+with disjoint validation slices (``out_dir/split.json``) -> frozen-encoder features cached once (fp16) ->
+:class:`~smp_diffusion_encoder.training.Trainer` with :class:`~smp_diffusion_encoder.finetune.steps.ProbeStep`
+or :class:`~smp_diffusion_encoder.finetune.steps.DecoderStep` -> a model folder ``out_dir/model`` that
+``smp-diffusion predict`` runs (:func:`~smp_diffusion_encoder.inference.save_probe` or
+:func:`~smp_diffusion_encoder.inference.save_segmenter`).
+
+Validation every ``val_every`` steps scores the validation slices by mean slice DSC (:func:`mean_slice_dice`);
+the model folder always holds the best-scoring model so far (the last one when there is no validation), and
+training stops early after ``patience`` validations without improvement. ``out_dir`` also holds the
+loop's ``checkpoint.pt``, ``metrics.csv`` and ``loss.png``; ``resume=True`` continues a run exactly.
+
+Example:
+    >>> model_dir = finetune("data/FLARE22", method="probe", budget="4", out_dir="runs/probe4")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import segmentation_models_pytorch.encoders as smp_encoders
+import torch
+from torch import nn
+
+from smp_diffusion_encoder.data.augment import Strength, build_augmentation
+from smp_diffusion_encoder.data.flare import Case
+from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
+from smp_diffusion_encoder.data.splits import write_split_json
+from smp_diffusion_encoder.encoder.features import FeatureConfig
+from smp_diffusion_encoder.errors import ConfigError, WeightsError
+from smp_diffusion_encoder.evaluation import slice_dice
+from smp_diffusion_encoder.finetune.data import (
+    LabeledSlices,
+    build_split,
+    gather,
+    labeled_cases,
+    load_cases,
+    split_path,
+)
+from smp_diffusion_encoder.finetune.steps import DecoderStep, ProbeStep, decoder_param_groups
+from smp_diffusion_encoder.heads import FeatureCache
+from smp_diffusion_encoder.inference.model_dir import ProbeModel, save_probe, save_segmenter
+from smp_diffusion_encoder.models.config import resolve_config
+from smp_diffusion_encoder.training import EarlyStopping, InfiniteBatchSampler, TrainConfig, Trainer, load_checkpoint
+
+Method = Literal["probe", "unet"]
+MODEL_DIR_NAME = "model"
+
+
+def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessConfig:
+    """The preprocessing an encoder expects: from its weights' ``config.json``, else the U-Net preset's size.
+
+    ``image_size`` overrides the size (the HU window always comes from the weights or the default).
+    """
+    entry = _encoder_entry(encoder)
+    if encoder_weights is None:
+        prep = PreprocessConfig(image_size=resolve_config(entry["params"]["unet"]).image_size)
+    else:
+        from smp_diffusion_encoder.hub.download import download_file
+
+        settings = entry["pretrained_settings"].get(encoder_weights)
+        if settings is None:
+            raise WeightsError(f"encoder {encoder!r} has no weights {encoder_weights!r}; available: "
+                               f"{sorted(entry['pretrained_settings'])}")
+        path = download_file(settings["repo_id"], "config.json", revision=settings.get("revision"))
+        prep = PreprocessConfig.from_dict(json.loads(Path(path).read_text(encoding="utf-8"))["preprocessing"])
+    return prep if image_size is None else PreprocessConfig(prep.hu_window, image_size)
+
+
+def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Mean over slices of the mean organ DSC (:func:`~smp_diffusion_encoder.evaluation.slice_dice`).
+
+    ``gt``, ``pred``: ``(N, H, W)`` ids. Per slice, organs absent from both gt and prediction are skipped
+    (their 1.0 would inflate the score); a slice with no organ in either scores 1.0.
+    """
+    scores = []
+    for g, p in zip(gt, pred):
+        dice = slice_dice(g, p, num_classes)[1:]
+        present = np.zeros(num_classes, bool)
+        present[np.unique(g)] = present[np.unique(p)] = True
+        scores.append(float(dice[present[1:]].mean()) if present[1:].any() else 1.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def finetune(
+    root_or_cases: str | os.PathLike[str] | Sequence[Case],
+    *,
+    method: Method,
+    out_dir: str | os.PathLike[str],
+    encoder: str = "ddpm-ct",
+    encoder_weights: str | None = None,
+    architecture: str = "Unet",
+    budget: str = "4",
+    seed: int = 0,
+    steps: int = 300,
+    lr: float | None = None,
+    batch_size: int = 4,
+    image_size: int | None = None,
+    val_fraction: float = 0.2,
+    val_every: int = 25,
+    patience: int = 5,
+    augment: Strength = "none",
+    unfreeze_at: int | None = None,
+    encoder_lr_scale: float = 0.1,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Fine-tune on the labeled cases of ``root_or_cases``; returns the model folder ``out_dir/model``.
+
+    Args:
+        method: ``"probe"`` (linear probe on cached features) or ``"unet"`` (smp ``architecture`` decoder
+            on the frozen ``encoder``; ``unfreeze_at`` makes the encoder train from that step at
+            ``lr * encoder_lr_scale``).
+        encoder, encoder_weights: an smp ``ddpm-ct*`` name and its weights key (``None``: random).
+        budget: label budget (``"4"``, ``"1%"``, ``"2cases"``, ``"all"``).
+        steps, lr, batch_size: optimizer steps, AdamW learning rate (default 1e-2 probe, 1e-3 unet), slices per step.
+        image_size: override of the encoder's preprocessing size.
+        val_fraction, val_every, patience: validation share of the other slices, frequency, early stopping.
+        augment: augmentation strength (features are then computed per step under ``no_grad``; unet only).
+        resume: continue ``out_dir``'s checkpoint up to ``steps``; the other settings must be the first run's
+            (checked: a mismatch raises :class:`ConfigError`).
+    """
+    if method not in ("probe", "unet"):
+        raise ConfigError(f"method must be 'probe' or 'unet', got {method!r}")
+    if method == "probe" and (augment != "none" or unfreeze_at is not None):
+        raise ConfigError("the probe trains on cached frozen features: augment and unfreeze_at need method='unet'")
+    out = Path(out_dir)
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not resume:
+        raise ConfigError(f"{ckpt} exists: pass resume=True to continue that run, or choose another out_dir")
+    if resume and not ckpt.exists():
+        raise ConfigError(f"resume: no checkpoint at {ckpt}")
+    prep = preprocessing_for(encoder, encoder_weights, image_size)
+    settings = {"method": method, "encoder": encoder, "encoder_weights": encoder_weights, "budget": budget,
+                "architecture": architecture, "augment": augment, "unfreeze_at": unfreeze_at, "seed": seed,
+                "lr": lr, "batch_size": batch_size, "encoder_lr_scale": encoder_lr_scale,
+                "image_size": prep.image_size, "val_fraction": val_fraction}
+    state = load_checkpoint(ckpt) if resume else None
+    if state is not None and state["extra"].get("finetune") != settings:  # checked before anything is written
+        raise ConfigError(f"resume: {ckpt} was trained with {state['extra'].get('finetune')}, not {settings}")
+    volumes = load_cases(labeled_cases(root_or_cases), prep)
+    split = build_split({c: lab for c, (_, lab) in volumes.items()}, budget, seed, val_fraction=val_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    write_split_json(split_path(out), split)
+    train, val = gather(volumes, split.train), gather(volumes, split.evaluation)
+
+    torch.manual_seed(seed)
+    if method == "probe":
+        entry = _encoder_entry(encoder)
+        probe_model = ProbeModel.build(entry["params"]["unet"], FeatureConfig.from_dict(entry["params"]["features"]),
+                                       FLARE_NUM_CLASSES)
+        if encoder_weights is not None:
+            _load_encoder_weights(probe_model, encoder, encoder_weights)
+        probe_model.to(device)
+        cache = FeatureCache(probe_model.encoder)
+        model: nn.Module = probe_model.probe
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2 if lr is None else lr)
+        step: Callable[..., Any] = ProbeStep()
+        predict = _probe_predictor(probe_model.probe, cache, val)
+        save: Callable[[], Path] = lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep)  # noqa: E731
+    else:
+        model = smp.create_model(architecture, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=1,
+                                 classes=FLARE_NUM_CLASSES).to(device)
+        model.encoder.requires_grad_(False)
+        cache = FeatureCache(model.encoder)
+        optimizer = torch.optim.AdamW(decoder_param_groups(model, 1e-3 if lr is None else lr, encoder_lr_scale))
+        step = DecoderStep(unfreeze_at)
+        predict = _smp_predictor(model, val)
+        save = lambda: save_segmenter(model, out / MODEL_DIR_NAME, prep)  # noqa: E731
+
+    features = cache.features(list(train.ids), train.images) if augment == "none" else None
+    stopper = EarlyStopping("val_dice", mode="max", patience=patience)
+
+    def validate(bare: nn.Module, ema: nn.Module | None, at: int) -> dict[str, float]:
+        score = mean_slice_dice(val.labels.numpy(), predict(), FLARE_NUM_CLASSES)
+        if stopper.best is None or score > stopper.best:
+            save()  # the model folder always holds the best validated model
+        return {"val_dice": score}
+
+    config = TrainConfig(max_steps=steps, out_dir=str(out), grad_clip=1.0, log_every=max(1, min(10, steps // 10)),
+                         ckpt_every=0, val_every=val_every if len(val) else 0, seed=seed, ema_decay=None,
+                         progress=progress)
+    trainer = Trainer(model, optimizer, step, config, device=device, validate=validate if len(val) else None,
+                      early_stopping=stopper if len(val) else None, extra_state=lambda at: {"finetune": settings})
+    if state is not None:
+        trainer.resume(state)
+    data = _batches(train, features, batch_size, seed, augment,
+                    needs_image=method == "unet" and (augment != "none" or unfreeze_at is not None),
+                    unfreeze_at=unfreeze_at)
+    trainer.fit(data)
+    if not len(val) or not (out / MODEL_DIR_NAME).is_dir():
+        save()
+    return out / MODEL_DIR_NAME
+
+
+def _batches(
+    train: LabeledSlices, features: list[torch.Tensor] | None, batch_size: int, seed: int, augment: Strength, *,
+    needs_image: bool, unfreeze_at: int | None,
+) -> Callable[[int], Iterator[dict[str, Any]]]:
+    """``data(start_step)`` for the Trainer: batch contents depend only on the step (exact resume).
+
+    Cached features are used while the encoder is frozen and nothing is augmented; otherwise images
+    (augmented per sample with a seed derived from its stream position).
+    """
+    aug = build_augmentation(augment) if augment != "none" else None
+
+    def data(start_step: int) -> Iterator[dict[str, Any]]:
+        sampler = InfiniteBatchSampler(len(train), min(batch_size, len(train)), seed=seed, start_step=start_step)
+        for at, items in enumerate(sampler, start=start_step):
+            idx = [i for i, _ in items]
+            batch: dict[str, Any] = {"labels": train.labels[idx], "step": at}
+            use_cache = features is not None and not (unfreeze_at is not None and at >= unfreeze_at)
+            if use_cache:
+                batch["features"] = [f[idx] for f in features]
+            if needs_image or not use_cache:
+                images, labels = train.images[idx], train.labels[idx]
+                if aug is not None:
+                    pairs = []
+                    for (i, pos) in items:
+                        aug.reseed(int(np.random.SeedSequence([seed, pos]).generate_state(1)[0]))
+                        pairs.append(aug(train.images[i, 0].numpy(), train.labels[i].numpy().astype(np.uint8)))
+                    images = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
+                    labels = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+                batch.update(labels=labels, image=images)
+            yield batch
+
+    return data
+
+
+def _probe_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices) -> Callable[[], np.ndarray]:
+    val_features = cache.features(list(val.ids), val.images) if len(val) else []
+
+    def predict() -> np.ndarray:
+        dev = next(probe.parameters()).device
+        with torch.no_grad():
+            return np.concatenate([
+                probe([f[i:i + 8].to(dev) for f in val_features], val.labels.shape[-2:]).argmax(1).cpu().numpy()
+                for i in range(0, len(val), 8)])
+
+    return predict
+
+
+def _smp_predictor(model: nn.Module, val: LabeledSlices) -> Callable[[], np.ndarray]:
+    def predict() -> np.ndarray:
+        dev = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad():
+            return np.concatenate([model(b.to(dev)).argmax(1).cpu().numpy() for b in val.images.split(8)])
+
+    return predict
+
+
+def _encoder_entry(encoder: str) -> dict[str, Any]:
+    entry = smp_encoders.encoders.get(encoder)
+    if entry is None or "unet" not in entry.get("params", {}):
+        known = sorted(k for k, v in smp_encoders.encoders.items() if "unet" in v.get("params", {}))
+        raise ConfigError(f"encoder {encoder!r} is not a registered diffusion encoder; known: {known}")
+    return entry
+
+
+def _load_encoder_weights(model: ProbeModel, encoder: str, weights: str) -> None:
+    """Copy the U-Net weights of smp encoder ``encoder`` with ``weights`` into the probe's encoder."""
+    source = smp_encoders.get_encoder(encoder, in_channels=1, depth=5, weights=weights)
+    try:
+        model.encoder.unet.load_state_dict(source.unet.state_dict())
+    except RuntimeError as err:
+        raise WeightsError(f"weights {weights!r} of {encoder!r} do not fit the probe's U-Net ({err})") from err

@@ -1,0 +1,108 @@
+"""Labeled slices for fine-tuning: read and preprocess the labeled cases, split them into train/validation.
+
+The training slices follow the project's few-shot policy (:func:`~smp_diffusion_encoder.data.splits.select_slices`,
+seeded, spread along z). Validation slices are drawn (seeded) from the *other* eligible slices, never
+closer than ``gap + 1`` slices in z to a training slice of the same case, so neighbouring, nearly identical
+slices do not leak into validation. Both parts go into one :class:`~smp_diffusion_encoder.data.splits.Split`
+(``train`` / ``evaluation``), written as ``split.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smp_diffusion_encoder.data.flare import Case, FlareDataset
+from smp_diffusion_encoder.data.preprocess import PreprocessConfig, labels_to_model_slices, volume_to_model_slices
+from smp_diffusion_encoder.data.splits import Split, eligible_slices, select_slices
+from smp_diffusion_encoder.data.volume import read_volume
+from smp_diffusion_encoder.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LabeledSlices:
+    """Model slices with labels: ``images`` ``(N, 1, S, S)`` float32 in [-1, 1], ``labels`` ``(N, S, S)`` int64.
+
+    ``ids`` names each slice ``"<case_id>:<z>"`` (the :class:`~smp_diffusion_encoder.heads.FeatureCache` key).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> list[Case]:
+    """The labeled cases of a FLARE root (or the labeled ones of a given list); at least one is required."""
+    if isinstance(root_or_cases, (str, os.PathLike)):
+        cases = FlareDataset.discover(root_or_cases).labeled
+        where = str(root_or_cases)
+    else:
+        cases, where = list(root_or_cases), "the given cases"
+    cases = [c for c in cases if c.label is not None]
+    if not cases:
+        raise ConfigError(f"{where}: no labeled case to fine-tune on")
+    return cases
+
+
+def load_cases(cases: Sequence[Case], prep: PreprocessConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{case_id: (images (Z, S, S) float32, labels (Z, S, S) uint8)}`` preprocessed with ``prep``."""
+    out = {}
+    for case in cases:
+        assert case.label is not None
+        image = read_volume(case.image)
+        labels = read_volume(case.label, kind="label")
+        out[case.case_id] = (volume_to_model_slices(image, prep), labels_to_model_slices(labels, prep))
+    return out
+
+
+def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *, val_fraction: float = 0.2,
+                gap: int = 2, max_val_slices: int = 64) -> Split:
+    """Few-shot training slices under ``budget`` plus seeded validation slices (see the module docstring).
+
+    ``val_fraction`` of the eligible slices that are more than ``gap`` slices from every training slice
+    (at least 1, at most ``max_val_slices``); ``val_fraction=0`` gives no validation.
+
+    Raises:
+        ConfigError: bad fraction, or no slice left for validation.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    eligible = {c: eligible_slices(lab) for c, lab in label_maps.items()}
+    split = select_slices(eligible, budget, seed)
+    if val_fraction == 0:
+        return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})
+    train = split.by_case("train")
+    candidates = [(c, z) for c, zs in sorted(eligible.items()) for z in zs
+                  if all(abs(z - t) > gap for t in train.get(c, []))]
+    if not candidates:
+        raise ConfigError(f"no eligible slice is more than {gap} slices from the {len(split.train)} training "
+                          f"slices: nothing left for validation (use more labeled cases or val_fraction=0)")
+    n = min(max_val_slices, max(1, round(val_fraction * len(candidates))))
+    rng = np.random.default_rng([seed, 1])
+    chosen = sorted(candidates[i] for i in rng.choice(len(candidates), size=n, replace=False))
+    return dataclasses.replace(split, evaluation=tuple(chosen),
+                               params={"val_fraction": val_fraction, "gap": gap, "max_val_slices": max_val_slices})
+
+
+def gather(volumes: Mapping[str, tuple[np.ndarray, np.ndarray]], pairs: Sequence[tuple[str, int]]) -> LabeledSlices:
+    """Stack the slices ``pairs`` (``(case_id, z)``) of ``volumes`` (from :func:`load_cases`)."""
+    if not pairs:
+        return LabeledSlices(torch.empty(0, 1, 0, 0), torch.empty(0, 0, 0, dtype=torch.long), ())
+    images = np.stack([volumes[c][0][z] for c, z in pairs])[:, None]
+    labels = np.stack([volumes[c][1][z] for c, z in pairs])
+    return LabeledSlices(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+                         torch.from_numpy(labels.astype(np.int64)), tuple(f"{c}:{z}" for c, z in pairs))
+
+
+def split_path(out_dir: str | os.PathLike[str]) -> Path:
+    """Where :func:`~smp_diffusion_encoder.finetune.api.finetune` writes the split: ``out_dir/split.json``."""
+    return Path(out_dir) / "split.json"

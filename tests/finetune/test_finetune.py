@@ -1,0 +1,146 @@
+"""End-to-end few-shot fine-tuning on the CT phantom: probe and smp U-Net, split, model folder, predict, resume."""
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
+from smp_diffusion_encoder.cli.main import main
+from smp_diffusion_encoder.data.phantom import write_phantom_dataset
+from smp_diffusion_encoder.data.splits import read_split_json
+from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.finetune import finetune, mean_slice_dice
+from smp_diffusion_encoder.inference.model_dir import load_model
+
+PROBE = dict(method="probe", encoder="ddpm-ct-tiny", budget="4", batch_size=2, val_every=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantom"), n_labeled=2, n_unlabeled=0, shape=(12, 64, 64))
+
+
+@pytest.fixture(scope="module")
+def probe_run(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return finetune(root, out_dir=tmp_path_factory.mktemp("probe") / "run", steps=4, **PROBE)
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_probe_trains_writes_split_and_a_predictable_model(probe_run: Path, root: Path, tmp_path: Path) -> None:
+    run = probe_run.parent
+    rows = _history(run)
+    losses = [float(r["loss"]) for r in rows if r["loss"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert any(r.get("val_dice") for r in rows)
+    split = read_split_json(run / "split.json")
+    assert len(split.train) == 4 and split.evaluation
+    assert not set(split.train) & set(split.evaluation)
+    assert all(abs(z - zt) > split.params["gap"] for c, z in split.evaluation for ct, zt in split.train if c == ct)
+    loaded = load_model(probe_run)
+    assert loaded.kind == "probe" and loaded.preprocessing.image_size == 64
+    image = next(root.rglob("*_0000.nii.gz"))
+    assert main(["predict", str(image), "--model", str(probe_run), "--out", str(tmp_path), "--no-progress"]) == 0
+    (pred,) = tmp_path.glob("*.nii.gz")
+    assert nib.load(pred).shape == nib.load(image).shape
+
+
+def test_unet_via_cli(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "unet"
+    assert main(["finetune", str(root), "--method", "unet", "--encoder", "ddpm-ct-tiny", "--out", str(out),
+                 "--steps", "3", "--val-every", "3", "--batch-size", "2", "--no-progress"]) == 0
+    losses = [float(r["loss"]) for r in _history(out) if r["loss"]]
+    assert losses[-1] < losses[0]
+    loaded = load_model(out / "model")
+    assert loaded.kind == "smp" and loaded.num_classes == 14
+    with torch.no_grad():
+        assert loaded.module(torch.zeros(1, 1, 64, 64)).shape == (1, 14, 64, 64)
+    assert json.loads((out / "split.json").read_text())["budget"] == "4"
+
+
+def test_resume_equals_a_straight_run(probe_run: Path, root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    finetune(root, out_dir=out, steps=2, **PROBE)
+    with pytest.raises(ConfigError, match="resume=True"):
+        finetune(root, out_dir=out, steps=4, **PROBE)
+    split_before = (out / "split.json").read_text()
+    with pytest.raises(ConfigError, match="was trained with"):
+        finetune(root, out_dir=out, steps=4, resume=True, **{**PROBE, "seed": 1})
+    assert (out / "split.json").read_text() == split_before  # refused before anything was written
+    finetune(root, out_dir=out, steps=4, resume=True, **PROBE)
+    straight = torch.load(probe_run.parent / "checkpoint.pt", weights_only=False)
+    resumed = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert resumed["step"] == straight["step"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    keep = ("step", "loss", "val_dice")
+    assert [{k: r.get(k) for k in keep} for r in _history(out)] == [{k: r.get(k) for k in keep}
+                                                                   for r in _history(probe_run.parent)]
+
+
+def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="method='unet'"):
+        finetune(root, out_dir=tmp_path, steps=1, augment="light", **PROBE)
+    with pytest.raises(ConfigError, match="not a registered diffusion encoder"):
+        finetune(root, method="unet", encoder="resnet18", out_dir=tmp_path, steps=1)
+    gt = np.array([[[0, 1], [2, 2]], [[0, 0], [0, 0]]])
+    assert mean_slice_dice(gt, gt, 4) == 1.0
+    assert mean_slice_dice(gt, np.zeros_like(gt), 4) == pytest.approx(0.5)  # slice 1: 0, slice 2: no organ -> 1
+
+
+def test_unet_with_augmentation_and_unfreezing_resumes_exactly(root: Path, tmp_path: Path) -> None:
+    opts = dict(method="unet", encoder="ddpm-ct-tiny", batch_size=2, val_fraction=0.0, augment="light",
+                unfreeze_at=2, encoder_lr_scale=0.5, progress=False)
+    finetune(root, out_dir=tmp_path / "straight", steps=3, **opts)
+    finetune(root, out_dir=tmp_path / "resumed", steps=2, **opts)
+    model_dir = finetune(root, out_dir=tmp_path / "resumed", steps=3, resume=True, **opts)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items())
+    optimizer = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["optimizer"]
+    rows = _history(tmp_path / "resumed")
+    assert [float(r["encoder_trainable"]) for r in rows] == [0.0, 0.0, 1.0]
+    assert optimizer["param_groups"][1]["lr"] == pytest.approx(0.5e-3)
+    assert load_model(model_dir).kind == "smp"
+
+
+def test_encoder_weights_and_their_preprocessing_are_used(root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import segmentation_models_pytorch.encoders as smp_encoders
+    from huggingface_hub import constants
+
+    from smp_diffusion_encoder.encoder.features import FeatureConfig, FeaturePyramid
+    from smp_diffusion_encoder.encoder.registry import register_encoder
+    from smp_diffusion_encoder.hub.packaged import seed_hf_cache
+    from smp_diffusion_encoder.hub.weights import save_encoder_weights
+
+    torch.manual_seed(1)
+    enc = FeaturePyramid("tiny", FeatureConfig())
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_encoder_weights(enc, tmp_path / "weights", unet="tiny", features=FeatureConfig(),
+                         preprocessing={"hu_window": [-100, 200], "image_size": 64}, card={"license": "apache-2.0"})
+    revision = "ab" * 20
+    seed_hf_cache(tmp_path / "weights", "test/ddpm-ct-tiny-ft", revision, tmp_path / "hf")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    register_encoder("ddpm-ct-tiny-ft", "tiny", FeatureConfig(),
+                     {"ct": {"repo_id": "test/ddpm-ct-tiny-ft", "revision": revision}})
+    try:
+        model_dir = finetune(root, method="probe", encoder="ddpm-ct-tiny-ft", encoder_weights="ct", steps=1,
+                             val_fraction=0.0, out_dir=tmp_path / "run", progress=False)
+    finally:
+        del smp_encoders.encoders["ddpm-ct-tiny-ft"]
+    loaded = load_model(model_dir)
+    assert loaded.preprocessing.hu_window == (-100.0, 200.0)
+    trained = loaded.module.encoder.unet.state_dict()
+    source = enc.unet.state_dict()
+    assert trained and all(torch.equal(v, source[k]) for k, v in trained.items())

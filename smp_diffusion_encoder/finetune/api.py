@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -66,13 +65,18 @@ def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int
         prep = PreprocessConfig(image_size=resolve_config(entry["params"]["unet"]).image_size)
     else:
         from smp_diffusion_encoder.hub.download import download_file
+        from smp_diffusion_encoder.hub.weights import read_config
 
         settings = entry["pretrained_settings"].get(encoder_weights)
         if settings is None:
             raise WeightsError(f"encoder {encoder!r} has no weights {encoder_weights!r}; available: "
                                f"{sorted(entry['pretrained_settings'])}")
-        path = download_file(settings["repo_id"], "config.json", revision=settings.get("revision"))
-        prep = PreprocessConfig.from_dict(json.loads(Path(path).read_text(encoding="utf-8"))["preprocessing"])
+        repo = settings["repo_id"]
+        path = download_file(repo, "config.json", revision=settings.get("revision"))
+        config = read_config(path, source=repo)
+        if "preprocessing" not in config:
+            raise WeightsError(f"{repo}/config.json: no 'preprocessing' (HU window, image size) recorded")
+        prep = PreprocessConfig.from_dict(config["preprocessing"])
     return prep if image_size is None else PreprocessConfig(prep.hu_window, image_size)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +65,13 @@ def load_cases(cases: Sequence[Case], prep: PreprocessConfig) -> dict[str, tuple
 
 
 def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *, val_fraction: float = 0.2,
-                gap: int = 2, max_val_slices: int = 64) -> Split:
+                gap: int = 2, max_val_slices: int = 64, pool: Mapping[str, Iterable[int]] | None = None) -> Split:
     """Few-shot training slices under ``budget`` plus seeded validation slices (see the module docstring).
 
     ``val_fraction`` of the eligible slices that are more than ``gap`` slices from every training slice
-    (at least 1, at most ``max_val_slices``); ``val_fraction=0`` gives no validation.
+    (at least 1, at most ``max_val_slices``); ``val_fraction=0`` gives no validation. ``pool``
+    (``{case_id: z indices}``) restricts both parts to those slices, e.g. the train side of a
+    :func:`~smp_diffusion_encoder.data.splits.heldout_split`, so held-out slices are never touched.
 
     Raises:
         ConfigError: bad fraction, or no slice left for validation.
@@ -77,6 +79,12 @@ def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *,
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     eligible = {c: eligible_slices(lab) for c, lab in label_maps.items()}
+    if pool is not None:
+        allowed = {c: {int(z) for z in zs} for c, zs in pool.items()}
+        eligible = {c: [z for z in zs if z in allowed.get(c, ())] for c, zs in eligible.items()}
+        eligible = {c: zs for c, zs in eligible.items() if zs}
+        if not eligible:
+            raise ConfigError("the slice pool holds no eligible (organ-containing) labeled slice")
     split = select_slices(eligible, budget, seed)
     if val_fraction == 0:
         return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})

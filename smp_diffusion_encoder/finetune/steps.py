@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from smp_diffusion_encoder.errors import ConfigError
@@ -52,6 +53,28 @@ class ProbeStep:
         return ce_dice_loss(logits, labels, dice_weight=self.dice_weight)
 
 
+class MLPStep:
+    """Baranchuk's pixel-MLP ensemble: ``model`` is an :class:`~smp_diffusion_encoder.heads.EnsembleHead`.
+
+    Needs ``batch["pixels"]`` ``(K, N, D)`` (each member's own random pixel feature vectors, as each of
+    Baranchuk's MLPs trains on its own shuffled pixels) and ``batch["labels"]`` ``(K, N)``. The loss is
+    the members' mean cross-entropy (per-pixel training has no image to take a Dice over).
+    """
+
+    calls_submodules = True  # see training.loop.Step: gradients are averaged by the Trainer
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if "pixels" not in batch:
+            raise ConfigError("MLPStep needs pixel feature vectors in the batch (key 'pixels')")
+        members = unwrap(model).ensemble.members
+        pixels, labels = batch["pixels"], batch["labels"]
+        if pixels.shape[0] != len(members):
+            raise ConfigError(f"batch has pixels for {pixels.shape[0]} members; the ensemble has {len(members)}")
+        losses = torch.stack([F.cross_entropy(m(x.float()), y) for m, x, y in zip(members, pixels, labels)])
+        loss = losses.mean()
+        return loss, {"ce": loss.detach()}
+
+
 class DecoderStep:
     """smp model (``encoder``, ``decoder``, ``segmentation_head``) whose encoder is frozen, then optionally tuned.
 
@@ -67,6 +90,8 @@ class DecoderStep:
     While frozen the encoder runs in eval mode under ``no_grad`` (or its cached ``batch["features"]`` are
     used); once trainable it runs in train mode with gradients and needs ``batch["image"]``.
     """
+
+    calls_submodules = True  # see training.loop.Step: gradients are averaged by the Trainer
 
     def __init__(self, unfreeze_at: int | None = None, dice_weight: float = 1.0) -> None:
         if unfreeze_at is not None and unfreeze_at < 0:

@@ -4,9 +4,10 @@ and the feature cache they train from. Training loops live in :mod:`smp_diffusio
 from smp_diffusion_encoder.heads._bilinear import sample_pixels, upsample_rows
 from smp_diffusion_encoder.heads.feature_cache import FeatureCache, encoder_fingerprint
 from smp_diffusion_encoder.heads.linear_probe import LinearProbe, naive_linear_logits
-from smp_diffusion_encoder.heads.mlp_ensemble import EnsemblePrediction, MLPEnsemble, pixel_mlp
+from smp_diffusion_encoder.heads.mlp_ensemble import EnsembleHead, EnsemblePrediction, MLPEnsemble, pixel_mlp
 
 __all__ = [
+    "EnsembleHead",
     "EnsemblePrediction",
     "FeatureCache",
     "LinearProbe",

@@ -40,11 +40,13 @@ class EnsemblePrediction:
         labels: class ids, ``(N,)`` for pixel vectors or ``(B, H, W)`` for maps (int64).
         uncertainty: same shape, float32 nats (see module docstring).
         probabilities: members' mean softmax, ``(N, C)`` or ``(B, C, H, W)`` float32.
+        votes: fraction of members voting for each class, same layout as ``probabilities``.
     """
 
     labels: torch.Tensor
     uncertainty: torch.Tensor
     probabilities: torch.Tensor
+    votes: torch.Tensor
 
 
 def pixel_mlp(in_features: int, num_classes: int, hidden: Sequence[int] = (128, 32)) -> nn.Sequential:
@@ -97,14 +99,14 @@ class MLPEnsemble(nn.Module):
         probs = logits.float().softmax(dim=-1)
         counts = torch.zeros_like(probs[0]).scatter_add_(1, logits.argmax(-1).T, torch.ones_like(probs[..., 0].T))
         labels = counts.argmax(dim=1)  # first maximum: ties go to the smallest class id
-        mean = probs.mean(dim=0)
+        mean, votes = probs.mean(dim=0), counts / self.num_models
         if uncertainty == "vote":
-            dist = counts / self.num_models
+            dist = votes
         elif uncertainty == "mean":
             dist = mean
         else:
             raise ConfigError(f"uncertainty must be 'vote' or 'mean', got {uncertainty!r}")
-        return EnsemblePrediction(labels, _entropy(dist, dim=1), mean)
+        return EnsemblePrediction(labels, _entropy(dist, dim=1), mean, votes)
 
     @torch.no_grad()
     def predict_map(
@@ -130,6 +132,7 @@ class MLPEnsemble(nn.Module):
         labels = torch.empty(b, h, w, dtype=torch.long, device=dev)
         unc = torch.empty(b, h, w, device=dev)
         probs = torch.empty(b, self.num_classes, h, w, device=dev)
+        votes = torch.empty(b, self.num_classes, h, w, device=dev)
         for i in range(b):
             maps = [f[i : i + 1] for f in features]
             for r0 in range(0, h, rows_per_band):
@@ -141,7 +144,38 @@ class MLPEnsemble(nn.Module):
                 labels[i, rows] = pred.labels.view(n, w)
                 unc[i, rows] = pred.uncertainty.view(n, w)
                 probs[i, :, rows] = pred.probabilities.T.reshape(-1, n, w)
-        return EnsemblePrediction(labels, unc, probs)
+                votes[i, :, rows] = pred.votes.T.reshape(-1, n, w)
+        return EnsemblePrediction(labels, unc, probs, votes)
+
+
+class EnsembleHead(nn.Module):
+    """An :class:`MLPEnsemble` as a segmentation head: maps ``[(B, C_s, H/s, W/s)]`` -> ``(B, K, H, W)``.
+
+    Same call signature as :class:`~smp_diffusion_encoder.heads.LinearProbe`, so a
+    :class:`~smp_diffusion_encoder.inference.ProbeModel` can hold either. The output is the **log of the
+    vote fractions** (clamped at ``1e-6``): its softmax gives back the vote distribution, so anything that
+    takes ``softmax`` then ``argmax`` of a model's logits (volume inference) gets the majority vote (ties
+    to the smallest id), and the softmax entropy it reports is the ensemble-disagreement uncertainty.
+
+    Example:
+        >>> head = EnsembleHead(channels=(8, 16), strides=(1, 2), num_classes=3, num_models=2).eval()
+        >>> head([torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)], (8, 8)).shape
+        torch.Size([1, 3, 8, 8])
+    """
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int], num_classes: int, num_models: int = 10,
+                 hidden: Sequence[int] = (128, 32)) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.strides = tuple(int(s) for s in strides)
+        if not self.channels or len(self.channels) != len(self.strides):
+            raise ConfigError(f"need one stride per map: channels {self.channels}, strides {self.strides}")
+        self.num_classes = int(num_classes)
+        self.ensemble = MLPEnsemble(sum(self.channels), num_classes, num_models, hidden)
+
+    def forward(self, features: Sequence[torch.Tensor], out_size: tuple[int, int] | Sequence[int]) -> torch.Tensor:
+        votes = self.ensemble.predict_map(features, out_size).votes
+        return votes.clamp_min(1e-6).log()
 
 
 def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:

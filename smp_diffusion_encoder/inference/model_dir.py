@@ -9,12 +9,14 @@ Two formats, told apart by ``config.json``:
    :class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig`). smp's saved config has no place for
    the preprocessing, hence the extra file; without it the folder is refused (guessing a HU window
    would silently give wrong predictions).
-2. **A linear probe** (:class:`ProbeModel`), saved by :func:`save_probe`: ``config.json`` =
-   ``{"format": "smp-diffusion-probe", "format_version": 1, "encoder": <smp name or null>,
-   "unet": <UNetConfig>, "features": <FeatureConfig>, "probe": {"num_classes", "channels", "strides"},
-   "preprocessing": <PreprocessConfig>}`` and ``model.safetensors`` with ``encoder.unet.*`` (the U-Net,
-   truncated after the last feature block) and ``probe.*``. ``channels``/``strides`` are written by the
-   code from the encoder and checked against it on load, never typed in.
+2. **A head on frozen features** (:class:`ProbeModel`: the linear probe or the MLP ensemble), saved by
+   :func:`save_probe`: ``config.json`` = ``{"format": "smp-diffusion-probe", "format_version": 1,
+   "encoder": <smp name or null>, "unet": <UNetConfig>, "features": <FeatureConfig>, "probe": {"kind":
+   "linear" | "mlp", "num_classes", "channels", "strides"[, "num_models", "hidden"]}, "preprocessing":
+   <PreprocessConfig>}`` and ``model.safetensors`` with ``encoder.unet.*`` (the U-Net, truncated after the
+   last feature block) and ``probe.*``. ``channels``/``strides`` are written by the code from the encoder
+   and checked against it on load, never typed in. A missing ``kind`` means ``"linear"`` (the first
+   files had none).
 
 Both load as a :class:`SegmentationModel`: ``(B, 1, S, S)`` slices in [-1, 1] -> logits ``(B, K, S, S)``.
 """
@@ -35,6 +37,7 @@ from smp_diffusion_encoder.data.preprocess import PreprocessConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.heads.linear_probe import LinearProbe
+from smp_diffusion_encoder.heads.mlp_ensemble import EnsembleHead
 from smp_diffusion_encoder.hub.pretrained import load_finetuned, save_finetuned
 from smp_diffusion_encoder.hub.weights import CONFIG_NAME, WEIGHTS_NAME, architecture_for, read_safetensors
 from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
@@ -45,8 +48,14 @@ PROBE_FORMAT = "smp-diffusion-probe"
 PROBE_FORMAT_VERSION = 1
 
 
+HeadKind = Literal["linear", "mlp"]
+
+
 class ProbeModel(nn.Module):
-    """Frozen diffusion features + :class:`LinearProbe`: ``(B, 1, H, W)`` in [-1, 1] -> logits ``(B, K, H, W)``.
+    """Frozen diffusion features + a head: ``(B, 1, H, W)`` in [-1, 1] -> logits ``(B, K, H, W)``.
+
+    The head is a :class:`LinearProbe` or an :class:`~smp_diffusion_encoder.heads.EnsembleHead` (whose
+    "logits" are log vote fractions, see there).
 
     Wraps the encoder the probe was trained on (e.g. the one behind a
     :class:`~smp_diffusion_encoder.heads.FeatureCache`) and truncates its U-Net after the last decoder
@@ -59,7 +68,7 @@ class ProbeModel(nn.Module):
         torch.Size([1, 14, 64, 64])
     """
 
-    def __init__(self, encoder: DiffusionFeatureEncoder, probe: LinearProbe) -> None:
+    def __init__(self, encoder: DiffusionFeatureEncoder, probe: LinearProbe | EnsembleHead) -> None:
         super().__init__()
         if type(encoder) is not DiffusionFeatureEncoder:
             raise ConfigError(f"ProbeModel needs a plain DiffusionFeatureEncoder, got {type(encoder).__name__}")
@@ -73,10 +82,28 @@ class ProbeModel(nn.Module):
         self.probe = probe
 
     @classmethod
-    def build(cls, unet: UNetConfig | str | dict[str, Any], features: FeatureConfig | None, num_classes: int) -> ProbeModel:
-        """A new model: ``DiffusionUNet(unet)`` features (random weights) and a probe with derived shapes."""
+    def build(cls, unet: UNetConfig | str | dict[str, Any], features: FeatureConfig | None, num_classes: int, *,
+              head: HeadKind = "linear", num_models: int = 10, hidden: tuple[int, ...] = (128, 32)) -> ProbeModel:
+        """A new model: ``DiffusionUNet(unet)`` features (random weights) and a head with derived shapes.
+
+        ``num_models`` and ``hidden`` apply to ``head="mlp"`` only.
+        """
         encoder = DiffusionFeatureEncoder(DiffusionUNet(unet), features)
-        return cls(encoder, LinearProbe(encoder.channels, encoder.strides, num_classes))
+        if head == "linear":
+            return cls(encoder, LinearProbe(encoder.channels, encoder.strides, num_classes))
+        if head == "mlp":
+            return cls(encoder, EnsembleHead(encoder.channels, encoder.strides, num_classes, num_models, hidden))
+        raise ConfigError(f"head must be 'linear' or 'mlp', got {head!r}")
+
+    @property
+    def head_config(self) -> dict[str, Any]:
+        """The ``"probe"`` entry of the folder's ``config.json``."""
+        out: dict[str, Any] = {"kind": "linear" if isinstance(self.probe, LinearProbe) else "mlp",
+                               "num_classes": self.probe.num_classes, "channels": list(self.probe.channels),
+                               "strides": list(self.probe.strides)}
+        if isinstance(self.probe, EnsembleHead):
+            out.update(num_models=self.probe.ensemble.num_models, hidden=list(self.probe.ensemble.hidden))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe(self.encoder(x), x.shape[-2:])
@@ -105,11 +132,7 @@ def save_probe(
         "encoder": architecture_for(unet_cfg, enc.features)[1],
         "unet": unet_cfg.to_dict(),
         "features": enc.features.to_dict(),
-        "probe": {
-            "num_classes": model.probe.num_classes,
-            "channels": list(model.probe.channels),
-            "strides": list(model.probe.strides),
-        },
+        "probe": model.head_config,
         "preprocessing": preprocessing.to_dict(),
     }
     out = Path(out_dir)
@@ -134,8 +157,11 @@ def load_probe(model_dir: str | os.PathLike[str]) -> SegmentationModel:
         features = FeatureConfig.from_dict(config["features"])
         head = config["probe"]
         prep = PreprocessConfig.from_dict(config["preprocessing"])
-        model = ProbeModel.build(unet, features, int(head["num_classes"]))
-    except (KeyError, TypeError, ConfigError) as err:
+        kind = head.get("kind", "linear")
+        extra = ({"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
+                 if kind == "mlp" else {})
+        model = ProbeModel.build(unet, features, int(head["num_classes"]), head=kind, **extra)
+    except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise WeightsError(f"{folder / CONFIG_NAME}: malformed probe config ({err})") from err
     derived = {"channels": list(model.probe.channels), "strides": list(model.probe.strides)}
     recorded = {k: [int(v) for v in head.get(k, [])] for k in derived}

@@ -44,6 +44,14 @@ Batch = Any
 
 
 class Step(Protocol):
+    """``step(model, batch) -> (loss, metrics)``.
+
+    A step that calls the model's sub-modules itself (not ``model(...)``) bypasses a
+    ``DistributedDataParallel`` wrapper, whose gradient all-reduce hooks only fire through its
+    ``forward``; such a step sets the class attribute ``calls_submodules = True`` and the Trainer then
+    averages gradients over ranks itself after ``backward`` instead of wrapping the model.
+    """
+
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]: ...
 
 
@@ -165,7 +173,11 @@ class Trainer:
         self.rank, self.world_size = _rank_world()
         self.bare = model
         self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
-        if self.world_size > 1:
+        self.manual_sync = self.world_size > 1 and bool(getattr(step, "calls_submodules", False))
+        if self.manual_sync:
+            for t in model.state_dict().values():  # DDP's start-up broadcast, done by hand
+                dist.broadcast(t, 0)
+        elif self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = model
@@ -236,6 +248,8 @@ class Trainer:
                     loss, metrics = self.step_fn(self.model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.manual_sync:
+                    self._average_gradients()
                 clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf  # inf: only measure the norm
                 grad_norm = nn.utils.clip_grad_norm_(self.bare.parameters(), clip)
                 lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
@@ -272,6 +286,16 @@ class Trainer:
         finally:
             bar.close()
         return self.history
+
+    def _average_gradients(self) -> None:
+        """Mean of every existing gradient over ranks (all ranks have the same set: same step logic)."""
+        grads = [p.grad for p in self.bare.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.flatten() for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.view_as(g))
 
     def _window_row(self, lr: float, images_per_s: float) -> dict[str, Any]:
         keys = sorted(self._window)

@@ -90,7 +90,11 @@ def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="method='unet'"):
         finetune(root, out_dir=tmp_path, steps=1, augment="light", **PROBE)
     with pytest.raises(ConfigError, match="not a registered diffusion encoder"):
-        finetune(root, method="unet", encoder="resnet18", out_dir=tmp_path, steps=1)
+        finetune(root, method="probe", encoder="resnet18", out_dir=tmp_path, steps=1)
+    with pytest.raises(ConfigError, match="not a registered diffusion encoder"):
+        finetune(root, method="unet", encoder="no-such-encoder", out_dir=tmp_path, steps=1)
+    with pytest.raises(ConfigError, match="method must be"):
+        finetune(root, method="svm", out_dir=tmp_path, steps=1)  # type: ignore[arg-type]
     gt = np.array([[[0, 1], [2, 2]], [[0, 0], [0, 0]]])
     assert mean_slice_dice(gt, gt, 4) == 1.0
     assert mean_slice_dice(gt, np.zeros_like(gt), 4) == pytest.approx(0.5)  # slice 1: 0, slice 2: no organ -> 1
@@ -144,3 +148,63 @@ def test_encoder_weights_and_their_preprocessing_are_used(root: Path, tmp_path: 
     trained = loaded.module.encoder.unet.state_dict()
     source = enc.unet.state_dict()
     assert trained and all(torch.equal(v, source[k]) for k, v in trained.items())
+
+
+def test_mlp_ensemble_trains_saves_and_predicts_by_majority_vote(root: Path, tmp_path: Path) -> None:
+    opts = dict(method="mlp", encoder="ddpm-ct-tiny", batch_size=256, mlp_members=3, val_every=2, progress=False)
+    model_dir = finetune(root, out_dir=tmp_path / "run", steps=4, **opts)
+    losses = [float(r["loss"]) for r in _history(tmp_path / "run") if r["loss"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    loaded = load_model(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert loaded.kind == "probe" and config["probe"]["kind"] == "mlp" and config["probe"]["num_models"] == 3
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        logits = loaded.module(x)
+        feats = loaded.module.encoder(x)
+        vote = loaded.module.probe.ensemble.predict_map(feats, (64, 64))
+    assert torch.equal(logits.argmax(1), vote.labels)  # softmax/argmax of the saved model = majority vote
+    torch.testing.assert_close(logits.softmax(1), vote.votes, atol=1e-4, rtol=0)
+    image = next(root.rglob("*_0000.nii.gz"))
+    assert main(["predict", str(image), "--model", str(model_dir), "--out", str(tmp_path / "pred"), "--no-progress",
+                 "--save-uncertainty"]) == 0
+    unc = nib.load(next((tmp_path / "pred").glob("*_uncertainty.nii.gz"))).get_fdata()
+    assert unc.min() >= 0 and unc.max() <= np.log(3) + 1e-3  # vote entropy of 3 members
+
+    finetune(root, out_dir=tmp_path / "resumed", steps=2, **opts)
+    finetune(root, out_dir=tmp_path / "resumed", steps=4, resume=True, **opts)
+    straight = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items())
+
+
+def test_given_split_and_pool_are_respected(root: Path, tmp_path: Path) -> None:
+    from smp_diffusion_encoder.data.splits import Split, heldout_split, write_split_json
+
+    case = sorted(p.name.removesuffix(".nii.gz") for p in root.rglob("labels/*.nii.gz"))[0]
+    held = heldout_split(case, range(12), block=3, gap=1, seed=0)
+    train_z = held.by_case("train")
+    finetune(root, out_dir=tmp_path / "pool", steps=1, pool=train_z, **{**PROBE, "val_fraction": 0.0})
+    drawn = read_split_json(tmp_path / "pool" / "split.json")
+    assert {z for _, z in drawn.train + drawn.evaluation} <= set(train_z[case])  # held-out slices untouched
+
+    given = Split("custom", 0, ((case, train_z[case][0]),), ((case, train_z[case][-1]),))
+    write_split_json(tmp_path / "given.json", given)
+    out = tmp_path / "given"
+    assert main(["finetune", str(root), "--method", "probe", "--encoder", "ddpm-ct-tiny", "--out", str(out),
+                 "--split", str(tmp_path / "given.json"), "--steps", "2", "--val-every", "1", "--no-progress"]) == 0
+    assert read_split_json(out / "split.json") == given
+    bad = Split("custom", 0, ((case, 99),))
+    with pytest.raises(ConfigError, match="z=99"):
+        finetune(root, out_dir=tmp_path / "bad", steps=1, split=bad, **PROBE)
+
+
+def test_resnet_baseline_trains_from_scratch(root: Path, tmp_path: Path) -> None:
+    model_dir = finetune(root, method="unet", encoder="resnet18", image_size=64, unfreeze_at=0, encoder_lr_scale=1.0,
+                         batch_size=2, steps=3, val_fraction=0.0, out_dir=tmp_path / "r18", progress=False)
+    rows = _history(tmp_path / "r18")
+    assert [float(r["encoder_trainable"]) for r in rows] == [1.0, 1.0, 1.0]
+    loaded = load_model(model_dir)
+    assert loaded.preprocessing.image_size == 64 and loaded.preprocessing.hu_window == (-160.0, 240.0)
+    start = torch.load(tmp_path / "r18" / "checkpoint.pt", weights_only=False)["model"]
+    assert any("encoder" in k for k in start)

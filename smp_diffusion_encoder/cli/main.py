@@ -17,6 +17,7 @@ from smp_diffusion_encoder.errors import SmpDiffusionError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
+    "smp_diffusion_encoder.cli.demo",
     "smp_diffusion_encoder.cli.info",
     "smp_diffusion_encoder.cli.evaluate",
     "smp_diffusion_encoder.cli.check_data",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,10 @@ def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *,
     (``{case_id: z indices}``) restricts both parts to those slices, e.g. the train side of a
     :func:`~smp_diffusion_encoder.data.splits.heldout_split`, so held-out slices are never touched.
 
+    When no slice is left for validation (budget ``"all"``) it warns and returns a split without one.
+
     Raises:
-        ConfigError: bad fraction, or no slice left for validation.
+        ConfigError: bad fraction, or an empty pool.
     """
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -91,9 +94,10 @@ def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *,
     train = split.by_case("train")
     candidates = [(c, z) for c, zs in sorted(eligible.items()) for z in zs
                   if all(abs(z - t) > gap for t in train.get(c, []))]
-    if not candidates:
-        raise ConfigError(f"no eligible slice is more than {gap} slices from the {len(split.train)} training "
-                          f"slices: nothing left for validation (use more labeled cases or val_fraction=0)")
+    if not candidates:  # e.g. budget "all": every slice trains, so there is nothing to validate on
+        warnings.warn(f"no eligible slice is more than {gap} slices from the {len(split.train)} training slices: "
+                      f"training without validation (fixed number of steps, no early stopping)", stacklevel=2)
+        return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})
     n = min(max_val_slices, max(1, round(val_fraction * len(candidates))))
     rng = np.random.default_rng([seed, 1])
     chosen = sorted(candidates[i] for i in rng.choice(len(candidates), size=n, replace=False))

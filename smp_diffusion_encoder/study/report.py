@@ -1,0 +1,146 @@
+"""Study report: a readable markdown summary (tables of mean organ DSC/NSD and per-organ DSC) plus the files
+behind it (``results.csv``, ``dsc_vs_budget.png``).
+
+Statistics over seeds: per seed the mean over evaluated cases, then mean and population std over seeds (see
+:mod:`.results`). The report states numbers only; conclusions are the caller's ``context`` text.
+
+Example:
+    >>> summary = write_report(rows, "runs/study", title="Few-shot FLARE", context="Run with ...")  # doctest: +SKIP
+    >>> summary.name                                                                                 # doctest: +SKIP
+    'summary.md'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from smp_diffusion_encoder._io import atomic_write_text
+from smp_diffusion_encoder.data.remap import FLARE_LABELS, FLARE_ORGANS
+from smp_diffusion_encoder.study.figures import plot_dsc_vs_budget
+from smp_diffusion_encoder.study.results import BudgetResult, aggregate, budget_slices, write_results_csv
+
+__all__ = ["format_report_markdown", "write_report"]
+
+_DASH = "–"
+
+
+def format_report_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    context: str = "",
+    images: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+) -> str:
+    """A markdown report: title, ``context`` (free text: commands, machine, data), a table of mean organ DSC
+    and NSD (methods x budgets), per-organ DSC tables at the smallest and largest budget, then ``images``
+    as ``![caption](relative/path)``. Numbers only: conclusions belong in ``context``."""
+    results = aggregate(rows)
+    if not results:
+        raise ValueError("no result rows to report")
+    budgets = budget_slices(results)
+    labels = {r.method: r.method_label for r in results}
+    cell = {(r.method, r.budget): r for r in results}
+    seeds = {r.n_seeds for r in results}
+    lines = [f"# {title}", ""]
+    if context.strip():
+        lines += [context.strip(), ""]
+    lines += [
+        "## Mean organ DSC and NSD",
+        "",
+        f"Mean ± population std over {_count(seeds, 'seed')} of the per-seed mean over "
+        f"{_count({r.n_cases for r in results}, 'evaluated case')} of each case's mean over the "
+        f"{len(FLARE_ORGANS)} FLARE 2022 organs (nan skipped)."
+        + ("" if len(seeds) == 1 else " Cells give their seed count."),
+        "",
+        _table_row(["Method", *(f"{b} ({_slices_text(n)})" for b, n in budgets.items())]),
+        _table_row(["---"] * (len(budgets) + 1)),
+    ]
+    for method, label in labels.items():
+        found = [cell.get((method, budget)) for budget in budgets]
+        lines.append(_table_row([_escape(label), *(_main_cell(r, len(seeds) > 1) for r in found)]))
+    picks = dict.fromkeys([next(iter(budgets)), next(reversed(budgets))])
+    for budget, which in zip(picks, ("smallest", "largest") if len(picks) > 1 else ("only",)):
+        lines += ["", f"## Per-organ DSC at the {which} budget: {budget} ({_slices_text(budgets[budget])})", ""]
+        lines += _organ_table([cell.get((method, budget)) for method in labels], list(labels.values()))
+    if images:
+        lines += ["", "## Figures"]
+        for caption, path in images:
+            target = Path(path).as_posix()
+            lines += ["", f"![{caption}]({f'<{target}>' if ' ' in target else target})"]
+    return "\n".join(lines) + "\n"
+
+
+def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[str]:
+    """Rows = organs + the 13-organ mean, columns = methods; the best value of each row in bold."""
+    lines = [
+        _table_row(["Organ", *map(_escape, labels)]),
+        _table_row(["---"] * (len(labels) + 1)),
+    ]
+    rows = [(FLARE_LABELS[label].capitalize(), [r.organ_dsc[organ] if r else math.nan for r in results])
+            for label, organ in enumerate(FLARE_ORGANS, start=1)]
+    rows.append(("**Mean**", [r.dsc_mean if r else math.nan for r in results]))
+    for name, values in rows:
+        rounded = [round(v, 3) for v in values]
+        scored = [v for v in rounded if not math.isnan(v)]
+        best = max(scored) if len(scored) > 1 else None
+        lines.append(_table_row([name, *(f"**{_num(v)}**" if v == best else _num(v) for v in rounded)]))
+    return lines
+
+
+def _main_cell(result: BudgetResult | None, show_seeds: bool) -> str:
+    if result is None:
+        return _DASH
+    text = (f"DSC {_num(result.dsc_mean)} ± {_num(result.dsc_std)} / "
+            f"NSD {_num(result.nsd_mean)} ± {_num(result.nsd_std)}")
+    return f"{text} ({_count({result.n_seeds}, 'seed')})" if show_seeds else text
+
+
+def _num(value: float) -> str:
+    return _DASH if math.isnan(value) else f"{value:.3f}"
+
+
+def _slices_text(n: int | float) -> str:
+    return f"{n:g} slice" + ("" if n == 1 else "s")
+
+
+def _count(values: set[int], noun: str) -> str:
+    """``{3} -> "3 seeds"``, ``{1} -> "1 seed"``, ``{2, 3} -> "2–3 seeds"``."""
+    low, high = min(values), max(values)
+    return (f"{low}" if low == high else f"{low}{_DASH}{high}") + f" {noun}" + ("" if high == 1 else "s")
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _table_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_report(
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    context: str = "",
+    overlays: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+) -> Path:
+    """Write ``results.csv``, ``dsc_vs_budget.png`` and (last) ``summary.md`` into ``out_dir``.
+
+    ``overlays``: ``(caption, path)`` of already rendered images (e.g. :func:`render_overlays`), linked from
+    the summary relative to ``out_dir``. Returns the path of ``summary.md``.
+    """
+    if not rows:
+        raise ValueError("no result rows to report")
+    out = Path(out_dir)
+    write_results_csv(rows, out / "results.csv")
+    plot = plot_dsc_vs_budget(rows, out / "dsc_vs_budget.png")
+    images = [("Mean organ DSC vs label budget", plot.name)]
+    images += [(caption, os.path.relpath(image, out)) for caption, image in overlays]
+    summary = out / "summary.md"
+    atomic_write_text(summary, format_report_markdown(rows, title=title, context=context, images=images))
+    return summary

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py --out quickstart_output
+	$(VENV)/bin/smp-diffusion demo --out demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

@@ -36,7 +36,7 @@ import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
 from benchmarks._machine import describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.report import write_report  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate  # noqa: E402
+from smp_diffusion_encoder.study.results import aggregate, read_results_csv  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--image-size", type=int, default=None, help="default: the encoder's preprocessing size")
     p.add_argument("--mlp-members", type=int, default=10)
+    p.add_argument("--unfreeze-at", type=int, default=None, help="ddpm-unet-ft: step the encoder unfreezes "
+                   "(default half of --steps)")
+    p.add_argument("--include", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="also report the rows of these studies' results.csv (e.g. methods run in parallel)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report OUT's and --include rows")
     p.add_argument("--test-cases", type=int, default=10, help="held-out cases when there are several")
     p.add_argument("--block", type=int, default=8, help="z block length for a single labeled case")
     p.add_argument("--gap", type=int, default=2, help="slices dropped between train and evaluation blocks")
@@ -59,15 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     start = time.perf_counter()
-    catalog = standard_methods(args.encoder, args.weights, steps=args.steps, mlp_members=args.mlp_members)
+    catalog = standard_methods(args.encoder, args.weights, steps=args.steps, mlp_members=args.mlp_members,
+                               unfreeze_at=args.unfreeze_at)
     names = args.methods or list(catalog)
     unknown = sorted(set(names) - set(catalog))
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {sorted(catalog)}")
     plan = holdout(args.root, test_cases=args.test_cases, block=args.block, gap=args.gap)
     print(f"held-out data: {plan.description}")
-    rows = run_study(plan, args.out, methods=[catalog[n] for n in names], budgets=args.budgets, seeds=args.seeds,
-                     image_size=args.image_size, device=args.device, keep_models=args.keep_models, progress=False)
+    if args.report_only:
+        csv_path = args.out / "results.csv"
+        rows = read_results_csv(csv_path) if csv_path.is_file() else []
+    else:
+        rows = run_study(plan, args.out, methods=[catalog[n] for n in names], budgets=args.budgets,
+                         seeds=args.seeds, image_size=args.image_size, device=args.device,
+                         keep_models=args.keep_models, progress=False)
+    for folder in args.include:
+        rows += read_results_csv(folder / "results.csv")
     elapsed = time.perf_counter() - start
     command = " ".join(["python benchmarks/fewshot.py", *(argv if argv is not None else sys.argv[1:])])
     context = (f"Data: `{args.root}`; {plan.description}. Encoder `{args.encoder}` with weights `{args.weights}` "

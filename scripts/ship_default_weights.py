@@ -96,6 +96,7 @@ def _card_extra(args: argparse.Namespace, step: int, dtype: str, size_mb: float)
     last = rows[-10:]
     final = sum(float(r["loss"]) for r in last) / max(1, len(last))
     return "\n".join([
+        "",
         "## Default weights of this package",
         "",
         f"These are the offline default weights of `{args.variant}` (`encoder_weights=\"ct\"`, alias "

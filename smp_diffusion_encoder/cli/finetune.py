@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", type=Path, default=None, metavar="FILE",
                    help="split JSON to train (and validate) on instead of drawing --budget")
     p.add_argument("--encoder", default="ddpm-ct", help="smp encoder name (default ddpm-ct)")
-    p.add_argument("--encoder-weights", default=None, help="encoder weights key (default: random init)")
+    p.add_argument("--encoder-weights", default="auto",
+                   help="weights key, or 'none' for random init (default auto: the encoder's default CT weights "
+                        "when it has them, else random)")
     p.add_argument("--architecture", default="Unet", help="smp architecture for --method unet (default Unet)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-2 probe, 1e-3 unet)")
@@ -53,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from smp_diffusion_encoder.finetune import finetune
 
     split = read_split_json(args.split) if args.split is not None else None
+    weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
     model_dir = finetune(
-        args.root, method=args.method, out_dir=args.out, encoder=args.encoder, encoder_weights=args.encoder_weights,
+        args.root, method=args.method, out_dir=args.out, encoder=args.encoder, encoder_weights=weights,
         architecture=args.architecture, budget=args.budget, split=split, seed=args.seed, steps=args.steps, lr=args.lr,
         batch_size=args.batch_size, val_fraction=args.val_fraction, val_every=args.val_every,
         patience=args.patience, augment=args.augment, unfreeze_at=args.unfreeze_at,

@@ -91,6 +91,15 @@ def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int
     return prep if image_size is None else PreprocessConfig(prep.hu_window, image_size)
 
 
+def resolve_weights(encoder: str, encoder_weights: str | None) -> str | None:
+    """``"auto"`` -> ``"ct"`` for a diffusion encoder that has default CT weights, else ``None``."""
+    if encoder_weights != "auto":
+        return encoder_weights
+    entry = smp_encoders.encoders.get(encoder) or {}
+    diffusion = "unet" in entry.get("params", {})
+    return "ct" if diffusion and "ct" in entry.get("pretrained_settings", {}) else None
+
+
 def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     """Mean over slices of the mean organ DSC (:func:`~smp_diffusion_encoder.evaluation.slice_dice`).
 
@@ -112,7 +121,7 @@ def finetune(
     method: Method,
     out_dir: str | os.PathLike[str],
     encoder: str = "ddpm-ct",
-    encoder_weights: str | None = None,
+    encoder_weights: str | None = "auto",
     architecture: str = "Unet",
     budget: str = "4",
     split: Split | None = None,
@@ -141,7 +150,8 @@ def finetune(
             ``"unet"`` (smp ``architecture`` decoder on the frozen ``encoder``; ``unfreeze_at`` makes the
             encoder train from that step at ``lr * encoder_lr_scale``; ``unfreeze_at=0`` with
             ``encoder_lr_scale=1`` trains the whole network from the start, e.g. the ``resnet34`` baseline).
-        encoder, encoder_weights: an smp encoder name and its weights key (``None``: random). ``probe`` and
+        encoder, encoder_weights: an smp encoder name and its weights key (``None``: random; ``"auto"``, the
+            default: the encoder's default CT weights ``"ct"`` when it has them, else random). ``probe`` and
             ``mlp`` need a ``ddpm-ct*`` encoder; ``unet`` takes any smp encoder.
         budget: label budget (``"4"``, ``"1%"``, ``"2cases"``, ``"all"``), drawn with the project's policy.
         split: a given :class:`~smp_diffusion_encoder.data.splits.Split` instead (its ``train`` slices train,
@@ -174,6 +184,7 @@ def finetune(
         raise ConfigError(f"{ckpt} exists: pass resume=True to continue that run, or choose another out_dir")
     if resume and not ckpt.exists():
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
+    encoder_weights = resolve_weights(encoder, encoder_weights)
     prep = preprocessing_for(encoder, encoder_weights, image_size)
     volumes = load_cases(labeled_cases(root_or_cases), prep)
     if split is None:

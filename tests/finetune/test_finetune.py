@@ -208,3 +208,13 @@ def test_resnet_baseline_trains_from_scratch(root: Path, tmp_path: Path) -> None
     assert loaded.preprocessing.image_size == 64 and loaded.preprocessing.hu_window == (-160.0, 240.0)
     start = torch.load(tmp_path / "r18" / "checkpoint.pt", weights_only=False)["model"]
     assert any("encoder" in k for k in start)
+
+
+def test_auto_weights_mean_the_shipped_ct_weights_when_there_are_some() -> None:
+    from smp_diffusion_encoder.finetune.api import resolve_weights
+    from smp_diffusion_encoder.hub.packaged import packaged_folder
+
+    assert resolve_weights("ddpm-ct-tiny", "auto") is None  # ships no weights
+    assert resolve_weights("resnet34", "auto") is None  # baselines start from scratch
+    assert resolve_weights("ddpm-ct", "auto") == ("ct" if packaged_folder("ddpm-ct") else None)
+    assert resolve_weights("ddpm-ct", None) is None and resolve_weights("ddpm-ct", "ct") == "ct"

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--include", nargs="+", type=Path, default=[], metavar="DIR",
                    help="also report the rows of these studies' results.csv (e.g. methods run in parallel)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report OUT's and --include rows")
+    p.add_argument("--note", default="", help="text added to the report's context (e.g. how the rows were made)")
     p.add_argument("--test-cases", type=int, default=10, help="held-out cases when there are several")
     p.add_argument("--block", type=int, default=8, help="z block length for a single labeled case")
     p.add_argument("--gap", type=int, default=2, help="slices dropped between train and evaluation blocks")
@@ -83,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += read_results_csv(folder / "results.csv")
     elapsed = time.perf_counter() - start
     command = " ".join(["python benchmarks/fewshot.py", *(argv if argv is not None else sys.argv[1:])])
+    what = ("rows merged from " + ", ".join(f"`{d}`" for d in [args.out, *args.include])) if args.report_only else (
+        f"{args.steps} steps per run, image size {args.image_size or 'of the encoder'}, seeds {args.seeds}; this "
+        f"invocation took {elapsed / 60:.1f} min (runs already in results.csv are reused)")
     context = (f"Data: `{args.root}`; {plan.description}. Encoder `{args.encoder}` with weights `{args.weights}` "
-               f"(pretrained methods). {args.steps} steps per run, image size "
-               f"{args.image_size or 'of the encoder'}, seeds {args.seeds}. Machine: {describe_machine(args.device)}; "
-               f"{today()}; this invocation took {elapsed / 60:.1f} min (runs already in results.csv are reused). "
-               f"Command: `{command}`.")
+               f"(pretrained methods). Machine: {describe_machine(args.device)}; {today()}; {what}. "
+               f"Command: `{command}`. {args.note}")
     summary = write_report(rows, args.out, title="Few-shot organ segmentation (FLARE 2022 metrics)", context=context)
     for r in aggregate(rows):
         print(f"{r.method:18s} {r.budget:>5s} ({r.n_train_slices} slices): DSC {r.dsc_mean:.3f} +- {r.dsc_std:.3f}"

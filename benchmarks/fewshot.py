@@ -9,7 +9,8 @@ on held-out data with the FLARE 2022 metrics (:mod:`smp_diffusion_encoder.study.
   ``--gap`` slices dropped between), budgets and validation from the train blocks only.
 
 Methods (``--methods``, default all): ``ddpm-probe``, ``ddpm-mlp``, ``ddpm-unet``, ``ddpm-unet-ft``
-(pretrained ``--encoder`` with ``--weights``), ``random-unet`` (same encoder, random weights) and
+(pretrained ``--encoder`` with ``--weights``), ``random-unet`` and ``random-probe`` (same encoder, random
+weights) and
 ``resnet34-scratch`` (``smp.Unet("resnet34")`` trained from scratch). Every method sees the same slices at the
 same ``--image-size`` and trains ``--steps`` steps (early stopping on the validation slices).
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", type=Path, help="FLARE-layout root with labeled cases")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     p.add_argument("--budgets", nargs="+", default=["4", "1%", "10%", "all"])
-    p.add_argument("--methods", nargs="+", default=None, help="method names (default: all six)")
+    p.add_argument("--methods", nargs="+", default=None, help="method names (default: all seven)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--encoder", default="ddpm-ct")
     p.add_argument("--weights", default="ct", help="pretrained weights key of --encoder (default ct)")

@@ -65,7 +65,8 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, st
       probe, Baranchuk's MLP ensemble, an smp Unet decoder;
     * ``ddpm-unet-ft``: the same decoder, then the encoder unfreezes at ``unfreeze_at`` (default half the
       steps) at a tenth of the learning rate;
-    * ``random-unet``: ``ddpm-unet`` with random encoder weights (does pretraining matter?);
+    * ``random-unet``, ``random-probe``: ``ddpm-unet`` and ``ddpm-probe`` with random encoder weights (does
+      pretraining matter? a decoder can learn around poor features, a linear probe cannot);
     * ``resnet34-scratch``: ``smp.Unet("resnet34")`` trained end to end from random weights (the standard
       supervised baseline; same image size, loss, steps and learning rate as the decoders).
     """
@@ -79,6 +80,8 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, st
                                                                             "unfreeze_at": half}),
         Method("random-unet", f"{encoder} random weights + Unet decoder", {**base, "method": "unet",
                                                                            "encoder_weights": None}),
+        Method("random-probe", f"{encoder} random weights + linear probe", {**base, "method": "probe",
+                                                                            "encoder_weights": None}),
         Method("resnet34-scratch", "smp Unet resnet34 from scratch", {
             "method": "unet", "encoder": "resnet34", "encoder_weights": None, "steps": steps, "unfreeze_at": 0,
             "encoder_lr_scale": 1.0}),

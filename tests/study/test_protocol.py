@@ -82,7 +82,7 @@ def test_study_resumes_and_drops_weights(root: Path, tmp_path: Path, monkeypatch
 def test_standard_methods_and_bad_holdout(root: Path) -> None:
     methods = standard_methods("ddpm-ct", "ct", steps=100)
     assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-unet", "ddpm-unet-ft", "random-unet",
-                             "resnet34-scratch"]
+                             "random-probe", "resnet34-scratch"]
     assert methods["ddpm-unet-ft"].options["unfreeze_at"] == 50
     assert methods["random-unet"].options["encoder_weights"] is None
     assert methods["resnet34-scratch"].options["unfreeze_at"] == 0

@@ -120,7 +120,8 @@ def test_truncated_nifti_is_corrupt(ct_nifti: Path) -> None:
     assert "truncated" in str(info.value) or "NIfTI" in str(info.value)
 
 
-@pytest.mark.parametrize("payload", [b"this is not a nifti file" * 40, gzip.compress(b"\x00" * 100)])
+@pytest.mark.parametrize("payload", [b"this is not a nifti file" * 40, gzip.compress(b"\x00" * 100, mtime=0)],
+                         ids=["text", "gzip-of-zeros"])  # fixed ids and mtime: xdist workers must collect alike
 def test_garbage_bytes_are_corrupt(tmp_path: Path, payload: bytes) -> None:
     path = tmp_path / "junk.nii.gz"
     path.write_bytes(payload)

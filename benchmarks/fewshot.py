@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.include:
         rows += read_results_csv(folder / "results.csv")
     elapsed = time.perf_counter() - start
-    command = " ".join(["python benchmarks/fewshot.py", *(argv if argv is not None else sys.argv[1:])])
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--note" in given:  # the note is printed once, after the command
+        del given[given.index("--note"):given.index("--note") + 2]
+    command = " ".join(["python benchmarks/fewshot.py", *given])
     what = ("rows merged from " + ", ".join(f"`{d}`" for d in [args.out, *args.include])) if args.report_only else (
         f"{args.steps} steps per run, image size {args.image_size or 'of the encoder'}, seeds {args.seeds}; this "
         f"invocation took {elapsed / 60:.1f} min (runs already in results.csv are reused)")

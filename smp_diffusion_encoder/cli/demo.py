@@ -3,7 +3,7 @@
 CT phantom -> few-shot fine-tuning of ``ddpm-ct`` (shipped default weights; frozen, Unet decoder and linear
 probe) and of a resnet34 Unet from scratch at 4 slices, 25% and all slices -> predictions of two held-out
 volumes -> FLARE 2022 DSC/NSD -> DIR/report/summary.md with tables, a DSC-vs-budget plot and overlay PNGs.
-About 10 minutes on 2 CPU cores; running it again with the same DIR resumes.
+About 12 minutes on 2 CPU cores; running it again with the same DIR resumes.
 """
 
 from __future__ import annotations

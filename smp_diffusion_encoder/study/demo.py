@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import segmentation_models_pytorch.encoders as smp_encoders
 import torch
 
 from smp_diffusion_encoder.data.flare import Case, FlareDataset
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.volume import read_volume
+from smp_diffusion_encoder.finetune.api import resolve_weights
 from smp_diffusion_encoder.study.figures import render_overlays
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
 from smp_diffusion_encoder.study.report import write_report
@@ -51,7 +51,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_output", *, steps: int = 15
         (root / ".complete").write_text("ok\n")
     cases = FlareDataset.discover(root).labeled
     plan = holdout(cases, test_cases=2, seed=seed)
-    weights = "ct" if "ct" in smp_encoders.encoders["ddpm-ct"]["pretrained_settings"] else None
+    weights = resolve_weights("ddpm-ct", "auto")
     if weights is None:
         log("note: no default ddpm-ct weights are installed; the demo uses random encoder weights")
     methods = [standard_methods("ddpm-ct", weights, steps=steps)[m] for m in DEMO_METHODS]

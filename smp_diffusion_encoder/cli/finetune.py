@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--architecture", default="Unet", help="smp architecture for --method unet (default Unet)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-2 probe, 1e-3 unet)")
-    p.add_argument("--batch-size", type=int, default=4,
+    p.add_argument("--batch-size", type=int, default=None,
                    help="slices per step (default 4); pixels per member for mlp (default 2048)")
     p.add_argument("--mlp-members", type=int, default=10, help="MLP ensemble size (default 10)")
     p.add_argument("--seed", type=int, default=0, help="split and initialization seed (default 0)")

@@ -129,7 +129,7 @@ def finetune(
     seed: int = 0,
     steps: int = 300,
     lr: float | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     image_size: int | None = None,
     val_fraction: float = 0.2,
     val_every: int = 25,
@@ -172,8 +172,8 @@ def finetune(
     if method != "unet" and (augment != "none" or unfreeze_at is not None):
         raise ConfigError(f"the {method} head trains on cached frozen features: augment and unfreeze_at need "
                           f"method='unet'")
-    if method == "mlp" and batch_size == 4:
-        batch_size = 2048  # the default batch counts pixels for the MLP ensemble
+    if batch_size is None:
+        batch_size = 2048 if method == "mlp" else 4  # the MLP ensemble's batch counts pixels
     info = init_distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     world, rank = (info.world_size, info.rank) if info else (1, 0)
     if batch_size % world:

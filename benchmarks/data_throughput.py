@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from smp_diffusion_encoder.data.flare import FlareDataset
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
 from smp_diffusion_encoder.data.slice_store import SliceStore, build_slice_store
 from smp_diffusion_encoder.data.volume import read_volume
 
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--max-batches", type=int, default=150)
     args = ap.parse_args()
-    cfg = PreprocessConfig(image_size=args.image_size)
+    cfg = PreprocessingConfig(image_size=args.image_size)
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -114,14 +114,14 @@ def time_inference(z: int) -> dict:
 
     import smp_diffusion_encoder  # noqa: F401
     from smp_diffusion_encoder.data.phantom import write_phantom_dataset
-    from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+    from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
     from smp_diffusion_encoder.inference import load_model, predict_files, save_segmenter
 
     with tempfile.TemporaryDirectory() as tmp:
         root = write_phantom_dataset(Path(tmp) / "ct", n_labeled=1, n_unlabeled=0, shape=(z, 512, 512))
         image = next((root / "Training/FLARE22_LabeledCase50/images").glob("*.nii.gz"))
         model = smp.Unet("ddpm-ct", encoder_weights=None, in_channels=1, classes=CLASSES)
-        save_segmenter(model, Path(tmp) / "model", PreprocessConfig(image_size=128))
+        save_segmenter(model, Path(tmp) / "model", PreprocessingConfig(image_size=128))
         loaded = load_model(Path(tmp) / "model")
         runs = []
         for _ in range(2):  # best of 2: other users' load on a shared machine only ever adds time

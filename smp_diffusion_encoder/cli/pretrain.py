@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ from smp_diffusion_encoder._io import read_json_object
 
 DEFAULTS: dict[str, Any] = {"preset": "small", "schedule": "linear", "timesteps": 1000, "batch_size": 8,
                             "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0, "seed": 0, "steps": 10_000,
-                            "ema_decay": 0.9999, "precision": None, "ckpt_every": 1000, "log_every": 10,
-                            "grad_clip": 1.0}
+                            "ema_decay": 0.9999, "precision": "auto", "ckpt_every": 1000, "log_every": 10,
+                            "grad_clip": 1.0, "min_snr_gamma": None, "milestones": ()}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, help="EMA decay (default 0.9999)")
     p.add_argument("--no-ema", action="store_true", help="keep no EMA of the weights")
     p.add_argument("--grad-clip", type=float, help="gradient-norm clipping, 0 for none (default 1.0)")
-    p.add_argument("--precision", choices=["bf16", "fp32"],
-                   help="default bf16 autocast on CUDA, fp32 on the CPU (which always trains in fp32)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="bf16 autocast or fp32; default auto: measured at the start on this machine (bf16 on "
+                        "CUDA and on CPUs where it is faster), recorded in RUN_DIR/config.json")
+    p.add_argument("--min-snr-gamma", type=float,
+                   help="min-SNR-gamma loss weighting over timesteps (Hang et al. 2023), e.g. 5 (default: none)")
+    p.add_argument("--milestones", type=int, nargs="+", metavar="STEP",
+                   help="steps whose EMA weights are kept in RUN_DIR/milestones/ (default: none)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader workers per process, also used to build the slice store (default min(4, CPUs))")
     p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (default 1000)")
@@ -65,8 +72,9 @@ def _saved_settings(run_dir: Path) -> dict[str, Any]:
            "lr": pre.get("lr"), "weight_decay": pre.get("weight_decay"), "warmup_steps": pre.get("warmup_steps"),
            "seed": pre.get("seed"), "steps": train.get("max_steps"), "ema_decay": train.get("ema_decay"),
            "precision": train.get("precision"), "ckpt_every": train.get("ckpt_every"),
-           "log_every": train.get("log_every"), "grad_clip": train.get("grad_clip"), "unet": pre.get("unet")}
-    return {k: v for k, v in out.items() if v is not None or k in ("ema_decay", "grad_clip")}
+           "log_every": train.get("log_every"), "grad_clip": train.get("grad_clip"), "unet": pre.get("unet"),
+           "min_snr_gamma": pre.get("min_snr_gamma"), "milestones": train.get("milestones")}
+    return {k: v for k, v in out.items() if v is not None or k in ("ema_decay", "grad_clip", "min_snr_gamma")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     s = {**DEFAULTS, **saved, **given}
     unet = get_preset(s["preset"]) if "preset" in given or "unet" not in saved else UNetConfig.from_dict(saved["unet"])
     cfg = PretrainConfig(unet=unet, schedule=s["schedule"], num_timesteps=s["timesteps"], batch_size=s["batch_size"],
-                         lr=s["lr"], weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], seed=s["seed"])
+                         lr=s["lr"], weight_decay=s["weight_decay"], warmup_steps=s["warmup_steps"], seed=s["seed"],
+                         min_snr_gamma=s["min_snr_gamma"])
     info = init_distributed(args.device)
-    s["precision"] = s["precision"] or ("bf16" if info.device.type == "cuda" else "fp32")
     try:
         progress = not args.no_progress
         if info.is_main:
@@ -96,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             store = args.data if (args.data / "manifest.json").is_file() else args.out / "slices"
         trainer = run_pretraining(store, args.out, cfg, max_steps=s["steps"], ema_decay=s["ema_decay"],
                                   precision=s["precision"], grad_clip=s["grad_clip"], log_every=s["log_every"],
-                                  ckpt_every=s["ckpt_every"], workers=args.workers, resume=args.resume,
+                                  ckpt_every=s["ckpt_every"], workers=args.workers, milestones=s["milestones"],
+                                  command=shlex.join(["smp-diffusion", *sys.argv[1:]]), resume=args.resume,
                                   progress=progress, dist_info=info)
         if info.is_main:
             last = trainer.history[-1] if trainer.history else {}

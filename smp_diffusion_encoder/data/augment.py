@@ -1,7 +1,7 @@
 """2D image + mask augmentation for model slices (albumentations 2.x).
 
 Input and output: ``image`` ``(H, W)`` float32 in ``[-1, 1]`` (a windowed CT slice, see
-:mod:`smp_diffusion_encoder.data.preprocess`), ``mask`` ``(H, W)`` uint8 FLARE ids. Masks are warped with
+:mod:`smp_diffusion_encoder.data.preprocessing`), ``mask`` ``(H, W)`` uint8 FLARE ids. Masks are warped with
 nearest-neighbour interpolation so no new ids appear; regions shifted in from outside the slice are filled
 with air (-1) and background (0).
 

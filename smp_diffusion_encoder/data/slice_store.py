@@ -1,11 +1,11 @@
 """Preprocessed slice store for large unlabeled pools (diffusion pretraining reads ~200k slices).
 
 :func:`build_slice_store` reads each volume once (:func:`~smp_diffusion_encoder.data.volume.read_volume`,
-then :func:`~smp_diffusion_encoder.data.preprocess.volume_to_model_slices`), drops slices that are nearly
+then :func:`~smp_diffusion_encoder.data.preprocessing.volume_to_model_slices`), drops slices that are nearly
 all air, and writes **one shard per volume**: ``shards/<stem>-<hash>.npy``, ``(N, S, S)`` float16 in
 ``[-1, 1]`` (float16 keeps ~3 significant digits: 0.1 HU steps in a 400 HU window, far below CT noise).
 ``manifest.json`` lists the shards (slice count, kept z indices, source file with its size and mtime),
-the volumes that failed, and the :class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig`.
+the volumes that failed, and the :class:`~smp_diffusion_encoder.data.preprocessing.PreprocessingConfig`.
 
 Air-slice skipping: a slice is kept when at least :data:`MIN_BODY_FRACTION` (5 %) of its pixels are above
 :data:`BODY_THRESHOLD` (-0.95 in model units, about -150 HU in the default window, i.e. fat or denser). A
@@ -19,7 +19,7 @@ with another preprocessing is refused unless ``overwrite=True``. A volume that c
 under ``"bad"`` and skipped.
 
 Example:
-    >>> build_slice_store(volumes, "store", PreprocessConfig(image_size=128), workers=2)   # doctest: +SKIP
+    >>> build_slice_store(volumes, "store", PreprocessingConfig(image_size=128), workers=2)   # doctest: +SKIP
     >>> ds = SliceStore("store"); ds[0].shape                                              # doctest: +SKIP
     torch.Size([1, 128, 128])
 """
@@ -41,9 +41,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
 from smp_diffusion_encoder.data.volume import read_volume
-from smp_diffusion_encoder.errors import CorruptFileError, InputFileError
+from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InputFileError
 
 STORE_FORMAT = "smp_diffusion_encoder.slice_store"
 STORE_VERSION = 1
@@ -87,7 +87,7 @@ def _prepare_one(source: str, shard: str, cfg: dict[str, Any]) -> dict[str, Any]
     """Worker: one volume -> one shard (written atomically). Errors come back as data (always picklable)."""
     path = Path(source)
     try:
-        slices = volume_to_model_slices(read_volume(path), PreprocessConfig.from_dict(cfg))
+        slices = volume_to_model_slices(read_volume(path), PreprocessingConfig.from_dict(cfg))
     except InputFileError as err:
         return {"source": source, "error": f"{type(err).__name__}: {err.problem}"}
     stat = _source_stat(path)
@@ -98,8 +98,8 @@ def _prepare_one(source: str, shard: str, cfg: dict[str, Any]) -> dict[str, Any]
             "n_slices": int(keep.size), "n_input_slices": int(slices.shape[0]), "z": keep.tolist()}
 
 
-def _manifest_header(cfg: PreprocessConfig) -> dict[str, Any]:
-    return {"format": STORE_FORMAT, "version": STORE_VERSION, "preprocess": cfg.to_dict(), "dtype": "float16",
+def _manifest_header(cfg: PreprocessingConfig) -> dict[str, Any]:
+    return {"format": STORE_FORMAT, "version": STORE_VERSION, "preprocessing": cfg.to_dict(), "dtype": "float16",
             "body_threshold": BODY_THRESHOLD, "min_body_fraction": MIN_BODY_FRACTION}
 
 
@@ -113,11 +113,17 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputFileError(path, f"is not a slice store manifest (\"format\" is not {STORE_FORMAT!r})")
     if manifest.get("version") != STORE_VERSION or not isinstance(manifest.get("shards"), list):
         raise InputFileError(path, f"unsupported slice store version {manifest.get('version')!r}")
+    if "preprocessing" not in manifest and "preprocess" in manifest:  # stores written before the key was renamed
+        manifest["preprocessing"] = manifest.pop("preprocess")
+    try:  # normalized (e.g. a store without spacing_mm is in the legacy layout), so settings compare exactly
+        manifest["preprocessing"] = PreprocessingConfig.from_dict(manifest["preprocessing"]).to_dict()
+    except (KeyError, TypeError, ConfigError) as err:
+        raise InputFileError(path, f"has no valid \"preprocessing\" settings ({err})") from err
     return manifest
 
 
 def build_slice_store(volumes: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                      cfg: PreprocessConfig, *, workers: int = 2, overwrite: bool = False, skip_bad: bool = False,
+                      cfg: PreprocessingConfig, *, workers: int = 2, overwrite: bool = False, skip_bad: bool = False,
                       progress: bool = True) -> dict[str, Any]:
     """Preprocess ``volumes`` (NIfTI files or DICOM folders) into a slice store in ``out_dir``; resumable.
 
@@ -231,7 +237,7 @@ class SliceStore(Dataset):
     def __init__(self, out_dir: str | os.PathLike[str]) -> None:
         self.root = Path(out_dir)
         self.manifest = read_manifest(self.root)
-        self.config = PreprocessConfig.from_dict(self.manifest["preprocess"])
+        self.config = PreprocessingConfig.from_dict(self.manifest["preprocessing"])
         self.shards: list[dict[str, Any]] = [s for s in self.manifest["shards"] if s["n_slices"] > 0]
         self.offsets = np.cumsum([0] + [s["n_slices"] for s in self.shards])
         self._maps: dict[int, np.ndarray] = {}

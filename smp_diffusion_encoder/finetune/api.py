@@ -35,7 +35,7 @@ from torch import nn
 
 from smp_diffusion_encoder.data.augment import Strength, build_augmentation
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.encoder.features import FeatureConfig
@@ -60,7 +60,7 @@ Method = Literal["probe", "mlp", "unet"]
 MODEL_DIR_NAME = "model"
 
 
-def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessConfig:
+def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessingConfig:
     """The preprocessing an encoder expects: from its weights' ``config.json``, else the U-Net preset's size.
 
     ``image_size`` overrides the size (the HU window always comes from the weights or the default). An
@@ -71,9 +71,9 @@ def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int
     if entry is None or "unet" not in entry.get("params", {}):
         if entry is None:
             _encoder_entry(encoder)  # raises: names the known diffusion encoders
-        return PreprocessConfig(image_size=image_size or 256)
+        return PreprocessingConfig(image_size=image_size or 256)
     if encoder_weights is None:
-        prep = PreprocessConfig(image_size=resolve_config(entry["params"]["unet"]).image_size)
+        prep = PreprocessingConfig(image_size=resolve_config(entry["params"]["unet"]).image_size)
     else:
         from smp_diffusion_encoder.hub.download import download_file
         from smp_diffusion_encoder.hub.weights import read_config
@@ -87,8 +87,8 @@ def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int
         config = read_config(path, source=repo)
         if "preprocessing" not in config:
             raise WeightsError(f"{repo}/config.json: no 'preprocessing' (HU window, image size) recorded")
-        prep = PreprocessConfig.from_dict(config["preprocessing"])
-    return prep if image_size is None else PreprocessConfig(prep.hu_window, image_size)
+        prep = PreprocessingConfig.from_dict(config["preprocessing"])
+    return prep if image_size is None else PreprocessingConfig(prep.hu_window, image_size)
 
 
 def resolve_weights(encoder: str, encoder_weights: str | None) -> str | None:

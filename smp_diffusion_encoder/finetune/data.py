@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from smp_diffusion_encoder.data.flare import Case, FlareDataset
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, labels_to_model_slices, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.splits import Split, eligible_slices, select_slices
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError
@@ -54,14 +54,15 @@ def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> lis
     return cases
 
 
-def load_cases(cases: Sequence[Case], prep: PreprocessConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_cases(cases: Sequence[Case], prep: PreprocessingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{case_id: (images (Z, S, S) float32, labels (Z, S, S) uint8)}`` preprocessed with ``prep``."""
     out = {}
     for case in cases:
         assert case.label is not None
         image = read_volume(case.image)
         labels = read_volume(case.label, kind="label")
-        out[case.case_id] = (volume_to_model_slices(image, prep), labels_to_model_slices(labels, prep))
+        geometry = SliceGeometry.of(image, prep)
+        out[case.case_id] = (geometry.image_slices(image, prep), geometry.label_slices(labels))
     return out
 
 

@@ -1,7 +1,7 @@
 """Writing samples: windowed grey PNGs (one grid + one file per sample), a NumPy stack and a NIfTI stack.
 
 Samples are model-space images ``(N, 1, H, W)`` in [-1, 1], i.e. CT windowed with the run's
-:class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig` (``-1`` = the window's low end in HU).
+:class:`~smp_diffusion_encoder.data.preprocessing.PreprocessingConfig` (``-1`` = the window's low end in HU).
 Output folder::
 
     grid.png             all samples tiled, grey 0..255 = the HU window
@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_bytes, atomic_write_json
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ def to_uint8(samples: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.round((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def to_hu(samples: torch.Tensor | np.ndarray, preprocessing: PreprocessConfig) -> np.ndarray:
+def to_hu(samples: torch.Tensor | np.ndarray, preprocessing: PreprocessingConfig) -> np.ndarray:
     """[-1, 1] -> HU inside the window ``(N, H, W)`` float32 (inverse of the windowing)."""
     lo, hi = preprocessing.hu_window
     return (lo + (np.clip(_as_nhw(samples), -1.0, 1.0) + 1.0) / 2.0 * (hi - lo)).astype(np.float32)
@@ -97,7 +97,7 @@ def save_nifti_stack(hu: np.ndarray, path: str | os.PathLike[str]) -> Path:
 def save_samples(
     samples: torch.Tensor | np.ndarray,
     out_dir: str | os.PathLike[str],
-    preprocessing: PreprocessConfig,
+    preprocessing: PreprocessingConfig,
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write every output of the module docstring into ``out_dir``; returns ``{name: path}``."""

@@ -4,7 +4,7 @@ Expected layout (what :mod:`smp_diffusion_encoder.training.pretrain` writes, plu
 
     RUN_DIR/
       config.json          {"unet": UNetConfig.to_dict(), "schedule": {"name": "linear", "num_timesteps": 1000},
-                            "preprocess" (or "preprocessing"): PreprocessConfig.to_dict(),
+                            "preprocess" (or "preprocessing"): PreprocessingConfig.to_dict(),
                             optional: "data" (str or dict, e.g. {"store": ..., "n_slices": ...}),
                             "command" (str), "step" (int)}
       checkpoint.pt        torch checkpoint (also accepted as checkpoints/last.pt):
@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import torch
 
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
@@ -55,7 +55,7 @@ class RunInfo:
     source: Path
     unet_config: UNetConfig
     schedule: NoiseSchedule
-    preprocessing: PreprocessConfig
+    preprocessing: PreprocessingConfig
     state_dict: dict[str, torch.Tensor]
     weights_kind: WeightsKind
     weights_file: Path
@@ -165,7 +165,7 @@ def load_run(
         source=src,
         unet_config=UNetConfig.from_dict(config["unet"]),
         schedule=schedule,
-        preprocessing=PreprocessConfig.from_dict(config["preprocessing"]),
+        preprocessing=PreprocessingConfig.from_dict(config["preprocessing"]),
         state_dict=_strip(dict(sd), wfile),
         weights_kind=kind,  # type: ignore[arg-type]
         weights_file=wfile,

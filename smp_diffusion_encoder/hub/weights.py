@@ -75,11 +75,11 @@ def build_config(
     the range the U-Net was trained on. ``input_space`` is read by smp only to flip BGR; ``"RGB"`` is a
     no-op for the single CT channel.
     """
-    from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+    from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 
     unet_cfg = resolve_config(unet)
     feat = FeatureConfig.from_dict(features) if isinstance(features, dict) else (features or FeatureConfig())
-    prep = preprocessing if isinstance(preprocessing, PreprocessConfig) else PreprocessConfig.from_dict(dict(preprocessing))
+    prep = preprocessing if isinstance(preprocessing, PreprocessingConfig) else PreprocessingConfig.from_dict(dict(preprocessing))
     arch, smp_name = architecture_for(unet_cfg, feat)
     with torch.device("meta"):
         num_features = FeaturePyramid(unet_cfg, feat).channels[-1]

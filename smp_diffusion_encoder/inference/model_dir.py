@@ -6,14 +6,14 @@ Two formats, told apart by ``config.json``:
    :func:`save_segmenter`: :func:`~smp_diffusion_encoder.hub.pretrained.save_finetuned`'s
    ``config.json`` (smp constructor arguments + ``_model_class``) and ``model.safetensors``, plus
    ``preprocessing.json`` (``{"hu_window": [lo, hi], "image_size": S}``, a
-   :class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig`). smp's saved config has no place for
+   :class:`~smp_diffusion_encoder.data.preprocessing.PreprocessingConfig`). smp's saved config has no place for
    the preprocessing, hence the extra file; without it the folder is refused (guessing a HU window
    would silently give wrong predictions).
 2. **A head on frozen features** (:class:`ProbeModel`: the linear probe or the MLP ensemble), saved by
    :func:`save_probe`: ``config.json`` = ``{"format": "smp-diffusion-probe", "format_version": 1,
    "encoder": <smp name or null>, "unet": <UNetConfig>, "features": <FeatureConfig>, "probe": {"kind":
    "linear" | "mlp", "num_classes", "channels", "strides"[, "num_models", "hidden"]}, "preprocessing":
-   <PreprocessConfig>}`` and ``model.safetensors`` with ``encoder.unet.*`` (the U-Net, truncated after the
+   <PreprocessingConfig>}`` and ``model.safetensors`` with ``encoder.unet.*`` (the U-Net, truncated after the
    last feature block) and ``probe.*``. ``channels``/``strides`` are written by the code from the encoder
    and checked against it on load, never typed in. A missing ``kind`` means ``"linear"`` (the first
    files had none).
@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.heads.linear_probe import LinearProbe
@@ -114,14 +114,14 @@ class SegmentationModel:
     """A loaded model folder: ``module`` maps ``(B, 1, S, S)`` -> ``(B, num_classes, S, S)`` logits."""
 
     module: nn.Module
-    preprocessing: PreprocessConfig
+    preprocessing: PreprocessingConfig
     num_classes: int
     kind: Literal["smp", "probe"]
     source: Path
 
 
 def save_probe(
-    model: ProbeModel, out_dir: str | os.PathLike[str], preprocessing: PreprocessConfig
+    model: ProbeModel, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig
 ) -> Path:
     """Write ``model`` as a probe folder (format 2 above); files replaced atomically, config last."""
     enc = model.encoder
@@ -156,7 +156,7 @@ def load_probe(model_dir: str | os.PathLike[str]) -> SegmentationModel:
         unet = resolve_config(config["unet"])
         features = FeatureConfig.from_dict(config["features"])
         head = config["probe"]
-        prep = PreprocessConfig.from_dict(config["preprocessing"])
+        prep = PreprocessingConfig.from_dict(config["preprocessing"])
         kind = head.get("kind", "linear")
         extra = ({"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
                  if kind == "mlp" else {})
@@ -177,7 +177,7 @@ def load_probe(model_dir: str | os.PathLike[str]) -> SegmentationModel:
     return SegmentationModel(model.eval(), prep, model.probe.num_classes, "probe", folder)
 
 
-def save_segmenter(model: nn.Module, out_dir: str | os.PathLike[str], preprocessing: PreprocessConfig) -> Path:
+def save_segmenter(model: nn.Module, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig) -> Path:
     """Write a whole smp model (format 1 above): ``save_finetuned`` + ``preprocessing.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> SegmentationModel:
             f"unknown (write it with smp_diffusion_encoder.inference.save_segmenter)"
         )
     try:
-        prep = PreprocessConfig.from_dict(_read_json(folder / PREPROCESSING_NAME))
+        prep = PreprocessingConfig.from_dict(_read_json(folder / PREPROCESSING_NAME))
     except ConfigError as err:
         raise WeightsError(f"{folder / PREPROCESSING_NAME}: {err}") from err
     module = load_finetuned(folder).eval()

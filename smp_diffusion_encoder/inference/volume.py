@@ -1,10 +1,10 @@
 """Whole-volume inference: CT files in, label maps with the input's exact geometry out.
 
 Pipeline per input (NIfTI file or DICOM series folder): :func:`~smp_diffusion_encoder.data.volume.read_volume`
-(canonical ``(Z, Y, X)`` HU) -> the model's :class:`~smp_diffusion_encoder.data.preprocess.PreprocessConfig`
-(``(Z, S, S)`` in [-1, 1]) -> slices in batches through the model -> softmax -> each batch's probabilities
-mapped back in-plane exactly as :func:`~smp_diffusion_encoder.data.preprocess.model_slices_to_volume`
-(``kind="prob"``) does (resize to the padded square, crop) -> argmax. Labels are taken from the
+(canonical ``(Z, Y, X)`` HU) -> the model's :class:`~smp_diffusion_encoder.data.preprocessing.PreprocessingConfig`
+and its :class:`~smp_diffusion_encoder.data.preprocessing.SliceGeometry` (``(Z, S, S)`` in [-1, 1]) -> slices in
+batches through the model -> softmax -> each batch's probabilities mapped back onto the input's grid by the
+geometry's inverse (outside the model's window: background) -> argmax. Labels are taken from the
 probabilities at the input's resolution (smoother organ boundaries than upsampling labels), batch by
 batch, so memory stays at one batch of full-resolution probabilities unless they are saved.
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.flare import discover_volumes
-from smp_diffusion_encoder.data.preprocess import crop_from_square, resize_image_slices, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES, Volume, read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.inference.model_dir import SegmentationModel
@@ -88,9 +88,9 @@ def predict_volume(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(str(device))
     module = model.module.to(dev).eval()
-    slices = volume_to_model_slices(volume, model.preprocessing)  # (Z, S, S)
+    geometry = SliceGeometry.of(volume, model.preprocessing)
+    slices = geometry.image_slices(volume, model.preprocessing)  # (Z, S, S)
     z, h, w = volume.array.shape
-    side = max(h, w)
     labels = np.empty((z, h, w), dtype=np.uint8)
     probs_out = np.empty((model.num_classes, z, h, w), dtype=np.float32) if probabilities else None
     unc_out = np.empty((z, h, w), dtype=np.float32) if uncertainty else None
@@ -101,7 +101,7 @@ def predict_volume(
         b, k = p.shape[:2]
         if k != model.num_classes:
             raise ConfigError(f"{model.source}: model gives {k} classes, its config says {model.num_classes}")
-        full = crop_from_square(resize_image_slices(p.reshape(b * k, *p.shape[-2:]), side), (h, w)).reshape(b, k, h, w)
+        full = geometry.probabilities_to_volume(p)  # (b, K, Y, X)
         labels[start : start + b] = full.argmax(axis=1)
         if probs_out is not None:
             probs_out[:, start : start + b] = full.transpose(1, 0, 2, 3)

@@ -5,7 +5,7 @@ A *step* is any callable ``step(model, batch) -> (loss, metrics)``: ``loss`` a s
 Diffusion pretraining uses :class:`~smp_diffusion_encoder.training.ddpm.DDPMStep`; few-shot fine-tuning
 uses another step with the same :class:`Trainer`.
 
-Per optimizer step: forward under autocast (bf16 on CUDA if asked, fp32 otherwise), backward, optional
+Per optimizer step: forward under bf16 autocast if asked (CUDA or CPU), backward, optional
 gradient-norm clipping, optimizer step, optional LR-scheduler step, EMA update. Every ``log_every`` steps a
 row ``step, loss, lr, images_per_s, grad_norm, <step metrics>`` is logged (loss and metrics averaged over
 the window and over ranks); every ``ckpt_every`` steps and at the end a checkpoint, ``metrics.csv`` and
@@ -23,7 +23,6 @@ import csv
 import io
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text
@@ -40,6 +40,7 @@ from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_c
 from smp_diffusion_encoder.training.ema import EMA
 
 CHECKPOINT_NAME = "checkpoint.pt"
+MILESTONE_DIR = "milestones"
 Batch = Any
 
 
@@ -63,13 +64,17 @@ class TrainConfig:
         max_steps: optimizer steps to reach (a resumed run continues up to it).
         out_dir: where ``checkpoint.pt``, ``metrics.csv`` and ``loss.png`` go.
         grad_clip: max global gradient L2 norm, or ``None`` for no clipping.
-        precision: ``"bf16"`` autocast on CUDA (fp32 master weights, no grad scaler needed); on a CPU it
-            falls back to ``"fp32"`` with a warning.
+        precision: ``"bf16"``: autocast to bfloat16 (fp32 master weights, no grad scaler needed) on CUDA
+            and on CPUs; ``"fp32"``: none. :func:`~smp_diffusion_encoder.training.precision.choose_precision`
+            picks one by measurement.
         log_every, ckpt_every: in optimizer steps; ``ckpt_every=0`` checkpoints only at the end.
         val_every: call the ``validate`` hook every this many steps (0: never).
         seed: recorded; seeding is done by the caller before the model is built.
         ema_decay: EMA decay or ``None`` for no EMA.
         progress: show a tqdm bar (rank 0).
+        milestones: steps (0 = before the first update) at which the weights that would be exported (EMA
+            when kept, else the model's) are also saved as ``out_dir/milestones/step-NNNNNNN.safetensors``
+            (kept for good, unlike the rolling checkpoint): the points of a compute curve.
     """
 
     max_steps: int
@@ -82,15 +87,21 @@ class TrainConfig:
     seed: int = 0
     ema_decay: float | None = 0.9999
     progress: bool = True
+    milestones: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.max_steps < 1 or self.log_every < 1 or self.ckpt_every < 0 or self.val_every < 0:
             raise ConfigError(f"bad step counts in {self}")
+        object.__setattr__(self, "milestones", tuple(sorted({int(m) for m in self.milestones})))
+        if any(m < 0 for m in self.milestones):
+            raise ConfigError(f"milestones must be steps >= 0, got {self.milestones}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
 
 
 class EarlyStopping:
@@ -182,9 +193,7 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = model
         self.extra_state, self.validate, self.early_stopping = extra_state, validate, early_stopping
-        self.use_bf16 = config.precision == "bf16" and self.device.type == "cuda"
-        if config.precision == "bf16" and not self.use_bf16:
-            warnings.warn("bf16 autocast is only used on CUDA; training in fp32 on the CPU", stacklevel=2)
+        self.use_bf16 = config.precision == "bf16"
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         # Metric sums of the current log window (checkpointed, so a resumed run logs the same rows).
@@ -195,6 +204,23 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_NAME
+
+    def milestone_path(self, step: int) -> Path:
+        """Where the weights of milestone ``step`` go: ``out_dir/milestones/step-NNNNNNN.safetensors``."""
+        return self.out_dir / MILESTONE_DIR / f"step-{step:07d}.safetensors"
+
+    def save_milestone(self) -> Path | None:
+        """Save the exportable weights (EMA if kept, else the model's) at a milestone step (rank 0)."""
+        if self.global_step not in self.config.milestones or self.rank != 0:
+            return None
+        module = self.ema.module if self.ema is not None else self.bare
+        state = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+                 for k, v in module.state_dict().items()}
+        path = self.milestone_path(self.global_step)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"step": str(self.global_step),
+                                                  "weights": "ema" if self.ema is not None else "model"})
+        return path
 
     # ----- checkpoints -------------------------------------------------------------------------
     def resume(self, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
@@ -241,6 +267,8 @@ class Trainer:
                    disable=not cfg.progress or self.rank != 0, dynamic_ncols=True)
         batches = iter(data(self.global_step))
         stop = False
+        if self.global_step == 0:
+            self.save_milestone()
         try:
             while self.global_step < cfg.max_steps and not stop:
                 batch = _to_device(next(batches), self.device)
@@ -279,6 +307,7 @@ class Trainer:
                 if row:
                     self.history.append(row)
                 bar.update()
+                self.save_milestone()
                 if (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) or stop:
                     self.save()
             if not (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) and not stop:

@@ -33,12 +33,16 @@ def test_prepare_slices_from_flare_root(phantom_root, tmp_path, capsys) -> None:
     args = ["prepare-slices", str(phantom_root), str(out), "--workers", "1", "--image-size", "32", "--no-progress"]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [Path(s["source"]).name for s in manifest["shards"]] == [
-        "PHANTOM_Un_0001_0000.nii.gz", "PHANTOM_Tr_0001_0000.nii.gz", "PHANTOM_Tr_0002_0000.nii.gz"]
-    assert f"{manifest['n_slices']} slices from 3 volumes" in capsys.readouterr().out
+    # a FLARE root gives its unlabeled images only (labeled cases are the test data of few-shot studies)
+    assert [Path(s["source"]).name for s in manifest["shards"]] == ["PHANTOM_Un_0001_0000.nii.gz"]
+    assert f"{manifest['n_slices']} slices from 1 volumes" in capsys.readouterr().out
     assert main([*args[:-2], "64", "--no-progress"]) == 2  # other image size: refused, store kept
     assert "other settings" in capsys.readouterr().err
     assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert main([*args, "--include-labeled", "--overwrite"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(s["source"]).name for s in manifest["shards"]] == [
+        "PHANTOM_Un_0001_0000.nii.gz", "PHANTOM_Tr_0001_0000.nii.gz", "PHANTOM_Tr_0002_0000.nii.gz"]
 
 
 def test_prepare_slices_names_a_bad_volume(tmp_path, capsys) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smp_diffusion_encoder.data.flare import FlareDataset
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
 from smp_diffusion_encoder.data.volume import check_label_ids, check_pair, read_volume, write_label_map
 
 REALCT = Path(os.environ.get("SMP_DIFFUSION_REALCT", Path(__file__).resolve().parents[2].parent / "shared/data/realct"))
@@ -53,5 +53,5 @@ def test_unlabeled_cases_pass_the_ct_check(dataset: FlareDataset) -> None:
         vol = read_volume(case.image)
         assert vol.array.dtype == np.float32 and vol.array.min() <= -1000
         if vol.array.shape[1] == 512:  # the big ones: check the model slices once
-            x = volume_to_model_slices(vol, PreprocessConfig(image_size=64))
+            x = volume_to_model_slices(vol, PreprocessingConfig(image_size=64))
             assert x.shape == (vol.array.shape[0], 64, 64) and -1 <= x.min() and x.max() <= 1

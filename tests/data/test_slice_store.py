@@ -18,12 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from smp_diffusion_encoder.data.phantom import generate_case, write_nifti
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
 from smp_diffusion_encoder.data.slice_store import MANIFEST, SliceStore, body_slices, build_slice_store
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import InputFileError
 
-CFG = PreprocessConfig(image_size=32)
+CFG = PreprocessingConfig(image_size=32)
 SPACING = (12.0, 6.0, 6.0)
 
 
@@ -48,7 +48,7 @@ def _contents(store_dir: Path) -> tuple[list, list[np.ndarray]]:
 
 def test_store_matches_preprocessing_and_skips_air(tmp_path, volumes) -> None:
     manifest = build_slice_store(volumes[:2], tmp_path / "s", CFG, workers=1, progress=False)
-    assert manifest["complete"] and manifest["preprocess"] == CFG.to_dict() and manifest["bad"] == []
+    assert manifest["complete"] and manifest["preprocessing"] == CFG.to_dict() and manifest["bad"] == []
     assert [s["n_input_slices"] for s in manifest["shards"]] == [23, 20]
     first = manifest["shards"][0]
     assert first["z"] == list(range(20)) and first["n_slices"] == 20  # the 3 air slices are dropped
@@ -77,13 +77,13 @@ _KILLABLE = """
 import sys, time
 from pathlib import Path
 import smp_diffusion_encoder.data.slice_store as ss
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 slow_read = ss.read_volume
 def read_volume(*args, **kwargs):  # slow the build down so the test can kill it mid-way
     time.sleep(0.4)
     return slow_read(*args, **kwargs)
 ss.read_volume = read_volume
-ss.build_slice_store(sys.argv[2:], sys.argv[1], PreprocessConfig(image_size=32), workers=1, progress=False)
+ss.build_slice_store(sys.argv[2:], sys.argv[1], PreprocessingConfig(image_size=32), workers=1, progress=False)
 """
 
 
@@ -115,11 +115,11 @@ def test_resume_after_sigkill_equals_uninterrupted_build(tmp_path, volumes) -> N
 
 def test_other_config_refused_unless_overwrite(tmp_path, volumes) -> None:
     build_slice_store(volumes[:1], tmp_path / "s", CFG, workers=1, progress=False)
-    other = PreprocessConfig(hu_window=(-200.0, 300.0), image_size=32)
+    other = PreprocessingConfig(hu_window=(-200.0, 300.0), image_size=32)
     with pytest.raises(InputFileError, match=r"manifest\.json.*other settings.*hu_window.*overwrite"):
         build_slice_store(volumes[:1], tmp_path / "s", other, workers=1, progress=False)
     manifest = build_slice_store(volumes[:1], tmp_path / "s", other, workers=1, overwrite=True, progress=False)
-    assert manifest["preprocess"]["hu_window"] == [-200.0, 300.0]
+    assert manifest["preprocessing"]["hu_window"] == [-200.0, 300.0]
     assert len(list((tmp_path / "s" / "shards").glob("*.npy"))) == 1
 
 

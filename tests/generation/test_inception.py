@@ -69,13 +69,13 @@ def test_gen_metrics_cli(random_weights: dict, tmp_path: Path, capsys: pytest.Ca
     import numpy as np
 
     from smp_diffusion_encoder.cli.main import main
-    from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+    from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
     from smp_diffusion_encoder.generation.outputs import save_samples
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     x = np.random.default_rng(0).uniform(-1, 1, size=(5, 32, 32)).astype(np.float32)
     np.save(tmp_path / "real.npy", x)
-    save_samples(x, tmp_path / "fake", PreprocessConfig(image_size=32))
+    save_samples(x, tmp_path / "fake", PreprocessingConfig(image_size=32))
     assert main(["gen-metrics", str(tmp_path / "real.npy"), str(tmp_path / "fake")]) == 2
     assert "--inception-weights PATH" in capsys.readouterr().err
     out = tmp_path / "m.json"

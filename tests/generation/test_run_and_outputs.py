@@ -13,7 +13,7 @@ from run_helpers import write_run
 from PIL import Image
 
 from smp_diffusion_encoder.cli.main import main
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.generation.outputs import make_grid, save_samples, to_hu
@@ -51,7 +51,7 @@ def test_plain_safetensors_file_with_config_beside_it(tiny_run: tuple[Path, dict
 
 
 def test_outputs_round_trip(tmp_path: Path) -> None:
-    prep = PreprocessConfig(hu_window=(-100.0, 300.0), image_size=8)
+    prep = PreprocessingConfig(hu_window=(-100.0, 300.0), image_size=8)
     x = torch.linspace(-1, 1, 3 * 8 * 8).reshape(3, 1, 8, 8)
     paths = save_samples(x, tmp_path, prep, {"seed": 3})
     assert np.array_equal(np.load(paths["npy"]), x[:, 0].numpy())
@@ -88,7 +88,7 @@ def test_image_sets_read_pngs_and_sample_folders_alike(tmp_path: Path) -> None:
     from smp_diffusion_encoder.generation.evaluate import ImageSet
 
     x = torch.rand(5, 1, 16, 16) * 2 - 1
-    save_samples(x, tmp_path / "s", PreprocessConfig(image_size=16))
+    save_samples(x, tmp_path / "s", PreprocessingConfig(image_size=16))
     pngs, folder = ImageSet(tmp_path / "s" / "png"), ImageSet(tmp_path / "s")
     assert len(pngs) == len(folder) == 5
     torch.testing.assert_close(pngs[3], x[3], atol=1 / 127.5, rtol=0)

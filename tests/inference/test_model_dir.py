@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.heads import FeatureCache, LinearProbe
@@ -26,7 +26,7 @@ def test_probe_trained_on_cached_features_saves_and_reloads(tmp_path):
     model = ProbeModel(encoder, probe)  # truncates the U-Net: weights after the last feature block go
     assert len(model.encoder.unet.output_blocks) == max(encoder.blocks) + 1
     assert not any(k.startswith("encoder.unet.out.") for k in model.state_dict())
-    loaded = load_probe(save_probe(model, tmp_path / "probe", PreprocessConfig(image_size=64)))
+    loaded = load_probe(save_probe(model, tmp_path / "probe", PreprocessingConfig(image_size=64)))
     with torch.no_grad():
         direct = loaded.module(x)
     torch.testing.assert_close(direct, from_cache, atol=5e-2, rtol=1e-2)  # cache is fp16

@@ -13,7 +13,7 @@ import torch
 import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig, model_slices_to_volume, volume_to_model_slices
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.encoder import FeatureConfig
 from smp_diffusion_encoder.errors import WeightsError
@@ -29,7 +29,7 @@ from smp_diffusion_encoder.inference import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from synthetic_volumes import synthetic_ct, write_dicom_series  # noqa: E402
 
-PREP = PreprocessConfig(image_size=64)
+PREP = PreprocessingConfig(image_size=64)
 SHAPE = (6, 48, 40)  # (Z, Y, X): non-square, so padding and cropping are exercised
 
 
@@ -103,10 +103,11 @@ def test_labels_are_argmax_of_mapped_back_probabilities(phantom, probe_dir):
     model = load_model(probe_dir)
     volume = read_volume(sorted(phantom.glob("*.nii.gz"))[0])
     pred = predict_volume(model, volume, batch_size=4, probabilities=True, uncertainty=True)
+    geometry = SliceGeometry.of(volume, PREP)
     with torch.no_grad():
-        x = torch.from_numpy(volume_to_model_slices(volume, PREP)).unsqueeze(1)
-        p = model.module(x).softmax(1).numpy().transpose(1, 0, 2, 3)  # (K, Z, S, S)
-    ref = model_slices_to_volume(p, volume, kind="prob")
+        x = torch.from_numpy(geometry.image_slices(volume, PREP)).unsqueeze(1)
+        p = model.module(x).softmax(1).numpy()  # (Z, K, S, S)
+    ref = geometry.probabilities_to_volume(p).transpose(1, 0, 2, 3)  # (K, Z, Y, X)
     np.testing.assert_allclose(pred.probabilities, ref, atol=1e-5)
     np.testing.assert_array_equal(pred.labels, ref.argmax(0))
     assert pred.labels.shape == SHAPE and len(np.unique(pred.labels)) > 1

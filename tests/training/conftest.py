@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smp_diffusion_encoder.data.phantom import generate_case, write_nifti
-from smp_diffusion_encoder.data.preprocess import PreprocessConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.slice_store import build_slice_store
 
 SPACING = (12.0, 6.0, 6.0)
@@ -25,6 +25,6 @@ def volumes_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory, volumes_dir) -> Path:
     out = tmp_path_factory.mktemp("store")
-    build_slice_store(sorted(volumes_dir.glob("*.nii.gz")), out, PreprocessConfig(image_size=64), workers=1,
+    build_slice_store(sorted(volumes_dir.glob("*.nii.gz")), out, PreprocessingConfig(image_size=64), workers=1,
                       progress=False)
     return out

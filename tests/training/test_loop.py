@@ -75,7 +75,54 @@ def test_config_errors(tmp_path) -> None:
         TrainConfig(max_steps=0, out_dir=str(tmp_path))
     with pytest.raises(ConfigError):
         TrainConfig(max_steps=1, out_dir=str(tmp_path), precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="milestones"):
+        TrainConfig(max_steps=1, out_dir=str(tmp_path), milestones=(-1,))
+
+
+class AutocastProbe(RegressionStep):
+    """Records whether the step ran under CPU bf16 autocast."""
+
+    seen: list[bool] = []
+
+    def __call__(self, model, batch):
+        self.seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return super().__call__(model, batch)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_autocast_runs_on_the_cpu_too(tmp_path, precision) -> None:
+    model, step = nn.Linear(2, 1), AutocastProbe()
+    step.seen = []
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), step,
+            TrainConfig(max_steps=2, out_dir=str(tmp_path), precision=precision, progress=False)).fit(_data)
+    assert step.seen == [precision == "bf16"] * 2
+
+
+def test_milestones_keep_the_exported_weights_of_those_steps(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
     model = nn.Linear(2, 1)
-    with pytest.warns(UserWarning, match="bf16"):
-        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), RegressionStep(),
-                TrainConfig(max_steps=1, out_dir=str(tmp_path), precision="bf16"))
+    cfg = TrainConfig(max_steps=6, out_dir=str(tmp_path), log_every=1, ckpt_every=3, ema_decay=0.5,
+                      milestones=(4, 0, 2, 9), progress=False)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), RegressionStep(), cfg)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    snapshots = {}
+    original = trainer.save_milestone
+
+    def spy():
+        path = original()
+        if path is not None:
+            snapshots[trainer.global_step] = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+        return path
+
+    trainer.save_milestone = spy  # type: ignore[method-assign]
+    trainer.fit(_data)
+    files = sorted(p.name for p in (tmp_path / "milestones").iterdir())
+    assert files == ["step-0000000.safetensors", "step-0000002.safetensors", "step-0000004.safetensors"]
+    for step, name in zip((0, 2, 4), files):
+        saved = load_file(tmp_path / "milestones" / name)
+        assert saved.keys() == first.keys()
+        for k in saved:  # the EMA weights of that step (step 0: the initialization)
+            torch.testing.assert_close(saved[k], first[k] if step == 0 else snapshots[step][k], rtol=0, atol=0)
+    assert not torch.equal(load_file(tmp_path / "milestones" / files[1])["weight"], first["weight"])

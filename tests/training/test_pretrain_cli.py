@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
@@ -18,12 +19,13 @@ def test_flare_root_is_prepared_at_the_preset_size(tmp_path) -> None:
     run = tmp_path / "run"
     assert main(["pretrain", str(root), "--out", str(run), *FAST]) == 0
     store = SliceStore(run / "slices")
-    assert store.config.image_size == 64 and len({s["source"] for s in store.shards}) == 2
+    assert store.config.image_size == 64 and store.config.spacing_mm == 6.0  # 384 mm / 64 px
+    assert [Path(s["source"]).name for s in store.shards] == ["PHANTOM_Un_0001_0000.nii.gz"]  # unlabeled only
     config = json.loads((run / "config.json").read_text())
-    assert config["preprocess"] == store.config.to_dict() and config["unet"]["image_size"] == 64
+    assert config["preprocessing"] == store.config.to_dict() and config["unet"]["image_size"] == 64
     assert config["schedule"] == {"name": "linear", "num_timesteps": 1000}
-    assert config["train"]["precision"] == "fp32" and config["data"]["n_slices"] == len(store)
-    assert load_checkpoint(run / "checkpoint.pt")["extra"]["preprocess"] == config["preprocess"]
+    assert config["train"]["precision"] in ("fp32", "bf16") and "note" in config["precision_choice"] and config["data"]["n_slices"] == len(store)
+    assert load_checkpoint(run / "checkpoint.pt")["extra"]["preprocessing"] == config["preprocessing"]
 
 
 def test_folder_of_volumes_and_cosine_schedule(tmp_path, volumes_dir) -> None:

@@ -2,7 +2,7 @@
 
 Steps (all from the run's own files, nothing typed in by hand):
 
-1. export the EMA U-Net as encoder weights (:func:`~smp_diffusion_encoder.generation.export.export_encoder`);
+1. export the EMA U-Net as encoder weights (:func:`~smp_diffusion_encoder.hub.export.export_encoder`);
 2. store float tensors as float16 when that is needed to stay under ``--max-mb`` (they load into float32
    modules unchanged in meaning: ``load_state_dict`` casts on copy);
 3. draw a DDIM sample grid from the same EMA U-Net (``samples.png``) and copy the loss curve (``loss.png``);
@@ -30,9 +30,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
-from smp_diffusion_encoder.generation.export import export_encoder  # noqa: E402
-from smp_diffusion_encoder.generation.run import load_run  # noqa: E402
+from smp_diffusion_encoder.hub.export import export_encoder  # noqa: E402
 from smp_diffusion_encoder.hub.weights import CARD_NAME, WEIGHTS_NAME  # noqa: E402
+from smp_diffusion_encoder.training.run_folder import load_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--notes", default="")
+    p.add_argument("--milestone", type=int, default=None, help="ship the weights the run kept at this step")
     args = p.parse_args(argv)
 
     out = args.out or REPO / "smp_diffusion_encoder" / "weights" / args.variant
-    info = load_run(args.run_dir, use_ema=True)
+    info = load_run(args.run_dir, use_ema=True, milestone=args.milestone)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "weights"
         export_encoder(info, staged, variant=args.variant, license=args.license, command=args.command)
@@ -80,13 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sample_grid(info, path: Path, n: int, steps: int) -> None:  # type: ignore[no-untyped-def]
+    from smp_diffusion_encoder.generation.config import SampleConfig
     from smp_diffusion_encoder.generation.outputs import save_png_grid
     from smp_diffusion_encoder.generation.sampling import sample
-    from smp_diffusion_encoder.models.unet import DiffusionUNet
 
-    model = DiffusionUNet(info.unet_config)
-    model.load_state_dict(info.state_dict)
-    samples = sample(model.eval(), info.schedule, n, sampler="ddim", steps=steps, seed=0, progress=True)
+    config = SampleConfig(num_samples=n, sampler="ddim", steps=steps, seed=0)
+    samples = sample(info.build_unet(), info.schedule, config, progress=True)
     save_png_grid(samples, path, nrow=4)
 
 

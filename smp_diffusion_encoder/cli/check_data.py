@@ -11,22 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm import tqdm
+from smp_diffusion_encoder.cli._args import description
 
-from smp_diffusion_encoder.data.dicom import is_dicom_folder
-from smp_diffusion_encoder.data.flare import Case, FlareDataset, discover_volumes
-from smp_diffusion_encoder.data.remap import CONVENTIONS, FLARE_NUM_CLASSES, FLARE_ORGANS, remap_labels
-from smp_diffusion_encoder.data.volume import Volume, check_label_ids, check_pair, read_volume
+from smp_diffusion_encoder.data.remap import CONVENTIONS
 from smp_diffusion_encoder.errors import SmpDiffusionError
+
+if TYPE_CHECKING:
+    from smp_diffusion_encoder.data.flare import Case
+    from smp_diffusion_encoder.data.volume import Volume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "check-data",
         help="read a dataset (FLARE root, NIfTI file, DICOM folder) and report problems",
-        description=__doc__,
+        description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", type=Path, metavar="PATH", help="FLARE root, NIfTI file, or DICOM series folder")
@@ -41,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     cases = _cases(args.path)
     problems: list[str] = []
     for case in tqdm(cases, desc="check-data", unit="case", disable=None, file=sys.stderr):
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cases(path: Path) -> list[Case]:
+    from smp_diffusion_encoder.data.dicom import is_dicom_folder
+    from smp_diffusion_encoder.data.flare import Case, FlareDataset, discover_volumes
+
     if path.is_file() or is_dicom_folder(path) or not path.exists():
         return [Case(path.name, path)]
     if (path / "Training").is_dir() or (path / "Tuning").is_dir():
@@ -72,6 +78,11 @@ def _cases(path: Path) -> list[Case]:
 
 
 def _check_case(case: Case, convention: str) -> str:
+    import numpy as np
+
+    from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS, remap_labels
+    from smp_diffusion_encoder.data.volume import check_label_ids, check_pair, read_volume
+
     image = read_volume(case.image, kind="image")
     line = f"{case.case_id:<24} {_describe(image)}  HU {image.array.min():.0f}..{image.array.max():.0f}"
     if case.label is None:

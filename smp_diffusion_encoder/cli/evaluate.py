@@ -12,18 +12,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smp_diffusion_encoder.cli._args import description
+
 
 def register(subparsers: Any) -> None:
     """Add the ``evaluate`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     parser = subparsers.add_parser(
         "evaluate",
         help="FLARE 2022 DSC/NSD of predicted label maps against ground truth",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=description(__doc__),
     )
     parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted *.nii.gz label maps")
     parser.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth *.nii.gz label maps")
     parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write (official column names)")
-    parser.add_argument("--summary", type=Path, default=None, help="also write the summary as a markdown file")
+    parser.add_argument("--summary", type=Path, default=None, help="also write the summary as a markdown file (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 

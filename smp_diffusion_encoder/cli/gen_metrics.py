@@ -13,19 +13,21 @@ import argparse
 import json
 from pathlib import Path
 
+from smp_diffusion_encoder.cli._args import description
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("gen-metrics", help="FID / sFID / precision / recall / F1 of generated CT slices",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                              description=description(__doc__))
     p.add_argument("real", type=Path, metavar="REAL", help="real slices: slice store, .npy or PNG folder")
     p.add_argument("fake", type=Path, metavar="FAKE", help="samples: sample folder, .npy or PNG folder")
     p.add_argument("--inception-weights", type=Path, default=None,
                    help="local Inception-V3 weights (.pth or .safetensors); default $SMP_DIFFUSION_INCEPTION")
-    p.add_argument("--max-images", type=int, default=None, help="seeded random subset of each set")
+    p.add_argument("--max-images", type=int, default=None, help="seeded random subset of each set (default: all images)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
+    p.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON (default: none)")
     p.set_defaults(func=run)
 
 

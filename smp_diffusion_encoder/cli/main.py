@@ -1,9 +1,11 @@
 """``smp-diffusion``: one entry point, one small module per subcommand.
 
 Each subcommand module defines ``register(subparsers)`` (adds its parser and sets ``func``) and keeps its
-logic in the library; this file only dispatches. Any :class:`~smp_diffusion_encoder.errors.SmpDiffusionError`
+logic in the library; this file only dispatches. Subcommand modules import only the standard library and
+the torch-free config dataclasses at module level (their work imports the rest), so ``--help`` and argument
+errors answer without importing torch. Any :class:`~smp_diffusion_encoder.errors.SmpDiffusionError`
 becomes ``error: <message>`` on stderr and exit status 2; nothing half-written is left behind because every
-writer in the library writes atomically.
+writer in the library writes atomically. Warnings print as one line each (``warning: <message>``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from smp_diffusion_encoder.errors import SmpDiffusionError
@@ -45,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # no source echo: a user reads one line per warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,13 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smp_diffusion_encoder.cli._args import description
+
 
 def register(subparsers: Any) -> None:
     """Add the ``predict`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     p = subparsers.add_parser(
         "predict",
         help="segment NIfTI/DICOM CT volumes with a saved model; label maps keep the input's geometry",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=description(__doc__),
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="NIfTI file, DICOM series folder, or folder of them")
     p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="saved model folder")

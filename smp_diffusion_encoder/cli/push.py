@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 
+from smp_diffusion_encoder.cli._args import description
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("push", help="upload a weights folder (config.json + model.safetensors) to the Hub")
+    p = subparsers.add_parser("push", help="upload a weights folder (config.json + model.safetensors) to the Hub",
+                              description=description(__doc__))
     p.add_argument("folder", help="folder written by save_encoder_weights() or save_finetuned()")
     p.add_argument("repo_id", help="Hub model repo, ORG/NAME (created if missing)")
     p.add_argument("--branch", default=None, help="branch to commit to (created if missing; default main)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--message", default=None, help="commit message (default: \"Upload FOLDER with smp_diffusion_encoder\")")
     p.add_argument("--whole-model", action="store_true",
                    help="the folder is a whole smp model (save_finetuned), not encoder weights")
     p.set_defaults(func=run)

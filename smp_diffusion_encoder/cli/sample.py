@@ -1,11 +1,8 @@
-"""``smp-diffusion sample RUN_OR_WEIGHTS --n 16 --sampler ddim --steps 50 --out DIR [--seed 0]``.
+"""``smp-diffusion sample RUN_OR_WEIGHTS --out DIR``: draw CT slices from a pretrained diffusion U-Net.
 
-Draws CT slices from a pretraining run's U-Net (EMA weights when present) and writes a PNG grid, one PNG
-per sample, a NumPy stack, a NIfTI stack in HU and ``samples.json`` (see
-:mod:`smp_diffusion_encoder.generation.outputs`). RUN_OR_WEIGHTS is a run folder (``config.json`` +
-``ema.safetensors`` / ``model.safetensors`` / ``checkpoints/last.pt``) or a ``.safetensors`` file of the
-full U-Net state dict with ``config.json`` beside it (or ``--config``); see
-:mod:`smp_diffusion_encoder.generation.run`.
+Writes a PNG grid, one PNG per sample, a NumPy stack, a NIfTI stack in HU and samples.json (how they were
+made). RUN_OR_WEIGHTS is a pretraining run folder (EMA weights when present; --milestone STEP for the weights
+kept at a step) or a .safetensors file of the full U-Net state dict with config.json beside it (or --config).
 """
 
 from __future__ import annotations
@@ -13,53 +10,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smp_diffusion_encoder.cli._args import add_config_arguments, description, given
+from smp_diffusion_encoder.generation.config import SampleConfig
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="generate CT slices from a pretrained diffusion U-Net",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                              description=description(__doc__))
     p.add_argument("source", type=Path, metavar="RUN_OR_WEIGHTS", help="pretraining run folder or U-Net .safetensors")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=int, default=None, help="respaced steps (default: 50 for ddim, T for ddpm)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--variance", choices=("auto", "fixed_small", "fixed_large", "learned"), default="auto",
-                   help="DDPM variance (auto: learned when the U-Net predicts it, else fixed_large)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_config_arguments(p, SampleConfig)
+    p.add_argument("--milestone", type=int, default=None, metavar="STEP",
+                   help="use the run's weights kept at this step (default: its latest EMA weights)")
     p.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
-                   help="force EMA (--use-ema) or raw (--no-use-ema) weights; default: EMA when present")
-    p.add_argument("--config", type=Path, default=None, help="run config JSON (default: config.json beside the weights)")
+                   help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="run config JSON (default: config.json beside the weights)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when available (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from smp_diffusion_encoder._device import resolve_device
     from smp_diffusion_encoder.generation.outputs import save_samples
-    from smp_diffusion_encoder.generation.run import load_run
-    from smp_diffusion_encoder.generation.sampling import default_steps, sample
+    from smp_diffusion_encoder.generation.sampling import sample
+    from smp_diffusion_encoder.training.run_folder import load_run
 
-    info = load_run(args.source, use_ema=args.use_ema, config_path=args.config)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    steps = args.steps or default_steps(args.sampler, info.schedule.num_timesteps)
-    x = sample(info.build_unet().to(device), info.schedule, args.n, sampler=args.sampler, steps=steps,
-               eta=args.eta, variance=args.variance, seed=args.seed, batch_size=args.batch_size, device=device,
-               progress=not args.no_progress)
+    config = SampleConfig(**given(args, SampleConfig))
+    info = load_run(args.source, use_ema=args.use_ema, config_path=args.config, milestone=args.milestone)
+    device = resolve_device(args.device)
+    x = sample(info.build_unet().to(device), info.schedule, config, device=device, progress=not args.no_progress)
     meta = {
         "source": str(info.source),
         "weights": f"{info.weights_file} ({info.weights_kind})",
         "step": info.step,
-        "schedule": {"name": info.schedule.name, "num_timesteps": info.schedule.num_timesteps},
-        "sampler": args.sampler,
-        "steps": steps,
-        "eta": args.eta,
-        "variance": args.variance,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
+        "schedule": info.schedule.to_dict(),
+        **config.to_dict(),
+        "steps": config.resolved_steps(info.schedule.num_timesteps),
     }
     paths = save_samples(x, args.out, info.preprocessing, meta)
-    print(f"{args.n} samples from {info.weights_file} ({info.weights_kind}) -> {paths['grid'].parent}")
+    print(f"{config.num_samples} samples from {info.weights_file} ({info.weights_kind}) -> {paths['grid'].parent}")
     return 0

@@ -41,7 +41,8 @@ _EXPECTED = (
 
 @dataclass(frozen=True)
 class Case:
-    """One scan: ``image`` is a NIfTI file, ``label`` its label map (``None`` for unlabeled scans)."""
+    """One scan: ``image`` is a NIfTI file (or a DICOM series folder), ``label`` its label map (``None`` for
+    unlabeled scans)."""
 
     case_id: str
     image: Path
@@ -95,6 +96,57 @@ class FlareDataset:
         )
         _check_unique(root, dataset.cases)
         return dataset
+
+
+#: Label-map file names of a case folder (:func:`find_labeled_cases`).
+CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz")
+
+
+def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
+    """Labeled scans to score: a FLARE 2022 root's labeled (and labeled tuning) cases, one case folder, or a
+    folder of case folders.
+
+    A case folder holds a label map (one of :data:`CASE_LABEL_NAMES`) and its image: a DICOM series
+    subfolder (preferred: what scanners and PACS give) or ``image.nii.gz``; the case id is the folder's name.
+
+    Example:
+        >>> find_labeled_cases("realct_extra/crosspatient")                            # doctest: +SKIP
+        [Case(case_id='REALCT_Ts_0001', image=.../REALCT_Ts_0001/dicom, label=.../label.nii.gz)]
+
+    Raises:
+        DatasetLayoutError: nothing labeled is found, or a case folder has a label but no image.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetLayoutError(path, "does not exist or is not a folder (expected a FLARE root or case folders)")
+    if (path / "Training").is_dir() or (path / "Tuning").is_dir():
+        ds = FlareDataset.discover(path)
+        cases = [c for c in (*ds.labeled, *ds.tuning) if c.label is not None]
+    else:
+        folders = [path] if _case_label(path) else sorted(p for p in path.iterdir() if p.is_dir() and _case_label(p))
+        cases = [_case_folder(p) for p in folders]
+    if not cases:
+        raise DatasetLayoutError(path, f"holds no labeled case (a FLARE root, or folders with one of "
+                                       f"{list(CASE_LABEL_NAMES)} and a DICOM series or image.nii.gz)")
+    _check_unique(path, cases)
+    return cases
+
+
+def _case_label(folder: Path) -> Path | None:
+    return next((folder / n for n in CASE_LABEL_NAMES if (folder / n).is_file()), None)
+
+
+def _case_folder(folder: Path) -> Case:
+    label = _case_label(folder)
+    assert label is not None
+    series = sorted(p for p in folder.iterdir() if p.is_dir() and any(is_dicom_file(f) for f in p.iterdir()))
+    image = series[0] if len(series) == 1 else folder / "image.nii.gz"
+    if len(series) > 1:
+        raise DatasetLayoutError(folder, f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); "
+                                         f"a case folder has one image")
+    if not image.exists():
+        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or image.nii.gz)")
+    return Case(folder.name, image, label)
 
 
 def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:

@@ -1,5 +1,16 @@
-"""Diffusion processes: noise schedules and forward noising (no networks)."""
+"""Diffusion processes: named noise schedules and the Gaussian diffusion arithmetic on them (no networks).
 
-from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule, ScheduleName, make_betas
+- :mod:`.schedule`: :class:`NoiseSchedule` (betas, ``alpha_bar``; NumPy only).
+- :mod:`.gaussian`: :class:`GaussianDiffusion` (forward noising, posterior, learned variance, variational
+  bound terms, respacing), shared by training, feature extraction and sampling.
+"""
 
-__all__ = ["NoiseSchedule", "ScheduleName", "make_betas"]
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "schedule": ["NoiseSchedule", "ScheduleName", "make_betas"],
+        "gaussian": ["GaussianDiffusion", "respaced_timesteps", "normal_kl", "discretized_gaussian_log_likelihood"],
+    },
+)

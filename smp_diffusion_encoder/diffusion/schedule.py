@@ -1,7 +1,8 @@
-"""Noise schedules and forward noising ``q(x_t | x_0)``.
+"""Named noise schedules: the betas ``(T,)`` a diffusion model is trained against (NumPy, no torch).
 
-The schedule knows nothing about networks or training. Named schedules are committed: a schedule, once
-released under a name, is never changed (weights were trained against it).
+Named schedules are committed: a schedule, once released under a name, is never changed (weights were
+trained against it). The arithmetic of the diffusion process on a schedule (forward noising, posterior,
+respacing) is :class:`~smp_diffusion_encoder.diffusion.gaussian.GaussianDiffusion`.
 
 - ``linear``: DDPM (Ho et al. 2020), betas from ``1e-4`` to ``0.02`` rescaled for ``T != 1000``.
 - ``cosine``: Nichol & Dhariwal 2021, ``alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi / 2)``, s=0.008,
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
 from smp_diffusion_encoder.errors import ConfigError
 
@@ -50,13 +50,15 @@ class NoiseSchedule:
 
     Example:
         >>> s = NoiseSchedule("linear")
-        >>> x0 = torch.zeros(2, 1, 8, 8)
-        >>> s.q_sample(x0, torch.tensor([0, 999]), torch.ones_like(x0)).shape
-        torch.Size([2, 1, 8, 8])
+        >>> s.betas.shape, round(float(s.alphas_cumprod[-1]), 6)
+        ((1000,), 4e-05)
     """
 
     name: ScheduleName = "linear"
     num_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        make_betas(self.name, self.num_timesteps)  # validates the name and T
 
     @property
     def betas(self) -> np.ndarray:
@@ -68,26 +70,10 @@ class NoiseSchedule:
         return np.cumprod(1.0 - self.betas)
 
     def validate_timesteps(self, timesteps: "np.ndarray | list[int] | tuple[int, ...]") -> None:
+        """Raise :class:`ConfigError` listing the timesteps outside ``0 .. T-1``."""
         bad = [int(t) for t in np.atleast_1d(timesteps) if not 0 <= int(t) < self.num_timesteps]
         if bad:
             raise ConfigError(f"timesteps {bad} are outside 0..{self.num_timesteps - 1}")
 
-    def coefficients(self, timesteps: "torch.Tensor | list[int] | tuple[int, ...]") -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`` as float32 tensors shaped like ``timesteps``.
-
-        A tensor argument keeps its device; a list gives tensors on the default device.
-        """
-        if isinstance(timesteps, torch.Tensor):
-            abar = torch.from_numpy(self.alphas_cumprod).to(timesteps.device)[timesteps.long()]
-            if not timesteps.is_meta and ((timesteps < 0) | (timesteps >= self.num_timesteps)).any():
-                self.validate_timesteps(timesteps.cpu().numpy())
-        else:
-            self.validate_timesteps(timesteps)
-            abar = torch.tensor(self.alphas_cumprod[np.asarray(timesteps, dtype=np.int64)])
-        return abar.sqrt().float(), (1.0 - abar).sqrt().float()
-
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Sample ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` for per-sample ``t`` of shape ``(B,)``."""
-        a, s = self.coefficients(t.to(x0.device))
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        return a.to(x0.dtype).reshape(shape) * x0 + s.to(x0.dtype).reshape(shape) * noise
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "num_timesteps": self.num_timesteps}

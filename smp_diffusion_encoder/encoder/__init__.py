@@ -1,26 +1,22 @@
-"""Feature extraction and the smp / timm faces of the diffusion encoder."""
+"""The encoder's modules and plain-data descriptions: feature extraction and its smp / timm faces.
 
-from smp_diffusion_encoder.encoder.features import (
-    DiffusionFeatureEncoder,
-    FeatureConfig,
-    FeaturePyramid,
-    default_blocks,
+- :mod:`.config`: :class:`FeatureConfig`, :class:`EncoderSpec` (no torch).
+- :mod:`.variants`: the static table of built-in variants (no torch).
+- :mod:`.features`: :class:`DiffusionFeatureEncoder`, :class:`FeaturePyramid`, :func:`encoder_state_dict`.
+- :mod:`.smp_encoder`: :class:`DDPMEncoder` (smp); :mod:`.timm_model`: :class:`DDPMCTUNet` (timm).
+
+Which names smp and timm know is decided in :mod:`smp_diffusion_encoder.registry`.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["EncoderSpec", "FeatureConfig", "default_blocks"],
+        "variants": ["VARIANTS", "Variant", "get_variant"],
+        "features": ["DiffusionFeatureEncoder", "FeaturePyramid", "encoder_state_dict"],
+        "smp_encoder": ["DDPMEncoder"],
+        "timm_model": ["DDPMCTUNet"],
+    },
 )
-from smp_diffusion_encoder.encoder.registry import register_all, register_encoder
-from smp_diffusion_encoder.encoder.smp_encoder import DDPMEncoder
-from smp_diffusion_encoder.encoder.timm_model import DDPMCTUNet
-from smp_diffusion_encoder.encoder.variants import VARIANTS, Variant, get_variant
-
-__all__ = [
-    "VARIANTS",
-    "DDPMCTUNet",
-    "DDPMEncoder",
-    "DiffusionFeatureEncoder",
-    "FeatureConfig",
-    "FeaturePyramid",
-    "Variant",
-    "default_blocks",
-    "get_variant",
-    "register_all",
-    "register_encoder",
-]

@@ -12,86 +12,21 @@ map: timestep-major, ``[t0: block_a, block_b, ..., t1: block_a, ...]``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule, ScheduleName
-from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.diffusion.gaussian import GaussianDiffusion
+from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
+from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig, default_blocks
+from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 
 #: Side length of the canonical noise field; larger inputs tile it.
 NOISE_FIELD_SIZE = 256
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Which activations make the features.
-
-    Attributes:
-        timesteps: diffusion timesteps (default {50, 150, 250}, the paper's).
-        blocks: decoder block indices; ``None`` picks one block per stride (:func:`default_blocks`).
-            Baranchuk's choice for the 256 ADM is ``(5, 6, 7, 8, 12)``.
-        noise_seed: seed of the fixed noise field shared by all images and timesteps.
-        num_noise: noise draws averaged per feature (1 = the paper's single fixed draw).
-        schedule: the noise schedule the U-Net was trained with.
-        num_timesteps: its number of steps ``T``.
-    """
-
-    timesteps: tuple[int, ...] = (50, 150, 250)
-    blocks: tuple[int, ...] | None = None
-    noise_seed: int = 0
-    num_noise: int = 1
-    schedule: ScheduleName = "linear"
-    num_timesteps: int = 1000
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))
-        if self.blocks is not None:
-            object.__setattr__(self, "blocks", tuple(sorted({int(b) for b in self.blocks})))
-        if not self.timesteps:
-            raise ConfigError("FeatureConfig.timesteps must not be empty")
-        if self.num_noise < 1:
-            raise ConfigError(f"num_noise must be >= 1, got {self.num_noise}")
-        NoiseSchedule(self.schedule, self.num_timesteps).validate_timesteps(self.timesteps)
-
-    def resolved_blocks(self, unet: UNetConfig) -> tuple[int, ...]:
-        blocks = self.blocks if self.blocks is not None else default_blocks(unet)
-        for b in blocks:
-            unet.decoder_block_stride(b)
-        return blocks
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["timesteps"] = list(self.timesteps)
-        d["blocks"] = None if self.blocks is None else list(self.blocks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ConfigError(f"unknown feature config keys {sorted(set(d) - known)}; known: {sorted(known)}")
-        return cls(**d)
-
-
-def default_blocks(unet: UNetConfig) -> tuple[int, ...]:
-    """One decoder block per stride: the block whose output the U-Net hands to the next finer level.
-
-    For stride ``2**l`` (l < deepest) that is the upsampling block of level ``l+1`` (for the 256 ADM:
-    blocks 14, 11, 8, 5, 2 at strides 1..16; 5 and 8 are in Baranchuk's set); for the deepest stride it
-    is the last block before the upsampling one.
-    """
-    r = unet.num_res_blocks + 1
-    deepest = unet.num_levels - 1
-    blocks = [(deepest - (lvl + 1)) * r + (r - 1) for lvl in range(deepest)]
-    blocks.append(r - 2 if r >= 2 else 0)
-    return tuple(sorted(blocks))
 
 
 class DiffusionFeatureEncoder(nn.Module):
@@ -103,6 +38,8 @@ class DiffusionFeatureEncoder(nn.Module):
 
     Example:
         >>> enc = DiffusionFeatureEncoder(DiffusionUNet("tiny"), FeatureConfig(timesteps=(50, 150)))
+        >>> enc.strides[:2], enc.channels[:2]   # 2 timesteps x 8 channels at stride 1 and 2
+        ((1, 2), (16, 16))
         >>> [tuple(f.shape) for f in enc(torch.zeros(1, 1, 64, 64))][:2]
         [(1, 16, 64, 64), (1, 16, 32, 32)]
     """
@@ -129,8 +66,8 @@ class DiffusionFeatureEncoder(nn.Module):
         self.channels: tuple[int, ...] = tuple(
             n_t * sum(cfg.decoder_block_channels(b) for b in bs) for bs in self._blocks_by_stride
         )
-        sched = NoiseSchedule(self.features.schedule, self.features.num_timesteps)
-        a, s = sched.coefficients(self.features.timesteps)
+        diffusion = GaussianDiffusion(NoiseSchedule(self.features.schedule, self.features.num_timesteps))
+        a, s = diffusion.coefficients(self.features.timesteps)
         self.register_buffer("timesteps", torch.tensor(self.features.timesteps), persistent=False)
         self.register_buffer("signal_scale", a, persistent=False)
         self.register_buffer("noise_scale", s, persistent=False)
@@ -234,3 +171,33 @@ class FeaturePyramid(DiffusionFeatureEncoder):
             f if stride <= cap else nn.functional.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
             for f, stride in zip(feats, self.strides)
         ]
+
+
+def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec, *, source: str,
+                       strict: bool = True) -> dict[str, torch.Tensor]:
+    """The :class:`FeaturePyramid` state dict of ``spec`` (``unet.*`` keys, truncated U-Net) from ``state_dict``.
+
+    ``state_dict`` holds an encoder's ``unet.*`` keys or a whole U-Net's bare :class:`DiffusionUNet` keys.
+    ``strict`` (a weights file): nothing beyond the pyramid's tensors may be present. Not strict (a U-Net
+    from a pretraining run): the decoder blocks after the last feature block and the noise head are dropped.
+    Every name and shape is checked; problems raise :class:`WeightsError` naming ``source`` and up to 5
+    tensors of each kind. Tensors are returned on the CPU, contiguous.
+    """
+    with torch.device("meta"):
+        ref = FeaturePyramid(spec.unet, spec.features).state_dict()
+    prefixed = any(k.startswith("unet.") for k in state_dict)
+    given = dict(state_dict) if prefixed else {f"unet.{k}": v for k, v in state_dict.items()}
+    missing = sorted(set(ref) - set(given))
+    unexpected = sorted(set(given) - set(ref)) if strict else []
+    shapes = [f"{k} is {tuple(given[k].shape)}, expected {tuple(v.shape)}"
+              for k, v in ref.items() if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[:5]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:5]))
+    if problems:
+        raise WeightsError(f"{source}: weights do not match the encoder architecture: " + ", ".join(problems))
+    return {k: given[k].detach().to("cpu").contiguous() for k in ref}

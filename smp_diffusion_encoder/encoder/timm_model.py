@@ -1,4 +1,7 @@
-"""The encoders as timm models (``timm.create_model("ddpm_ct_unet", features_only=True)``).
+"""The encoder as a timm model class (``timm.create_model("ddpm_ct_unet", features_only=True)`` builds it).
+
+The timm names, their default configs and entry points are written by
+:mod:`smp_diffusion_encoder.registry.timm_names`; this module holds the ``nn.Module`` only.
 
 A diffusion U-Net needs a timestep, so timm's default feature wrapper (which calls every child as
 ``module(x)``) cannot work; the models use getter-style extraction: ``forward_intermediates`` returns the
@@ -13,14 +16,10 @@ from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from smp_diffusion_encoder.encoder.features import FeaturePyramid
-from smp_diffusion_encoder.encoder.variants import get_variant
-from smp_diffusion_encoder.hub.packaged import packaged_timm_cfg
-from smp_diffusion_encoder.hub.timm_guard import prepare_timm_pretrained
 
 
 class DDPMCTUNet(FeaturePyramid):
@@ -87,60 +86,3 @@ class DDPMCTUNet(FeaturePyramid):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _cfg(image_size: int, **kwargs: Any) -> dict[str, Any]:
-    return {
-        "num_classes": 0,
-        "input_size": (1, image_size, image_size),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": (0.5,),
-        "std": (0.5,),
-        "first_conv": "unet.input_blocks.0.0",
-        "classifier": "head",
-        "license": "apache-2.0",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs(
-    {
-        "ddpm_ct_unet": _cfg(128, **packaged_timm_cfg("ddpm_ct_unet")),
-        "ddpm_ct_unet_adm256": _cfg(256, **packaged_timm_cfg("ddpm_ct_unet_adm256")),
-        "ddpm_ct_unet_tiny": _cfg(64, **packaged_timm_cfg("ddpm_ct_unet_tiny")),
-    }
-)
-
-
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
-    v = get_variant(variant)
-    kwargs.setdefault("unet", v.preset)
-    kwargs.setdefault("features", v.features.to_dict())
-    kwargs = prepare_timm_pretrained(pretrained, kwargs)  # safetensors only, validated before timm reads it
-    return build_model_with_cfg(
-        DDPMCTUNet,
-        variant,
-        pretrained,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))),
-        **kwargs,
-    )
-
-
-@register_model
-def ddpm_ct_unet(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
-    """``small`` diffusion U-Net pretrained on CT (the ``ddpm-ct`` smp encoder)."""
-    return _create("ddpm_ct_unet", pretrained, **kwargs)
-
-
-@register_model
-def ddpm_ct_unet_adm256(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
-    """The paper's 256x256 ADM backbone (~553 M parameters before truncation)."""
-    return _create("ddpm_ct_unet_adm256", pretrained, **kwargs)
-
-
-@register_model
-def ddpm_ct_unet_tiny(pretrained: bool = False, **kwargs: Any) -> DDPMCTUNet:
-    """Tiny U-Net for tests and smoke runs."""
-    return _create("ddpm_ct_unet_tiny", pretrained, **kwargs)

@@ -1,4 +1,5 @@
-"""The one table of encoder variants: every registered smp and timm name derives from it.
+"""The one static table of built-in encoder variants (plain data, no torch); the registry derives the smp and
+timm names from it (:mod:`smp_diffusion_encoder.registry`).
 
 ============  =======================  ===========  ======================================
 smp name      timm name                U-Net        use
@@ -13,15 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smp_diffusion_encoder.encoder.features import FeatureConfig
+from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 
 
 @dataclass(frozen=True)
 class Variant:
+    """A built-in encoder: its smp and timm names, U-Net preset and feature selection."""
+
     smp_name: str
     timm_name: str
     preset: str
     features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return EncoderSpec(self.preset, self.features)  # type: ignore[arg-type]
 
 
 VARIANTS: tuple[Variant, ...] = (

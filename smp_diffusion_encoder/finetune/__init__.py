@@ -1,15 +1,23 @@
 """Few-shot fine-tuning through the one shared training loop: swap the step, not the loop.
 
+- :mod:`.config`: :class:`FinetuneConfig`, the job's settings (no torch; the CLI is built from it).
+- :mod:`.schedule`: the schedule rule (steps, warm-up and cosine decay, when to validate).
 - :mod:`.losses`: cross-entropy + multi-class soft Dice over present classes.
-- :mod:`.steps`: :class:`ProbeStep` (linear probe on cached features), :class:`DecoderStep` (smp decoder on a
-  frozen, optionally later unfrozen, encoder).
-- :mod:`.data`: labeled slices, few-shot split with disjoint validation slices.
-- :mod:`.api`: :func:`finetune` (``smp-diffusion finetune``).
+- :mod:`.steps`: :class:`ProbeStep`, :class:`MLPStep`, :class:`DecoderStep` (smp decoder on a frozen, optionally
+  later unfrozen, encoder).
+- :mod:`.data`: labeled slices, few-shot split with disjoint validation slices; :mod:`.batches`: batches.
+- :mod:`.api`: :func:`finetune` (``smp-diffusion finetune``) and :class:`FinetuneResult`.
 """
 
-from smp_diffusion_encoder.finetune.api import finetune, mean_slice_dice, preprocessing_for
-from smp_diffusion_encoder.finetune.losses import ce_dice_loss, soft_dice_present
-from smp_diffusion_encoder.finetune.steps import DecoderStep, ProbeStep, decoder_param_groups
+import lazy_loader as _lazy
 
-__all__ = ["DecoderStep", "ProbeStep", "ce_dice_loss", "decoder_param_groups", "finetune", "mean_slice_dice",
-           "preprocessing_for", "soft_dice_present"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "api": ["FinetuneResult", "finetune", "mean_slice_dice"],
+        "config": ["FinetuneConfig"],
+        "losses": ["ce_dice_loss", "soft_dice_present"],
+        "schedule": ["SchedulePlan", "plan_schedule"],
+        "steps": ["DecoderStep", "MLPStep", "ProbeStep", "decoder_param_groups"],
+    },
+)

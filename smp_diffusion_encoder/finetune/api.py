@@ -1,103 +1,100 @@
 """``finetune``: train a linear probe, an MLP ensemble or an smp decoder on a few labeled slices, in one loop.
 
-Pipeline: labeled cases -> preprocessing of the encoder (HU window, image size) -> seeded few-shot split
-with disjoint validation slices, or a split the caller gives (``out_dir/split.json``) -> frozen-encoder
-features cached once (fp16) -> :class:`~smp_diffusion_encoder.training.Trainer` with
+Pipeline: labeled cases -> preprocessing of the encoder's weights (HU window, pixel spacing, size) -> seeded
+few-shot split (optionally with validation slices), or a split the caller gives (``DIR/split.json``) ->
+schedule from the rule of :mod:`~smp_diffusion_encoder.finetune.schedule` -> frozen-encoder features cached
+once (fp16) -> :class:`~smp_diffusion_encoder.training.Trainer` with
 :class:`~smp_diffusion_encoder.finetune.steps.ProbeStep`, :class:`~smp_diffusion_encoder.finetune.steps.MLPStep`
-or :class:`~smp_diffusion_encoder.finetune.steps.DecoderStep` -> a model folder ``out_dir/model`` that
+or :class:`~smp_diffusion_encoder.finetune.steps.DecoderStep` -> a model folder ``DIR/model`` that
 ``smp-diffusion predict`` runs (:func:`~smp_diffusion_encoder.inference.save_probe` or
 :func:`~smp_diffusion_encoder.inference.save_segmenter`).
 
-Validation every ``val_every`` steps scores the validation slices by mean slice DSC (:func:`mean_slice_dice`);
-the model folder always holds the best-scoring model so far (the last one when there is no validation), and
-training stops early after ``patience`` validations without improvement. ``out_dir`` also holds the
-loop's ``checkpoint.pt``, ``metrics.csv`` and ``loss.png``; ``resume=True`` continues a run exactly.
+``DIR`` also holds ``config.json`` (the :class:`~smp_diffusion_encoder.finetune.config.FinetuneConfig` and what
+was resolved from it: weights, preprocessing, schedule), the loop's ``checkpoint.pt``, ``metrics.csv``,
+``loss.png`` (training loss and validation, titled) and ``summary.json`` (:class:`FinetuneResult`: when and why
+the run stopped, the best validation score and its step, whether the loss had flattened). ``resume=True``
+continues a run exactly.
 
 Data-parallel: launched under ``torchrun`` the same call trains on every process (each caches its own
 features; the global batch is split over the processes; gradients are averaged) and rank 0 writes the files.
 
 Example:
-    >>> model_dir = finetune("data/FLARE22", method="probe", budget="4", out_dir="runs/probe4")  # doctest: +SKIP
+    >>> result = finetune("data/FLARE22", FinetuneConfig(method="probe", budget="4"), out_dir="runs/probe4")  # doctest: +SKIP
+    >>> result.model_dir, result.reason                                                              # doctest: +SKIP
+    (PosixPath('runs/probe4/model'), 'schedule complete (500 steps)')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import segmentation_models_pytorch as smp
-import segmentation_models_pytorch.encoders as smp_encoders
 import torch
 from torch import nn
 
-from smp_diffusion_encoder.data.augment import Strength, build_augmentation
+from smp_diffusion_encoder._device import resolve_device
+from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.splits import Split, write_split_json
-from smp_diffusion_encoder.encoder.features import FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.evaluation import slice_dice
-from smp_diffusion_encoder.finetune.data import (
-    LabeledSlices,
-    build_split,
-    gather,
-    labeled_cases,
-    load_cases,
-    split_path,
-)
+from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
+from smp_diffusion_encoder.finetune.config import FinetuneConfig
+from smp_diffusion_encoder.finetune.data import LabeledSlices, build_split, gather, labeled_cases, load_cases, split_path
+from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
-from smp_diffusion_encoder.heads import FeatureCache, sample_pixels
+from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.inference.model_dir import ProbeModel, save_probe, save_segmenter
-from smp_diffusion_encoder.models.config import resolve_config
-from smp_diffusion_encoder.training import EarlyStopping, InfiniteBatchSampler, TrainConfig, Trainer, load_checkpoint
+from smp_diffusion_encoder.registry.records import resolve
+from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights
+from smp_diffusion_encoder.training import EarlyStopping, TrainConfig, Trainer, load_checkpoint
+from smp_diffusion_encoder.training.curves import loss_flattened
 from smp_diffusion_encoder.training.distributed import barrier, init_distributed
 
-Method = Literal["probe", "mlp", "unet"]
 MODEL_DIR_NAME = "model"
+CONFIG_NAME = "config.json"
+SUMMARY_NAME = "summary.json"
 
 
-def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessingConfig:
-    """The preprocessing an encoder expects: from its weights' ``config.json``, else the U-Net preset's size.
+@dataclass(frozen=True)
+class FinetuneResult:
+    """How a fine-tuning run went (also ``DIR/summary.json``).
 
-    ``image_size`` overrides the size (the HU window always comes from the weights or the default). An
-    encoder that is not a diffusion encoder (e.g. smp's ``resnet34``, for baselines) gets the default HU
-    window and ``image_size`` (default 256).
+    Attributes:
+        model_dir: the model folder ``smp-diffusion predict --model`` takes.
+        steps: optimizer steps done; ``planned``: the schedule's length.
+        reason: why it stopped (schedule complete, or early stopping and when).
+        best_val_dice, best_step: best validation mean slice DSC and its step (``None`` without validation).
+        flattened, flatness: whether the training loss had flattened by the end, and the numbers behind it.
+        schedule: the schedule's one-line explanation.
     """
-    entry = smp_encoders.encoders.get(encoder)
-    if entry is None or "unet" not in entry.get("params", {}):
-        if entry is None:
-            _encoder_entry(encoder)  # raises: names the known diffusion encoders
-        return PreprocessingConfig(image_size=image_size or 256)
-    if encoder_weights is None:
-        prep = PreprocessingConfig(image_size=resolve_config(entry["params"]["unet"]).image_size)
-    else:
-        from smp_diffusion_encoder.hub.download import download_file
-        from smp_diffusion_encoder.hub.weights import read_config
 
-        settings = entry["pretrained_settings"].get(encoder_weights)
-        if settings is None:
-            raise WeightsError(f"encoder {encoder!r} has no weights {encoder_weights!r}; available: "
-                               f"{sorted(entry['pretrained_settings'])}")
-        repo = settings["repo_id"]
-        path = download_file(repo, "config.json", revision=settings.get("revision"))
-        config = read_config(path, source=repo)
-        if "preprocessing" not in config:
-            raise WeightsError(f"{repo}/config.json: no 'preprocessing' (HU window, image size) recorded")
-        prep = PreprocessingConfig.from_dict(config["preprocessing"])
-    return prep if image_size is None else PreprocessingConfig(prep.hu_window, image_size)
+    model_dir: Path
+    steps: int
+    planned: int
+    reason: str
+    best_val_dice: float | None
+    best_step: int | None
+    flattened: bool | None
+    flatness: str
+    schedule: str
 
+    def describe(self) -> str:
+        """Lines for the command line."""
+        lines = [f"stopped after {self.steps} of {self.planned} steps: {self.reason}", self.flatness]
+        if self.best_val_dice is not None:
+            lines.insert(1, f"best validation mean slice DSC {self.best_val_dice:.4f} at step {self.best_step}")
+        return "\n".join(lines)
 
-def resolve_weights(encoder: str, encoder_weights: str | None) -> str | None:
-    """``"auto"`` -> ``"ct"`` for a diffusion encoder that has default CT weights, else ``None``."""
-    if encoder_weights != "auto":
-        return encoder_weights
-    entry = smp_encoders.encoders.get(encoder) or {}
-    diffusion = "unet" in entry.get("params", {})
-    return "ct" if diffusion and "ct" in entry.get("pretrained_settings", {}) else None
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "model_dir": str(self.model_dir)}
 
 
 def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
@@ -117,65 +114,36 @@ def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float
 
 def finetune(
     root_or_cases: str | os.PathLike[str] | Sequence[Case],
+    config: FinetuneConfig | None = None,
     *,
-    method: Method,
     out_dir: str | os.PathLike[str],
-    encoder: str = "ddpm-ct",
-    encoder_weights: str | None = "auto",
-    architecture: str = "Unet",
-    budget: str = "4",
     split: Split | None = None,
     pool: Mapping[str, Iterable[int]] | None = None,
-    seed: int = 0,
-    steps: int = 300,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    val_fraction: float = 0.2,
-    val_every: int = 25,
-    patience: int = 5,
-    augment: Strength = "none",
-    unfreeze_at: int | None = None,
-    encoder_lr_scale: float = 0.1,
-    mlp_members: int = 10,
     resume: bool = False,
-    device: str = "cpu",
     progress: bool = True,
-) -> Path:
-    """Fine-tune on the labeled cases of ``root_or_cases``; returns the model folder ``out_dir/model``.
+) -> FinetuneResult:
+    """Fine-tune on the labeled cases of ``root_or_cases`` as ``config`` says; see the module docstring.
 
     Args:
-        method: ``"probe"`` (linear probe on cached features), ``"mlp"`` (Baranchuk's MLP ensemble on
-            cached features, ``mlp_members`` members, ``batch_size`` random pixels per member and step) or
-            ``"unet"`` (smp ``architecture`` decoder on the frozen ``encoder``; ``unfreeze_at`` makes the
-            encoder train from that step at ``lr * encoder_lr_scale``; ``unfreeze_at=0`` with
-            ``encoder_lr_scale=1`` trains the whole network from the start, e.g. the ``resnet34`` baseline).
-        encoder, encoder_weights: an smp encoder name and its weights key (``None``: random; ``"auto"``, the
-            default: the encoder's default CT weights ``"ct"`` when it has them, else random). ``probe`` and
-            ``mlp`` need a ``ddpm-ct*`` encoder; ``unet`` takes any smp encoder.
-        budget: label budget (``"4"``, ``"1%"``, ``"2cases"``, ``"all"``), drawn with the project's policy.
-        split: a given :class:`~smp_diffusion_encoder.data.splits.Split` instead (its ``train`` slices train,
-            its ``evaluation`` slices validate); ``budget``, ``pool`` and ``val_fraction`` are then unused.
+        config: the job's settings (default :class:`FinetuneConfig`: an smp Unet decoder on the frozen
+            ``ddpm-ct`` encoder with its default CT weights, 4 labeled slices, the schedule rule).
+        split: a given :class:`~smp_diffusion_encoder.data.splits.Split` instead of drawing ``config.budget``
+            (its ``train`` slices train, its ``evaluation`` slices validate).
         pool: ``{case_id: z}`` slices the budget and validation may be drawn from (default: all), e.g. the
             train side of a held-out split.
-        steps, lr, batch_size: optimizer steps, AdamW learning rate (default 1e-2 probe, 1e-3 mlp and unet),
-            slices per step (pixels per member for ``mlp``; default 4 slices, 2048 pixels). Under ``torchrun``
-            the batch is global and split over the processes.
-        image_size: override of the encoder's preprocessing size.
-        val_fraction, val_every, patience: validation share of the other slices, frequency, early stopping.
-        augment: augmentation strength (features are then computed per step under ``no_grad``; unet only).
-        resume: continue ``out_dir``'s checkpoint up to ``steps``; the other settings must be the first run's
-            (checked: a mismatch raises :class:`ConfigError`).
+        resume: continue ``out_dir``'s checkpoint; the settings must be the first run's (else
+            :class:`ConfigError`, before anything is written).
+
+    Raises:
+        ConfigError: bad settings, an encoder that is not registered for ``probe``/``mlp``, a split that
+            names slices that do not exist.
+        InputFileError: unreadable or inconsistent data (see :func:`~smp_diffusion_encoder.data.volume.read_volume`).
     """
-    if method not in ("probe", "mlp", "unet"):
-        raise ConfigError(f"method must be 'probe', 'mlp' or 'unet', got {method!r}")
-    if method != "unet" and (augment != "none" or unfreeze_at is not None):
-        raise ConfigError(f"the {method} head trains on cached frozen features: augment and unfreeze_at need "
-                          f"method='unet'")
-    if batch_size is None:
-        batch_size = 2048 if method == "mlp" else 4  # the MLP ensemble's batch counts pixels
-    info = init_distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    config = config or FinetuneConfig()
+    info = init_distributed(config.device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     world, rank = (info.world_size, info.rank) if info else (1, 0)
+    device = info.device if info else resolve_device(config.device)
+    batch_size = config.resolved_batch_size
     if batch_size % world:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes")
     out = Path(out_dir)
@@ -184,82 +152,118 @@ def finetune(
         raise ConfigError(f"{ckpt} exists: pass resume=True to continue that run, or choose another out_dir")
     if resume and not ckpt.exists():
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
-    encoder_weights = resolve_weights(encoder, encoder_weights)
-    prep = preprocessing_for(encoder, encoder_weights, image_size)
+    weights = resolve_weights(config.encoder, config.encoder_weights)
+    prep = preprocessing_for(config.encoder, weights, config.image_size)
     volumes = load_cases(labeled_cases(root_or_cases), prep)
     if split is None:
-        split = build_split({c: lab for c, (_, lab) in volumes.items()}, budget, seed, val_fraction=val_fraction,
-                            pool=pool)
+        split = build_split({c: lab for c, (_, lab) in volumes.items()}, config.budget, config.seed,
+                            val_fraction=config.val_fraction, pool=pool)
     else:
         _check_split(split, volumes)
-    settings = {"method": method, "encoder": encoder, "encoder_weights": encoder_weights, "split": split.to_dict(),
-                "architecture": architecture, "augment": augment, "unfreeze_at": unfreeze_at, "seed": seed,
-                "lr": lr, "batch_size": batch_size, "encoder_lr_scale": encoder_lr_scale,
-                "image_size": prep.image_size, "mlp_members": mlp_members if method == "mlp" else None}
+    plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
+                         batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
+                         steps=config.steps)
+    settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
+                "preprocessing": prep.to_dict(), "schedule": plan.to_dict()}
+    settings.pop("device")
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state["extra"].get("finetune") != settings:  # checked before anything is written
         raise ConfigError(f"resume: {ckpt} was trained with {state['extra'].get('finetune')}, not {settings}")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_split_json(split_path(out), split)
+        atomic_write_json(out / CONFIG_NAME, {**settings, "device": config.device})
     train, val = gather(volumes, split.train), gather(volumes, split.evaluation)
 
-    torch.manual_seed(seed)
-    if method in ("probe", "mlp"):
-        entry = _encoder_entry(encoder)
-        probe_model = ProbeModel.build(entry["params"]["unet"], FeatureConfig.from_dict(entry["params"]["features"]),
-                                       FLARE_NUM_CLASSES, head="linear" if method == "probe" else "mlp",
-                                       num_models=mlp_members)
-        if encoder_weights is not None:
-            _load_encoder_weights(probe_model, encoder, encoder_weights)
-        probe_model.to(device)
-        cache = FeatureCache(probe_model.encoder)
-        model: nn.Module = probe_model.probe
-        default_lr = 1e-2 if method == "probe" else 1e-3
-        optimizer = torch.optim.AdamW(model.parameters(), lr=default_lr if lr is None else lr)
-        step: Callable[..., Any] = ProbeStep() if method == "probe" else MLPStep()
-        predict = _head_predictor(probe_model.probe, cache, val)
-        save: Callable[[], Path] = lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep)  # noqa: E731
+    torch.manual_seed(config.seed)
+    if config.method in ("probe", "mlp"):
+        model, cache, predict, save = _head(config, weights, prep, val, out, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
+        step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
-        model = smp.create_model(architecture, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=1,
-                                 classes=FLARE_NUM_CLASSES).to(device)
-        model.encoder.requires_grad_(False)
-        cache = FeatureCache(model.encoder)
-        optimizer = torch.optim.AdamW(decoder_param_groups(model, 1e-3 if lr is None else lr, encoder_lr_scale))
-        step = DecoderStep(unfreeze_at)
-        predict = _smp_predictor(model, val)
-        save = lambda: save_segmenter(model, out / MODEL_DIR_NAME, prep)  # noqa: E731
+        segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
+                                     in_channels=1, classes=FLARE_NUM_CLASSES).to(device)
+        segmenter.encoder.requires_grad_(False)
+        model, cache = segmenter, FeatureCache(segmenter.encoder)
+        optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
+        step = DecoderStep(config.unfreeze_at)
+        predict = _smp_predictor(segmenter, val)
+        save = lambda: save_segmenter(segmenter, out / MODEL_DIR_NAME, prep)  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
 
-    needs_cache = augment == "none" and unfreeze_at != 0
+    needs_cache = config.augment == "none" and config.unfreeze_at != 0
     features = cache.features(list(train.ids), train.images) if needs_cache else None
-    stopper = EarlyStopping("val_dice", mode="max", patience=patience)
+    stopper = EarlyStopping("val_dice", mode="max", patience=config.patience)
 
     def validate(bare: nn.Module, ema: nn.Module | None, at: int) -> dict[str, float]:
         score = mean_slice_dice(val.labels.numpy(), predict(), FLARE_NUM_CLASSES)
-        if rank == 0 and (stopper.best is None or score > stopper.best):
+        if rank == 0 and stopper.improves(score):
             save()  # the model folder always holds the best validated model
         return {"val_dice": score}
 
-    config = TrainConfig(max_steps=steps, out_dir=str(out), grad_clip=1.0, log_every=max(1, min(10, steps // 10)),
-                         ckpt_every=0, val_every=val_every if len(val) else 0, seed=seed, ema_decay=None,
-                         progress=progress)
-    trainer = Trainer(model, optimizer, step, config, device=device, validate=validate if len(val) else None,
-                      early_stopping=stopper if len(val) else None, extra_state=lambda at: {"finetune": settings})
+    title = (f"{config.method} on {config.encoder} ({weights or 'random'} weights), {len(split.train)} labeled "
+             f"slices, seed {config.seed}")
+    train_config = TrainConfig(max_steps=plan.steps, out_dir=str(out), grad_clip=1.0,
+                               log_every=max(1, min(10, plan.steps // 20)), ckpt_every=max(1, plan.steps // 10),
+                               val_every=plan.val_every,
+                               seed=config.seed, ema_decay=None, progress=progress, title=title)
+    trainer = Trainer(model, optimizer, step, train_config, scheduler=scheduler, device=device,
+                      validate=validate if plan.val_every else None,
+                      early_stopping=stopper if plan.val_every else None,
+                      extra_state=lambda at: {"finetune": settings})
     if state is not None:
         trainer.resume(state)
-    if method == "mlp":
+    if config.method == "mlp":
         assert features is not None
-        data = _pixel_batches(train, features, batch_size // world, mlp_members, seed, rank, world)
+        data = pixel_batches(train, features, batch_size // world, config.mlp_members, config.seed, rank,
+                             config.pixel_sampling)
     else:
-        data = _batches(train, features, batch_size // world, seed, augment, rank, world,
-                        needs_image=method == "unet" and (augment != "none" or unfreeze_at is not None),
-                        unfreeze_at=unfreeze_at)
+        data = slice_batches(train, features, batch_size // world, config.seed, config.augment, rank, world,
+                             needs_image=config.method == "unet" and (config.augment != "none"
+                                                                     or config.unfreeze_at is not None),
+                             unfreeze_at=config.unfreeze_at)
     trainer.fit(data)
-    if rank == 0 and (not len(val) or not (out / MODEL_DIR_NAME).is_dir()):
+    if rank == 0 and (not plan.val_every or not (out / MODEL_DIR_NAME).is_dir()):
         save()
+    result = _result(out, trainer, plan, stopper)
+    if rank == 0:
+        atomic_write_json(out / SUMMARY_NAME, result.to_dict())
     if info is not None:
         barrier()
-    return out / MODEL_DIR_NAME
+    return result
+
+
+def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopping) -> FinetuneResult:
+    done = trainer.global_step
+    if done < plan.steps:
+        reason = (f"early stopping: validation mean slice DSC did not improve for {stopper.patience} validations "
+                  f"after step {stopper.best_step}")
+    else:
+        reason = f"schedule complete ({plan.steps} steps)"
+    flat = loss_flattened(trainer.history)
+    return FinetuneResult(out / MODEL_DIR_NAME, done, plan.steps, reason,
+                          stopper.best if plan.val_every else None, stopper.best_step if plan.val_every else None,
+                          flat.flat, flat.text, plan.reason)
+
+
+def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path,
+          device: torch.device) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
+    """The probe / MLP ensemble on a frozen registered encoder: trainable head, cache, predictor, saver."""
+    try:
+        spec = resolve(config.encoder).spec
+    except KeyError as err:
+        raise ConfigError(f"method {config.method!r} needs a ddpm-ct encoder: {err.args[0]}") from None
+    probe_model = ProbeModel.build(spec.unet, spec.features, FLARE_NUM_CLASSES,
+                                   head="linear" if config.method == "probe" else "mlp", num_models=config.mlp_members)
+    if weights is not None:
+        try:
+            probe_model.encoder.load_state_dict(load_weights(config.encoder, weights))
+        except RuntimeError as err:
+            raise WeightsError(f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})") from err
+    probe_model.to(device)
+    cache = FeatureCache(probe_model.encoder)
+    return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val),
+            lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep))
 
 
 def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -271,68 +275,6 @@ def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarra
             raise ConfigError(f"the split names case {c!r}, which is not among the labeled cases {sorted(volumes)}")
         if not 0 <= z < volumes[c][1].shape[0]:
             raise ConfigError(f"the split names slice z={z} of {c!r}, which has {volumes[c][1].shape[0]} slices")
-
-
-def _pixel_batches(train: LabeledSlices, features: list[torch.Tensor], pixels: int, members: int, seed: int,
-                   rank: int, world: int) -> Callable[[int], Iterator[dict[str, Any]]]:
-    """``data(start_step)`` for :class:`MLPStep`: each member's own uniformly drawn labeled pixels.
-
-    Pixel draws are a function of ``(seed, step, member, rank)`` only (exact resume); their feature vectors
-    are read from the native-resolution cache with :func:`~smp_diffusion_encoder.heads.sample_pixels`
-    (bit-for-bit the upsampled stack's values, never materialized).
-    """
-    n, h, w = train.labels.shape
-
-    def data(start_step: int) -> Iterator[dict[str, Any]]:
-        at = start_step
-        while True:
-            vecs, labs = [], []
-            for k in range(members):
-                g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, at, k, rank]).generate_state(1)[0]))
-                b = torch.randint(n, (pixels,), generator=g)
-                ys, xs = torch.randint(h, (pixels,), generator=g), torch.randint(w, (pixels,), generator=g)
-                vecs.append(sample_pixels(features, (h, w), b, ys, xs))
-                labs.append(train.labels[b, ys, xs])
-            yield {"labels": torch.stack(labs), "pixels": torch.stack(vecs), "step": at}
-            at += 1
-
-    return data
-
-
-def _batches(
-    train: LabeledSlices, features: list[torch.Tensor] | None, batch_size: int, seed: int, augment: Strength,
-    rank: int, world: int, *, needs_image: bool, unfreeze_at: int | None,
-) -> Callable[[int], Iterator[dict[str, Any]]]:
-    """``data(start_step)`` for the Trainer: batch contents depend only on the step (exact resume).
-
-    Cached features are used while the encoder is frozen and nothing is augmented; otherwise images
-    (augmented per sample with a seed derived from its stream position).
-    """
-    aug = build_augmentation(augment) if augment != "none" else None
-
-    def data(start_step: int) -> Iterator[dict[str, Any]]:
-        per_rank = min(batch_size, max(1, len(train) // world))
-        sampler = InfiniteBatchSampler(len(train), per_rank, seed=seed, start_step=start_step, rank=rank,
-                                       world_size=world)
-        for at, items in enumerate(sampler, start=start_step):
-            idx = [i for i, _ in items]
-            batch: dict[str, Any] = {"labels": train.labels[idx], "step": at}
-            use_cache = features is not None and not (unfreeze_at is not None and at >= unfreeze_at)
-            if use_cache:
-                batch["features"] = [f[idx] for f in features]
-            if needs_image or not use_cache:
-                images, labels = train.images[idx], train.labels[idx]
-                if aug is not None:
-                    pairs = []
-                    for (i, pos) in items:
-                        aug.reseed(int(np.random.SeedSequence([seed, pos]).generate_state(1)[0]))
-                        pairs.append(aug(train.images[i, 0].numpy(), train.labels[i].numpy().astype(np.uint8)))
-                    images = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
-                    labels = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-                batch.update(labels=labels, image=images)
-            yield batch
-
-    return data
 
 
 def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices) -> Callable[[], np.ndarray]:
@@ -357,20 +299,3 @@ def _smp_predictor(model: nn.Module, val: LabeledSlices) -> Callable[[], np.ndar
             return np.concatenate([model(b.to(dev)).argmax(1).cpu().numpy() for b in val.images.split(8)])
 
     return predict
-
-
-def _encoder_entry(encoder: str) -> dict[str, Any]:
-    entry = smp_encoders.encoders.get(encoder)
-    if entry is None or "unet" not in entry.get("params", {}):
-        known = sorted(k for k, v in smp_encoders.encoders.items() if "unet" in v.get("params", {}))
-        raise ConfigError(f"encoder {encoder!r} is not a registered diffusion encoder; known: {known}")
-    return entry
-
-
-def _load_encoder_weights(model: ProbeModel, encoder: str, weights: str) -> None:
-    """Copy the U-Net weights of smp encoder ``encoder`` with ``weights`` into the probe's encoder."""
-    source = smp_encoders.get_encoder(encoder, in_channels=1, depth=5, weights=weights)
-    try:
-        model.encoder.unet.load_state_dict(source.unet.state_dict())
-    except RuntimeError as err:
-        raise WeightsError(f"weights {weights!r} of {encoder!r} do not fit the probe's U-Net ({err})") from err

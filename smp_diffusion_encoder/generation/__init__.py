@@ -1,42 +1,28 @@
-"""Generation: sampling a pretrained diffusion U-Net, sample outputs, generation metrics, encoder export.
+"""Generation: sampling a pretrained diffusion U-Net, sample outputs, generation metrics.
 
 =====================  =====================================================================
 module                 responsibility
 =====================  =====================================================================
-``sampling``           DDPM ancestral and DDIM samplers on a respaced schedule
-``run``                reading a pretraining run folder (layout documented there)
+``config``             :class:`SampleConfig`, the sampling job's settings (no torch)
+``sampling``           DDPM ancestral and DDIM samplers on a respaced process
 ``outputs``            PNG grid / PNGs / NumPy / NIfTI stacks of samples
 ``metrics``            FID, sFID, improved precision/recall, F1 on feature arrays
 ``inception``          Inception-V3 features from a local weights file (never downloaded)
 ``evaluate``           metrics between two image sets on disk
-``export``             pretraining run -> encoder weights folder for smp and timm
 =====================  =====================================================================
+
+Run folders are read by :mod:`smp_diffusion_encoder.training.run_folder`; encoder export lives with the
+weights format (:mod:`smp_diffusion_encoder.hub.export`).
 """
 
-from smp_diffusion_encoder.generation.export import encoder_state_dict, export_encoder
-from smp_diffusion_encoder.generation.metrics import (
-    GenerationMetrics,
-    f1_score,
-    feature_statistics,
-    frechet_distance,
-    generation_metrics,
-    precision_recall,
-)
-from smp_diffusion_encoder.generation.run import RunInfo, load_run
-from smp_diffusion_encoder.generation.sampling import respaced_timesteps, sample, sample_batch
+import lazy_loader as _lazy
 
-__all__ = [
-    "GenerationMetrics",
-    "RunInfo",
-    "encoder_state_dict",
-    "export_encoder",
-    "f1_score",
-    "feature_statistics",
-    "frechet_distance",
-    "generation_metrics",
-    "load_run",
-    "precision_recall",
-    "respaced_timesteps",
-    "sample",
-    "sample_batch",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["SampleConfig"],
+        "metrics": ["GenerationMetrics", "f1_score", "feature_statistics", "frechet_distance", "generation_metrics",
+                    "precision_recall"],
+        "sampling": ["sample", "sample_batch"],
+    },
+)

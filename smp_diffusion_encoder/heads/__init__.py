@@ -1,20 +1,14 @@
 """Heads on frozen multi-scale diffusion features: the paper's linear probe, Baranchuk's MLP ensemble,
 and the feature cache they train from. Training loops live in :mod:`smp_diffusion_encoder.training`."""
 
-from smp_diffusion_encoder.heads._bilinear import sample_pixels, upsample_rows
-from smp_diffusion_encoder.heads.feature_cache import FeatureCache, encoder_fingerprint
-from smp_diffusion_encoder.heads.linear_probe import LinearProbe, naive_linear_logits
-from smp_diffusion_encoder.heads.mlp_ensemble import EnsembleHead, EnsemblePrediction, MLPEnsemble, pixel_mlp
+import lazy_loader as _lazy
 
-__all__ = [
-    "EnsembleHead",
-    "EnsemblePrediction",
-    "FeatureCache",
-    "LinearProbe",
-    "MLPEnsemble",
-    "encoder_fingerprint",
-    "naive_linear_logits",
-    "pixel_mlp",
-    "sample_pixels",
-    "upsample_rows",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_bilinear": ["sample_pixels", "upsample_rows"],
+        "feature_cache": ["FeatureCache", "encoder_fingerprint"],
+        "linear_probe": ["LinearProbe", "naive_linear_logits"],
+        "mlp_ensemble": ["EnsembleHead", "EnsemblePrediction", "MLPEnsemble", "pixel_mlp"],
+    },
+)

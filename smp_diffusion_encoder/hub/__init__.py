@@ -1,42 +1,29 @@
-"""Weights on the Hugging Face Hub: save, push, load, cache, offline, and safe by construction.
+"""The weights-folder format and its I/O: save, load, push, download, cache, export; safe by construction.
 
-* :func:`save_encoder_weights` / :func:`load_encoder_weights`: the weights folder (``config.json`` +
-  ``model.safetensors`` + ``README.md``) that smp, timm and this package all load.
-* :func:`push_encoder_weights`: publish it, get the 40-hex commit to pin.
-* :func:`register_hub_weights` / :func:`register_encoder_from_hub`: Hub weights under smp names.
-* :func:`save_finetuned` / :func:`load_finetuned`: whole fine-tuned smp models without re-downloads.
-* :mod:`~smp_diffusion_encoder.hub.packaged`: default weights shipped in the package, offline.
+* :mod:`.weights`: the folder (``config.json`` + ``model.safetensors`` + ``README.md``) that smp, timm and
+  this package all load: :func:`save_encoder_weights`, :func:`load_encoder_weights`.
+* :mod:`.export`: a pretraining run -> such a folder (:func:`export_encoder`).
+* :mod:`.push`: publish a folder, get the 40-hex commit to pin; :mod:`.download`: one file via the cache.
+* :mod:`.pretrained`: whole fine-tuned smp models without re-downloads (:func:`save_finetuned`,
+  :func:`load_finetuned`).
+* :mod:`.packaged`: seeding packaged default weights into the HF cache, offline.
 
-Only safetensors are ever read; pickle files (``pytorch_model.bin``, ``*.pt``, ``*.pth``) are refused.
+Which names smp and timm know, and which weights they load by default, is decided in
+:mod:`smp_diffusion_encoder.registry`. Only safetensors are ever read; pickle files (``pytorch_model.bin``,
+``*.pt``, ``*.pth``) are refused.
 """
 
-from smp_diffusion_encoder.hub.card import render_model_card
-from smp_diffusion_encoder.hub.download import download_file
-from smp_diffusion_encoder.hub.packaged import packaged_folder, packaged_pretrained_settings, seed_hf_cache
-from smp_diffusion_encoder.hub.pretrained import load_finetuned, save_finetuned
-from smp_diffusion_encoder.hub.push import push_encoder_weights, push_folder
-from smp_diffusion_encoder.hub.register import register_encoder_from_hub, register_hub_weights
-from smp_diffusion_encoder.hub.weights import (
-    build_config,
-    hash_folder,
-    load_encoder_weights,
-    save_encoder_weights,
-)
+import lazy_loader as _lazy
 
-__all__ = [
-    "build_config",
-    "download_file",
-    "hash_folder",
-    "load_encoder_weights",
-    "load_finetuned",
-    "packaged_folder",
-    "packaged_pretrained_settings",
-    "push_encoder_weights",
-    "push_folder",
-    "register_encoder_from_hub",
-    "register_hub_weights",
-    "render_model_card",
-    "save_encoder_weights",
-    "save_finetuned",
-    "seed_hf_cache",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "card": ["render_model_card"],
+        "download": ["download_file"],
+        "export": ["export_encoder"],
+        "packaged": ["seed_hf_cache", "seed_packaged_weights"],
+        "pretrained": ["load_finetuned", "save_finetuned"],
+        "push": ["push_encoder_weights", "push_folder"],
+        "weights": ["build_config", "hash_folder", "load_encoder_weights", "save_encoder_weights"],
+    },
+)

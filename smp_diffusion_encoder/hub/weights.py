@@ -12,11 +12,11 @@ Weights are read from safetensors only. Nothing downloaded is ever unpickled: a 
 only offers ``pytorch_model.bin`` / ``*.pt`` / ``*.pth`` is refused with :class:`WeightsError`.
 
 Example:
-    >>> from smp_diffusion_encoder.encoder import FeaturePyramid, FeatureConfig
-    >>> enc = FeaturePyramid("tiny", FeatureConfig(timesteps=(50,)))
-    >>> save_encoder_weights(enc, "out/tiny", unet="tiny", features=FeatureConfig(timesteps=(50,)),
-    ...                      preprocessing={"hu_window": [-160, 240], "image_size": 64}, card={})  # doctest: +SKIP
-    >>> state_dict, config = load_encoder_weights("out/tiny")                                      # doctest: +SKIP
+    >>> from smp_diffusion_encoder.encoder import EncoderSpec, FeaturePyramid, FeatureConfig
+    >>> spec = EncoderSpec("tiny", FeatureConfig(timesteps=(50,)))
+    >>> enc = FeaturePyramid(spec.unet, spec.features)
+    >>> save_encoder_weights(enc, "out/tiny", spec, PreprocessingConfig(image_size=64), card={})  # doctest: +SKIP
+    >>> state_dict, config = load_encoder_weights("out/tiny")                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors.torch import load_file, save_file
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_json, atomic_write_text, read_json_object
-from smp_diffusion_encoder.encoder.features import FeatureConfig, FeaturePyramid
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
+from smp_diffusion_encoder.encoder.config import EncoderSpec
+from smp_diffusion_encoder.encoder.features import FeaturePyramid, encoder_state_dict
 from smp_diffusion_encoder.encoder.variants import VARIANTS
-from smp_diffusion_encoder.errors import WeightsError
+from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.hub.card import render_model_card
 from smp_diffusion_encoder.hub.download import download_file, list_repo_files_safely
-from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,69 +47,58 @@ CARD_NAME = "README.md"
 #: Pickle-based weight files: never loaded, named in the refusal message.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 FORMAT_VERSION = 1
+#: timm architectures a weights config may name: the built-in variants' (others come as model_args)
 _TIMM_NAMES = frozenset(v.timm_name for v in VARIANTS)
 
 
-def architecture_for(unet: UNetConfig, features: FeatureConfig) -> tuple[str, str | None]:
-    """``(timm architecture, smp encoder name or None)`` for an architecture.
+def architecture_for(spec: EncoderSpec) -> tuple[str, str | None]:
+    """``(timm architecture, smp encoder name or None)`` for an encoder architecture.
 
-    A registered variant whose preset and feature config match gives both its names; any other
-    architecture is built by the generic ``ddpm_ct_unet`` entry point from ``model_args`` (and has no
-    smp name until :func:`~smp_diffusion_encoder.hub.register.register_encoder_from_hub`).
+    A built-in variant with exactly this architecture gives both its names; any other architecture is
+    built by the generic ``ddpm_ct_unet`` entry point from ``model_args`` (and has no smp name until
+    :func:`~smp_diffusion_encoder.registry.register_encoder_from_hub`).
     """
     for v in VARIANTS:
-        if resolve_config(v.preset) == unet and v.features == features:
+        if not v.spec.differences(spec):
             return v.timm_name, v.smp_name
     return VARIANTS[0].timm_name, None
 
 
-def build_config(
-    unet: UNetConfig | str | dict[str, Any],
-    features: FeatureConfig | dict[str, Any] | None,
-    preprocessing: Any,
-    *,
-    license: str | None = None,
-) -> dict[str, Any]:
+def build_config(spec: EncoderSpec, preprocessing: PreprocessingConfig, *, license: str | None = None) -> dict[str, Any]:
     """The ``config.json`` dict: what timm's hf-hub loader, smp's ``get_preprocessing_params`` and we read.
 
     ``mean = std = 0.5`` on ``input_range [0, 1]`` maps smp's ``preprocess_input`` output to [-1, 1],
     the range the U-Net was trained on. ``input_space`` is read by smp only to flip BGR; ``"RGB"`` is a
     no-op for the single CT channel.
     """
-    from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
-
-    unet_cfg = resolve_config(unet)
-    feat = FeatureConfig.from_dict(features) if isinstance(features, dict) else (features or FeatureConfig())
-    prep = preprocessing if isinstance(preprocessing, PreprocessingConfig) else PreprocessingConfig.from_dict(dict(preprocessing))
-    arch, smp_name = architecture_for(unet_cfg, feat)
+    arch, smp_name = architecture_for(spec)
     with torch.device("meta"):
-        num_features = FeaturePyramid(unet_cfg, feat).channels[-1]
-    size = prep.image_size
+        num_features = FeaturePyramid(spec.unet, spec.features).channels[-1]
+    size, channels = preprocessing.image_size, spec.unet.in_channels
     return {
         "architecture": arch,
         "num_classes": 0,
         "num_features": num_features,
-        "model_args": {"unet": unet_cfg.to_dict(), "features": feat.to_dict()},
+        "model_args": spec.to_dict(),
         "pretrained_cfg": {
-            "input_size": [unet_cfg.in_channels, size, size],
+            "input_size": [channels, size, size],
             "fixed_input_size": False,
             "interpolation": "bilinear",
             "crop_pct": 1.0,
             "crop_mode": "center",
-            "mean": [0.5] * unet_cfg.in_channels,
-            "std": [0.5] * unet_cfg.in_channels,
+            "mean": [0.5] * channels,
+            "std": [0.5] * channels,
             "num_classes": 0,
-            "pool_size": None,
             "first_conv": "unet.input_blocks.0.0",
             "classifier": "head",
             "hf_hub_filename": WEIGHTS_NAME,  # timm then never looks for pytorch_model.bin
             "license": license,
         },
-        "mean": [0.5] * unet_cfg.in_channels,
-        "std": [0.5] * unet_cfg.in_channels,
+        "mean": [0.5] * channels,
+        "std": [0.5] * channels,
         "input_range": [0, 1],
         "input_space": "RGB",
-        "preprocessing": prep.to_dict(),
+        "preprocessing": preprocessing.to_dict(),
         "smp_encoder": smp_name,
         "format_version": FORMAT_VERSION,
     }
@@ -117,33 +107,29 @@ def build_config(
 def save_encoder_weights(
     encoder_or_state_dict: torch.nn.Module | Mapping[str, torch.Tensor],
     out_dir: str | os.PathLike[str],
+    spec: EncoderSpec,
+    preprocessing: PreprocessingConfig,
     *,
-    unet: UNetConfig | str | dict[str, Any],
-    features: FeatureConfig | dict[str, Any] | None,
-    preprocessing: Any,
     card: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``out_dir`` (each atomically).
 
     ``encoder_or_state_dict`` is an smp encoder, a timm ``DDPMCTUNet`` or a state dict with ``unet.*``
-    keys (a 1-channel stem adapted to more channels is NOT folded back: save the native model). The state
-    dict is checked strictly (names and shapes) against the architecture before anything is written.
-    ``card`` fields (see :func:`render_model_card`) that are missing are written as "not recorded".
+    keys (a 1-channel stem adapted to more channels is NOT folded back: save the native model). It is
+    checked strictly (names and shapes) against ``spec`` before anything is written
+    (:func:`~smp_diffusion_encoder.encoder.features.encoder_state_dict`); tensors are stored contiguous, so
+    channels-last weights save too. ``card`` fields (see :func:`render_model_card`) that are missing are
+    written as "not recorded".
 
     Example:
-        >>> from smp_diffusion_encoder.encoder import FeaturePyramid
-        >>> save_encoder_weights(FeaturePyramid("tiny"), "w/tiny", unet="tiny", features=None,
-        ...                      preprocessing={"image_size": 64}, card={"license": "apache-2.0"})  # doctest: +SKIP
+        >>> save_encoder_weights(FeaturePyramid("tiny"), "w/tiny", EncoderSpec("tiny"),
+        ...                      PreprocessingConfig(image_size=64), card={"license": "apache-2.0"})  # doctest: +SKIP
         PosixPath('w/tiny')
     """
     card = dict(card or {})
-    config = build_config(unet, features, preprocessing, license=card.get("license"))
-    if isinstance(encoder_or_state_dict, torch.nn.Module):
-        sd = encoder_or_state_dict.state_dict()
-    else:
-        sd = dict(encoder_or_state_dict)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items() if k.startswith("unet.")}
-    check_state_dict(sd, config, source=str(out_dir))
+    config = build_config(spec, preprocessing, license=card.get("license"))
+    sd = encoder_or_state_dict.state_dict() if isinstance(encoder_or_state_dict, torch.nn.Module) else encoder_or_state_dict
+    sd = encoder_state_dict({k: v for k, v in sd.items() if k.startswith("unet.")}, spec, source=str(out_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS_NAME) as tmp:
@@ -153,24 +139,22 @@ def save_encoder_weights(
     return out
 
 
-def check_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, source: str) -> None:
-    """Raise :class:`WeightsError` unless ``state_dict`` matches the architecture of ``config`` exactly."""
-    args = config.get("model_args") or {}
+def config_spec(config: Mapping[str, Any], *, source: str) -> EncoderSpec:
+    """The :class:`EncoderSpec` of a weights ``config.json`` (its ``model_args``); :class:`WeightsError` if unusable."""
     try:
-        with torch.device("meta"):
-            ref = FeaturePyramid(args["unet"], args.get("features")).state_dict()
-    except Exception as err:  # ConfigError, KeyError, TypeError from a malformed config
-        raise WeightsError(f"{source}: config.json has no usable model_args ({err})") from err
-    missing = sorted(set(ref) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(ref))
-    if missing or unexpected:
-        raise WeightsError(
-            f"{source}: weights do not match the architecture: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    for k, v in ref.items():
-        if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise WeightsError(f"{source}: tensor {k} is {tuple(state_dict[k].shape)}, expected {tuple(v.shape)}")
+        return EncoderSpec.from_dict(config.get("model_args"))
+    except ConfigError as err:
+        raise WeightsError(f"{source}/{CONFIG_NAME}: no usable model_args ({err})") from err
+
+
+def config_preprocessing(config: Mapping[str, Any], *, source: str) -> PreprocessingConfig:
+    """The preprocessing recorded in a weights ``config.json``; :class:`WeightsError` if missing or invalid."""
+    if "preprocessing" not in config:
+        raise WeightsError(f"{source}/{CONFIG_NAME}: no 'preprocessing' (HU window, image size) recorded")
+    try:
+        return PreprocessingConfig.from_dict(dict(config["preprocessing"]))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise WeightsError(f"{source}/{CONFIG_NAME}: invalid 'preprocessing' ({err})") from err
 
 
 def read_safetensors(path: str | os.PathLike[str], *, source: str) -> dict[str, torch.Tensor]:
@@ -225,7 +209,8 @@ def load_encoder_weights(
 
     Downloads go through the Hugging Face cache (a 40-hex ``revision`` that is cached makes no
     request; ``HF_HUB_OFFLINE=1`` works with a warm cache). The state dict is checked strictly against
-    ``config["model_args"]``, so ``encoder.load_state_dict(state_dict)`` cannot fail on names or shapes.
+    ``config["model_args"]`` (:func:`config_spec`), so ``encoder.load_state_dict(state_dict)`` cannot fail on
+    names or shapes.
 
     Example:
         >>> sd, cfg = load_encoder_weights("my-org/ddpm-ct-flare", revision="0123abcd" * 5)  # doctest: +SKIP
@@ -246,8 +231,9 @@ def load_encoder_weights(
         config_path = Path(download_file(repo, CONFIG_NAME, revision=revision))
         weights_path = fetch_weights_file(repo, revision=revision)
     config = read_config(config_path, source=source)
-    state_dict = read_safetensors(weights_path, source=f"{source}/{WEIGHTS_NAME}")
-    check_state_dict(state_dict, config, source=source)
+    spec = config_spec(config, source=source)
+    state_dict = encoder_state_dict(read_safetensors(weights_path, source=f"{source}/{WEIGHTS_NAME}"), spec,
+                                    source=source)
     return state_dict, config
 
 
@@ -334,7 +320,8 @@ __all__ = [
     "WEIGHTS_NAME",
     "architecture_for",
     "build_config",
-    "check_state_dict",
+    "config_preprocessing",
+    "config_spec",
     "fetch_weights_file",
     "hash_folder",
     "load_encoder_weights",

@@ -1,33 +1,12 @@
-"""Inference: model folders (whole smp models, linear probes) and whole-volume prediction to NIfTI."""
+"""Inference: model folders (whole smp models, probes) and whole-volume prediction to NIfTI."""
 
-from smp_diffusion_encoder.inference.model_dir import (
-    ProbeModel,
-    SegmentationModel,
-    load_model,
-    load_probe,
-    save_probe,
-    save_segmenter,
-)
-from smp_diffusion_encoder.inference.volume import (
-    PredictReport,
-    VolumePrediction,
-    case_name,
-    predict_files,
-    predict_volume,
-    resolve_inputs,
-)
+import lazy_loader as _lazy
 
-__all__ = [
-    "PredictReport",
-    "ProbeModel",
-    "SegmentationModel",
-    "VolumePrediction",
-    "case_name",
-    "load_model",
-    "load_probe",
-    "predict_files",
-    "predict_volume",
-    "resolve_inputs",
-    "save_probe",
-    "save_segmenter",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "model_dir": ["ProbeModel", "Segmenter", "load_model", "load_probe", "save_probe", "save_segmenter"],
+        "volume": ["PredictReport", "VolumePrediction", "case_name", "predict_files", "predict_volume",
+                   "resolve_inputs"],
+    },
+)

@@ -18,7 +18,7 @@ Two formats, told apart by ``config.json``:
    and checked against it on load, never typed in. A missing ``kind`` means ``"linear"`` (the first
    files had none).
 
-Both load as a :class:`SegmentationModel`: ``(B, 1, S, S)`` slices in [-1, 1] -> logits ``(B, K, S, S)``.
+Both load as a :class:`Segmenter`: ``(B, 1, S, S)`` slices in [-1, 1] -> logits ``(B, K, S, S)``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from torch import nn
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
-from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, FeatureConfig
+from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
+from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.heads.linear_probe import LinearProbe
 from smp_diffusion_encoder.heads.mlp_ensemble import EnsembleHead
@@ -110,8 +111,11 @@ class ProbeModel(nn.Module):
 
 
 @dataclass(frozen=True)
-class SegmentationModel:
-    """A loaded model folder: ``module`` maps ``(B, 1, S, S)`` -> ``(B, num_classes, S, S)`` logits."""
+class Segmenter:
+    """A loaded model folder: ``module`` maps ``(B, 1, S, S)`` -> ``(B, num_classes, S, S)`` logits.
+
+    (Not to be confused with smp's ``SegmentationModel`` base class: this is the module plus what
+    inference needs to feed it: its preprocessing, class count and origin.)"""
 
     module: nn.Module
     preprocessing: PreprocessingConfig
@@ -129,7 +133,7 @@ def save_probe(
     config = {
         "format": PROBE_FORMAT,
         "format_version": PROBE_FORMAT_VERSION,
-        "encoder": architecture_for(unet_cfg, enc.features)[1],
+        "encoder": architecture_for(EncoderSpec(unet_cfg, enc.features))[1],
         "unet": unet_cfg.to_dict(),
         "features": enc.features.to_dict(),
         "probe": model.head_config,
@@ -144,7 +148,7 @@ def save_probe(
     return out
 
 
-def load_probe(model_dir: str | os.PathLike[str]) -> SegmentationModel:
+def load_probe(model_dir: str | os.PathLike[str]) -> Segmenter:
     """Load a folder written by :func:`save_probe` (eval mode, CPU)."""
     folder = Path(model_dir)
     config = _read_json(folder / CONFIG_NAME)
@@ -174,7 +178,7 @@ def load_probe(model_dir: str | os.PathLike[str]) -> SegmentationModel:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise WeightsError(f"{folder / WEIGHTS_NAME}: weights do not match the probe config ({err})") from err
-    return SegmentationModel(model.eval(), prep, model.probe.num_classes, "probe", folder)
+    return Segmenter(model.eval(), prep, model.probe.num_classes, "probe", folder)
 
 
 def save_segmenter(model: nn.Module, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig) -> Path:
@@ -185,7 +189,7 @@ def save_segmenter(model: nn.Module, out_dir: str | os.PathLike[str], preprocess
     return save_finetuned(model, out)
 
 
-def load_model(model_dir: str | os.PathLike[str]) -> SegmentationModel:
+def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
     """Load either format from a local folder (eval mode, CPU); errors are :class:`WeightsError`."""
     folder = Path(model_dir)
     if not (folder / CONFIG_NAME).is_file():
@@ -211,7 +215,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> SegmentationModel:
     num_classes = head[0].out_channels if isinstance(head, nn.Sequential) else int(config.get("classes", 1))
     if num_classes < 2:
         raise WeightsError(f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}")
-    return SegmentationModel(module, prep, num_classes, "smp", folder)
+    return Segmenter(module, prep, num_classes, "smp", folder)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from smp_diffusion_encoder._device import resolve_device
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.flare import discover_volumes
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES, Volume, read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
-from smp_diffusion_encoder.inference.model_dir import SegmentationModel
+from smp_diffusion_encoder.inference.model_dir import Segmenter
 
 
 @dataclass(frozen=True)
@@ -62,19 +63,9 @@ class PredictReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"`` or ``"cuda[:i]"`` -> ``torch.device``; CUDA without a GPU is a :class:`ConfigError`."""
-    dev = torch.device(device)
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but torch.cuda.is_available() is False")
-    return dev
-
-
 @torch.inference_mode()
 def predict_volume(
-    model: SegmentationModel,
+    model: Segmenter,
     volume: Volume,
     *,
     batch_size: int = 8,
@@ -133,7 +124,7 @@ def resolve_inputs(path: str | os.PathLike[str]) -> list[Path]:
 
 def predict_files(
     inputs: Sequence[Path],
-    model: SegmentationModel,
+    model: Segmenter,
     out_dir: str | os.PathLike[str],
     *,
     batch_size: int = 8,

@@ -1,6 +1,11 @@
-"""Network architectures (no noise schedules, no training)."""
+"""Network architectures (no noise schedules, no training): :mod:`.config` (no torch) and the U-Net."""
 
-from smp_diffusion_encoder.models.config import PRESETS, UNetConfig, get_preset, resolve_config
-from smp_diffusion_encoder.models.unet import DiffusionUNet
+import lazy_loader as _lazy
 
-__all__ = ["PRESETS", "DiffusionUNet", "UNetConfig", "get_preset", "resolve_config"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["PRESETS", "UNetConfig", "get_preset", "resolve_config"],
+        "unet": ["DiffusionUNet"],
+    },
+)

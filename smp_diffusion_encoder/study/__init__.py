@@ -1,31 +1,23 @@
-"""Few-shot study results: aggregation over seeds, ``results.csv``, figures and a markdown report.
+"""The few-shot study: protocol (train once, score on every held-out set), results, figures and report.
 
+- :mod:`.config`: :class:`StudyConfig` (no torch).
+- :mod:`.protocol`: :func:`holdout`, :func:`run_study`, :func:`standard_methods`, :func:`score`.
 - :mod:`.results`: the per-case rows, their CSV file, :func:`aggregate` into :class:`BudgetResult`.
 - :mod:`.figures`: :func:`plot_dsc_vs_budget`, :func:`render_overlays`.
 - :mod:`.report`: :func:`format_report_markdown`, :func:`write_report`.
+- :mod:`.demo`: ``smp-diffusion demo``.
 """
 
-from smp_diffusion_encoder.study.figures import ORGAN_COLORS, plot_dsc_vs_budget, render_overlays
-from smp_diffusion_encoder.study.report import format_report_markdown, write_report
-from smp_diffusion_encoder.study.results import (
-    RESULT_COLUMNS,
-    BudgetResult,
-    aggregate,
-    budget_slices,
-    read_results_csv,
-    write_results_csv,
-)
+import lazy_loader as _lazy
 
-__all__ = [
-    "ORGAN_COLORS",
-    "RESULT_COLUMNS",
-    "BudgetResult",
-    "aggregate",
-    "budget_slices",
-    "format_report_markdown",
-    "plot_dsc_vs_budget",
-    "read_results_csv",
-    "render_overlays",
-    "write_report",
-    "write_results_csv",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["StudyConfig"],
+        "figures": ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"],
+        "protocol": ["Holdout", "Method", "holdout", "run_study", "score", "standard_methods"],
+        "report": ["format_report_markdown", "write_report"],
+        "results": ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "read_results_csv",
+                    "write_results_csv"],
+    },
+)

@@ -53,50 +53,57 @@ def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
 def plot_dsc_vs_budget(
     rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, metric: Literal["DSC", "NSD"] = "DSC"
 ) -> Path:
-    """Line plot of the mean organ ``metric`` (y, 0..1, error bars: std over seeds) against the number of
-    labeled training slices (x, log scale, ticks ``"budget\\n(slices)"``), one line per method. A single
-    budget gives one dot per method. Written atomically as PNG; returns ``path``."""
+    """Line plot of the mean organ ``metric`` (y, 0..1) against the number of labeled training slices (x, log
+    scale, ticks ``"budget\\n(slices)"``), one line per method and one panel per protocol (held-out set). Error
+    bars (std over seeds) only where there are several seeds. Written atomically as PNG; returns ``path``."""
     if metric not in ("DSC", "NSD"):
         raise ConfigError(f"metric must be 'DSC' or 'NSD', got {metric!r}")
     results = aggregate(rows)
     if not results:
         raise ValueError("no result rows to plot")
-    budgets = budget_slices(results)
+    protocols = list(dict.fromkeys(r.protocol for r in results))
     methods = list(dict.fromkeys(r.method for r in results))
-    ticks: dict[float, list[str]] = {}
-    for budget, n in budgets.items():
-        ticks.setdefault(float(n), []).append(budget)
-    log = min(ticks) > 0
     plt = _pyplot()
     from matplotlib.ticker import NullLocator
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6.0 * len(protocols) + 1.5, 5.0), layout="constrained",
+                             squeeze=False, sharey=True)
     try:
-        for i, method in enumerate(methods):
-            mine = [r for r in results if r.method == method]
-            shift = 1.03 ** (i - (len(methods) - 1) / 2) if log else 1.0  # keeps error bars apart
-            ax.errorbar(
-                [r.n_train_slices * shift for r in mine],
-                [getattr(r, f"{metric.lower()}_mean") for r in mine],
-                yerr=[getattr(r, f"{metric.lower()}_std") for r in mine],
-                label=mine[0].method_label, marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}",
-                markersize=6, linewidth=1.8, capsize=4, elinewidth=1.2,
-            )
-        ax.set_xscale("log" if log else "linear")
-        ax.set_xticks(list(ticks), ["/".join(names) + f"\n({n:g})" for n, names in ticks.items()])
-        ax.xaxis.set_minor_locator(NullLocator())
-        if log:
-            ax.set_xlim(min(ticks) / 1.5, max(ticks) * 1.5)
-        ax.set_ylim(0.0, 1.0)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=10)
-        ax.set_xlabel("label budget (labeled training slices)", fontsize=11)
-        ax.set_ylabel(f"mean organ {metric} ({len(FLARE_ORGANS)} FLARE organs)", fontsize=11)
-        low, high = min(r.n_seeds for r in results), max(r.n_seeds for r in results)
-        seeds = str(low) if low == high else f"{low}–{high}"
-        ax.set_title(f"Mean organ {metric} vs label budget (error bars: std over {seeds} seeds)", fontsize=12)
+        for ax, protocol in zip(axes[0], protocols):
+            mine = [r for r in results if r.protocol == protocol]
+            ticks: dict[float, list[str]] = {}
+            for budget, n in budget_slices(mine).items():
+                ticks.setdefault(float(n), []).append(budget)
+            log = min(ticks) > 0
+            for i, method in enumerate(methods):
+                line = [r for r in mine if r.method == method]
+                if not line:
+                    continue
+                shift = 1.03 ** (i - (len(methods) - 1) / 2) if log else 1.0  # keeps error bars apart
+                spread = [getattr(r, f"{metric.lower()}_std") if r.n_seeds > 1 else math.nan for r in line]
+                ax.errorbar(
+                    [r.n_train_slices * shift for r in line], [getattr(r, f"{metric.lower()}_mean") for r in line],
+                    yerr=None if all(math.isnan(v) for v in spread) else spread,
+                    label=line[0].method_label if ax is axes[0][0] else None, marker=_MARKERS[i % len(_MARKERS)],
+                    color=f"C{i % 10}", markersize=6, linewidth=1.8, capsize=4, elinewidth=1.2,
+                )
+            ax.set_xscale("log" if log else "linear")
+            ax.set_xticks(list(ticks), ["/".join(names) + f"\n({n:g})" for n, names in ticks.items()])
+            ax.xaxis.set_minor_locator(NullLocator())
+            if log:
+                ax.set_xlim(min(ticks) / 1.5, max(ticks) * 1.5)
+            ax.set_ylim(0.0, 1.0)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=10)
+            ax.set_xlabel("label budget (labeled training slices)", fontsize=11)
+            low, high = min(r.n_seeds for r in mine), max(r.n_seeds for r in mine)
+            seeds = str(low) if low == high else f"{low}–{high}"
+            bars = f"error bars: std over {seeds} seeds" if high > 1 else "1 seed, no error bars"
+            ax.set_title(f"{protocol} ({bars})", fontsize=11)
+        axes[0][0].set_ylabel(f"mean organ {metric} ({len(FLARE_ORGANS)} FLARE organs)", fontsize=11)
+        fig.suptitle(f"Mean organ {metric} vs label budget", fontsize=12)
         longest = max(len(r.method_label) for r in results)
-        fig.legend(loc="outside lower center", ncol=max(1, min(len(methods), 84 // (longest + 8))),
+        fig.legend(loc="outside lower center", ncol=max(1, min(len(methods), int(42 * len(protocols)) // (longest + 8))),
                    fontsize=10, frameon=False)
         return _save(fig, path, dpi=110)
     finally:

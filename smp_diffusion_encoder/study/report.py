@@ -35,37 +35,24 @@ def format_report_markdown(
     context: str = "",
     images: Sequence[tuple[str, str | os.PathLike[str]]] = (),
 ) -> str:
-    """A markdown report: title, ``context`` (free text: commands, machine, data), a table of mean organ DSC
-    and NSD (methods x budgets), per-organ DSC tables at the smallest and largest budget, then ``images``
-    as ``![caption](relative/path)``. Numbers only: conclusions belong in ``context``."""
+    """A markdown report: title, ``context`` (free text: commands, machine, data), then per protocol (held-out
+    set) a table of mean organ DSC and NSD (methods x budgets) and per-organ DSC at the smallest and largest
+    budget, a table of how the runs trained, then ``images`` as ``![caption](relative/path)``.
+
+    Honesty rules: every table says what its numbers average over; a ``±`` (std over seeds) appears only with
+    several seeds; bold marks a unique best only (no bold for ties). Conclusions belong in ``context``.
+    """
     results = aggregate(rows)
     if not results:
         raise ValueError("no result rows to report")
-    budgets = budget_slices(results)
-    labels = {r.method: r.method_label for r in results}
-    cell = {(r.method, r.budget): r for r in results}
-    seeds = {r.n_seeds for r in results}
     lines = [f"# {title}", ""]
     if context.strip():
         lines += [context.strip(), ""]
-    lines += [
-        "## Mean organ DSC and NSD",
-        "",
-        f"Mean ± population std over {_count(seeds, 'seed')} of the per-seed mean over "
-        f"{_count({r.n_cases for r in results}, 'evaluated case')} of each case's mean over the "
-        f"{len(FLARE_ORGANS)} FLARE 2022 organs (nan skipped)."
-        + ("" if len(seeds) == 1 else " Cells give their seed count."),
-        "",
-        _table_row(["Method", *(f"{b} ({_slices_text(n)})" for b, n in budgets.items())]),
-        _table_row(["---"] * (len(budgets) + 1)),
-    ]
-    for method, label in labels.items():
-        found = [cell.get((method, budget)) for budget in budgets]
-        lines.append(_table_row([_escape(label), *(_main_cell(r, len(seeds) > 1) for r in found)]))
-    picks = dict.fromkeys([next(iter(budgets)), next(reversed(budgets))])
-    for budget, which in zip(picks, ("smallest", "largest") if len(picks) > 1 else ("only",)):
-        lines += ["", f"## Per-organ DSC at the {which} budget: {budget} ({_slices_text(budgets[budget])})", ""]
-        lines += _organ_table([cell.get((method, budget)) for method in labels], list(labels.values()))
+    protocols = list(dict.fromkeys(r.protocol for r in results))
+    for protocol in protocols:
+        mine = [r for r in results if r.protocol == protocol]
+        lines += _protocol_section(protocol, mine, several=len(protocols) > 1)
+    lines += _training_section(rows)
     if images:
         lines += ["", "## Figures"]
         for caption, path in images:
@@ -74,8 +61,61 @@ def format_report_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _protocol_section(protocol: str, results: list[BudgetResult], *, several: bool) -> list[str]:
+    budgets = budget_slices(results)
+    labels = {r.method: r.method_label for r in results}
+    cell = {(r.method, r.budget): r for r in results}
+    seeds = {r.n_seeds for r in results}
+    spread = max(seeds) > 1
+    name = f"{protocol.capitalize()}: m" if several else "M"
+    lines = [
+        f"## {name}ean organ DSC and NSD",
+        "",
+        (f"Mean ± std over {_count(seeds, 'seed')}" if spread else f"Values from {_count(seeds, 'seed')}")
+        + f" of the per-seed mean over {_count({r.n_cases for r in results}, 'evaluated case')} of each case's "
+        f"mean over the {len(FLARE_ORGANS)} FLARE 2022 organs (nan skipped)."
+        + (" Cells give their seed count." if len(seeds) > 1 else ""),
+        "",
+        _table_row(["Method", *(f"{b} ({_slices_text(n)})" for b, n in budgets.items())]),
+        _table_row(["---"] * (len(budgets) + 1)),
+    ]
+    for method, label in labels.items():
+        found = [cell.get((method, budget)) for budget in budgets]
+        lines.append(_table_row([_escape(label), *(_main_cell(r, spread, len(seeds) > 1) for r in found)]))
+    picks = dict.fromkeys([next(iter(budgets)), next(reversed(budgets))])
+    for budget, which in zip(picks, ("smallest", "largest") if len(picks) > 1 else ("only",)):
+        lines += ["", f"### {protocol.capitalize() + ': p' if several else 'P'}er-organ DSC at the {which} budget: "
+                      f"{budget} ({_slices_text(budgets[budget])})", "",
+                  f"Mean over {_count(seeds, 'seed')} of the per-seed mean over the evaluated cases; bold: the unique "
+                  f"best of a row (an organ absent from every evaluated scan scores 1.0 for everyone and is shown "
+                  f"but never bold).", ""]
+        lines += _organ_table([cell.get((method, budget)) for method in labels], list(labels.values()))
+    return lines + [""]
+
+
+def _training_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How the runs trained: mean optimizer steps and in how many runs the loss had flattened."""
+    runs: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("steps") not in (None, ""):
+            runs.setdefault((str(row["method_label"]), str(row["budget"])), {})[int(row["seed"])] = row
+    if not runs:
+        return []
+    lines = ["## Training runs", "",
+             "Per method and budget, over its seeds: optimizer steps (mean) and the runs whose training loss had "
+             "flattened by the end (mean loss of the last 10% of the run within 5% of the 10% before).", "",
+             _table_row(["Method", "Budget", "Steps", "Loss flattened"]), _table_row(["---"] * 4)]
+    for (label, budget), by_seed in runs.items():
+        flat = [r.get("flattened") for r in by_seed.values()]
+        known = [f for f in flat if f in ("true", "false", True, False)]
+        flat_text = (f"{sum(f in ('true', True) for f in known)} of {len(known)}" if known else _DASH)
+        steps = sum(float(r["steps"]) for r in by_seed.values()) / len(by_seed)
+        lines.append(_table_row([_escape(label), budget, f"{steps:g}", flat_text]))
+    return lines + [""]
+
+
 def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[str]:
-    """Rows = organs + the 13-organ mean, columns = methods; the best value of each row in bold."""
+    """Rows = organs + the 13-organ mean, columns = methods; a unique best value of a row in bold."""
     lines = [
         _table_row(["Organ", *map(_escape, labels)]),
         _table_row(["---"] * (len(labels) + 1)),
@@ -86,16 +126,19 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
     for name, values in rows:
         rounded = [round(v, 3) for v in values]
         scored = [v for v in rounded if not math.isnan(v)]
-        best = max(scored) if len(scored) > 1 else None
+        best = max(scored) if len(scored) > 1 and scored.count(max(scored)) == 1 else None
         lines.append(_table_row([name, *(f"**{_num(v)}**" if v == best else _num(v) for v in rounded)]))
     return lines
 
 
-def _main_cell(result: BudgetResult | None, show_seeds: bool) -> str:
+def _main_cell(result: BudgetResult | None, spread: bool, show_seeds: bool) -> str:
     if result is None:
         return _DASH
-    text = (f"DSC {_num(result.dsc_mean)} ± {_num(result.dsc_std)} / "
-            f"NSD {_num(result.nsd_mean)} ± {_num(result.nsd_std)}")
+    if spread and result.n_seeds > 1:
+        text = (f"DSC {_num(result.dsc_mean)} ± {_num(result.dsc_std)} / "
+                f"NSD {_num(result.nsd_mean)} ± {_num(result.nsd_std)}")
+    else:
+        text = f"DSC {_num(result.dsc_mean)} / NSD {_num(result.nsd_mean)}"
     return f"{text} ({_count({result.n_seeds}, 'seed')})" if show_seeds else text
 
 

@@ -4,11 +4,14 @@ A study produces one row (a plain dict) per (method, budget, seed, evaluated cas
 the same rows (columns :data:`RESULT_COLUMNS`, extra keys kept after them)::
 
     {"method": "ddpm-unet", "method_label": "ddpm-ct + Unet decoder (frozen)", "budget": "4",
-     "n_train_slices": 4, "seed": 0, "case": "REALCT_Tr_0001", "mean_DSC": 0.71, "mean_NSD": 0.64,
+     "n_train_slices": 4, "seed": 0, "case": "REALCT_Tr_0001", "protocol": "within-volume",
+     "mean_DSC": 0.71, "mean_NSD": 0.64,
      "train_seconds": 12.3, "Liver_DSC": 0.93, ..., "LK_DSC": 0.88, "Liver_NSD": 0.81, ..., "LK_NSD": 0.79}
 
 Metrics lie in [0, 1] and may be ``nan``; every mean skips ``nan`` (as :func:`~smp_diffusion_encoder.evaluation.
-summarize` does). ``mean_DSC``/``mean_NSD`` are the row's nan-skipping mean over the 13 FLARE organs.
+summarize` does). ``mean_DSC``/``mean_NSD`` are the row's nan-skipping mean over the 13 FLARE organs. ``protocol``
+names the held-out set the row scores (``within-volume``, ``held-out cases``, ``cross-patient``); files written
+before it existed read as ``held-out``.
 
 Example:
     >>> rows = read_results_csv("runs/study/results.csv")            # doctest: +SKIP
@@ -35,23 +38,29 @@ from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.errors import InputFileError
 
-__all__ = ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "read_results_csv", "write_results_csv"]
+__all__ = ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "nan_mean", "read_results_csv",
+           "write_results_csv"]
 
-_TEXT_COLUMNS = ("method", "method_label", "budget", "case")
+_TEXT_COLUMNS = ("method", "method_label", "budget", "case", "protocol")
+#: The protocol of rows from files written before the column existed.
+DEFAULT_PROTOCOL = "held-out"
 _INT_COLUMNS = ("n_train_slices", "seed")
 #: Column order of ``results.csv``; rows may carry more keys, written after these.
 RESULT_COLUMNS: tuple[str, ...] = (
-    "method", "method_label", "budget", "n_train_slices", "seed", "case", "mean_DSC", "mean_NSD", "train_seconds",
+    "method", "method_label", "budget", "n_train_slices", "seed", "case", "protocol", "mean_DSC", "mean_NSD",
+    "train_seconds",
     *(f"{organ}_DSC" for organ in FLARE_ORGANS), *(f"{organ}_NSD" for organ in FLARE_ORGANS),
 )
-_AGGREGATE_COLUMNS = (*_TEXT_COLUMNS, *_INT_COLUMNS, "mean_DSC", "mean_NSD", *(f"{o}_DSC" for o in FLARE_ORGANS))
+_AGGREGATE_COLUMNS = ("method", "method_label", "budget", "case", *_INT_COLUMNS, "mean_DSC", "mean_NSD",
+                      *(f"{o}_DSC" for o in FLARE_ORGANS))
 
 
 @dataclass(frozen=True)
 class BudgetResult:
-    """One method at one label budget, aggregated over seeds.
+    """One method at one label budget on one protocol, aggregated over seeds.
 
     Attributes:
+        protocol: the held-out set (``within-volume``, ``held-out cases``, ``cross-patient``).
         method, method_label: the method's id and its display name.
         budget: the budget as the study names it (``"4"``, ``"10%"``).
         n_train_slices: labeled training slices, mean over seeds (an ``int`` when all seeds agree).
@@ -61,6 +70,7 @@ class BudgetResult:
         organ_dsc: ``{organ: DSC}`` for every name in ``FLARE_ORGANS``: mean over seeds of the mean over cases.
     """
 
+    protocol: str
     method: str
     method_label: str
     budget: str
@@ -75,18 +85,20 @@ class BudgetResult:
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[BudgetResult]:
-    """Group rows by (method, budget) and average them over cases, then over seeds (see the module doc).
+    """Group rows by (protocol, method, budget) and average them over cases, then over seeds (see the module doc).
 
-    Methods keep their order of first appearance; each method's budgets are sorted by ``n_train_slices``.
-    Raises ``ValueError`` naming the first row that lacks a needed column.
+    Protocols and methods keep their order of first appearance; each method's budgets are sorted by
+    ``n_train_slices``. Raises ``ValueError`` naming the first row that lacks a needed column.
     """
     _require(rows, _AGGREGATE_COLUMNS)
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((str(row["method"]), str(row["budget"])), []).append(row)
+        key = (str(row.get("protocol") or DEFAULT_PROTOCOL), str(row["method"]), str(row["budget"]))
+        groups.setdefault(key, []).append(row)
     results = [_aggregate_group(group) for group in groups.values()]
+    protocols = {p: i for i, p in enumerate(dict.fromkeys(r.protocol for r in results))}
     order = {method: i for i, method in enumerate(dict.fromkeys(r.method for r in results))}
-    return sorted(results, key=lambda r: (order[r.method], r.n_train_slices, r.budget))
+    return sorted(results, key=lambda r: (protocols[r.protocol], order[r.method], r.n_train_slices, r.budget))
 
 
 def _aggregate_group(rows: list[Mapping[str, Any]]) -> BudgetResult:
@@ -102,6 +114,7 @@ def _aggregate_group(rows: list[Mapping[str, Any]]) -> BudgetResult:
     dsc_mean, dsc_std = _nan_mean_std(per_seed("mean_DSC"))
     nsd_mean, nsd_std = _nan_mean_std(per_seed("mean_NSD"))
     return BudgetResult(
+        protocol=str(rows[0].get("protocol") or DEFAULT_PROTOCOL),
         method=str(rows[0]["method"]),
         method_label=str(rows[0]["method_label"]),
         budget=str(rows[0]["budget"]),
@@ -114,6 +127,11 @@ def _aggregate_group(rows: list[Mapping[str, Any]]) -> BudgetResult:
         nsd_std=nsd_std,
         organ_dsc={organ: _nan_mean_std(per_seed(f"{organ}_DSC"))[0] for organ in FLARE_ORGANS},
     )
+
+
+def nan_mean(values: Iterable[float]) -> float:
+    """Mean skipping ``nan`` (``nan`` when every value is ``nan``)."""
+    return _nan_mean_std(values)[0]
 
 
 def _nan_mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -148,6 +166,7 @@ def budget_slices(results: Sequence[BudgetResult]) -> dict[str, int | float]:
 def write_results_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write ``rows`` to a CSV, atomically: columns :data:`RESULT_COLUMNS`, then any extra keys; floats with
     4 decimals, ``nan`` as ``"nan"``. Returns ``path``."""
+    rows = [row if "protocol" in row else {**row, "protocol": DEFAULT_PROTOCOL} for row in rows]
     _require(rows, RESULT_COLUMNS)
     columns = [*RESULT_COLUMNS, *dict.fromkeys(k for row in rows for k in row if k not in RESULT_COLUMNS)]
     buffer = io.StringIO()
@@ -188,7 +207,7 @@ def read_results_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         header = next(reader, None)
         if not header:
             raise InputFileError(path, "is empty; expected a header line starting with 'method,method_label'")
-        missing = [c for c in RESULT_COLUMNS if c not in header]
+        missing = [c for c in RESULT_COLUMNS if c not in header and c != "protocol"]
         if missing:
             raise InputFileError(path, f"lacks column(s) {_shorten(missing)}")
         rows = []
@@ -197,7 +216,9 @@ def read_results_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 continue
             if len(fields) != len(header):
                 raise InputFileError(path, f"line {reader.line_num} has {len(fields)} fields, header {len(header)}")
-            rows.append({c: _parse(c, v, path, reader.line_num) for c, v in zip(header, fields, strict=True)})
+            row = {c: _parse(c, v, path, reader.line_num) for c, v in zip(header, fields, strict=True)}
+            row.setdefault("protocol", DEFAULT_PROTOCOL)
+            rows.append(row)
     except csv.Error as err:
         raise InputFileError(path, f"is not valid CSV ({err})") from err
     return rows

@@ -3,19 +3,25 @@
 - :mod:`.loop`: :class:`Trainer`, :class:`TrainConfig`, :class:`EarlyStopping` (shared with few-shot heads).
 - :mod:`.checkpoint`: complete, atomically written checkpoints and exact resume.
 - :mod:`.sampler`: the seeded infinite data stream, split across ranks.
-- :mod:`.ddpm`: the DDPM step (epsilon MSE, hybrid loss with learned sigma).
+- :mod:`.precision`: fp32 or bf16 autocast, chosen by measurement.
+- :mod:`.ddpm`: the DDPM step (epsilon MSE, min-SNR weighting, hybrid loss with learned sigma).
+- :mod:`.config`: :class:`PretrainConfig`, the pretraining job's settings (no torch; the CLI is built from it).
+- :mod:`.run_folder`: the pretraining run folder's format (written and read only there).
 - :mod:`.pretrain`: data preparation and the whole pretraining run (``smp-diffusion pretrain``).
 """
 
-from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint, unwrap
-from smp_diffusion_encoder.training.ddpm import DDPMStep
-from smp_diffusion_encoder.training.ema import EMA
-from smp_diffusion_encoder.training.loop import EarlyStopping, Step, TrainConfig, Trainer
-from smp_diffusion_encoder.training.pretrain import PretrainConfig, prepare_store, run_pretraining
-from smp_diffusion_encoder.training.sampler import InfiniteBatchSampler, PositionedDataset
+import lazy_loader as _lazy
 
-__all__ = [
-    "DDPMStep", "EMA", "EarlyStopping", "InfiniteBatchSampler", "PositionedDataset", "PretrainConfig", "Step",
-    "TrainConfig", "Trainer", "load_checkpoint", "prepare_store", "restore_checkpoint", "run_pretraining",
-    "save_checkpoint", "unwrap",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "checkpoint": ["load_checkpoint", "restore_checkpoint", "save_checkpoint", "unwrap"],
+        "config": ["PretrainConfig"],
+        "ddpm": ["DDPMStep"],
+        "ema": ["EMA"],
+        "loop": ["EarlyStopping", "Step", "TrainConfig", "Trainer"],
+        "pretrain": ["prepare_store", "run_pretraining"],
+        "run_folder": ["RunInfo", "load_run"],
+        "sampler": ["InfiniteBatchSampler", "PositionedDataset"],
+    },
+)

@@ -30,9 +30,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment (if any) and pick this process's device.
 
     Args:
-        device: ``"cpu"`` or ``"cuda"`` to force a device type; default CUDA when available.
+        device: ``"cpu"`` or ``"cuda"`` to force a device type; ``None`` or ``"auto"``: CUDA when available.
     """
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    use_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -30,13 +28,14 @@ from typing import Any, Literal, Protocol
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from safetensors.torch import save_file
+from torch import nn
 from tqdm.auto import tqdm
 
-from smp_diffusion_encoder._io import atomic_path, atomic_write_text
+from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from smp_diffusion_encoder.training.curves import plot_training_curves, write_metrics_csv
 from smp_diffusion_encoder.training.ema import EMA
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -75,6 +74,7 @@ class TrainConfig:
         milestones: steps (0 = before the first update) at which the weights that would be exported (EMA
             when kept, else the model's) are also saved as ``out_dir/milestones/step-NNNNNNN.safetensors``
             (kept for good, unlike the rolling checkpoint): the points of a compute curve.
+        title: title of ``loss.png``.
     """
 
     max_steps: int
@@ -88,6 +88,7 @@ class TrainConfig:
     ema_decay: float | None = 0.9999
     progress: bool = True
     milestones: tuple[int, ...] = ()
+    title: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -107,33 +108,43 @@ class TrainConfig:
 class EarlyStopping:
     """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` validations.
 
+    ``best`` is the best value so far and ``best_step`` the step it was reached at (when the caller passes
+    steps, as the :class:`Trainer` does).
+
     Example:
         >>> stop = EarlyStopping("val_dice", mode="max", patience=2)
-        >>> [stop({"val_dice": v}) for v in (0.5, 0.6, 0.6, 0.55)]
+        >>> [stop({"val_dice": v}, step) for step, v in enumerate((0.5, 0.6, 0.6, 0.55))]
         [False, False, False, True]
+        >>> stop.best, stop.best_step
+        (0.6, 1)
     """
 
     def __init__(self, metric: str, *, mode: Literal["min", "max"] = "min", patience: int = 5,
                  min_delta: float = 0.0) -> None:
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.best: float | None = None
+        self.best_step: int | None = None
         self.bad = 0
 
-    def __call__(self, metrics: Mapping[str, float]) -> bool:
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` would be a new best."""
+        return self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                     else value > self.best + self.min_delta)
+
+    def __call__(self, metrics: Mapping[str, float], step: int | None = None) -> bool:
         value = float(metrics[self.metric])
-        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
-                                       else value > self.best + self.min_delta)
-        if better:
-            self.best, self.bad = value, 0
+        if self.improves(value):
+            self.best, self.best_step, self.bad = value, step, 0
         else:
             self.bad += 1
         return self.bad >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad": self.bad}
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.bad = state["best"], int(state["bad"])
+        self.best_step = state.get("best_step")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -171,14 +182,14 @@ class Trainer:
             position).
         validate: hook ``(bare model, ema module or None, step) -> {name: value}`` run on every rank every
             ``val_every`` steps; its values are logged.
-        early_stopping: callable ``metrics -> bool`` (e.g. :class:`EarlyStopping`); rank 0 decides.
+        early_stopping: callable ``(metrics, step) -> bool`` (e.g. :class:`EarlyStopping`); rank 0 decides.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, config: TrainConfig, *,
                  scheduler: Any = None, device: torch.device | str | None = None,
                  extra_state: Callable[[int], dict[str, Any]] | None = None,
                  validate: Callable[[nn.Module, nn.Module | None, int], Mapping[str, float]] | None = None,
-                 early_stopping: Callable[[Mapping[str, float]], bool] | None = None) -> None:
+                 early_stopping: Callable[[Mapping[str, float], int], bool] | None = None) -> None:
         self.config, self.step_fn, self.optimizer, self.scheduler = config, step, optimizer, scheduler
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.rank, self.world_size = _rank_world()
@@ -250,7 +261,7 @@ class Trainer:
             save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
                             ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
             write_metrics_csv(self.out_dir / "metrics.csv", self.history)
-            plot_loss_curve(self.out_dir / "loss.png", self.history)
+            plot_training_curves(self.out_dir / "loss.png", self.history, title=self.config.title)
         if self.world_size > 1:
             dist.barrier()
 
@@ -303,7 +314,7 @@ class Trainer:
                     self.model.train()
                     row = {"step": self.global_step, **row, **val}
                     if self.early_stopping is not None:
-                        stop = self._agree(bool(self.early_stopping(val)))
+                        stop = self._agree(bool(self.early_stopping(val, self.global_step)))
                 if row:
                     self.history.append(row)
                 bar.update()
@@ -343,36 +354,3 @@ class Trainer:
         t = torch.tensor([int(flag)], device=self.device)
         dist.broadcast(t, 0)
         return bool(t.item())
-
-
-def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
-    """Write the history as CSV atomically: ``step, loss, lr, images_per_s`` first, then other columns."""
-    first = ["step", "loss", "lr", "images_per_s"]
-    rest = sorted({k for row in history for k in row} - set(first))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=first + rest, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buf.getvalue())
-
-
-def plot_loss_curve(path: str | Path, history: list[dict[str, Any]]) -> None:
-    """Loss against step (log scale when positive) as a PNG, written atomically (matplotlib Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    points = [(r["step"], r["loss"]) for r in history if isinstance(r.get("loss"), float) and math.isfinite(r["loss"])]
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if points:
-        steps, losses = zip(*points)
-        ax.plot(steps, losses, lw=1)
-        if min(losses) > 0:
-            ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fig.savefig(fh, format="png")

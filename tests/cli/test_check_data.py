@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from synthetic_volumes import (  # noqa: E402
+from tests.data.synthetic_volumes import (
     PERMUTED_AFFINE,
     synthetic_ct,
     synthetic_labels,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 
 @pytest.fixture

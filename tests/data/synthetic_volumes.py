@@ -1,7 +1,7 @@
 """Tiny synthetic CT volumes written as NIfTI or as DICOM series, for the data and CLI tests.
 
 A plain module (not conftest.py) so test files can import the helpers unambiguously:
-``from synthetic_volumes import write_nifti`` (tests/data is on sys.path under pytest's default import mode).
+``from tests.data.synthetic_volumes import write_nifti`` (``tests`` is a package mirroring the library).
 """
 
 from __future__ import annotations

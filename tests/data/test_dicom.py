@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from synthetic_volumes import write_dicom_series, write_nifti
+from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map

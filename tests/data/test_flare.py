@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_volumes import synthetic_ct, write_dicom_series
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.errors import DatasetLayoutError

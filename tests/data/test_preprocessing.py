@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
-from synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
+from tests.data.synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.preprocessing import (
     PreprocessingConfig,

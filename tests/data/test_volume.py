@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.volume import (
     check_label_ids,

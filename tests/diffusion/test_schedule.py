@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from smp_diffusion_encoder.diffusion import NoiseSchedule, make_betas
+from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule, make_betas
 from smp_diffusion_encoder.errors import ConfigError
 
 
@@ -24,10 +24,10 @@ def test_cosine_schedule_properties():
 
 
 def test_q_sample_is_the_closed_form():
-    s = NoiseSchedule("linear")
+    s = GaussianDiffusion(NoiseSchedule("linear"))
     x0, noise = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
     t = torch.tensor([0, 500, 999])
-    abar = torch.from_numpy(s.alphas_cumprod)[t].float().view(-1, 1, 1, 1)
+    abar = torch.from_numpy(s.schedule.alphas_cumprod)[t].float().view(-1, 1, 1, 1)
     torch.testing.assert_close(s.q_sample(x0, t, noise), abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
 
 
@@ -35,6 +35,21 @@ def test_bad_names_and_timesteps_are_rejected():
     with pytest.raises(ConfigError, match="sigmoid"):
         make_betas("sigmoid")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="1000"):
-        NoiseSchedule().coefficients([1000])
+        GaussianDiffusion(NoiseSchedule()).coefficients([1000])
     with pytest.raises(ConfigError, match=r"\[-1\]"):
-        NoiseSchedule().q_sample(torch.zeros(1, 1, 2, 2), torch.tensor([-1]), torch.zeros(1, 1, 2, 2))
+        GaussianDiffusion(NoiseSchedule()).q_sample(torch.zeros(1, 1, 2, 2), torch.tensor([-1]), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ConfigError, match="num_timesteps"):
+        NoiseSchedule("linear", 0)
+
+
+def test_respaced_process_keeps_the_subsequence_alpha_bars() -> None:
+    d = GaussianDiffusion(NoiseSchedule("linear", 1000)).respaced(10)
+    abar = NoiseSchedule("linear", 1000).alphas_cumprod
+    assert d.num_steps == 10 and d.timesteps[0] == 0 and d.timesteps[-1] == 999
+    np.testing.assert_allclose(d.np_tables["alphas_cumprod"], abar[d.timesteps])
+    # beta'_k = 1 - abar[tau_k] / abar[tau_{k-1}] reproduces the sub-sequence's alpha_bar as a product
+    np.testing.assert_allclose(np.cumprod(1 - d.np_tables["betas"]), abar[d.timesteps], rtol=1e-12)
+    # the posterior of the full process at k=t matches guided-diffusion's closed form
+    full = GaussianDiffusion(NoiseSchedule("linear", 1000))
+    t, betas = 500, NoiseSchedule("linear", 1000).betas
+    assert full.np_tables["posterior_variance"][t] == pytest.approx(betas[t] * (1 - abar[t - 1]) / (1 - abar[t]))

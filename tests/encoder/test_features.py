@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from smp_diffusion_encoder.diffusion import NoiseSchedule
+from smp_diffusion_encoder.diffusion.gaussian import GaussianDiffusion
 from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig, FeaturePyramid, default_blocks
 from smp_diffusion_encoder.encoder.features import NOISE_FIELD_SIZE
 from smp_diffusion_encoder.errors import ConfigError
@@ -48,7 +49,7 @@ def test_batched_timesteps_equal_one_forward_per_timestep(tiny_unet):
     feats = enc(x)  # strides 8 (block 3), 4 (block 5), 2 (block 7), ascending: 2, 4, 8
     assert enc.strides == (2, 4, 8)
     noise = enc.noise(64, 64)[0:1].expand_as(x)
-    sched = NoiseSchedule()
+    sched = GaussianDiffusion(NoiseSchedule())
     per_t = []
     for t in fc.timesteps:
         tt = torch.full((2,), t)
@@ -63,7 +64,7 @@ def test_several_noise_draws_are_averaged(tiny_unet):
     x = torch.randn(1, 1, 64, 64)
     enc = DiffusionFeatureEncoder(tiny_unet, FeatureConfig(timesteps=(100,), blocks=(9,), num_noise=3))
     (avg,) = enc(x)
-    sched, t = NoiseSchedule(), torch.tensor([100])
+    sched, t = GaussianDiffusion(NoiseSchedule()), torch.tensor([100])
     draws = [
         tiny_unet.decoder_features(sched.q_sample(x, t, enc.noise(64, 64)[k : k + 1]), t, [9])[9] for k in range(3)
     ]

@@ -13,8 +13,10 @@ import torch
 from segmentation_models_pytorch.encoders import get_encoder
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
-from smp_diffusion_encoder.encoder import DDPMEncoder, FeatureConfig, register_encoder
+from smp_diffusion_encoder.encoder import DDPMEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.registry import register_encoder
+from smp_diffusion_encoder.registry.smp_names import write_all
 
 ENCODER = "ddpm-ct-tiny"
 in_channels_to_test = [1, 3]
@@ -99,8 +101,8 @@ def test_output_stride_caps_spatial_size(output_stride):
 
 
 def test_registration_is_idempotent_and_custom_names_work():
-    smp_diffusion_encoder.register_all()
-    smp_diffusion_encoder.register_all()
+    write_all()
+    write_all()
     register_encoder("my-ddpm-1t", "tiny", FeatureConfig(timesteps=(100,)))
     enc = get_encoder("my-ddpm-1t", in_channels=1, depth=5)
     assert enc.out_channels[0] == get_encoder(ENCODER, in_channels=1).out_channels[0] // 3

@@ -12,8 +12,7 @@ from smp_diffusion_encoder.finetune import api
 from smp_diffusion_encoder.training import Trainer
 from smp_diffusion_encoder.training.distributed import shutdown
 
-OPTIONS = dict(method="unet", encoder="ddpm-ct-tiny", budget="4", batch_size=4, steps=3, val_every=3,
-               unfreeze_at=1, progress=False)
+OPTIONS = dict(method="unet", encoder="ddpm-ct-tiny", budget="4", batch_size=4, steps=3, unfreeze_at=1, device="cpu")
 TRAINERS: list[Trainer] = []
 
 
@@ -26,7 +25,7 @@ class RecordingTrainer(Trainer):
 if __name__ == "__main__":
     root, run_dir, out = sys.argv[1:4]
     api.Trainer = RecordingTrainer  # type: ignore[misc]
-    api.finetune(root, out_dir=run_dir, **OPTIONS)
+    api.finetune(root, api.FinetuneConfig(**OPTIONS), out_dir=run_dir, progress=False)
     (trainer,) = TRAINERS
     torch.save(trainer.bare.state_dict(), f"{out}/rank{trainer.rank}.pt")
     shutdown()

@@ -8,7 +8,9 @@ import torch
 
 from smp_diffusion_encoder.diffusion import NoiseSchedule
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.generation.sampling import respaced_timesteps, sample, sample_batch
+from smp_diffusion_encoder.diffusion.gaussian import respaced_timesteps
+from smp_diffusion_encoder.generation.config import SampleConfig
+from smp_diffusion_encoder.generation.sampling import sample, sample_batch
 from smp_diffusion_encoder.models import DiffusionUNet
 
 SCHED = NoiseSchedule("linear", 100)
@@ -101,10 +103,12 @@ def test_unet_samples_have_the_right_shape_and_depend_only_on_the_seed() -> None
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     sched = NoiseSchedule("linear", 50)
-    a = sample(net, sched, 3, batch_size=2, sampler="ddim", steps=3, seed=7, progress=False)
-    b = sample(net, sched, 3, batch_size=2, sampler="ddim", steps=3, seed=7, progress=False)
-    c = sample(net, sched, 3, batch_size=2, sampler="ddim", steps=3, seed=8, progress=False)
-    d = sample(net, sched, 2, batch_size=2, sampler="ddpm", steps=3, seed=7, progress=False)  # learned variance
+    def run(n: int, sampler: str, seed: int) -> torch.Tensor:
+        config = SampleConfig(num_samples=n, batch_size=2, sampler=sampler, steps=3, seed=seed)  # type: ignore[arg-type]
+        return sample(net, sched, config, progress=False)
+
+    a, b, c = run(3, "ddim", 7), run(3, "ddim", 7), run(3, "ddim", 8)
+    d = run(2, "ddpm", 7)  # learned variance
     assert a.shape == (3, 1, 32, 32) and d.shape == (2, 1, 32, 32)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.abs().max() <= 1.0 and np.isfinite(d.numpy()).all()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import FakeHub
-from hub_helpers import write_tiny_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import write_tiny_weights
 from huggingface_hub import constants
 
 

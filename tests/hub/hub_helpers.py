@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from smp_diffusion_encoder.encoder import FeatureConfig, FeaturePyramid
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
+from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid
 from smp_diffusion_encoder.hub import save_encoder_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +29,7 @@ def tiny_encoder(seed: int = 0) -> FeaturePyramid:
 
 def write_tiny_weights(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     enc = tiny_encoder(seed)
-    save_encoder_weights(enc, folder, unet=TINY, features=FeatureConfig(),
-                         preprocessing={"hu_window": [-160, 240], "image_size": 64},
+    save_encoder_weights(enc, folder, EncoderSpec(TINY, FeatureConfig()), PreprocessingConfig(image_size=64),
                          card={"license": "apache-2.0", "pretraining_data": "synthetic test data"})
     return {k: v.clone() for k, v in enc.state_dict().items()}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import FakeHub
-from hub_helpers import folder_files
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 from huggingface_hub import constants
 
 from smp_diffusion_encoder.errors import WeightsError
@@ -33,7 +33,7 @@ def test_download_then_pinned_cache_hit_makes_zero_requests(hub_online: FakeHub,
 
 
 def test_pinned_revision_keeps_old_weights_after_new_commit(hub_online: FakeHub, tiny_weights, tmp_path: Path) -> None:
-    from hub_helpers import write_tiny_weights
+    from tests.hub.hub_helpers import write_tiny_weights
 
     folder, old = tiny_weights
     sha_old = hub_online.commit(REPO, folder_files(folder))

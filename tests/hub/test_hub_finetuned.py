@@ -9,20 +9,20 @@ import pytest
 import segmentation_models_pytorch as smp
 import segmentation_models_pytorch.encoders as smp_encoders
 import torch
-from fake_hub import FakeHub
-from hub_helpers import folder_files, run_python
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files, run_python
 
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub import load_finetuned, push_folder, register_hub_weights, save_finetuned
+from smp_diffusion_encoder.hub import load_finetuned, push_folder, save_finetuned
+from smp_diffusion_encoder.registry import register_hub_weights
 
 ENC_REPO = "org/ddpm-ct-tiny"
 X = "torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)"
 
 
-def _finetuned(hub: FakeHub, tiny_weights, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Module:
-    """An Unet whose encoder came from Hub weights ("mykey"), then 'fine-tuned' (perturbed)."""
-    entry = smp_encoders.encoders["ddpm-ct-tiny"]
-    monkeypatch.setitem(smp_encoders.encoders, "ddpm-ct-tiny", {**entry, "pretrained_settings": dict(entry["pretrained_settings"])})
+def _finetuned(hub: FakeHub, tiny_weights) -> torch.nn.Module:
+    """An Unet whose encoder came from Hub weights ("mykey"), then 'fine-tuned' (perturbed); use with the
+    ``registry_snapshot`` fixture."""
     sha = hub.commit(ENC_REPO, folder_files(tiny_weights[0]))
     register_hub_weights("ddpm-ct-tiny", ENC_REPO, revision=sha, key="mykey")
     torch.manual_seed(0)
@@ -33,8 +33,8 @@ def _finetuned(hub: FakeHub, tiny_weights, monkeypatch: pytest.MonkeyPatch) -> t
     return model.eval()
 
 
-def test_local_round_trip(hub_online: FakeHub, tiny_weights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _finetuned(hub_online, tiny_weights, monkeypatch)
+def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _finetuned(hub_online, tiny_weights)
     x = eval(X)
     save_finetuned(model, tmp_path / "ft")
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["encoder_weights"] is None
@@ -53,7 +53,7 @@ def test_local_round_trip(hub_online: FakeHub, tiny_weights, tmp_path: Path, mon
 def test_from_hub_in_a_fresh_process_without_re_downloading_encoder_weights(
     hub_online: FakeHub, tiny_weights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = _finetuned(hub_online, tiny_weights, monkeypatch)
+    model = _finetuned(hub_online, tiny_weights)
     save_finetuned(model, tmp_path / "ft")
     sha = push_folder(tmp_path / "ft", "org/flare-unet")
     with torch.no_grad():

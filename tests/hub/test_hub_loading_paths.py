@@ -7,12 +7,12 @@ import segmentation_models_pytorch as smp
 import segmentation_models_pytorch.encoders as smp_encoders
 import timm
 import torch
-from fake_hub import FakeHub
-from hub_helpers import folder_files
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.hub import register_encoder_from_hub, register_hub_weights
 from smp_diffusion_encoder.hub.weights import WEIGHTS_NAME
+from smp_diffusion_encoder.registry import HubWeights, register_encoder_from_hub, register_hub_weights, resolve
 
 REPO = "org/ddpm-ct-tiny"
 
@@ -42,13 +42,11 @@ def test_smp_tu_hf_hub(hub_online: FakeHub, tiny_weights) -> None:
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 14, 64, 64)
 
 
-def test_native_name_with_registered_hub_weights(hub_online: FakeHub, tiny_weights, monkeypatch) -> None:
-    monkeypatch.setitem(smp_encoders.encoders, "ddpm-ct-tiny", {
-        **smp_encoders.encoders["ddpm-ct-tiny"],
-        "pretrained_settings": dict(smp_encoders.encoders["ddpm-ct-tiny"]["pretrained_settings"])})
+def test_native_name_with_registered_hub_weights(hub_online: FakeHub, tiny_weights, registry_snapshot) -> None:
     folder, expected = tiny_weights
     sha = hub_online.commit(REPO, folder_files(folder))
-    assert register_hub_weights("ddpm-ct-tiny", REPO, revision=sha, key="mykey") == {"repo_id": REPO, "revision": sha}
+    assert register_hub_weights("ddpm-ct-tiny", REPO, revision=sha, key="mykey") == HubWeights(REPO, sha)
+    assert resolve("ddpm-ct-tiny").weights["mykey"] == HubWeights(REPO, sha)
     n = len(hub_online.requests)
     model = smp.Unet("ddpm-ct-tiny", encoder_weights="mykey", in_channels=1, classes=3)
     assert len(hub_online.requests) == n  # prefetched at registration: smp's own download is a cache hit
@@ -56,18 +54,18 @@ def test_native_name_with_registered_hub_weights(hub_online: FakeHub, tiny_weigh
     assert smp.encoders.get_preprocessing_params("ddpm-ct-tiny", "mykey")["mean"] == [0.5]
 
 
-def test_register_hub_weights_rejects_other_architectures_and_branch_names(hub_online: FakeHub, tiny_weights) -> None:
+def test_register_hub_weights_rejects_other_architectures_and_branch_names(hub_online: FakeHub, tiny_weights,
+                                                                          registry_snapshot) -> None:
     folder, _ = tiny_weights
     sha = hub_online.commit(REPO, folder_files(folder))
     with pytest.raises(WeightsError, match="different architecture than encoder 'ddpm-ct'.*unet.model_channels"):
         register_hub_weights("ddpm-ct", REPO, revision=sha, key="x")
     with pytest.raises(ConfigError, match="not a 40-hex commit"):
         register_hub_weights("ddpm-ct-tiny", REPO, revision="main", key="x")
-    assert "x" not in smp_encoders.encoders["ddpm-ct"]["pretrained_settings"]
+    assert "x" not in smp_encoders.encoders["ddpm-ct"]["pretrained_settings"] and "x" not in resolve("ddpm-ct").weights
 
 
-def test_register_encoder_from_hub_builds_a_new_name(hub_online: FakeHub, tiny_weights, monkeypatch) -> None:
-    monkeypatch.setattr(smp_encoders, "encoders", dict(smp_encoders.encoders))
+def test_register_encoder_from_hub_builds_a_new_name(hub_online: FakeHub, tiny_weights, registry_snapshot) -> None:
     folder, expected = tiny_weights
     sha = hub_online.commit(REPO, folder_files(folder))
     assert register_encoder_from_hub("ddpm-ct-flare", REPO, revision=sha) == "ddpm-ct-flare"

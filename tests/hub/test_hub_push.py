@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_hub import FakeHub
-from hub_helpers import folder_files
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.errors import WeightsError

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_helpers import tiny_encoder, write_tiny_weights
+from tests.hub.hub_helpers import tiny_encoder, write_tiny_weights
 from timm.models._pretrained import PretrainedCfg
 
-from smp_diffusion_encoder.encoder import DDPMEncoder, FeatureConfig
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
+from smp_diffusion_encoder.encoder import DDPMEncoder, EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub import load_encoder_weights, save_encoder_weights
-from smp_diffusion_encoder.hub.weights import read_safetensors
+from smp_diffusion_encoder.hub.weights import config_preprocessing, read_safetensors
 from smp_diffusion_encoder.models import PRESETS
 
 
@@ -25,7 +26,7 @@ def test_layout_and_config_keys(tiny_weights: tuple[Path, dict]) -> None:
     assert cfg["architecture"] == "ddpm_ct_unet_tiny" and cfg["smp_encoder"] == "ddpm-ct-tiny"
     assert cfg["model_args"] == {"unet": PRESETS["tiny"].to_dict(), "features": FeatureConfig().to_dict()}
     assert (cfg["mean"], cfg["std"], cfg["input_range"], cfg["num_classes"]) == ([0.5], [0.5], [0, 1], 0)
-    assert cfg["preprocessing"] == {"hu_window": [-160.0, 240.0], "image_size": 64}
+    assert cfg["preprocessing"] == {"hu_window": [-160.0, 240.0], "image_size": 64, "spacing_mm": 6.0}
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     assert set(cfg["pretrained_cfg"]) <= fields  # timm builds PretrainedCfg(**pretrained_cfg)
     assert cfg["pretrained_cfg"]["hf_hub_filename"] == "model.safetensors"
@@ -51,10 +52,31 @@ def test_round_trip_strict_loads_into_smp_encoder_and_timm_model(tiny_weights: t
 
 
 def test_wrong_architecture_is_refused_before_writing(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="do not match the architecture"):
-        save_encoder_weights(tiny_encoder(), tmp_path / "w", unet="small", features=None,
-                             preprocessing={"image_size": 64})
+    with pytest.raises(WeightsError, match="do not match the encoder architecture"):
+        save_encoder_weights(tiny_encoder(), tmp_path / "w", EncoderSpec("small"), PreprocessingConfig(image_size=64))
     assert not (tmp_path / "w" / "model.safetensors").exists()
+
+
+def test_channels_last_weights_save_as_they_are(tmp_path: Path) -> None:
+    """Any state dict we hand out saves with safetensors: channels-last (non-contiguous) tensors included."""
+    enc = tiny_encoder().to(memory_format=torch.channels_last)
+    assert not all(v.is_contiguous() for v in enc.state_dict().values())
+    save_encoder_weights(enc, tmp_path / "w", EncoderSpec("tiny"), PreprocessingConfig(image_size=64))
+    sd, _ = load_encoder_weights(tmp_path / "w")
+    assert all(torch.equal(sd[k], v) for k, v in enc.state_dict().items())
+
+
+def test_legacy_preprocessing_is_kept_from_an_old_weights_folder(tiny_weights: tuple[Path, dict], tmp_path: Path) -> None:
+    """A folder written before physical preprocessing (no spacing_mm) keeps the whole-field-of-view layout."""
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_weights[0], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["preprocessing"] = {"hu_window": [-160.0, 240.0], "image_size": 64}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _, loaded = load_encoder_weights(folder)
+    assert config_preprocessing(loaded, source=str(folder)) == PreprocessingConfig(image_size=64, spacing_mm=None)
 
 
 def test_pickle_only_folder_is_refused(tmp_path: Path) -> None:

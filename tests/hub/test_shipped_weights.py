@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from smp_diffusion_encoder.hub.packaged import packaged_folder
+from smp_diffusion_encoder.registry.records import packaged_weights
 
-SHIPPED = packaged_folder("ddpm-ct")
+_PACKAGED = packaged_weights("ddpm-ct")
+SHIPPED = _PACKAGED.folder if _PACKAGED else None
 pytestmark = pytest.mark.skipif(SHIPPED is None, reason="no default ddpm-ct weights in the package")
 
 

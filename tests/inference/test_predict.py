@@ -26,8 +26,7 @@ from smp_diffusion_encoder.inference import (
     save_segmenter,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from synthetic_volumes import synthetic_ct, write_dicom_series  # noqa: E402
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 PREP = PreprocessingConfig(image_size=64)
 SHAPE = (6, 48, 40)  # (Z, Y, X): non-square, so padding and cropping are exercised

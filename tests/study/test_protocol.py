@@ -1,7 +1,9 @@
-"""The few-shot protocol on the CT phantom: held-out data never trains, scoring is FLARE-exact, resume skips."""
+"""The few-shot protocol on the CT phantom: held-out data never trains, one training is scored on every held-out
+set through the user's path, scoring is FLARE-exact, resume skips."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,18 +11,27 @@ import pytest
 
 import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
 from smp_diffusion_encoder.cli.main import main
-from smp_diffusion_encoder.data.flare import FlareDataset
+from smp_diffusion_encoder.data.flare import FlareDataset, find_labeled_cases
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.splits import read_split_json
-from smp_diffusion_encoder.data.volume import read_volume, write_label_map
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import evaluate_case
-from smp_diffusion_encoder.inference import load_model
+from smp_diffusion_encoder.inference import load_model, predict_files
 from smp_diffusion_encoder.study import protocol
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, score_slices, standard_methods
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import (
+    CROSS_PATIENT,
+    HELD_OUT_CASES,
+    WITHIN_VOLUME,
+    Method,
+    holdout,
+    run_study,
+    score,
+    standard_methods,
+)
 from smp_diffusion_encoder.study.results import read_results_csv
 
-TINY = dict(encoder="ddpm-ct-tiny", encoder_weights=None, steps=2, batch_size=2, val_every=1)
+TINY = dict(encoder="ddpm-ct-tiny", encoder_weights=None, steps=2, batch_size=2)
 METHODS = [Method("probe", "tiny probe", {**TINY, "method": "probe"}),
            Method("unet", "tiny unet", {**TINY, "method": "unet"})]
 
@@ -30,74 +41,117 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_phantom_dataset(tmp_path_factory.mktemp("phantom"), n_labeled=3, n_unlabeled=0, shape=(16, 64, 64))
 
 
-def test_single_case_block_holdout_never_trains_near_scored_slices(root: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def other_scan(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The third phantom case as a case folder (image.nii.gz + label.nii.gz): 'another patient'."""
+    case = FlareDataset.discover(root).labeled[2]
+    folder = tmp_path_factory.mktemp("tests") / "OTHER_0001"
+    folder.mkdir()
+    shutil.copyfile(case.image, folder / "image.nii.gz")
+    shutil.copyfile(case.label, folder / "label.nii.gz")
+    return folder.parent
+
+
+def test_one_training_is_scored_within_the_volume_and_on_another_scan(root: Path, other_scan: Path,
+                                                                     tmp_path: Path) -> None:
     case = FlareDataset.discover(root).labeled[0]
-    plan = holdout([case], block=3, gap=1, seed=0)
+    tests = find_labeled_cases(other_scan)
+    config = StudyConfig(budgets=("2",), seeds=(0, 1), block=3, gap=1, keep_models=True)
+    plan = holdout([case], config, tests=tests)
     (scored_case, scored), = plan.evaluation
-    assert scored_case == case and scored
-    rows = run_study(plan, tmp_path, methods=METHODS[:1], budgets=["2"], seeds=[0, 1], progress=False,
-                     keep_models=True)
-    assert [(r["method"], r["seed"], r["n_train_slices"]) for r in rows] == [("probe", 0, 2), ("probe", 1, 2)]
+    assert scored_case == case and scored and plan.protocol == WITHIN_VOLUME and plan.tests == tuple(tests)
+    calls = []
+    real = protocol.finetune
+    rows = run_study(plan, tmp_path, METHODS[:1], config, progress=False, log=calls.append)
+    assert len(calls) == 2  # one training per (method, budget, seed) ...
+    assert [(r["seed"], r["protocol"], r["case"]) for r in rows] == [  # ... scored twice
+        (0, WITHIN_VOLUME, case.case_id), (0, CROSS_PATIENT, "OTHER_0001"),
+        (1, WITHIN_VOLUME, case.case_id), (1, CROSS_PATIENT, "OTHER_0001")]
+    assert all(r["n_train_slices"] == 2 and r["steps"] == 2 for r in rows)
     for seed in (0, 1):
         split = read_split_json(tmp_path / "runs" / "probe" / "2" / f"seed{seed}" / "split.json")
         used = [z for _, z in split.train + split.evaluation]
         assert used and all(abs(z - s) > 1 for z in used for s in scored)
-    assert 0 <= rows[0]["mean_DSC"] <= 1
+    assert real is protocol.finetune and 0 <= rows[0]["mean_DSC"] <= 1
 
 
-def test_whole_held_out_cases_score_like_the_official_evaluator(root: Path, tmp_path: Path) -> None:
-    plan = holdout(root, test_cases=1, seed=0)
-    assert len(plan.train_cases) == 2 and len(plan.evaluation) == 1
+def test_whole_cases_are_scored_like_the_official_evaluator(root: Path, tmp_path: Path) -> None:
+    config = StudyConfig(budgets=("4", "all"), seeds=(0,), test_cases=1, keep_models=True)
+    plan = holdout(root, config)
+    assert len(plan.train_cases) == 2 and len(plan.evaluation) == 1 and plan.protocol == HELD_OUT_CASES
     (case, zs), = plan.evaluation
-    assert case not in plan.train_cases and len(zs) == 16
+    assert case not in plan.train_cases and zs == ()
     seen = []
-    rows = run_study(plan, tmp_path, methods=METHODS, budgets=["4", "all"], seeds=[0], progress=False,
-                     keep_models=True, observe=lambda m, b, s, c, gt, pred, z: seen.append((m.name, b, gt.shape)))
+    rows = run_study(plan, tmp_path, METHODS, config, progress=False,
+                     observe=lambda m, b, s, p, c, gt, pred, z: seen.append((m.name, b, p, gt.shape)))
     assert [(r["method"], r["budget"]) for r in rows] == [("probe", "4"), ("unet", "4"), ("probe", "all"),
                                                           ("unet", "all")]
-    assert seen[0] == ("probe", "4", (16, 64, 64))
+    assert seen[0] == ("probe", "4", HELD_OUT_CASES, (16, 64, 64))
     assert rows[2]["n_train_slices"] > 4
-    model_dir = tmp_path / "runs" / "unet" / "all" / "seed0" / "model"
-    metrics, _, pred = score_slices(load_model(model_dir), case, zs)
-    written = write_label_map(pred, read_volume(case.image), tmp_path / f"{case.case_id}.nii.gz")
-    official = evaluate_case(written, case.label).metrics
+    model = load_model(tmp_path / "runs" / "unet" / "all" / "seed0" / "model")
+    metrics, _, _, _ = score(model, case)
+    report = predict_files([case.image], model, tmp_path / "pred", progress=False)
+    official = evaluate_case(report.written[next(iter(report.written))][-1], case.label).metrics
     assert set(official) == set(metrics)
     assert all(np.isclose(official[k], metrics[k], equal_nan=True) for k in metrics)
     assert read_results_csv(tmp_path / "results.csv")[3]["mean_DSC"] == pytest.approx(rows[3]["mean_DSC"], abs=1e-4)
 
 
 def test_study_resumes_and_drops_weights(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = holdout(root, test_cases=2, seed=1)
-    run_study(plan, tmp_path, methods=METHODS[:1], budgets=["4"], seeds=[0], progress=False)
+    config = StudyConfig(budgets=("4",), seeds=(0,), test_cases=2, holdout_seed=1)
+    plan = holdout(root, config)
+    run_study(plan, tmp_path, METHODS[:1], config, progress=False)
     run_dir = tmp_path / "runs" / "probe" / "4" / "seed0"
-    assert (run_dir / "split.json").is_file() and not (run_dir / "model").exists()
-    assert not (run_dir / "checkpoint.pt").exists()
+    assert (run_dir / "split.json").is_file() and (run_dir / "summary.json").is_file()
+    assert not (run_dir / "model").exists() and not (run_dir / "checkpoint.pt").exists()
     calls = []
     real = protocol.finetune
-    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
-    rows = run_study(plan, tmp_path, methods=METHODS[:1], budgets=["4"], seeds=[0, 1], progress=False)
+    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: calls.append(a[1].seed) or real(*a, **k))
+    rows = run_study(plan, tmp_path, METHODS[:1], StudyConfig(budgets=("4",), seeds=(0, 1), test_cases=2,
+                                                                  holdout_seed=1), progress=False)
     assert calls == [1] and len(rows) == 4  # seed 0 was reused, 2 held-out cases per run
 
 
-def test_standard_methods_and_bad_holdout(root: Path) -> None:
-    methods = standard_methods("ddpm-ct", "ct", steps=100)
+def test_standard_methods_and_bad_holdout(root: Path, other_scan: Path) -> None:
+    methods = standard_methods("ddpm-ct", "ct", unfreeze_at=100)
     assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-unet", "ddpm-unet-ft", "random-unet",
                              "random-probe", "resnet34-scratch"]
-    assert methods["ddpm-unet-ft"].options["unfreeze_at"] == 50
+    assert methods["ddpm-unet-ft"].options["unfreeze_at"] == 100
     assert methods["random-unet"].options["encoder_weights"] is None
-    assert methods["resnet34-scratch"].options["unfreeze_at"] == 0
+    assert methods["resnet34-scratch"].config("4", 0, StudyConfig()).unfreeze_at == 0
     with pytest.raises(ConfigError, match="test_cases"):
-        holdout(root, test_cases=3)
+        holdout(root, StudyConfig(test_cases=3))
+    same = find_labeled_cases(root)[:1]
+    with pytest.raises(ConfigError, match="also labeled training cases"):
+        holdout(root, StudyConfig(test_cases=1), tests=same)
 
 
-def test_demo_command_writes_a_report(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_command_writes_a_report(tmp_path: Path, other_scan: Path, root: Path, monkeypatch) -> None:
+    from smp_diffusion_encoder.study import demo
+
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    case = FlareDataset.discover(root).labeled[0]
+    (data / "train" / "TRAIN_0001").mkdir()
+    shutil.copyfile(case.image, data / "train" / "TRAIN_0001" / "image.nii.gz")
+    shutil.copyfile(case.label, data / "train" / "TRAIN_0001" / "label.nii.gz")
+    shutil.copytree(other_scan, data / "test")
+    monkeypatch.setattr(demo, "DEMO_DATA", data)
+    monkeypatch.setattr(demo.run_demo, "__defaults__", (demo.run_demo.__defaults__[0], demo.run_demo.__defaults__[1]))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "1", "--budgets", "4", "--image-size", "64",
-                 "--no-progress"]) == 0
-    summary = (out / "report" / "summary.md").read_text()
-    assert "resnet34" in summary and "Unet decoder" in summary and "linear probe" in summary
+    real = demo.standard_methods
+    monkeypatch.setattr(demo, "standard_methods", lambda *a, **k: {
+        n: Method(m.name, m.label, {**m.options, "steps": 2, "batch_size": 2, "encoder": (
+            "ddpm-ct-tiny" if m.options["encoder"] == "ddpm-ct" else m.options["encoder"]), "encoder_weights": None})
+        for n, m in real(*a, **k).items()})
+    summary = demo.run_demo(out, StudyConfig(budgets=("2", "4"), seeds=(0,), image_size=64, block=3, gap=1),
+                            data=data, progress=False, log=lambda _: None)
+    text = summary.read_text()
+    assert "resnet34" in text and "Unet decoder" in text and "linear probe" in text
+    assert "Within-volume" in text and "Cross-patient" in text and "±" not in text  # one seed: no spread column
     assert (out / "report" / "overlays.png").stat().st_size > 10_000
     assert (out / "report" / "dsc_vs_budget.png").is_file()
     rows = read_results_csv(out / "report" / "results.csv")
     assert {r["method"] for r in rows} == {"ddpm-unet", "ddpm-probe", "resnet34-scratch"}
-    assert len(rows) == 6  # 3 methods x 2 held-out cases
+    assert len(rows) == 12  # 3 methods x 2 budgets x (held-out blocks + the other scan)

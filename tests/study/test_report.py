@@ -32,13 +32,14 @@ LABELS = {"ddpm-unet": "ddpm-ct + Unet decoder (frozen)", "imagenet-unet": "Imag
 BUDGETS = {"4": 4, "10%": 6, "1": 1}  # deliberately not in slice order
 
 
-def _row(method: str, budget: str, seed: int, case: str, dsc: float, **organs: float) -> dict[str, Any]:
+def _row(method: str, budget: str, seed: int, case: str, dsc: float, protocol: str = "held-out cases",
+         **organs: float) -> dict[str, Any]:
     """A result row whose organs all score ``dsc`` (DSC) and ``dsc - 0.1`` (NSD), except ``organs`` overrides."""
     organ_dsc = {o: organs.get(o, dsc) for o in FLARE_ORGANS}
     values = np.array(list(organ_dsc.values()))
     return {
         "method": method, "method_label": LABELS[method], "budget": budget, "n_train_slices": BUDGETS[budget],
-        "seed": seed, "case": case, "mean_DSC": float(np.nanmean(values)), "mean_NSD": float(np.nanmean(values)) - 0.1,
+        "seed": seed, "case": case, "protocol": protocol, "mean_DSC": float(np.nanmean(values)), "mean_NSD": float(np.nanmean(values)) - 0.1,
         "train_seconds": 1.5 * seed, **{f"{o}_DSC": v for o, v in organ_dsc.items()},
         **{f"{o}_NSD": v - 0.1 for o, v in organ_dsc.items()},
     }
@@ -123,9 +124,33 @@ def test_markdown_tables() -> None:
 def test_markdown_marks_missing_budgets_and_uneven_seeds() -> None:
     rows = [r for r in _study() if not (r["method"] == "ddpm-unet" and (r["budget"] == "1" or r["seed"] == 1))]
     text = format_report_markdown(rows, title="t")
-    assert "| ddpm-ct + Unet decoder (frozen) | – | DSC 0.300 ± 0.000 / NSD 0.200 ± 0.000 (1 seed) |" in text
+    assert "| ddpm-ct + Unet decoder (frozen) | – | DSC 0.300 / NSD 0.200 (1 seed) |" in text  # no ± for 1 seed
     assert "over 1–2 seeds" in text
     assert "| Liver | 0.075 | – |" in text
+
+
+def test_one_seed_shows_no_spread_and_ties_are_never_bold() -> None:
+    rows = [r for r in _study() if r["seed"] == 0]
+    for r in rows:  # both methods tie on the liver at every budget
+        r["Liver_DSC"] = 0.0
+    text = format_report_markdown(rows, title="t")
+    assert "±" not in text and "Values from 1 seed of the per-seed mean" in text
+    assert "| Liver | 0.000 | 0.000 |" in text and "**0.000**" not in text
+
+
+def test_each_protocol_gets_its_own_tables_and_the_training_table_lists_runs() -> None:
+    rows = _study()
+    rows += [{**r, "protocol": "cross-patient", "case": "OTHER", "mean_DSC": r["mean_DSC"] - 0.1} for r in _study()
+             if r["case"] == "CASE_0001"]
+    for r in rows:
+        r.update(steps=500, flattened="true" if r["seed"] == 0 else "false")
+    text = format_report_markdown(rows, title="t")
+    assert "## Held-out cases: mean organ DSC and NSD" in text and "## Cross-patient: mean organ DSC and NSD" in text
+    assert "### Cross-patient: per-organ DSC at the smallest budget" in text
+    assert "## Training runs" in text and "| ddpm-ct + Unet decoder (frozen) | 4 | 500 | 1 of 2 |" in text
+    results = aggregate(rows)
+    assert {r.protocol for r in results} == {"held-out cases", "cross-patient"}
+    assert [r.n_cases for r in results if r.protocol == "cross-patient"] == [1] * 6
 
 
 def test_single_budget_has_one_organ_table() -> None:
@@ -141,8 +166,8 @@ def test_csv_round_trip_with_nan_and_extra_column(tmp_path: Path) -> None:
     path = write_results_csv(rows, tmp_path / "results.csv")
     header = path.read_text().splitlines()[0].split(",")
     assert tuple(header) == (*RESULT_COLUMNS, "encoder")
-    assert header[:9] == ["method", "method_label", "budget", "n_train_slices", "seed", "case", "mean_DSC",
-                          "mean_NSD", "train_seconds"]
+    assert header[:10] == ["method", "method_label", "budget", "n_train_slices", "seed", "case", "protocol",
+                           "mean_DSC", "mean_NSD", "train_seconds"]
     assert ",nan," in path.read_text() and ",0.1800," in path.read_text()
     back = read_results_csv(path)
     assert len(back) == 3 and math.isnan(back[0]["RAG_DSC"])

@@ -22,7 +22,7 @@ from smp_diffusion_encoder.models import DiffusionUNet
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from smp_diffusion_encoder.training.distributed import DistInfo
 from smp_diffusion_encoder.training.pretrain import run_pretraining
-from tests.training.ddp_worker import SETTINGS, config
+from tests.training.ddp_worker import config
 from tests.training.helpers import REPO, cli_env
 
 CPU = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -43,7 +43,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, store) -> None:
     rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # replicas identical
 
-    single = run_pretraining(store, tmp_path / "single", config(), dist_info=CPU, **SETTINGS)
+    single = run_pretraining(store, tmp_path / "single", config(), dist_info=CPU, progress=False)
     ddp_ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert ddp_ckpt["extra"]["world_size"] == 2 and ddp_ckpt["step"] == 6
     assert _max_diff(ddp_ckpt["model"], rank0) == 0
@@ -59,8 +59,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, store) -> None:
     torch.testing.assert_close(torch.tensor(ddp_loss), torch.tensor(single_loss), rtol=1e-4, atol=0)
 
     # The 2-process checkpoint continues in one process exactly like the single-process run does.
-    more = {**SETTINGS, "max_steps": 8}
-    cont_ddp = run_pretraining(store, tmp_path / "ddp", config(), dist_info=CPU, resume=True, **more)
-    cont_single = run_pretraining(store, tmp_path / "single", config(), dist_info=CPU, resume=True, **more)
+    cont_ddp = run_pretraining(store, tmp_path / "ddp", config(8), dist_info=CPU, resume=True, progress=False)
+    cont_single = run_pretraining(store, tmp_path / "single", config(8), dist_info=CPU, resume=True, progress=False)
     assert cont_ddp.global_step == cont_single.global_step == 8
     assert _max_diff(cont_ddp.bare.state_dict(), cont_single.bare.state_dict()) < 4e-5

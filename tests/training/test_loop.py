@@ -67,7 +67,7 @@ def test_validation_hook_and_early_stopping(tmp_path) -> None:
     resumed = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), RegressionStep(), cfg,
                       early_stopping=EarlyStopping("val_score", mode="max", patience=2))
     resumed.resume()
-    assert resumed.global_step == 20 and resumed.early_stopping.state_dict() == {"best": 0.7, "bad": 2}
+    assert resumed.global_step == 20 and resumed.early_stopping.state_dict() == {"best": 0.7, "best_step": 10, "bad": 2}
 
 
 def test_config_errors(tmp_path) -> None:

@@ -30,7 +30,7 @@ def test_flare_root_is_prepared_at_the_preset_size(tmp_path) -> None:
 
 def test_folder_of_volumes_and_cosine_schedule(tmp_path, volumes_dir) -> None:
     run = tmp_path / "run"
-    assert main(["pretrain", str(volumes_dir), "--out", str(run), *FAST, "--schedule", "cosine", "--no-ema"]) == 0
+    assert main(["pretrain", str(volumes_dir), "--out", str(run), *FAST, "--schedule", "cosine", "--ema-decay", "none"]) == 0
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["ema"] is None and ckpt["extra"]["pretrain"]["schedule"] == "cosine"
     assert len(SliceStore(run / "slices")) == 40

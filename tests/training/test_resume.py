@@ -22,7 +22,7 @@ from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from tests.training.helpers import REPO, cli_env, pretrain_cmd, run_cli
 
 ARGS = ("--preset", "tiny", "--steps", "24", "--batch-size", "2", "--lr", "1e-3", "--ckpt-every", "2",
-        "--log-every", "3", "--ema-decay", "0.9", "--workers", "0", "--no-progress")
+        "--log-every", "3", "--ema-decay", "0.9", "--workers", "0", "--precision", "fp32", "--no-progress")
 
 
 def _assert_same_tree(a, b, where: str = "") -> None:
@@ -80,7 +80,7 @@ def test_resume_refuses_other_settings(tmp_path, store, capsys) -> None:
     assert main(["pretrain", *common, "--preset", "tiny", "--steps", "4"]) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert main(["pretrain", *common, "--resume", "--lr", "0.5", "--steps", "4"]) == 2
-    assert "lr: checkpoint 0.0001, now 0.5" in capsys.readouterr().err
+    assert "lr: saved 0.0001, now 0.5" in capsys.readouterr().err
     assert main(["pretrain", *common, "--resume", "--preset", "small", "--steps", "4"]) == 2
     assert "slices are 64 px but the U-Net is trained at 128 px" in capsys.readouterr().err
     assert main(["pretrain", *common, "--resume", "--steps", "3"]) == 0

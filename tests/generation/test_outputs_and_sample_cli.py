@@ -1,4 +1,4 @@
-"""Reading pretraining runs, writing sample outputs, the ``sample`` command."""
+"""Writing sample outputs and the ``sample`` command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from run_helpers import write_run
 from PIL import Image
 
 from smp_diffusion_encoder.cli.main import main
@@ -17,37 +16,6 @@ from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.generation.outputs import make_grid, save_samples, to_hu
-from smp_diffusion_encoder.generation.run import load_run
-
-
-def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path) -> None:
-    sd = write_run(tmp_path / "r", ema=False, checkpoint=True)
-    ema = load_run(tmp_path / "r")
-    assert ema.weights_kind == "ema" and ema.step == 1234 and ema.weights_file.name == "checkpoint.pt"
-    raw = load_run(tmp_path / "r", use_ema=False)
-    assert raw.weights_kind == "model" and set(raw.state_dict) == set(sd)  # "module." stripped
-    assert torch.equal(raw.state_dict["time_embed.0.weight"], sd["time_embed.0.weight"] + 1)
-    net = ema.build_unet()
-    assert torch.equal(net.state_dict()["out.2.bias"], sd["out.2.bias"])
-
-
-def test_missing_weights_and_config_are_named(tmp_path: Path, tiny_run: tuple[Path, dict]) -> None:
-    write_run(tmp_path / "r", ema=False)
-    with pytest.raises(WeightsError, match=r"no ema or model weights: looked for \['ema.safetensors', 'model.safetensors'\] "
-                                           r"and \['checkpoint.pt', 'checkpoints/last.pt'\]"):
-        load_run(tmp_path / "r")
-    with pytest.raises(WeightsError, match="no model weights"):
-        load_run(tiny_run[0], use_ema=False)
-    (tmp_path / "r" / "config.json").write_text(json.dumps({"unet": {}}))
-    with pytest.raises(ConfigError, match=r"lacks \['schedule', 'preprocessing'\].*expected keys unet, schedule, preprocess"):
-        load_run(tmp_path / "r")
-
-
-def test_plain_safetensors_file_with_config_beside_it(tiny_run: tuple[Path, dict]) -> None:
-    folder, sd = tiny_run
-    info = load_run(folder / "ema.safetensors")
-    assert info.unet_config.image_size == 64 and info.schedule.num_timesteps == 1000
-    assert all(torch.equal(info.state_dict[k], sd[k]) for k in sd)
 
 
 def test_outputs_round_trip(tmp_path: Path) -> None:
@@ -99,11 +67,3 @@ def test_image_sets_read_pngs_and_sample_folders_alike(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match="no slice store"):
         ImageSet(tmp_path / "empty")
-
-
-def test_checkpoint_under_checkpoints_last_pt(tmp_path: Path) -> None:
-    sd = write_run(tmp_path / "r", ema=False, checkpoint=True)
-    (tmp_path / "r" / "checkpoints").mkdir()
-    (tmp_path / "r" / "checkpoint.pt").rename(tmp_path / "r" / "checkpoints" / "last.pt")
-    info = load_run(tmp_path / "r", use_ema=True)
-    assert info.weights_file.name == "last.pt" and torch.equal(info.state_dict["out.2.bias"], sd["out.2.bias"])

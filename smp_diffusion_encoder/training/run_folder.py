@@ -1,49 +1,61 @@
-"""Reading a pretraining run (or a plain U-Net weights file): U-Net, schedule, preprocessing, provenance.
+"""The pretraining run folder: its format is written and read here and nowhere else.
 
-Expected layout (what :mod:`smp_diffusion_encoder.training.pretrain` writes, plus optional extras)::
+Layout::
 
     RUN_DIR/
-      config.json          {"unet": UNetConfig.to_dict(), "schedule": {"name": "linear", "num_timesteps": 1000},
-                            "preprocess" (or "preprocessing"): PreprocessingConfig.to_dict(),
-                            optional: "data" (str or dict, e.g. {"store": ..., "n_slices": ...}),
-                            "command" (str), "step" (int)}
-      checkpoint.pt        torch checkpoint (also accepted as checkpoints/last.pt):
-                            {"step": int, "model": U-Net state dict,
-                             "ema": {"module": U-Net state dict, ...} or a plain state dict or None, ...}
-                            read with ``torch.load(weights_only=True)`` (tensors and plain containers only)
-      ema.safetensors      optional: EMA weights, the FULL U-Net state dict (DiffusionUNet keys)
-      model.safetensors    optional: raw weights, same keys
+      config.json          {"format": "smp_diffusion_encoder.pretrain_run", "unet": UNetConfig.to_dict(),
+                            "preprocessing": PreprocessingConfig.to_dict(), "schedule": {"name", "num_timesteps"},
+                            "pretrain": PretrainConfig.to_dict(), "train": TrainConfig.to_dict(),
+                            "data": {"store", "n_slices", "volumes"}, "command": str,
+                            "precision_choice": {"precision", "seconds_per_step", "note"} or null}
+                           (runs written before 0.2 say "preprocess" instead of "preprocessing")
+      checkpoint.pt        the Trainer's checkpoint (:mod:`~smp_diffusion_encoder.training.checkpoint`):
+                            {"step", "model": U-Net state dict, "ema": EMA.state_dict(), ...}
+      milestones/step-NNNNNNN.safetensors   EMA U-Net weights kept at chosen steps (a compute curve)
+      metrics.csv, loss.png
+      slices/              the slice store, when the data given was not one
 
-safetensors files win over the checkpoint. Keys prefixed ``module.`` (DDP) or ``_orig_mod.``
-(``torch.compile``) are accepted. A single ``*.safetensors`` file is also accepted, with the config JSON
-next to it (``config.json``) or given explicitly.
+Also read (weights of other origins): ``ema.safetensors`` / ``model.safetensors`` (full U-Net state dicts,
+preferred over the checkpoint), ``checkpoints/last.pt``, or a single ``*.safetensors`` file with the run
+config beside it (``config.json``) or given explicitly. Keys prefixed ``module.`` (DDP) or ``_orig_mod.``
+(``torch.compile``) are accepted.
 
 Example:
     >>> info = load_run("runs/ddpm-small")                                      # doctest: +SKIP
     >>> info.unet_config.image_size, info.schedule.name, info.weights_kind       # doctest: +SKIP
     (128, 'linear', 'ema')
+    >>> sorted(milestones("runs/ddpm-small"))                                    # doctest: +SKIP
+    [0, 250, 500, 1000]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from smp_diffusion_encoder._io import atomic_write_json, read_json_object
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
-from smp_diffusion_encoder._io import read_json_object
 from smp_diffusion_encoder.models.unet import DiffusionUNet
+from smp_diffusion_encoder.training.config import PretrainConfig
+from smp_diffusion_encoder.training.loop import CHECKPOINT_NAME, MILESTONE_DIR, TrainConfig
 
+RUN_FORMAT = "smp_diffusion_encoder.pretrain_run"
 RUN_CONFIG_NAME = "config.json"
 EMA_WEIGHTS_NAME = "ema.safetensors"
 MODEL_WEIGHTS_NAME = "model.safetensors"
-CHECKPOINT_PATHS = (Path("checkpoint.pt"), Path("checkpoints") / "last.pt")
+CHECKPOINT_PATHS = (Path(CHECKPOINT_NAME), Path("checkpoints") / "last.pt")
+_MILESTONE_RE = re.compile(r"^step-(\d+)\.safetensors$")
 WeightsKind = Literal["ema", "model"]
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -72,17 +84,58 @@ class RunInfo:
         return unet.eval()
 
 
+def write_run_config(run_dir: str | os.PathLike[str], config: PretrainConfig, train: TrainConfig,
+                     preprocessing: PreprocessingConfig, data: dict[str, Any], *, command: str | None,
+                     precision_choice: dict[str, Any] | None) -> Path:
+    """Write ``run_dir/config.json`` (layout in the module docstring) atomically; returns its path."""
+    path = Path(run_dir) / RUN_CONFIG_NAME
+    atomic_write_json(path, {
+        "format": RUN_FORMAT, "unet": config.unet.to_dict(), "preprocessing": preprocessing.to_dict(),
+        "schedule": config.noise_schedule.to_dict(), "pretrain": config.to_dict(), "train": train.to_dict(),
+        "data": data, "command": command, "precision_choice": precision_choice,
+    })
+    return path
+
+
 def read_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a run ``config.json``; it must hold ``unet``, ``schedule`` and ``preprocess`` (or ``preprocessing``,
-    which the returned dict always has)."""
+    """Parse a run ``config.json``; it must hold ``unet``, ``schedule`` and ``preprocessing`` (or the older
+    ``preprocess``, which the returned dict always also has as ``preprocessing``)."""
     path = Path(path)
     config = read_json_object(path, lambda problem: ConfigError(f"{path}: run config {problem}"))
     if "preprocessing" not in config and "preprocess" in config:
         config["preprocessing"] = config["preprocess"]
     missing = [k for k in ("unet", "schedule", "preprocessing") if k not in config]
     if missing:
-        raise ConfigError(f"{path}: run config lacks {missing} (expected keys unet, schedule, preprocess)")
+        raise ConfigError(f"{path}: run config lacks {missing} (expected keys unet, schedule, preprocessing)")
     return config
+
+
+def saved_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The :class:`PretrainConfig` settings recorded in ``run_dir/config.json`` (``{}`` without one), for
+    ``--resume``: a run written before 0.2 kept its loop settings under ``"train"``."""
+    path = Path(run_dir) / RUN_CONFIG_NAME
+    if not path.is_file():
+        return {}
+    config = read_run_config(path)
+    train = config.get("train", {})
+    loop_keys = {"steps": "max_steps", "ema_decay": "ema_decay", "precision": "precision", "grad_clip": "grad_clip",
+                 "log_every": "log_every", "ckpt_every": "ckpt_every", "milestones": "milestones"}
+    saved = {**{new: train[old] for new, old in loop_keys.items() if old in train}, **config.get("pretrain", {})}
+    return {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
+
+
+def milestones(run_dir: str | os.PathLike[str]) -> dict[int, Path]:
+    """``{step: path}`` of the milestone weights kept in ``run_dir/milestones/``, ascending."""
+    folder = Path(run_dir) / MILESTONE_DIR
+    found = {int(m[1]): p for p in folder.iterdir() if (m := _MILESTONE_RE.match(p.name))} if folder.is_dir() else {}
+    return dict(sorted(found.items()))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{path}: unreadable safetensors file ({err})") from err
 
 
 def _strip(state_dict: dict[str, Any], source: Path) -> dict[str, torch.Tensor]:
@@ -111,21 +164,27 @@ def load_run(
     *,
     use_ema: bool | None = None,
     config_path: str | os.PathLike[str] | None = None,
+    milestone: int | None = None,
 ) -> RunInfo:
     """Read a run folder or a ``*.safetensors`` U-Net file (see the module docstring for the layout).
 
     ``use_ema``: ``True`` requires EMA weights, ``False`` requires the raw weights, ``None`` takes EMA
-    weights when present, else the raw ones. Errors name the files looked for.
+    weights when present, else the raw ones. ``milestone``: the weights kept at that step instead (a run
+    folder's ``milestones/``). Errors name the files looked for.
     """
-    from smp_diffusion_encoder.hub.weights import read_safetensors
-
     src = Path(path)
+    if milestone is not None:
+        kept = milestones(src) if src.is_dir() else {}
+        if milestone not in kept:
+            raise WeightsError(f"{src}: no milestone weights of step {milestone} (kept: {sorted(kept) or 'none'})")
+        info = load_run(kept[milestone], use_ema=True, config_path=config_path or src / RUN_CONFIG_NAME)
+        return dataclasses.replace(info, source=src, step=milestone)
     if src.is_file():
         if src.suffix != ".safetensors":
             raise WeightsError(f"{src}: expected a run folder or a .safetensors file of the U-Net state dict")
         config = read_run_config(config_path or src.parent / RUN_CONFIG_NAME)
         kind = "ema" if use_ema or (use_ema is None and src.name == EMA_WEIGHTS_NAME) else "model"
-        sd, wfile, step = read_safetensors(src, source=str(src)), src, None
+        sd, wfile, step = _read_safetensors(src), src, None
     elif src.is_dir():
         config = read_run_config(config_path or src / RUN_CONFIG_NAME)
         kinds: list[WeightsKind] = ["ema", "model"] if use_ema is None else ["ema" if use_ema else "model"]
@@ -135,7 +194,7 @@ def load_run(
         for kind in kinds:
             f = src / (EMA_WEIGHTS_NAME if kind == "ema" else MODEL_WEIGHTS_NAME)
             if f.is_file():
-                found = (read_safetensors(f, source=str(f)), kind, f)
+                found = (_read_safetensors(f), kind, f)
                 break
             entry = ckpt.get(kind) if ckpt is not None else None
             if isinstance(entry, dict) and isinstance(entry.get("module"), dict):  # EMA.state_dict()
@@ -174,5 +233,5 @@ def load_run(
     )
 
 
-__all__ = ["CHECKPOINT_PATHS", "EMA_WEIGHTS_NAME", "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RunInfo",
-           "WeightsKind", "load_run", "read_run_config"]
+__all__ = ["CHECKPOINT_PATHS", "EMA_WEIGHTS_NAME", "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RUN_FORMAT", "RunInfo",
+           "WeightsKind", "load_run", "milestones", "read_run_config", "saved_settings", "write_run_config"]

@@ -9,14 +9,14 @@ import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from run_helpers import write_run
+from tests.training.run_helpers import write_run
 from safetensors.torch import load_file
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
 from smp_diffusion_encoder.cli.main import main
-from smp_diffusion_encoder.encoder import FeatureConfig, FeaturePyramid
+from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid, encoder_state_dict
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.generation.export import encoder_state_dict, export_encoder
+from smp_diffusion_encoder.hub.export import export_encoder
 from smp_diffusion_encoder.hub import load_encoder_weights
 from smp_diffusion_encoder.models import DiffusionUNet
 
@@ -67,16 +67,19 @@ def test_smp_and_timm_load_it_strictly_with_the_features_of_the_unet(exported: t
 
 
 def test_mismatched_architecture_and_shapes_are_named(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match=r"not variant 'ddpm-ct'.*model_channels=8 \(variant: 32\)"):
+    with pytest.raises(WeightsError, match=r"not variant 'ddpm-ct'.*unet.model_channels: 32 vs 8,.*\(variant vs run\)"):
         export_encoder(tiny_run[0], tmp_path / "w", variant="ddpm-ct")
     sd = dict(tiny_run[1])
     sd["time_embed.0.weight"] = torch.zeros(3, 3)
     del sd["middle_block.0.in_conv.bias"]
-    with pytest.raises(WeightsError, match=r"1 encoder tensors missing, e.g. \['middle_block.0.in_conv.bias'\]"):
-        encoder_state_dict(sd, "tiny", FeatureConfig(), source="x")
+    tiny = EncoderSpec("tiny", FeatureConfig())
+    with pytest.raises(WeightsError, match=r"1 tensors missing \(e.g. \['unet.middle_block.0.in_conv.bias'\]\)"):
+        encoder_state_dict(sd, tiny, source="x", strict=False)
     sd["middle_block.0.in_conv.bias"] = torch.zeros(1)
     with pytest.raises(WeightsError, match=r"2 shape mismatches: .*time_embed.0.weight is \(3, 3\), expected \(32, 8\)"):
-        encoder_state_dict(sd, "tiny", FeatureConfig(), source="x")
+        encoder_state_dict(sd, tiny, source="x", strict=False)
+    with pytest.raises(WeightsError, match=r"unexpected \(e.g. \['unet.out"):  # a whole U-Net is not an encoder file
+        encoder_state_dict(dict(tiny_run[1]), tiny, source="x", strict=True)
     assert not (tmp_path / "w").exists()
 
 
@@ -85,7 +88,7 @@ def test_raw_weights_from_the_checkpoint(tmp_path: Path) -> None:
     out = export_encoder(tmp_path / "r", tmp_path / "w", variant="ddpm-ct-tiny", use_ema=False)
     card = (out / "README.md").read_text()
     assert "Pretraining steps: 1234" in card and "model weights, checkpoint.pt" in card
-    assert "Pretraining data: store: /data/store, n_slices: 12" in card
+    assert "Pretraining data: 12 slices of a slice store" in card and "/data/store" not in card
     raw = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["model"]
     sd, _ = load_encoder_weights(out)
     assert torch.equal(sd["unet.time_embed.0.weight"], raw["module.time_embed.0.weight"])

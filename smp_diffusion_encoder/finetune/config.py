@@ -1,0 +1,88 @@
+"""The fine-tuning job's settings (``smp-diffusion finetune``; :func:`~smp_diffusion_encoder.finetune.api.finetune`).
+
+One frozen dataclass, no torch: the command line is built from it and ``DIR/config.json`` records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from smp_diffusion_encoder import _options
+from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder.data.splits import LabelBudget
+from smp_diffusion_encoder.errors import ConfigError
+
+Method = Literal["probe", "mlp", "unet"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What is trained on the labeled slices, and how.
+
+    Example:
+        >>> FinetuneConfig(method="probe", budget="4").resolved_lr
+        0.01
+    """
+
+    method: Method = option("unet", "head: probe (the paper's linear classifier on frozen features), mlp "
+                                    "(Baranchuk's MLP ensemble) or unet (an smp decoder on the frozen encoder)")
+    encoder: str = option("ddpm-ct", "smp encoder name (probe and mlp need a ddpm-ct encoder; unet takes any, "
+                                     "e.g. resnet34 for a baseline)")
+    encoder_weights: str | None = option("auto", "weights key; auto: the encoder's default CT weights when it has "
+                                                 "them, else random; none: random")
+    architecture: str = option("Unet", "smp architecture of the decoder (method unet)")
+    budget: str = option("4", "label budget: a slice count (4), a share of the labeled slices (1%), whole cases "
+                              "(2cases) or all")
+    seed: int = option(0, "seed of the split and the initialization")
+    steps: int | None = option(None, "optimizer steps (none: from the schedule rule: the amount of labeled data "
+                                     "and the head, see smp_diffusion_encoder.finetune.schedule)")
+    lr: float | None = option(None, "peak learning rate of AdamW (none: 1e-2 probe, 1e-3 mlp and unet); linear "
+                                    "warm-up, then cosine decay to 0")
+    batch_size: int | None = option(None, "slices per step (none: 4); pixels per member and step for mlp "
+                                          "(none: 2048)")
+    image_size: int | None = option(None, "model input size in pixels (none: the encoder's preprocessing)")
+    val_fraction: float = option(0.0, "share of the other labeled slices held out for validation (0: none; "
+                                      "validation slices are labels too, so a few-shot run has none)")
+    min_val_slices: int = option(8, "validate and stop early only with at least this many validation slices; "
+                                    "with fewer, the full schedule runs and the last model is kept")
+    patience: int = option(3, "early stopping: validations without improvement")
+    augment: Literal["none", "light", "default"] = option("none", "augmentation strength (method unet)")
+    unfreeze_at: int | None = option(None, "train the encoder too from this step (method unet)")
+    encoder_lr_scale: float = option(0.1, "encoder learning rate = lr x this, once unfrozen")
+    mlp_members: int = option(10, "MLP ensemble size (method mlp)")
+    pixel_sampling: Literal["balanced", "uniform"] = option(
+        "balanced", "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly "
+                    "(Baranchuk et al.)")
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+
+    def __post_init__(self) -> None:
+        if self.method not in ("probe", "mlp", "unet"):
+            raise ConfigError(f"method must be 'probe', 'mlp' or 'unet', got {self.method!r}")
+        if self.method != "unet" and (self.augment != "none" or self.unfreeze_at is not None):
+            raise ConfigError(f"the {self.method} head trains on cached frozen features: augment and unfreeze_at "
+                              f"need method='unet'")
+        LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or none, got {value}")
+        if self.encoder_weights is not None and self.encoder_weights.lower() == "none":
+            object.__setattr__(self, "encoder_weights", None)
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-2 if self.method == "probe" else 1e-3)
+
+    @property
+    def resolved_batch_size(self) -> int:
+        return self.batch_size if self.batch_size is not None else (2048 if self.method == "mlp" else 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _options.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
+        return _options.from_dict(cls, d, source="fine-tuning config")

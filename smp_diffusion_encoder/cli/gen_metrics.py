@@ -24,19 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", type=Path, default=None,
                    help="local Inception-V3 weights (.pth or .safetensors); default $SMP_DIFFUSION_INCEPTION")
     p.add_argument("--max-images", type=int, default=None, help="seeded random subset of each set (default: all images)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="images per Inception forward pass (default: 32)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-images subsets (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON (default: none)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from smp_diffusion_encoder._device import resolve_device
     from smp_diffusion_encoder._io import atomic_write_json
     from smp_diffusion_encoder.generation.evaluate import evaluate_generation
 
     result = evaluate_generation(args.real, args.fake, inception_weights=args.inception_weights,
-                                 max_images=args.max_images, batch_size=args.batch_size, device=args.device,
+                                 max_images=args.max_images, batch_size=args.batch_size,
+                                 device=str(resolve_device(args.device)),
                                  seed=args.seed)
     if args.out is not None:
         atomic_write_json(args.out, result)

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="saved model folder")
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the predictions")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:index] (default: auto)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty.nii.gz")
     p.add_argument("--keep-going", action="store_true", help="predict all good inputs, then report the bad ones")

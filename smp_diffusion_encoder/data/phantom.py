@@ -15,7 +15,7 @@ same anatomy (iliac crest to lung bases, :data:`ANATOMY_Z_MM` mm) unless ``spaci
 
 Example:
     >>> image, labels = generate_case(0)
-    >>> image.shape, image.dtype, sorted(set(labels.ravel()))[-1]
+    >>> image.shape, image.dtype, int(labels.max())
     ((48, 192, 192), dtype('int16'), 13)
 """
 

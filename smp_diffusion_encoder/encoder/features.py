@@ -13,7 +13,8 @@ map: timestep-major, ``[t0: block_a, block_b, ..., t1: block_a, ...]``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,10 +39,10 @@ class DiffusionFeatureEncoder(nn.Module):
 
     Example:
         >>> enc = DiffusionFeatureEncoder(DiffusionUNet("tiny"), FeatureConfig(timesteps=(50, 150)))
-        >>> enc.strides[:2], enc.channels[:2]   # 2 timesteps x 8 channels at stride 1 and 2
-        ((1, 2), (16, 16))
+        >>> enc.strides[:2], enc.channels[:2]   # 2 timesteps x (8 channels at stride 1, 16 at stride 2)
+        ((1, 2), (16, 32))
         >>> [tuple(f.shape) for f in enc(torch.zeros(1, 1, 64, 64))][:2]
-        [(1, 16, 64, 64), (1, 16, 32, 32)]
+        [(1, 16, 64, 64), (1, 32, 32, 32)]
     """
 
     def __init__(
@@ -49,11 +50,10 @@ class DiffusionFeatureEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.unet = unet
-        # NHWC convolutions are ~1.5-2x faster on CPU (oneDNN) and use tensor cores well on GPU; the U-Net's
-        # 4D weights are converted once here, and load_state_dict keeps their layout.
+        # Inputs go channels-last (NHWC tensor cores on GPU; oneDNN picks its layout on CPU); the parameters keep
+        # the standard layout, so every state dict saves with safetensors as it is (channels-last parameters
+        # measured no faster on CPU: benchmarks/results/train_step.md).
         self.channels_last = channels_last
-        if channels_last:
-            unet.to(memory_format=torch.channels_last)
         self.features = features or FeatureConfig()
         cfg = unet.config
         self.blocks = self.features.resolved_blocks(cfg)
@@ -88,6 +88,15 @@ class DiffusionFeatureEncoder(nn.Module):
         return self.noise_field.index_select(2, rows).index_select(3, cols)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.maps(x)
+
+    def maps(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Maps of ``x`` ``(B, C, H, W)`` (H, W multiples of the U-Net's deepest stride).
+
+        ``levels``: indices into :attr:`strides` of the maps wanted (default: all), ascending in the
+        output; the U-Net stops after the last decoder block they need (coarse maps are cheap).
+        """
+        levels = range(len(self.strides)) if levels is None else sorted(set(levels))
         b, c, h, w = x.shape
         n_t, n_k = len(self.features.timesteps), self.features.num_noise
         noise = self.noise(h, w).to(dtype=x.dtype)  # (K, 1, H, W), broadcast over channels
@@ -98,12 +107,14 @@ class DiffusionFeatureEncoder(nn.Module):
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         t = self.timesteps.repeat_interleave(n_k * b)
-        acts = self.unet.decoder_features(x_t, t, self.blocks)
+        acts = self.unet.decoder_features(x_t, t, [i for level in levels for i in self._blocks_by_stride[level]])
         out = []
-        for blocks in self._blocks_by_stride:
+        for level in levels:
+            blocks = self._blocks_by_stride[level]
             f = torch.cat([acts[i] for i in blocks], dim=1) if len(blocks) > 1 else acts[blocks[0]]
-            f = f.reshape(n_t, n_k, b, *f.shape[1:]).mean(dim=1)  # average noise draws
-            out.append(f.permute(1, 0, 2, 3, 4).reshape(b, -1, *f.shape[-2:]))
+            # explicit sizes, no *-unpacking: torch.fx can trace this
+            f = f.reshape(n_t, n_k, b, f.shape[1], f.shape[2], f.shape[3]).mean(dim=1)  # average noise draws
+            out.append(f.permute(1, 0, 2, 3, 4).reshape(b, -1, f.shape[-2], f.shape[-1]))
         return out
 
 
@@ -141,6 +152,7 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         if output_stride not in (8, 16, 32) or output_stride > 2**max_depth and output_stride != 32:
             raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride_cap = output_stride
+        self.min_level = 0  # the finest map still computable (see truncate_after)
         self.unet.truncate(max(self.blocks))
         if in_channels is not None:
             self.adapt_in_channels(in_channels)
@@ -162,15 +174,56 @@ class FeaturePyramid(DiffusionFeatureEncoder):
                 new.bias.copy_(stem.bias)
         self.unet.input_blocks[0][0] = new
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``depth + 1`` maps at strides ``1 .. 2**depth`` (capped at ``output_stride`` by upsampling)."""
-        feats = super().forward(x)[: self.depth + 1]
+    def pyramid(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Maps at strides ``1 .. 2**depth`` (``levels``: indices of the wanted ones; default all ``depth + 1``).
+
+        Any input size works, as with smp's own encoders: ``x`` ``(B, C, H, W)`` is padded at the bottom and
+        right with -1 (air in the [-1, 1] input range) to a multiple of the U-Net's deepest stride, and the
+        map at stride ``s`` is cropped to ``(ceil(H / s), ceil(W / s))`` (what a CNN with padded convolutions
+        gives), so decoders that upsample to their skips return ``(H, W)``. Maps deeper than
+        ``output_stride`` are bilinearly upsampled to it instead (DeepLab's dilation would change what the
+        pretrained U-Net computes).
+        """
+        levels = list(range(self.depth + 1)) if levels is None else sorted(set(levels))
+        if levels[0] < self.min_level:
+            raise ConfigError(f"feature levels {levels} were pruned: this model keeps levels {self.min_level}.."
+                              f"{len(self.strides) - 1} (build it with features_only=True for finer maps)")
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.unet.config.max_stride
+        padded = nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m), value=-1.0)
         cap = self.output_stride_cap
-        h, w = x.shape[-2] // cap, x.shape[-1] // cap
-        return [
-            f if stride <= cap else nn.functional.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
-            for f, stride in zip(feats, self.strides)
-        ]
+        out = []
+        for f, level in zip(self.maps(padded, levels), levels):
+            stride = self.strides[level]
+            if stride > cap:
+                f = nn.functional.interpolate(f, size=(padded.shape[-2] // cap, padded.shape[-1] // cap),
+                                              mode="bilinear", align_corners=False)
+                stride = cap
+            out.append(f[..., : (h + stride - 1) // stride, : (w + stride - 1) // stride])
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, plus: weights stored for the native 1-channel stem are adapted to a
+        stem rebuilt for ``in_channels`` (as :meth:`adapt_in_channels` does), and tensors of decoder blocks this
+        model pruned (:meth:`truncate_after`) are skipped, so a whole pyramid's weights load into it."""
+        key = "unet.input_blocks.0.0.weight"
+        stem = self.unet.input_blocks[0][0]
+        state = dict(state_dict)
+        if key in state and state[key].shape[1] != stem.in_channels:
+            n = stem.in_channels
+            w = state[key].float().mean(dim=1, keepdim=True) * state[key].shape[1] / n
+            state[key] = w.repeat(1, n, 1, 1).to(state[key].dtype)
+        kept = len(self.unet.output_blocks)
+        pruned = [k for k in state if k.startswith("unet.output_blocks.") and int(k.split(".")[2]) >= kept]
+        for k in pruned:
+            del state[k]
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    def truncate_after(self, level: int) -> None:
+        """Drop the decoder blocks the maps up to stride index ``level`` do not need (e.g. ``level = depth``
+        keeps only what the deepest map needs); :meth:`pyramid` then serves levels ``>= level`` only."""
+        self.unet.truncate(max(self._blocks_by_stride[level]))
+        self.min_level = level
 
 
 def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec, *, source: str,

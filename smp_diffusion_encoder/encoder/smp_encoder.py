@@ -1,8 +1,8 @@
 """The ``ddpm-ct`` encoders for segmentation_models_pytorch.
 
 Encoder contract (smp): ``forward(x)`` with ``x`` of shape ``(B, in_channels, H, W)`` in [-1, 1] (CT
-windowed as in the weights' preprocessing config; H, W multiples of 32) returns ``depth + 1`` maps at
-strides ``1, 2, 4, ..., 2**depth``. Unlike ImageNet CNNs, the stride-1 map is a real feature map (the
+windowed as in the weights' preprocessing config; any H, W: padded inside to a multiple of 32, maps cropped
+to ``ceil(H / s) x ceil(W / s)``) returns ``depth + 1`` maps at strides ``1, 2, 4, ..., 2**depth``. Unlike ImageNet CNNs, the stride-1 map is a real feature map (the
 U-Net decoder's full-resolution block), not the input. ``out_channels`` lists their channel counts
 (``len(timesteps) * block channels``, derived, never typed in).
 
@@ -54,13 +54,3 @@ class DDPMEncoder(FeaturePyramid, EncoderMixin):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
         return self.pyramid(x)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        # Weights are stored for the native 1-channel stem; adapt them if smp already changed it.
-        key = "unet.input_blocks.0.0.weight"
-        stem = self.unet.input_blocks[0][0]
-        if key in state_dict and state_dict[key].shape[1] != stem.in_channels:
-            n = stem.in_channels
-            w = state_dict[key].float().mean(dim=1, keepdim=True) * state_dict[key].shape[1] / n
-            state_dict = {**state_dict, key: w.repeat(1, n, 1, 1).to(state_dict[key].dtype)}
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -23,7 +23,20 @@ from smp_diffusion_encoder.encoder.features import FeaturePyramid
 
 
 class DDPMCTUNet(FeaturePyramid):
-    """timm-style model: ``forward_features`` -> deepest map, ``forward_head`` -> pooled (+ linear) output."""
+    """timm-style model: ``forward_features`` -> the deepest (stride-32) map, ``forward_head`` -> pooled (+ linear).
+
+    As timm's contract asks, ``model(x)`` uses every parameter and computes only what its output needs: the
+    entry points (:mod:`smp_diffusion_encoder.registry.timm_names`) build it with ``head_only=True``, which
+    keeps only the U-Net blocks the stride-32 map needs (:meth:`truncate_after`); ``features_only=True`` builds
+    the whole pyramid and keeps what the requested ``out_indices`` need (:meth:`prune_intermediate_layers`).
+    Weights of the whole pyramid load into a pruned model (the pruned blocks' tensors are skipped).
+
+    Example:
+        >>> import timm, smp_diffusion_encoder
+        >>> m = timm.create_model("ddpm_ct_unet_tiny", num_classes=0, global_pool="")
+        >>> tuple(m(torch.zeros(1, 1, 64, 64)).shape)   # the unpooled stride-32 map: 3 timesteps x 32 channels
+        (1, 96, 2, 2)
+    """
 
     def __init__(
         self,
@@ -34,6 +47,7 @@ class DDPMCTUNet(FeaturePyramid):
         global_pool: str = "avg",
         output_stride: int = 32,
         drop_rate: float = 0.0,
+        head_only: bool = False,
     ) -> None:
         super().__init__(unet, features, output_stride=output_stride, in_channels=in_chans)
         self.num_classes = num_classes
@@ -42,9 +56,14 @@ class DDPMCTUNet(FeaturePyramid):
             dict(num_chs=c, reduction=s, module=f"unet.output_blocks.{blocks[-1]}")
             for c, s, blocks in zip(self.channels, self.strides, self._blocks_by_stride)
         ]
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.reset_classifier(num_classes, global_pool)
+        if head_only:
+            self.truncate_after(self.last_level)
+
+    @property
+    def last_level(self) -> int:
+        return len(self.strides) - 1
 
     def forward_intermediates(
         self,
@@ -55,30 +74,36 @@ class DDPMCTUNet(FeaturePyramid):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediates API: the pyramid maps ``indices`` (strides ``2**i``), computed together; with
+        ``intermediates_only=False`` also the final (stride-32) map."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported, only 'NCHW'")
         take, _ = feature_take_indices(len(self.strides), indices)
-        maps = self.pyramid(x)
+        levels = sorted(set(take) | (set() if intermediates_only else {self.last_level}))
+        maps = dict(zip(levels, self.pyramid(x, levels)))
         inter = [maps[i] for i in take]
-        return inter if intermediates_only else (maps[-1], inter)
+        return inter if intermediates_only else (maps[self.last_level], inter)
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
+        """Keep only the U-Net blocks the maps ``indices`` need (and drop the classifier with ``prune_head``)."""
         take, _ = feature_take_indices(len(self.strides), indices)
         if prune_head:
-            self.head = nn.Identity()
-            self.num_classes = 0
+            self.reset_classifier(0, "")
+        self.truncate_after(min(take))
         return take
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new head; ``global_pool=""`` returns the unpooled map (no flattening), as every timm model does."""
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pyramid(x)[-1]
+        """The stride-32 map ``(B, num_features, ceil(H / 32), ceil(W / 32))``; nothing finer is computed."""
+        return self.pyramid(x, [self.last_level])[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.global_pool(x))

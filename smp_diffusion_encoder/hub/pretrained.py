@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from smp_diffusion_encoder.hub.weights import (
     WEIGHTS_NAME,
     _no_safetensors_message,
     fetch_weights_file,
+    read_safetensors,
     validate_safetensors,
 )
 
@@ -73,9 +75,9 @@ def load_finetuned(path_or_repo: str | os.PathLike[str], *, revision: str | None
     """A whole smp model from a folder or Hub repo saved by ``save_pretrained``; safetensors only.
 
     The encoder's pretrained weights are never fetched (``encoder_weights=None``): the file holds all
-    weights. From the Hub exactly two files are downloaded (``config.json``, ``model.safetensors``) and
-    smp then loads from the cached snapshot folder, so no further request is made. Extra ``kwargs`` go
-    to ``smp.from_pretrained``. The model is returned in eval mode.
+    weights. From the Hub exactly two files are downloaded (``config.json``, ``model.safetensors``) and the
+    model is built from the cached snapshot, so no further request is made. Extra ``kwargs`` override
+    constructor arguments of the saved config. The model is returned in eval mode; nothing is printed.
 
     Example:
         >>> model = load_finetuned("runs/tiny")                                  # doctest: +SKIP
@@ -97,13 +99,22 @@ def load_finetuned(path_or_repo: str | os.PathLike[str], *, revision: str | None
         if weights_path.parent != folder:  # both come from one snapshot of the cache
             raise WeightsError(f"{source}: config.json and model.safetensors resolved to different snapshots")
     try:
-        model_class = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["_model_class"]
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        model_class = config["_model_class"]
     except (OSError, ValueError, KeyError) as err:
         raise WeightsError(f"{source}/{CONFIG_NAME}: not an smp save_pretrained config ({err})") from err
-    if not isinstance(getattr(smp, str(model_class), None), type):
+    cls = getattr(smp, str(model_class), None)
+    if not isinstance(cls, type):
         raise WeightsError(f"{source}/{CONFIG_NAME}: unknown smp model class {model_class!r}")
-    kwargs["encoder_weights"] = None
+    # Built here rather than by smp.from_pretrained, which prints "Loading weights from local directory" and
+    # falls back to pickle files: the constructor arguments come from the config, every weight from the
+    # validated safetensors file.
+    accepted = inspect.signature(cls.__init__).parameters
+    arguments = {k: v for k, v in config.items() if not k.startswith("_") and k in accepted}
+    arguments.update(kwargs, encoder_weights=None)
     try:
-        return smp.from_pretrained(str(folder), **kwargs)
-    except (KeyError, RuntimeError) as err:  # unknown encoder name, strict load mismatch
+        model = cls(**arguments)
+        model.load_state_dict(read_safetensors(folder / WEIGHTS_NAME, source=f"{source}/{WEIGHTS_NAME}"), strict=True)
+    except (KeyError, RuntimeError, TypeError) as err:  # unknown encoder name, strict load mismatch, bad arguments
         raise WeightsError(f"{source}: cannot rebuild the smp model ({err})") from err
+    return model.eval()

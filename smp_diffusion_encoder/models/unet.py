@@ -23,6 +23,19 @@ from smp_diffusion_encoder.models.layers import (
 )
 
 
+def check_input_size(x: torch.Tensor, stride: int) -> None:
+    """Raise ``ValueError`` unless ``x``'s height and width are multiples of ``stride``.
+
+    A leaf for ``torch.fx`` (registered with ``torch.fx.wrap``): symbolic tracing records the call instead of
+    branching on traced sizes, and the traced module checks real inputs.
+    """
+    if x.shape[-1] % stride or x.shape[-2] % stride:
+        raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of {stride}")
+
+
+torch.fx.wrap("check_input_size")
+
+
 class DiffusionUNet(nn.Module):
     """ADM U-Net: ``forward(x, t)`` maps ``x_t (B, C, H, W)`` and ``t (B,)`` to ``(B, out_channels, H, W)``.
 
@@ -91,10 +104,7 @@ class DiffusionUNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        if x.shape[-1] % self.config.max_stride or x.shape[-2] % self.config.max_stride:
-            raise ValueError(
-                f"input size {tuple(x.shape[-2:])} must be a multiple of {self.config.max_stride}"
-            )
+        check_input_size(x, self.config.max_stride)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
         skips = []
         h = x

@@ -7,7 +7,7 @@ runs (:mod:`smp_diffusion_encoder.finetune.schedule`) a run that is still fallin
 steps.
 
 Example:
-    >>> rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 101)]
+    >>> rows = [{"step": s, "loss": 1.0 + 1.0 / s} for s in range(1, 101)]   # converging to 1
     >>> loss_flattened(rows).flat
     True
 """

@@ -63,6 +63,8 @@ class DDPMStep:
     Metrics: ``mse`` (unweighted) and, with learned sigma, ``vb`` (``L_t`` in bits/dim).
 
     Example:
+        >>> from smp_diffusion_encoder.diffusion import NoiseSchedule
+        >>> from smp_diffusion_encoder.models import DiffusionUNet
         >>> step = DDPMStep(GaussianDiffusion(NoiseSchedule("linear")))
         >>> loss, m = step(DiffusionUNet("tiny"), (torch.zeros(2, 1, 64, 64), torch.arange(2)))  # doctest: +SKIP
     """

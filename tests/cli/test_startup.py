@@ -54,6 +54,8 @@ def test_every_subcommand_has_a_one_line_description_and_options_state_defaults(
     for name, p in sub.choices.items():
         assert p.description and "``" not in p.description and ":mod:" not in p.description, name
         for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
             if action.option_strings and action.help and action.dest not in ("help",) and not action.required:
                 flag = action.__class__.__name__ in ("_StoreTrueAction", "BooleanOptionalAction")
                 assert flag or "default" in action.help, f"{name} {action.option_strings}: {action.help}"

@@ -123,6 +123,7 @@ def test_channels_last_layout_does_not_change_the_features(tiny_unet):
     x = torch.randn(2, 1, 64, 64)
     nhwc = DiffusionFeatureEncoder(copy.deepcopy(tiny_unet), channels_last=True)
     nchw = DiffusionFeatureEncoder(copy.deepcopy(tiny_unet), channels_last=False)
-    assert nhwc.unet.input_blocks[1][0].in_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # parameters keep the standard layout (state dicts save with safetensors as they are); inputs go NHWC
+    assert all(p.is_contiguous() for p in nhwc.parameters())
     for a, b in zip(nhwc(x), nchw(x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

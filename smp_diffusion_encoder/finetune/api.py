@@ -121,6 +121,7 @@ def finetune(
     pool: Mapping[str, Iterable[int]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune on the labeled cases of ``root_or_cases`` as ``config`` says; see the module docstring.
 
@@ -133,6 +134,9 @@ def finetune(
             train side of a held-out split.
         resume: continue ``out_dir``'s checkpoint; the settings must be the first run's (else
             :class:`ConfigError`, before anything is written).
+        cache_dir: a folder for the frozen encoder's features of the labeled slices (shared by the runs of a
+            study: an encoder's features of a slice are computed once; see
+            :class:`~smp_diffusion_encoder.heads.FeatureCache`).
 
     Raises:
         ConfigError: bad settings, an encoder that is not registered for ``probe``/``mlp``, a split that
@@ -162,7 +166,7 @@ def finetune(
         _check_split(split, volumes)
     plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
                          batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
-                         steps=config.steps)
+                         steps=config.steps, scale=config.steps_scale)
     settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
                 "preprocessing": prep.to_dict(), "schedule": plan.to_dict()}
     settings.pop("device")
@@ -177,14 +181,14 @@ def finetune(
 
     torch.manual_seed(config.seed)
     if config.method in ("probe", "mlp"):
-        model, cache, predict, save = _head(config, weights, prep, val, out, device)
+        model, cache, predict, save = _head(config, weights, prep, val, out, device, cache_dir)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
         segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
                                      in_channels=1, classes=FLARE_NUM_CLASSES).to(device)
         segmenter.encoder.requires_grad_(False)
-        model, cache = segmenter, FeatureCache(segmenter.encoder)
+        model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir)
         optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
         step = DecoderStep(config.unfreeze_at)
         predict = _smp_predictor(segmenter, val)
@@ -246,8 +250,9 @@ def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopp
                           flat.flat, flat.text, plan.reason)
 
 
-def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path,
-          device: torch.device) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
+def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path, device: torch.device,
+          cache_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray],
+                                                            Callable[[], Path]]:
     """The probe / MLP ensemble on a frozen registered encoder: trainable head, cache, predictor, saver."""
     try:
         spec = resolve(config.encoder).spec
@@ -261,7 +266,7 @@ def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSl
         except RuntimeError as err:
             raise WeightsError(f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})") from err
     probe_model.to(device)
-    cache = FeatureCache(probe_model.encoder)
+    cache = FeatureCache(probe_model.encoder, cache_dir)
     return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val),
             lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep))
 

@@ -37,6 +37,7 @@ class FinetuneConfig:
     seed: int = option(0, "seed of the split and the initialization")
     steps: int | None = option(None, "optimizer steps (none: from the schedule rule: the amount of labeled data "
                                      "and the head, see smp_diffusion_encoder.finetune.schedule)")
+    steps_scale: float = option(1.0, "multiplies the rule's length (e.g. 2 to check that a run had converged)")
     lr: float | None = option(None, "peak learning rate of AdamW (none: 1e-2 probe, 1e-3 mlp and unet); linear "
                                     "warm-up, then cosine decay to 0")
     batch_size: int | None = option(None, "slices per step (none: 4); pixels per member and step for mlp "
@@ -65,6 +66,8 @@ class FinetuneConfig:
         LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.steps_scale <= 0:
+            raise ConfigError(f"steps_scale must be > 0, got {self.steps_scale}")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

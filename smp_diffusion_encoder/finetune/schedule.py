@@ -75,18 +75,19 @@ class SchedulePlan:
 
 
 def plan_schedule(method: Literal["probe", "mlp", "unet"], *, n_slices: int, image_size: int, batch_size: int,
-                  n_val: int, min_val_slices: int, steps: int | None = None) -> SchedulePlan:
-    """The schedule of one run (see the module docstring); ``steps`` overrides the rule's length."""
+                  n_val: int, min_val_slices: int, steps: int | None = None, scale: float = 1.0) -> SchedulePlan:
+    """The schedule of one run (see the module docstring); ``steps`` overrides the rule's length, ``scale``
+    multiplies it (a convergence check trains twice as long)."""
     if n_slices < 1 or batch_size < 1:
         raise ConfigError(f"need at least one training slice and batch size 1; got {n_slices}, {batch_size}")
     rule = RULES[method]
     items = n_slices * image_size * image_size if method == "mlp" else n_slices
     rule_steps = min(rule.max_steps, max(rule.min_steps, math.ceil(rule.epochs * items / batch_size)))
-    length = steps if steps is not None else rule_steps
+    length = steps if steps is not None else max(1, round(rule_steps * scale))
     why = (f"{length} steps given" if steps is not None else
            f"{length} steps by the {method} rule ({rule.epochs:g} epochs of {items} "
            f"{'labeled pixels' if method == 'mlp' else 'slices'} at batch {batch_size}, within "
-           f"{rule.min_steps}..{rule.max_steps})")
+           f"{rule.min_steps}..{rule.max_steps}" + (f", x {scale:g}" if scale != 1 else "") + ")")
     if n_val >= min_val_slices:
         val_every = max(1, length // VALIDATIONS_PER_RUN)
         why += f"; validation on {n_val} slices every {val_every} steps, best model kept, early stopping"

@@ -21,6 +21,7 @@ the bad one gets no file). ``keep_going=True`` predicts every good input and rep
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -73,15 +74,24 @@ def predict_volume(
     probabilities: bool = False,
     uncertainty: bool = False,
     progress: bool = False,
+    slices: Sequence[int] | None = None,
 ) -> VolumePrediction:
-    """Segment one canonical image volume (HU) with ``model``; see the module docstring for the steps."""
+    """Segment one canonical image volume (HU) with ``model``; see the module docstring for the steps.
+
+    ``slices``: only these z indices (the in-plane layout is still the whole volume's); the returned maps
+    then hold those slices only, in the given order, ``(len(slices), Y, X)``.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(str(device))
     module = model.module.to(dev).eval()
     geometry = SliceGeometry.of(volume, model.preprocessing)
-    slices = geometry.image_slices(volume, model.preprocessing)  # (Z, S, S)
-    z, h, w = volume.array.shape
+    if slices is None:
+        chosen = volume
+    else:
+        chosen = dataclasses.replace(volume, array=volume.array[np.asarray(slices, dtype=np.int64)])
+    slices = geometry.image_slices(chosen, model.preprocessing)  # (Z, S, S)
+    z, h, w = chosen.array.shape
     labels = np.empty((z, h, w), dtype=np.uint8)
     probs_out = np.empty((model.num_classes, z, h, w), dtype=np.float32) if probabilities else None
     unc_out = np.empty((z, h, w), dtype=np.float32) if uncertainty else None

@@ -1,5 +1,6 @@
 """Weights of registered names: add Hub weights under a name, and read what a name's weights hold.
 
+* :func:`register_encoder_from_folder`: a local weights folder under an smp name.
 * :func:`register_hub_weights` / :func:`register_encoder_from_hub`: Hub weights under an smp name
   (``smp.Unet("ddpm-ct", encoder_weights="mykey")``). smp loads encoder weights itself
   (``hf_hub_download`` of ``config.json`` + ``model.safetensors`` at the registered revision, then a strict
@@ -17,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from smp_diffusion_encoder.hub.weights import (
     read_safetensors,
 )
 from smp_diffusion_encoder.registry import smp_names
-from smp_diffusion_encoder.registry.records import EncoderRecord, HubWeights, PackagedWeights, put, resolve
+from smp_diffusion_encoder.registry.records import PACKAGED_ORG, EncoderRecord, HubWeights, PackagedWeights, put, resolve
 
 
 def register_hub_weights(name: str, repo_id: str, *, revision: str, key: str, prefetch: bool = True) -> HubWeights:
@@ -82,6 +84,29 @@ def register_encoder_from_hub(name: str, repo_id: str, *, revision: str, key: st
     if prefetch:
         fetch_weights_file(repo_id, revision=revision)
     smp_names.register_encoder(name, spec.unet, spec.features, {key: HubWeights(repo_id, revision)})
+    return name
+
+
+def register_encoder_from_folder(name: str, folder: str | os.PathLike[str], *, key: str = "ct") -> str:
+    """Register smp encoder ``name`` with the architecture and weights of a local weights folder (``config.json``
+    + ``model.safetensors``, e.g. written by :func:`~smp_diffusion_encoder.hub.export.export_encoder`).
+
+    ``smp.Unet(name, encoder_weights=key)`` then loads the folder's weights offline (seeded into the Hugging
+    Face cache at a content revision the first time they are asked for), and fine-tuning with ``encoder=name``
+    uses the folder's preprocessing. timm loads such a folder without registration:
+    ``timm.create_model("local-dir:FOLDER", pretrained=True)``.
+
+    Example:
+        >>> register_encoder_from_folder("ddpm-ct-mine", "weights/ddpm-ct-mine")                    # doctest: +SKIP
+        'ddpm-ct-mine'
+    """
+    folder = Path(folder)
+    config = read_config(folder / CONFIG_NAME, source=str(folder))
+    spec = config_spec(config, source=str(folder))
+    config_preprocessing(config, source=str(folder))  # fine-tuning needs it: refuse a folder without it now
+    read_safetensors(folder / WEIGHTS_NAME, source=str(folder / WEIGHTS_NAME))
+    source = PackagedWeights(folder.resolve(), f"{PACKAGED_ORG}-local/{name}")
+    smp_names.register_encoder(name, spec.unet, spec.features, {key: source})
     return name
 
 

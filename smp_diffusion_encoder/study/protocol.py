@@ -20,7 +20,8 @@ same grid. Within a volume, the whole volume is predicted the same way and only 
 scored (both maps zeroed elsewhere).
 
 Every finished (method, budget, seed) appends its rows to ``out_dir/results.csv``; a study started again with
-the same ``out_dir`` skips what is there (an interrupted study resumes). Run folders keep their
+the same ``out_dir`` skips what is there (an interrupted study resumes). Frozen encoders' features of the labeled
+slices are computed once per study (``out_dir/feature_cache``). Run folders keep their
 ``split.json``, ``config.json``, ``summary.json``, ``metrics.csv`` and ``loss.png``; weights and checkpoints
 are deleted after scoring unless ``keep_models``.
 """
@@ -186,7 +187,7 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
             shutil.rmtree(run_dir)
         tick = time.perf_counter()
         result = finetune(plan.train_cases, method.config(budget, seed, config), out_dir=run_dir,
-                          pool=plan.pool or None, progress=progress)
+                          pool=plan.pool or None, progress=progress, cache_dir=out / "feature_cache")
         seconds = time.perf_counter() - tick
         n_train = len(read_split_json(run_dir / "split.json").train)
         model = load_model(result.model_dir)
@@ -208,24 +209,33 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
           ) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
     """FLARE metrics of ``model`` on ``case``: the whole scan (``zs`` empty) or its slices ``zs`` only.
 
-    The scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
-    the label map is written with the input's geometry and read back), checked to lie on the label file's grid,
-    and scored with the label file's voxel order and spacing. Returns ``(metrics, gt, pred, z)`` with the
-    canonical ``(len(z), Y, X)`` label maps of the scored slices.
+    A whole scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
+    the label map is written with the input's geometry and read back) and checked to lie on the label file's
+    grid. Slices ``zs`` of a volume are predicted alone (the volume's in-plane layout is the whole volume's,
+    as in training). Both are scored with the label file's voxel order and spacing, the maps zeroed outside
+    the scored slices. Returns ``(metrics, gt, pred, z)`` with the canonical ``(len(z), Y, X)`` label maps of
+    the scored slices.
     """
     label = read_volume(case.label, kind="label")  # type: ignore[arg-type]
-    with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
-        report = predict_files([case.image], model, tmp, device=device, progress=False)
-        pred = read_volume(report.written[next(iter(report.written))][-1], kind="label")
-    check_pair(label, pred)  # same grid: a misplaced label map never gets a score
     index = np.arange(label.array.shape[0]) if not len(zs) else np.asarray(zs, dtype=np.int64)
+    pred_full = np.zeros_like(label.array)
+    if len(zs):
+        image = read_volume(case.image)
+        check_pair(image, label)
+        pred_full[index] = predict_volume(model, image, device=device, slices=index).labels
+    else:
+        with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
+            report = predict_files([case.image], model, tmp, device=device, progress=False)
+            pred = read_volume(report.written[next(iter(report.written))][-1], kind="label")
+        check_pair(label, pred)  # same grid: a misplaced label map never gets a score
+        pred_full = pred.array
     gt_kept, pred_kept = np.zeros_like(label.array), np.zeros_like(label.array)
-    gt_kept[index], pred_kept[index] = label.array[index], pred.array[index]
+    gt_kept[index], pred_kept[index] = label.array[index], pred_full[index]
     spacing = tuple(float(s) for s in label.header.get_zooms()[:3])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         metrics = case_metrics(label.to_original(gt_kept), label.to_original(pred_kept), spacing)
-    return metrics, label.array[index], pred.array[index], tuple(int(z) for z in index)
+    return metrics, label.array[index], pred_full[index], tuple(int(z) for z in index)
 
 
 def _row(method: Method, budget: str, n_train: int, seed: int, protocol: str, case: str,

@@ -101,3 +101,24 @@ def test_packaged_weights_of_another_architecture_are_refused_when_used(tmp_path
     assert "do not match their encoder" in out and "unet.model_channels: 8 vs 32" in out.replace("32 vs 8", "8 vs 32")
     with pytest.raises(WeightsError, match="do not match their encoder"):
         seed_packaged_weights(root / "ddpm-ct", "smp-diffusion/ddpm-ct", EncoderSpec("small", FeatureConfig()))
+
+
+def test_a_local_weights_folder_registers_under_a_name(tmp_path: Path, registry_snapshot, monkeypatch) -> None:
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from smp_diffusion_encoder.registry import register_encoder_from_folder, resolve
+    from smp_diffusion_encoder.registry.weights import preprocessing_for
+
+    folder = tmp_path / "mine"
+    expected = write_tiny_weights(folder, seed=5)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert register_encoder_from_folder("ddpm-ct-mine", folder) == "ddpm-ct-mine"
+    assert resolve("ddpm-ct-mine").default_weights == "ct"
+    model = smp.Unet("ddpm-ct-mine", encoder_weights="ct", in_channels=1, classes=2)
+    sd = model.encoder.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in expected.items())
+    assert preprocessing_for("ddpm-ct-mine", "ct").image_size == 64
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(WeightsError):
+        register_encoder_from_folder("ddpm-ct-broken", folder)

@@ -14,6 +14,10 @@ diffusers is only a benchmark dependency (``pip install diffusers``).
 
     python benchmarks/train_step.py                               # small preset, CPU, batch 4
     python benchmarks/train_step.py --device cuda --preset adm-256 --batch 16 --peak-tflops 989
+
+``--options --store STORE`` instead times the CPU speed options of the real pretraining step (bf16 autocast,
+torch.compile, threads) against the first release's fp32 channels-last step and checks that the loss curve stays
+equal within noise (:mod:`benchmarks.train_step_options`).
 """
 
 from __future__ import annotations
@@ -82,7 +86,17 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true", help="run both models in NHWC layout")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU bf16 dense peak, e.g. 989 for H100 SXM")
     p.add_argument("--out", type=Path, default=RESULTS / "train_step.md")
+    p.add_argument("--options", action="store_true", help="compare the CPU speed options instead (needs --store)")
+    p.add_argument("--store", type=Path, default=None, help="with --options: a 128 px slice store (pretraining data)")
+    p.add_argument("--loss-steps", type=int, default=200, help="with --options: steps of the loss-curve check")
     args = p.parse_args()
+    if args.options:
+        if args.store is None:
+            p.error("--options needs --store (a `smp-diffusion prepare-slices` folder)")
+        from benchmarks.train_step_options import compare
+
+        compare(args)
+        return
     torch.manual_seed(0)
     cfg = get_preset(args.preset).replace(resblock_updown=False)  # see the module docstring
     dev = args.device

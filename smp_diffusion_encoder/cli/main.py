@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.push",
     "smp_diffusion_encoder.cli.pretrain",
     "smp_diffusion_encoder.cli.finetune",
+    "smp_diffusion_encoder.cli.select_features",
     "smp_diffusion_encoder.cli.predict",
     "smp_diffusion_encoder.cli.sample",
     "smp_diffusion_encoder.cli.export",

@@ -7,6 +7,8 @@
   later unfrozen, encoder).
 - :mod:`.data`: labeled slices, few-shot split with disjoint validation slices; :mod:`.batches`: batches.
 - :mod:`.api`: :func:`finetune` (``smp-diffusion finetune``) and :class:`FinetuneResult`.
+- :mod:`.selection`: :func:`select_features` (``smp-diffusion select-features``): timesteps and blocks for
+  the user's data, scored with the linear probe.
 """
 
 import lazy_loader as _lazy
@@ -18,6 +20,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "config": ["FinetuneConfig"],
         "losses": ["ce_dice_loss", "soft_dice_present"],
         "schedule": ["SchedulePlan", "plan_schedule"],
+        "selection": ["SelectionResult", "select_features"],
+        "selection_config": ["SelectionConfig"],
         "steps": ["DecoderStep", "MLPStep", "ProbeStep", "decoder_param_groups"],
     },
 )

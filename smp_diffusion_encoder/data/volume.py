@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from smp_diffusion_encoder.data.dicom import read_dicom_series
 from smp_diffusion_encoder.errors import (
     ConfigError,
     CorruptFileError,
+    GeometryWarning,
     InputFileError,
     InvalidVolumeError,
     LabelMismatchError,
@@ -58,6 +60,8 @@ _CANONICAL_ORNT = ornt_lib.axcodes2ornt(CANONICAL_AXCODES)
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 #: Tolerance (mm) when comparing the geometry of an image and its label map.
 GEOMETRY_TOLERANCE_MM: float = 1e-3
+#: A NIfTI file's qform and sform may place its corner voxels this far apart (mm) before we warn.
+QFORM_SFORM_TOLERANCE_MM: float = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +159,7 @@ def volume_from_nifti(img: nib.Nifti1Image, source: Path | None, *, kind: Volume
     else:
         raise ConfigError(f"kind must be 'image' or 'label', got {kind!r}")
     _check_finite(array, where)
+    _check_qform_sform(img, where)
     affine = np.array(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InvalidVolumeError(where, f"has a degenerate voxel-to-world affine:\n{affine}")
@@ -164,6 +169,11 @@ def volume_from_nifti(img: nib.Nifti1Image, source: Path | None, *, kind: Volume
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per file voxel axis
     per_axis = {int(ornt[i, 0]): float(zooms[i]) for i in range(3)}
     header = img.header.copy()
+    # nibabel moves scl_slope/scl_inter from the header into the data proxy on load: put them back, so the
+    # header says how the voxels were stored (check_ct_hu reads it; writers reset it).
+    slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)
+    if slope is not None and inter is not None:
+        header.set_slope_inter(float(slope), float(inter))
     return Volume(
         array=_to_canonical(array, ornt),
         spacing=(per_axis[2], per_axis[1], per_axis[0]),
@@ -179,8 +189,10 @@ def check_ct_hu(volume: Volume) -> None:
     """Refuse volumes that do not look like CT in Hounsfield units (8-bit exports, MR, unscaled raw values).
 
     CT in HU has air at about -1000 HU outside and inside the body (lungs, bowel gas), so its low percentile
-    is far below -500 HU. An 8-bit image (``uint8`` voxels, or values only in 0..255) and an MR image (no
-    negative values, or a 0.5th percentile above -500) are refused with :class:`InvalidVolumeError`.
+    is far below -500 HU. An 8-bit image (``uint8`` voxels without ``scl_slope``/``scl_inter`` scaling, or
+    values only in 0..255) and an MR image (no negative values, or a 0.5th percentile above -500) are refused
+    with :class:`InvalidVolumeError`. A ``uint8`` file whose scaling gives HU (stored = (HU - inter) / slope)
+    is CT like any other.
     """
     arr = volume.array
     if arr.size == 0:
@@ -208,6 +220,40 @@ def check_ct_hu(volume: Volume) -> None:
             f"{not_ct}: no air ({value_range}, 0.5th percentile {p_low:g}); CT has air at about "
             f"-1000 HU. An MR image?",
         )
+
+
+def _check_qform_sform(img: nib.Nifti1Image, where: Path | str) -> None:
+    """Warn when a NIfTI file's qform and sform (both set) place the volume differently.
+
+    Compared at the 8 corner voxels of the grid; beyond :data:`QFORM_SFORM_TOLERANCE_MM` a
+    :class:`~smp_diffusion_encoder.errors.GeometryWarning` names the distance, any axis they disagree on
+    (worst: left-right) and the one used. We use the sform (nibabel's ``img.affine``, as FSL does). Measured
+    with SimpleITK 2.5: ITK uses the sform only when its code is 1 (scanner) and it is orthonormal, and the
+    qform otherwise, so such a file is read differently by ITK-based tools.
+    """
+    header = img.header
+    q_code, s_code = int(header["qform_code"]), int(header["sform_code"])
+    if q_code == 0 or s_code == 0:
+        return
+    qform, sform = header.get_qform(), header.get_sform()
+    shape = np.array(img.shape[:3]) - 1
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])]).T
+    distance = float(np.linalg.norm((qform @ corners - sform @ corners)[:3], axis=0).max())
+    if not np.isfinite(distance) or distance <= QFORM_SFORM_TOLERANCE_MM:
+        return
+    q_axes, s_axes = nib.aff2axcodes(qform), nib.aff2axcodes(sform)
+    detail = ""
+    if q_axes != s_axes:
+        detail = f"; they disagree on the voxel axes' directions (sform {''.join(s_axes)}, qform {''.join(q_axes)})"
+        if sorted(a for a in q_axes if a in "LR") != sorted(a for a in s_axes if a in "LR"):
+            detail += ": LEFT AND RIGHT ARE SWAPPED between them"
+    warnings.warn(
+        f"{where}: qform (code {q_code}) and sform (code {s_code}) disagree by up to {distance:.3g} mm{detail}; "
+        f"using the sform, as nibabel and FSL do (ITK-based tools may use the qform). Fix the header of this file "
+        f"so that both say where the patient is",
+        GeometryWarning,
+        stacklevel=3,
+    )
 
 
 def check_pair(image: Volume, label: Volume) -> None:
@@ -323,9 +369,13 @@ def _as_label_ids(data: np.ndarray, where: Path | str) -> np.ndarray:
         rounded = np.rint(data)
         bad = rounded != data
         if bad.any():
-            example = float(data[bad].flat[0])
+            example = data[bad].flat[0]
+            shown = np.format_float_positional(example, unique=True, trim="-")  # shortest exact repr of its dtype
             raise InvalidVolumeError(
-                where, f"is not a label map: {int(bad.sum())} voxels are not integers (e.g. {example:g})"
+                where,
+                f"is not a label map: {int(bad.sum())} {data.dtype} voxels are not integers (e.g. {shown}, nearest "
+                f"integer {int(np.rint(example))}); label ids must be whole numbers (round a map saved as float "
+                f"with rounding errors before using it)",
             )
         data = rounded
     if data.size == 0:

@@ -18,12 +18,13 @@ from smp_diffusion_encoder.errors import CorruptFileError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
     On any exception (or if the process dies) ``path`` is untouched and the temporary file is removed
     (or left as an obviously temporary ``.<name>.tmp-*`` file that is never mistaken for output). The file
-    gets mode ``0666`` less the umask, like a file made with ``open(path, "w")``.
+    gets mode ``0666`` less the umask, like a file made with ``open(path, "w")``. ``keep_suffix=True`` ends
+    the temporary name with ``path``'s last suffix, for writers that choose the format by it.
 
     Example:
         >>> with atomic_path("out.json") as tmp:          # doctest: +SKIP
@@ -31,7 +32,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix if keep_suffix else "",
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -13,7 +13,9 @@ orientation** so that slices from differently stored files look alike:
 The voxel axes are only permuted and flipped (to the closest of the file's axes for oblique scans, never
 resampled), so reading and writing are exact inverses: :func:`write_label_map` and
 :func:`write_volume_like` undo the reorientation and write a NIfTI file with exactly the reference's shape,
-voxel order, affine and qform/sform codes. Units: image voxels are Hounsfield units (HU), spacings and
+voxel order, affine and qform/sform codes (or a NRRD/MHA file with its grid). Files: NIfTI, NRRD and
+MetaImage (SimpleITK), DICOM series folders (pydicom; a gantry-tilted series is the one input that is
+resampled, see :mod:`~smp_diffusion_encoder.data.dicom_geometry`). Units: image voxels are Hounsfield units (HU), spacings and
 affines millimetres (world coordinates RAS+, the NIfTI convention).
 
 Example:
@@ -41,6 +43,7 @@ from numpy.typing import DTypeLike
 
 from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.dicom import read_dicom_series
+from smp_diffusion_encoder.data.itk_io import ITK_SUFFIXES, ITK_WRITE_IOS, is_itk_file, read_itk_image, write_itk_like
 from smp_diffusion_encoder.errors import (
     ConfigError,
     CorruptFileError,
@@ -58,10 +61,28 @@ VolumeKind = Literal["image", "label"]
 CANONICAL_AXCODES: tuple[str, str, str] = ("L", "P", "S")
 _CANONICAL_ORNT = ornt_lib.axcodes2ornt(CANONICAL_AXCODES)
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+#: Every volume file ending :func:`read_volume` reads: NIfTI, NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
+#: ``.mhd``). DICOM series are folders.
+VOLUME_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + ITK_SUFFIXES
+#: Endings the writers accept: NIfTI, and the single-file ITK formats.
+OUTPUT_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + tuple(ITK_WRITE_IOS)
 #: Tolerance (mm) when comparing the geometry of an image and its label map.
 GEOMETRY_TOLERANCE_MM: float = 1e-3
 #: A NIfTI file's qform and sform may place its corner voxels this far apart (mm) before we warn.
 QFORM_SFORM_TOLERANCE_MM: float = 0.1
+
+
+def is_volume_file(path: Path) -> bool:
+    """True for a name :func:`read_volume` reads as a file: NIfTI, NRRD or MetaImage (not a DICOM file)."""
+    return path.name.endswith(NIFTI_SUFFIXES) or is_itk_file(path)
+
+
+def strip_volume_suffix(name: str) -> str:
+    """``"case_0000.nii.gz"`` -> ``"case_0000"``; also ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``."""
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +135,9 @@ class Volume:
 def read_volume(
     path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True
 ) -> Volume:
-    """Read a NIfTI file (``.nii``/``.nii.gz``) or a DICOM series folder into a canonical :class:`Volume`.
+    """Read a NIfTI file (``.nii``/``.nii.gz``), a NRRD or MetaImage file (``.nrrd``/``.nhdr``/``.mha``/``.mhd``,
+    via SimpleITK: :mod:`~smp_diffusion_encoder.data.itk_io`) or a DICOM series folder into a canonical
+    :class:`Volume`. Every format gets the same checks and the same canonical orientation.
 
     ``kind="image"``: ``float32`` HU with the file's ``scl_slope``/``scl_inter`` (DICOM ``RescaleSlope``/
     ``RescaleIntercept``) applied; checked with :func:`check_ct_hu` unless ``check_hu=False``.
@@ -123,7 +146,10 @@ def read_volume(
     Raises:
         CorruptFileError: truncated or undecodable file.
         InvalidVolumeError: not 3D, NaN/Inf voxels, non-integer labels, not CT in HU.
-        DicomSeriesError: see :func:`smp_diffusion_encoder.data.dicom.read_dicom_series`.
+        DicomSeriesError, MissingDecoderError: see :func:`smp_diffusion_encoder.data.dicom.read_dicom_series`.
+
+    Warns:
+        GeometryWarning: a NIfTI file's qform and sform disagree; a DICOM series' gantry tilt was corrected.
     """
     path = Path(path)
     if not path.exists():
@@ -132,8 +158,11 @@ def read_volume(
         img = read_dicom_series(path)
     elif path.name.endswith(NIFTI_SUFFIXES):
         img = _load_nifti(path)
+    elif is_itk_file(path):
+        img = read_itk_image(path)
     else:
-        raise InputFileError(path, "is neither a NIfTI file (.nii, .nii.gz) nor a DICOM series folder")
+        raise InputFileError(path, f"is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a DICOM series "
+                                   f"folder")
     volume = volume_from_nifti(img, path, kind=kind)
     if kind == "image" and check_hu:
         check_ct_hu(volume)
@@ -295,10 +324,12 @@ def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = 
 
 
 def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
-    """Write canonical ``(Z, Y, X)`` integer labels as NIfTI with exactly ``reference``'s file geometry.
+    """Write canonical ``(Z, Y, X)`` integer labels with exactly ``reference``'s file geometry.
 
-    Shape, voxel order, affine and qform/sform codes equal the reference file's; ids are stored as
-    ``uint8`` (``uint16``/``int32`` above 255/65535). Written atomically; returns the path.
+    The format follows ``path``'s ending: NIfTI (``.nii.gz``/``.nii``; shape, voxel order, affine and
+    qform/sform codes equal the reference file's) or NRRD / MetaImage (``.nrrd``/``.mha``; voxel order, size,
+    spacing, origin and direction equal the reference's). Ids are stored as ``uint8`` (``uint16``/``int32``
+    above 255/65535). Written atomically; returns the path.
     """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
@@ -316,21 +347,24 @@ def write_volume_like(
     path: str | os.PathLike[str],
     dtype: DTypeLike = np.float32,
 ) -> Path:
-    """Write a canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, stored as a 4D NIfTI with C last) float map
-    (probabilities, uncertainty) with exactly ``reference``'s file geometry. Written atomically."""
+    """Write a canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, stored as a 4D NIfTI with C last, or an NRRD/MHA
+    vector image) float map (probabilities, uncertainty) with exactly ``reference``'s file geometry, in the
+    format of ``path``'s ending (see :func:`write_label_map`). Written atomically."""
     return _write_like(np.asarray(array).astype(dtype, copy=False), reference, path, dtype)
 
 
 def _write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike[str], dtype: DTypeLike) -> Path:
     path = Path(path)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz")
+    if not path.name.endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz, or a .nrrd or .mha file")
     if array.ndim not in (3, 4) or array.shape[-3:] != reference.array.shape:
         raise ConfigError(
             f"{path}: array is {array.shape} but reference {reference.name} is (Z, Y, X) "
             f"{reference.array.shape} (a leading class axis is allowed)"
         )
     data = reference.to_original(array)  # (i, j, k[, C]) in the reference file's voxel order
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        return write_itk_like(data.astype(dtype, copy=False), reference.affine, path)
     header = reference.header.copy()
     header.set_data_dtype(dtype)
     header["cal_min"], header["cal_max"] = 0, 0

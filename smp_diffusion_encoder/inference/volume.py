@@ -35,7 +35,14 @@ from smp_diffusion_encoder._device import resolve_device
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.flare import discover_volumes
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
-from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES, Volume, read_volume, write_label_map, write_volume_like
+from smp_diffusion_encoder.data.volume import (
+    Volume,
+    is_volume_file,
+    read_volume,
+    strip_volume_suffix,
+    write_label_map,
+    write_volume_like,
+)
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.inference.model_dir import Segmenter
 
@@ -103,13 +110,13 @@ def predict_volume(
 
 
 def case_name(path: str | os.PathLike[str]) -> str:
-    """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` -> ``FLARE22_Tr_0001``; a folder's name."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            return name[: -len("_0000")] if name.endswith("_0000") else name
-    return name
+    """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` (or ``.nrrd``, ``.mha``...) ->
+    ``FLARE22_Tr_0001``; a DICOM folder's name."""
+    path = Path(path)
+    if not is_volume_file(path):
+        return path.name
+    name = strip_volume_suffix(path.name)
+    return name[: -len("_0000")] if name.endswith("_0000") else name
 
 
 def resolve_inputs(path: str | os.PathLike[str]) -> list[Path]:

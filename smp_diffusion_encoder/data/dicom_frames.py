@@ -121,6 +121,7 @@ def read_frames(folder: Path) -> list[Frame]:
         if "PixelData" not in ds or str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
             logger.debug("skipping DICOM file without image pixel data %s", path)
             continue
+        _fill_sop_uids(ds)
         if "PerFrameFunctionalGroupsSequence" in ds:
             frames.extend(_enhanced_frames(path, ds))
         elif int(ds.get("NumberOfFrames", 1) or 1) > 1:
@@ -135,6 +136,16 @@ def read_frames(folder: Path) -> list[Frame]:
     if not frames:
         raise DicomSeriesError(folder, "holds no DICOM image files")
     return frames
+
+
+def _fill_sop_uids(ds: pydicom.Dataset) -> None:
+    """Some exports (e.g. anonymised test data) leave SOPClassUID/SOPInstanceUID empty although the file meta
+    header holds them (they must be equal, PS3.10 7.1): fill them in, in memory, from there."""
+    meta = getattr(ds, "file_meta", None)
+    for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                  ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if not str(ds.get(keyword, "") or "").strip() and meta is not None and meta.get(meta_keyword):
+            setattr(ds, keyword, meta.get(meta_keyword))
 
 
 def decoded_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:

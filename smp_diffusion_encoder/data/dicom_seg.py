@@ -33,7 +33,7 @@ from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.dicom_frames import Frame
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
-from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError
 
 if TYPE_CHECKING:
     from smp_diffusion_encoder.data.volume import Volume
@@ -91,7 +91,9 @@ def write_dicom_seg(
     Raises:
         ConfigError: ``volume`` was not read from a DICOM series folder, ``labels`` has the wrong shape, holds
             ids outside 0..13, or no organ at all (a SEG needs at least one segment).
-        DicomSeriesError, CorruptFileError: the source series can no longer be read as it was.
+        DicomSeriesError: the source files lack a UID the SEG must reference (study, series, frame of
+            reference, instance; SOP class and instance UIDs are taken from the file meta header when only
+            the dataset's are empty), or the series can no longer be read as it was.
     """
     import highdicom as hd
 
@@ -109,6 +111,11 @@ def write_dicom_seg(
     if not present:
         raise ConfigError(f"{volume.name}: no organ in the label map; a DICOM SEG needs at least one segment")
     frames, _ = series_geometry(source)
+    empty = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
+             if not str(frames[0].dataset.get(k, "") or "").strip()]
+    if empty:
+        raise DicomSeriesError(source, f"{frames[0].name} has no {', '.join(empty)} (empty in the file), which a DICOM "
+                                       f"SEG must reference; write NIfTI, NRRD or MHA instead, or fix the export")
     on_frames = labels_on_frames(labels, volume, frames)
     segment_of = np.zeros(max(FLARE_LABELS) + 1, dtype=np.uint8)
     segment_of[present] = np.arange(1, len(present) + 1)

@@ -17,7 +17,7 @@ from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
 from smp_diffusion_encoder.data.volume import read_volume
-from smp_diffusion_encoder.errors import ConfigError, GeometryWarning
+from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError, GeometryWarning
 
 
 def unique_hu(rows: int = 12, cols: int = 10, slices: int = 5) -> np.ndarray:
@@ -149,3 +149,36 @@ def test_every_flare_organ_has_a_snomed_code(tmp_path: Path) -> None:
              for s in seg.SegmentSequence}
     assert [k for k, v in sides.items() if v] == ["right kidney", "right adrenal gland", "left adrenal gland",
                                                   "left kidney"]
+
+
+def test_seg_of_the_real_demo_series(tmp_path: Path) -> None:
+    """The packaged demo scan (Siemens, JPEG 2000 lossless, decoded by Pillow in the base install) and its
+    label map: every organ pixel of every slice is in the SEG frame of that slice.
+
+    Its files, as published, have empty SOP class/instance, study and series UIDs (the file meta header
+    keeps the SOP ones): the SEG is refused until the study and series UIDs are there."""
+    from smp_diffusion_encoder.data.volume import check_pair
+
+    case = Path(__file__).resolve().parents[2] / "smp_diffusion_encoder/demo_data/test/REALCT_Ts_0001"
+    image = read_volume(case / "dicom")
+    label = read_volume(case / "label.nii.gz", kind="label")
+    check_pair(image, label)
+    with pytest.raises(DicomSeriesError, match=r"dicom: CT\.\S+ has no StudyInstanceUID, SeriesInstanceUID \(empty "
+                                               r"in the file\), which a DICOM SEG must reference"):
+        write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+    series = tmp_path / "dicom"
+    series.mkdir()
+    study_uid, series_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for path in (case / "dicom").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.save_as(series / path.name)
+    image = read_volume(series)
+    check_pair(image, label)
+    path = write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+    frames, _ = series_geometry(series)
+    assert frames[0].dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    expected = {(f.sop_instance_uid, None): label.array[k] for k, f in enumerate(frames)}
+    seg = assert_frames_on_source_slices(path, series, expected)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [
+        FLARE_LABELS[i] for i in np.unique(label.array) if i]

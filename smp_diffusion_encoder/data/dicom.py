@@ -91,7 +91,7 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> nib.Nifti1Image:
 def series_geometry(folder: str | os.PathLike[str]) -> tuple[list[Frame], SliceGrid]:
     """The frames of the one series in ``folder``, sorted along the slice normal, and their voxel grid.
 
-    Reads headers only (pixel data is decoded by :meth:`Frame.hu`). Raises as :func:`read_dicom_series`.
+    Decodes no pixel data (:meth:`Frame.hu` does). Raises as :func:`read_dicom_series`.
     """
     folder = Path(folder)
     frames = read_frames(folder)

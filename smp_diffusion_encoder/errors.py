@@ -47,5 +47,14 @@ class DicomSeriesError(InputFileError):
     """A DICOM folder mixes series, misses slices, or has inconsistent geometry."""
 
 
+class MissingDecoderError(InputFileError):
+    """A valid file whose compression needs a decoder plugin that is not installed (the message names it)."""
+
+
+class GeometryWarning(UserWarning):
+    """An input's geometry needed attention (gantry tilt corrected, qform and sform disagree); the message
+    names the file and what was done."""
+
+
 class WeightsError(SmpDiffusionError):
     """Weights are missing, not safetensors, or do not match the architecture."""

@@ -1,9 +1,11 @@
 """``smp-diffusion check-data PATH``: read every volume the way training will, and report problems.
 
-PATH is a FLARE 2022 root, a NIfTI file, a DICOM series folder, or any folder of NIfTI volumes / DICOM
-series. Each case prints one line: shape (x, y, z voxels), spacing (mm), HU range and, for label maps, the
-FLARE organs present. The first bad file stops the run with exit status 2 (``--keep-going``: all problems are
-listed, then exit status 2 if there were any).
+PATH is a FLARE 2022 root, a volume file (NIfTI, NRRD, MetaImage), a DICOM series folder, or any folder of
+them. Each case prints one line: shape (x, y, z voxels), spacing (mm), HU range and, for label maps, the
+FLARE organs present, then one WARNING line per geometry warning (a corrected gantry tilt, a NIfTI whose
+qform and sform disagree). The first bad file stops the run with exit status 2 (``--keep-going``: all
+problems are listed, then exit status 2 if there were any). DICOM series whose slices are not equally
+spaced (variable spacing, missing slices) are problems: no grid places them where they were acquired.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", type=Path, metavar="PATH", help="FLARE root, NIfTI file, or DICOM series folder")
+    p.add_argument("path", type=Path, metavar="PATH", help="FLARE root, volume file, DICOM series folder, or folder of them")
     p.add_argument(
         "--labels-convention",
         choices=sorted(CONVENTIONS),
@@ -42,22 +44,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm import tqdm
+
+    from smp_diffusion_encoder.errors import GeometryWarning
 
     cases = _cases(args.path)
     problems: list[str] = []
+    n_warnings = 0
     for case in tqdm(cases, desc="check-data", unit="case", disable=None, file=sys.stderr):
-        try:
-            line = _check_case(case, args.labels_convention)
-        except SmpDiffusionError as err:
-            if not args.keep_going:
-                raise
-            problems.append(f"{type(err).__name__}: {err}")
-            tqdm.write(f"{case.case_id:<24} PROBLEM {type(err).__name__}: {err}")
-            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GeometryWarning)
+            try:
+                line = _check_case(case, args.labels_convention)
+            except SmpDiffusionError as err:
+                if not args.keep_going:
+                    raise
+                problems.append(f"{type(err).__name__}: {err}")
+                line = f"{case.case_id:<24} PROBLEM {type(err).__name__}: {err}"
         tqdm.write(line)
+        for w in caught:
+            if issubclass(w.category, GeometryWarning):
+                n_warnings += 1
+                tqdm.write(f"{case.case_id:<24} WARNING {w.message}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     n_labeled = sum(c.label is not None for c in cases)
-    print(f"{len(cases)} cases ({n_labeled} labeled), {len(problems)} problems")
+    print(f"{len(cases)} cases ({n_labeled} labeled), {len(problems)} problems, {n_warnings} warnings")
     if problems:
         print(f"{len(problems)} problems:", file=sys.stderr)
         for problem in problems:

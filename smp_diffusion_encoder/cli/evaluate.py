@@ -1,7 +1,7 @@
 """``smp-diffusion evaluate PRED_DIR GT_DIR --out metrics.csv [--summary summary.md]``.
 
-Scores every ground-truth label map in GT_DIR against the same-named prediction in PRED_DIR with the
-FLARE 2022 rules (per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown
+Scores every ground-truth label map in GT_DIR against the prediction of the same case name in PRED_DIR
+(NIfTI, NRRD or MetaImage files; ``case.nrrd`` is matched with ``case.nii.gz``) with the FLARE 2022 rules (per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown
 summary (both atomically), and prints the summary table.
 """
 
@@ -22,8 +22,8 @@ def register(subparsers: Any) -> None:
         help="FLARE 2022 DSC/NSD of predicted label maps against ground truth",
         description=description(__doc__),
     )
-    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted *.nii.gz label maps")
-    parser.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth *.nii.gz label maps")
+    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted label maps (.nii.gz, .nrrd, .mha...)")
+    parser.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth label maps (.nii.gz, .nrrd, .mha...)")
     parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write (official column names)")
     parser.add_argument("--summary", type=Path, default=None, help="also write the summary as a markdown file (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -1,11 +1,14 @@
 """``smp-diffusion predict INPUT --model MODEL_DIR --out OUT_DIR``: segment CT volumes.
 
-INPUT is a NIfTI file, a DICOM series folder, or a folder of them (searched recursively). MODEL_DIR is a
-whole smp model saved with ``smp_diffusion_encoder.inference.save_segmenter`` (config.json,
-model.safetensors, preprocessing.json) or a linear probe saved with ``save_probe``. Each input gives
-OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly the input's geometry, and optionally
-<case>_probabilities.nii.gz (float32, classes on the last axis) and <case>_uncertainty.nii.gz (softmax
-entropy, nats). Files are written atomically. The first bad input stops the run with exit status 2
+INPUT is a NIfTI, NRRD or MetaImage file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), a DICOM series folder,
+or a folder of them (searched recursively). MODEL_DIR is a whole smp model saved with
+``smp_diffusion_encoder.inference.save_segmenter`` (config.json, model.safetensors, preprocessing.json) or a
+linear probe saved with ``save_probe``. Each input gives OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly
+the input's geometry, and optionally <case>_probabilities.nii.gz (float32, classes on the last axis) and
+<case>_uncertainty.nii.gz (softmax entropy, nats). --output-format nrrd or mha writes those files as .nrrd or
+.mha; dicom-seg (DICOM series inputs only) writes <case>_seg.dcm, a DICOM Segmentation object that references
+the source CT slices (one segment per FLARE organ found), for PACS, 3D Slicer and OHIF. Files are written
+atomically, with the permissions of the user's umask. The first bad input stops the run with exit status 2
 (earlier cases' outputs are complete; the bad one gets none); --keep-going predicts every good input,
 then lists the bad ones and exits with status 2.
 """
@@ -32,6 +35,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the predictions")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:index] (default: auto)")
+    p.add_argument("--output-format", default="nifti", choices=("nifti", "nrrd", "mha", "dicom-seg"),
+                   help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
+                        "probabilities/uncertainty as NIfTI")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty.nii.gz")
     p.add_argument("--keep-going", action="store_true", help="predict all good inputs, then report the bad ones")
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         inputs, model, args.out,
         batch_size=args.batch_size, device=args.device,
         save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,
-        keep_going=args.keep_going, progress=not args.no_progress,
+        keep_going=args.keep_going, progress=not args.no_progress, output_format=args.output_format,
     )
     for case, paths in report.written.items():
         print(f"{case}: " + ", ".join(str(p) for p in paths))

@@ -1,14 +1,17 @@
 """Read one DICOM CT series folder into a NIfTI image (then :func:`~.volume.read_volume` reorients it).
 
-Geometry: slices are sorted by their ``ImagePositionPatient`` projected on the slice normal
-``n = row_direction x column_direction`` (from ``ImageOrientationPatient``). The voxel grid keeps DICOM's
-order, ``(i, j, k)`` = (column, row, slice), with
+Frames: classic single-frame files and enhanced multi-frame files (Enhanced CT), see
+:mod:`~smp_diffusion_encoder.data.dicom_frames`. Geometry: frames are sorted by their
+``ImagePositionPatient`` projected on the slice normal ``n = row_direction x column_direction`` (from
+``ImageOrientationPatient``). The voxel grid keeps DICOM's order, ``(i, j, k)`` = (column, row, slice), with
 
-``world_LPS = IPP_0 + i * dc * row_dir + j * dr * col_dir + k * slice_step``
+``world_LPS = IPP_0 + i * dc * row_dir + j * dr * col_dir + k * spacing * n``
 
 where ``PixelSpacing = (dr, dc)`` (mm between rows, between columns). DICOM world coordinates are LPS,
-NIfTI's are RAS, so the first two rows of the affine are negated. Voxels are converted to HU with
-``RescaleSlope``/``RescaleIntercept``.
+NIfTI's are RAS, so the first two rows of the affine are negated. The grid is always orthogonal (qform and
+sform say the same): series whose slices are not equally spaced are refused, and a gantry tilt is resampled
+onto the acquired slice planes (:mod:`~smp_diffusion_encoder.data.dicom_geometry`). Voxels are converted to
+HU with ``RescaleSlope``/``RescaleIntercept``.
 
 Example:
     >>> img = read_dicom_series("patient01/CT_abdomen")            # doctest: +SKIP
@@ -18,26 +21,22 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
-from smp_diffusion_encoder.errors import CorruptFileError, DicomSeriesError
-
-logger = logging.getLogger(__name__)
+from smp_diffusion_encoder.data.dicom_frames import Frame, read_frames
+from smp_diffusion_encoder.data.dicom_geometry import SliceGrid, slice_grid
+from smp_diffusion_encoder.errors import DicomSeriesError, GeometryWarning
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Tolerances for "the same" orientation (direction cosines) and pixel size (mm) across slices.
 ORIENTATION_TOLERANCE: float = 1e-4
 PIXEL_SPACING_TOLERANCE_MM: float = 1e-3
-#: A gap between neighbouring slices larger than this times the median spacing means missing slices.
-MAX_GAP_FACTOR: float = 1.5
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -63,34 +62,25 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> nib.Nifti1Image:
     """Read the single CT series in ``folder`` (non-recursive) as a float32-HU NIfTI image.
 
     The image's voxel axes are DICOM's ``(column, row, slice)`` with slices sorted along the slice normal;
-    its affine is RAS mm; qform and sform codes are 1 (scanner).
+    its affine is RAS mm and orthogonal; qform and sform codes are 1 (scanner). A gantry tilt is corrected
+    by resampling (warned with :class:`~smp_diffusion_encoder.errors.GeometryWarning`, naming the folder
+    and the angle; the grid is then larger than a slice).
 
     Raises:
-        DicomSeriesError: no DICOM files, several series mixed, missing or duplicate slices, inconsistent
-            orientation / pixel spacing / size across slices.
+        DicomSeriesError: no DICOM images, several series mixed, duplicate or missing slices, variable slice
+            spacing, inconsistent orientation / pixel spacing / size across slices, an unplaceable
+            multi-frame file.
         CorruptFileError: a DICOM file whose header or pixel data cannot be decoded.
+        MissingDecoderError: compressed pixel data without an installed decoder (names the extra to install).
     """
     folder = Path(folder)
-    datasets = _read_all(folder)
-    _check_single_series(folder, datasets)
-    row_dir, col_dir = _common_orientation(folder, datasets)
-    dr, dc = _common_pixel_spacing(folder, datasets)
-    normal = np.cross(row_dir, col_dir)
-    positions = [np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in datasets]
-    order = np.argsort([float(p @ normal) for p in positions], kind="stable")
-    datasets = [datasets[i] for i in order]
-    positions = [positions[i] for i in order]
-    slice_step = _slice_step(folder, datasets, positions, normal)
-
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * dc
-    lps[:3, 1] = col_dir * dr
-    lps[:3, 2] = slice_step
-    lps[:3, 3] = positions[0]
-    affine = _LPS_TO_RAS @ lps
-
-    data = np.stack([_hu_pixels(ds) for ds in datasets], axis=-1)  # (rows, cols, slices)
-    data = np.ascontiguousarray(data.transpose(1, 0, 2))  # -> (i=column, j=row, k=slice)
+    frames, grid = series_geometry(folder)
+    stack = np.stack([f.hu() for f in frames], axis=-1)  # (rows, columns, slices)
+    if grid.sheared:
+        warnings.warn(_tilt_message(folder, frames, grid), GeometryWarning, stacklevel=2)
+        stack = grid.resample(stack)
+    data = np.ascontiguousarray(stack.transpose(1, 0, 2))  # -> (i=column, j=row, k=slice)
+    affine = _LPS_TO_RAS @ grid.affine_lps
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -98,124 +88,97 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> nib.Nifti1Image:
     return img
 
 
-def _read_all(folder: Path) -> list[pydicom.Dataset]:
-    if not folder.is_dir():
-        raise DicomSeriesError(folder, "is not a folder")
-    datasets = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.name.upper() == "DICOMDIR":
-            continue
-        try:
-            ds = pydicom.dcmread(path, force=path.suffix.lower() == ".dcm")
-        except InvalidDicomError:
-            logger.debug("skipping non-DICOM file %s", path)
-            continue
-        except Exception as err:  # truncated files raise EOFError, OSError, struct errors...
-            raise CorruptFileError(path, f"cannot read as DICOM ({type(err).__name__}: {err})") from err
-        if "PixelData" not in ds:
-            logger.debug("skipping DICOM file without pixel data %s", path)
-            continue
-        ds.filename = str(path)
-        datasets.append(ds)
-    if not datasets:
-        raise DicomSeriesError(folder, "holds no DICOM image files")
-    return datasets
+def series_geometry(folder: str | os.PathLike[str]) -> tuple[list[Frame], SliceGrid]:
+    """The frames of the one series in ``folder``, sorted along the slice normal, and their voxel grid.
+
+    Decodes no pixel data (:meth:`Frame.hu` does). Raises as :func:`read_dicom_series`.
+    """
+    folder = Path(folder)
+    frames = read_frames(folder)
+    _check_single_series(folder, frames)
+    row_dir, col_dir = _common_orientation(folder, frames)
+    pixel_spacing = _common_pixel_spacing(folder, frames)
+    size = _common_size(folder, frames)
+    normal = np.cross(row_dir, col_dir)
+    order = np.argsort([float(f.position @ normal) for f in frames], kind="stable")
+    frames = [frames[i] for i in order]
+    first = frames[0].dataset
+    thickness = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
+    grid = slice_grid(folder, np.array([f.position for f in frames]), [f.name for f in frames], row_dir, col_dir,
+                      pixel_spacing, size, thickness)
+    return frames, grid
 
 
-def _check_single_series(folder: Path, datasets: list[pydicom.Dataset]) -> None:
-    counts = Counter(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")) for ds in datasets)
+def _tilt_message(folder: Path, frames: list[Frame], grid: SliceGrid) -> str:
+    tag = frames[0].dataset.get("GantryDetectorTilt")
+    said = f" (GantryDetectorTilt {float(tag):g})" if tag not in (None, "") else ""
+    columns, rows, _ = grid.shape
+    return (
+        f"{folder}: gantry tilt of {grid.tilt_degrees:.1f} degrees{said}: the slices are sheared, which NIfTI's "
+        f"qform and ITK cannot hold; resampled onto an orthogonal grid whose slices are the acquired slice planes "
+        f"(each slice shifted in-plane, linear interpolation; {columns}x{rows} pixels instead of "
+        f"{frames[0].columns}x{frames[0].rows}, so that nothing is cropped). Outputs are written on that grid"
+    )
+
+
+def _fmt(values: np.ndarray | list[float] | tuple[float, ...]) -> str:
+    """``[1, 0, 0, 0, 0.995, -0.09987]``: plain numbers, not numpy reprs."""
+    return "[" + ", ".join(f"{float(v):.6g}" for v in values) + "]"
+
+
+def _check_single_series(folder: Path, frames: list[Frame]) -> None:
+    counts = Counter(f.series_uid for f in frames if f.index in (None, 0))
     if len(counts) > 1:
         listed = ", ".join(f"{uid} ({n} files)" for uid, n in sorted(counts.items()))
         raise DicomSeriesError(folder, f"folder holds {len(counts)} series: {listed}; pass one series folder")
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        missing = [Path(ds.filename).name for ds in datasets if tag not in ds]
-        if missing:
-            raise DicomSeriesError(folder, f"{len(missing)} files lack {tag} (e.g. {missing[0]})")
 
 
-def _common_orientation(folder: Path, datasets: list[pydicom.Dataset]) -> tuple[np.ndarray, np.ndarray]:
-    iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+def _common_orientation(folder: Path, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray]:
+    iops = np.array([f.orientation for f in frames])
     bad = np.abs(iops - iops[0]).max(axis=1) > ORIENTATION_TOLERANCE
     if bad.any():
-        other = datasets[int(np.argmax(bad))]
+        other = frames[int(np.argmax(bad))]
         raise DicomSeriesError(
             folder,
-            f"inconsistent ImageOrientationPatient across slices: {list(np.round(iops[0], 5))} in "
-            f"{Path(datasets[0].filename).name} vs {list(np.round(iops[bad][0], 5))} in "
-            f"{Path(other.filename).name}",
+            f"inconsistent ImageOrientationPatient across slices: {_fmt(iops[0])} in {frames[0].name} vs "
+            f"{_fmt(other.orientation)} in {other.name}",
         )
     row_dir, col_dir = iops[0, :3], iops[0, 3:]
     if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 or abs(
         row_dir @ col_dir
     ) > 1e-3:
-        raise DicomSeriesError(folder, f"ImageOrientationPatient {list(iops[0])} is not two unit orthogonal vectors")
+        raise DicomSeriesError(
+            folder, f"ImageOrientationPatient {_fmt(iops[0])} in {frames[0].name} is not two unit orthogonal vectors"
+        )
     return row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
 
 
-def _common_pixel_spacing(folder: Path, datasets: list[pydicom.Dataset]) -> tuple[float, float]:
-    spacings = np.array([[float(v) for v in ds.PixelSpacing] for ds in datasets])
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
+def _common_size(folder: Path, frames: list[Frame]) -> tuple[int, int]:
+    sizes = Counter((f.rows, f.columns) for f in frames)
+    common, n_common = sizes.most_common(1)[0]
     if len(sizes) > 1:
-        raise DicomSeriesError(folder, f"slices have different sizes (rows x columns): {sorted(sizes)}")
+        odd = next(f for f in frames if (f.rows, f.columns) != common)
+        example = next(f for f in frames if (f.rows, f.columns) == common)
+        raise DicomSeriesError(
+            folder,
+            f"slices have different sizes (rows x columns): {odd.name} is {odd.rows}x{odd.columns} but "
+            f"{n_common} of {len(frames)} (e.g. {example.name}) are {common[0]}x{common[1]}"
+            + (f"; all sizes: {', '.join(f'{r}x{c} ({n})' for (r, c), n in sorted(sizes.items()))}"
+               if len(sizes) > 2 else ""),
+        )
+    return common
+
+
+def _common_pixel_spacing(folder: Path, frames: list[Frame]) -> tuple[float, float]:
+    spacings = np.array([f.pixel_spacing for f in frames])
     bad = np.abs(spacings - spacings[0]).max(axis=1) > PIXEL_SPACING_TOLERANCE_MM
     if bad.any():
-        other = datasets[int(np.argmax(bad))]
+        other = frames[int(np.argmax(bad))]
         raise DicomSeriesError(
             folder,
-            f"inconsistent PixelSpacing across slices: {list(spacings[0])} mm in "
-            f"{Path(datasets[0].filename).name} vs {list(spacings[bad][0])} mm in {Path(other.filename).name}",
+            f"inconsistent PixelSpacing across slices: {_fmt(spacings[0])} mm in {frames[0].name} vs "
+            f"{_fmt(other.pixel_spacing)} mm in {other.name}",
         )
     if (spacings[0] <= 0).any():
-        raise DicomSeriesError(folder, f"PixelSpacing {list(spacings[0])} is not positive")
+        raise DicomSeriesError(folder, f"PixelSpacing {_fmt(spacings[0])} in {frames[0].name} is not positive")
     return float(spacings[0, 0]), float(spacings[0, 1])
-
-
-def _slice_step(
-    folder: Path, datasets: list[pydicom.Dataset], positions: list[np.ndarray], normal: np.ndarray
-) -> np.ndarray:
-    """World (LPS mm) vector from one slice to the next; checks for duplicate and missing slices."""
-    if len(positions) == 1:
-        thickness = float(datasets[0].get("SpacingBetweenSlices", datasets[0].get("SliceThickness", 1.0)) or 1.0)
-        return normal * thickness
-    along = np.array([p @ normal for p in positions])
-    gaps = np.diff(along)
-    if (gaps < 1e-3).any():
-        k = int(np.argmax(gaps < 1e-3))
-        raise DicomSeriesError(
-            folder,
-            f"two slices at the same position {along[k]:.3f} mm ({Path(datasets[k].filename).name}, "
-            f"{Path(datasets[k + 1].filename).name}); duplicate slices or several series",
-        )
-    median = float(np.median(gaps))
-    big = np.flatnonzero(gaps > MAX_GAP_FACTOR * median)
-    if big.size:
-        k = int(big[0])
-        missing = int(round(gaps[k] / median)) - 1
-        raise DicomSeriesError(
-            folder,
-            f"missing slices: gap of {gaps[k]:.3f} mm between positions {along[k]:.3f} and {along[k + 1]:.3f} mm "
-            f"(slices {k} and {k + 1}, {Path(datasets[k].filename).name} -> "
-            f"{Path(datasets[k + 1].filename).name}), median spacing {median:.3f} mm: about {missing} "
-            f"slice(s) missing" + (f" ({big.size} gaps in all)" if big.size > 1 else ""),
-        )
-    if gaps.max() - gaps.min() > 0.01 * median + 1e-3:
-        logger.warning("%s: slice spacing varies from %.4f to %.4f mm; using the mean", folder, gaps.min(), gaps.max())
-    return (positions[-1] - positions[0]) / (len(positions) - 1)
-
-
-def _hu_pixels(ds: pydicom.Dataset) -> np.ndarray:
-    """``(rows, columns)`` float32 HU of one slice."""
-    try:
-        pixels = ds.pixel_array
-    except Exception as err:  # missing decoder plugin, truncated pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise CorruptFileError(
-            ds.filename,
-            f"cannot decode pixel data (transfer syntax {syntax}): {err}. Compressed DICOM needs a decoder "
-            f"plugin such as pylibjpeg",
-        ) from err
-    if pixels.ndim != 2:
-        raise DicomSeriesError(ds.filename, f"pixel data is {pixels.shape}; expected one 2D slice per file")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)

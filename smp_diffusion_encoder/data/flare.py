@@ -12,7 +12,8 @@ and 50 tuning scans::
 
 Folder names appear with and without the ``22`` (``FLARELabeledCase50``); every ``*UnlabeledCase*`` folder
 is unlabeled data (searched recursively). The case id is the image file name minus ``_0000.nii.gz``; label
-files carry no ``_0000``. Only file names are read here: :func:`~.volume.read_volume` opens the files.
+files carry no ``_0000``. As in nnU-Net, images and labels may also be NRRD or MetaImage files
+(``_0000.nrrd``, ``.mha``...). Only file names are read here: :func:`~.volume.read_volume` opens the files.
 
 Example:
     >>> ds = FlareDataset.discover("/data/FLARE22")                 # doctest: +SKIP
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smp_diffusion_encoder.data.dicom import is_dicom_file
-from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES
+from smp_diffusion_encoder.data.volume import is_volume_file, strip_volume_suffix
 from smp_diffusion_encoder.errors import DatasetLayoutError
 
 _LABELED_DIR = re.compile(r"^FLARE(22)?_?LabeledCase\d*$", re.IGNORECASE)
@@ -83,7 +84,7 @@ class FlareDataset:
         labeled = [case for d in labeled_dirs for case in _paired_cases(d)]
         unlabeled = []
         for folder in unlabeled_dirs:
-            images = sorted(p for p in folder.rglob("*") if _is_nifti(p))
+            images = sorted(p for p in folder.rglob("*") if _is_volume(p))
             if not images:
                 raise DatasetLayoutError(folder, "holds no NIfTI images (*_0000.nii.gz)")
             unlabeled.extend(Case(_case_id(p), p) for p in images)
@@ -99,7 +100,9 @@ class FlareDataset:
 
 
 #: Label-map file names of a case folder (:func:`find_labeled_cases`).
-CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz")
+CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz", "label.nrrd", "label.mha")
+#: Image file names of a case folder without a DICOM series, in order of preference.
+CASE_IMAGE_NAMES = ("image.nii.gz", "image.nii", "image.nrrd", "image.mha")
 
 
 def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
@@ -140,12 +143,14 @@ def _case_folder(folder: Path) -> Case:
     label = _case_label(folder)
     assert label is not None
     series = sorted(p for p in folder.iterdir() if p.is_dir() and any(is_dicom_file(f) for f in p.iterdir()))
-    image = series[0] if len(series) == 1 else folder / "image.nii.gz"
+    files = [folder / n for n in CASE_IMAGE_NAMES if (folder / n).is_file()]
+    image = series[0] if len(series) == 1 else files[0] if files else folder / CASE_IMAGE_NAMES[0]
     if len(series) > 1:
         raise DatasetLayoutError(folder, f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); "
                                          f"a case folder has one image")
     if not image.exists():
-        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or image.nii.gz)")
+        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or one of "
+                                         f"{list(CASE_IMAGE_NAMES)})")
     return Case(folder.name, image, label)
 
 
@@ -163,11 +168,12 @@ def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
         files = [here / f for f in sorted(filenames) if not f.startswith(".")]
-        found.extend(f for f in files if _is_nifti(f))
-        if any(is_dicom_file(f) for f in files if not _is_nifti(f)):
+        found.extend(f for f in files if _is_volume(f))
+        if any(is_dicom_file(f) for f in files if not _is_volume(f)):
             found.append(here)
     if not found:
-        raise DatasetLayoutError(folder, "holds no NIfTI volumes (.nii, .nii.gz) or DICOM series folders")
+        raise DatasetLayoutError(folder, "holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM "
+                                         "series folders")
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -175,14 +181,14 @@ def _paired_cases(folder: Path, *, labels_optional: bool = False) -> list[Case]:
     images_dir, labels_dir = folder / "images", folder / "labels"
     if not images_dir.is_dir():
         raise DatasetLayoutError(folder, "has no images/ folder (expected images/ and labels/)")
-    images = {_case_id(p): p for p in sorted(images_dir.iterdir()) if _is_nifti(p)}
+    images = {_case_id(p): p for p in sorted(images_dir.iterdir()) if _is_volume(p)}
     if not images:
         raise DatasetLayoutError(images_dir, "holds no NIfTI images (*_0000.nii.gz)")
     if not labels_dir.is_dir():
         if labels_optional:
             return [Case(cid, path) for cid, path in images.items()]
         raise DatasetLayoutError(folder, "has images/ but no labels/ folder")
-    labels = {_label_id(p): p for p in sorted(labels_dir.iterdir()) if _is_nifti(p)}
+    labels = {_label_id(p): p for p in sorted(labels_dir.iterdir()) if _is_volume(p)}
     no_label = sorted(set(images) - set(labels))
     if no_label:
         names = ", ".join(images[c].name for c in no_label[:5]) + (" ..." if len(no_label) > 5 else "")
@@ -212,21 +218,15 @@ def _subdirs(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".") and path.is_file()
+def _is_volume(path: Path) -> bool:
+    """A volume file (NIfTI, NRRD, MetaImage), not hidden."""
+    return is_volume_file(path) and not path.name.startswith(".") and path.is_file()
 
 
 def _label_id(path: Path) -> str:
-    return _strip_nifti(path.name)
+    return strip_volume_suffix(path.name)
 
 
 def _case_id(path: Path) -> str:
-    stem = _strip_nifti(path.name)
+    stem = strip_volume_suffix(path.name)
     return stem[: -len(_IMAGE_SUFFIX)] if stem.endswith(_IMAGE_SUFFIX) else stem
-
-
-def _strip_nifti(name: str) -> str:
-    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name

@@ -13,7 +13,9 @@ orientation** so that slices from differently stored files look alike:
 The voxel axes are only permuted and flipped (to the closest of the file's axes for oblique scans, never
 resampled), so reading and writing are exact inverses: :func:`write_label_map` and
 :func:`write_volume_like` undo the reorientation and write a NIfTI file with exactly the reference's shape,
-voxel order, affine and qform/sform codes. Units: image voxels are Hounsfield units (HU), spacings and
+voxel order, affine and qform/sform codes (or a NRRD/MHA file with its grid). Files: NIfTI, NRRD and
+MetaImage (SimpleITK), DICOM series folders (pydicom; a gantry-tilted series is the one input that is
+resampled, see :mod:`~smp_diffusion_encoder.data.dicom_geometry`). Units: image voxels are Hounsfield units (HU), spacings and
 affines millimetres (world coordinates RAS+, the NIfTI convention).
 
 Example:
@@ -40,6 +42,8 @@ from numpy.typing import DTypeLike
 
 from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.dicom import read_dicom_series
+from smp_diffusion_encoder.data.itk_io import ITK_SUFFIXES, ITK_WRITE_IOS, is_itk_file, read_itk_image, write_itk_like
+from smp_diffusion_encoder.data.nifti_header import check_qform_sform
 from smp_diffusion_encoder.errors import (
     ConfigError,
     CorruptFileError,
@@ -56,8 +60,26 @@ VolumeKind = Literal["image", "label"]
 CANONICAL_AXCODES: tuple[str, str, str] = ("L", "P", "S")
 _CANONICAL_ORNT = ornt_lib.axcodes2ornt(CANONICAL_AXCODES)
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+#: Every volume file ending :func:`read_volume` reads: NIfTI, NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
+#: ``.mhd``). DICOM series are folders.
+VOLUME_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + ITK_SUFFIXES
+#: Endings the writers accept: NIfTI, and the single-file ITK formats.
+OUTPUT_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + tuple(ITK_WRITE_IOS)
 #: Tolerance (mm) when comparing the geometry of an image and its label map.
 GEOMETRY_TOLERANCE_MM: float = 1e-3
+
+
+def is_volume_file(path: Path) -> bool:
+    """True for a name :func:`read_volume` reads as a file: NIfTI, NRRD or MetaImage (not a DICOM file)."""
+    return path.name.endswith(NIFTI_SUFFIXES) or is_itk_file(path)
+
+
+def strip_volume_suffix(name: str) -> str:
+    """``"case_0000.nii.gz"`` -> ``"case_0000"``; also ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``."""
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,7 +132,9 @@ class Volume:
 def read_volume(
     path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True
 ) -> Volume:
-    """Read a NIfTI file (``.nii``/``.nii.gz``) or a DICOM series folder into a canonical :class:`Volume`.
+    """Read a NIfTI file (``.nii``/``.nii.gz``), a NRRD or MetaImage file (``.nrrd``/``.nhdr``/``.mha``/``.mhd``,
+    via SimpleITK: :mod:`~smp_diffusion_encoder.data.itk_io`) or a DICOM series folder into a canonical
+    :class:`Volume`. Every format gets the same checks and the same canonical orientation.
 
     ``kind="image"``: ``float32`` HU with the file's ``scl_slope``/``scl_inter`` (DICOM ``RescaleSlope``/
     ``RescaleIntercept``) applied; checked with :func:`check_ct_hu` unless ``check_hu=False``.
@@ -119,7 +143,10 @@ def read_volume(
     Raises:
         CorruptFileError: truncated or undecodable file.
         InvalidVolumeError: not 3D, NaN/Inf voxels, non-integer labels, not CT in HU.
-        DicomSeriesError: see :func:`smp_diffusion_encoder.data.dicom.read_dicom_series`.
+        DicomSeriesError, MissingDecoderError: see :func:`smp_diffusion_encoder.data.dicom.read_dicom_series`.
+
+    Warns:
+        GeometryWarning: a NIfTI file's qform and sform disagree; a DICOM series' gantry tilt was corrected.
     """
     path = Path(path)
     if not path.exists():
@@ -128,8 +155,11 @@ def read_volume(
         img = read_dicom_series(path)
     elif path.name.endswith(NIFTI_SUFFIXES):
         img = _load_nifti(path)
+    elif is_itk_file(path):
+        img = read_itk_image(path)
     else:
-        raise InputFileError(path, "is neither a NIfTI file (.nii, .nii.gz) nor a DICOM series folder")
+        raise InputFileError(path, f"is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a DICOM series "
+                                   f"folder")
     volume = volume_from_nifti(img, path, kind=kind)
     if kind == "image" and check_hu:
         check_ct_hu(volume)
@@ -155,6 +185,7 @@ def volume_from_nifti(img: nib.Nifti1Image, source: Path | None, *, kind: Volume
     else:
         raise ConfigError(f"kind must be 'image' or 'label', got {kind!r}")
     _check_finite(array, where)
+    check_qform_sform(img, where)
     affine = np.array(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InvalidVolumeError(where, f"has a degenerate voxel-to-world affine:\n{affine}")
@@ -164,6 +195,11 @@ def volume_from_nifti(img: nib.Nifti1Image, source: Path | None, *, kind: Volume
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per file voxel axis
     per_axis = {int(ornt[i, 0]): float(zooms[i]) for i in range(3)}
     header = img.header.copy()
+    # nibabel moves scl_slope/scl_inter from the header into the data proxy on load: put them back, so the
+    # header says how the voxels were stored (check_ct_hu reads it; writers reset it).
+    slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)
+    if slope is not None and inter is not None:
+        header.set_slope_inter(float(slope), float(inter))
     return Volume(
         array=_to_canonical(array, ornt),
         spacing=(per_axis[2], per_axis[1], per_axis[0]),
@@ -179,8 +215,10 @@ def check_ct_hu(volume: Volume) -> None:
     """Refuse volumes that do not look like CT in Hounsfield units (8-bit exports, MR, unscaled raw values).
 
     CT in HU has air at about -1000 HU outside and inside the body (lungs, bowel gas), so its low percentile
-    is far below -500 HU. An 8-bit image (``uint8`` voxels, or values only in 0..255) and an MR image (no
-    negative values, or a 0.5th percentile above -500) are refused with :class:`InvalidVolumeError`.
+    is far below -500 HU. An 8-bit image (``uint8`` voxels without ``scl_slope``/``scl_inter`` scaling, or
+    values only in 0..255) and an MR image (no negative values, or a 0.5th percentile above -500) are refused
+    with :class:`InvalidVolumeError`. A ``uint8`` file whose scaling gives HU (stored = (HU - inter) / slope)
+    is CT like any other.
     """
     arr = volume.array
     if arr.size == 0:
@@ -249,10 +287,12 @@ def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = 
 
 
 def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
-    """Write canonical ``(Z, Y, X)`` integer labels as NIfTI with exactly ``reference``'s file geometry.
+    """Write canonical ``(Z, Y, X)`` integer labels with exactly ``reference``'s file geometry.
 
-    Shape, voxel order, affine and qform/sform codes equal the reference file's; ids are stored as
-    ``uint8`` (``uint16``/``int32`` above 255/65535). Written atomically; returns the path.
+    The format follows ``path``'s ending: NIfTI (``.nii.gz``/``.nii``; shape, voxel order, affine and
+    qform/sform codes equal the reference file's) or NRRD / MetaImage (``.nrrd``/``.mha``; voxel order, size,
+    spacing, origin and direction equal the reference's). Ids are stored as ``uint8`` (``uint16``/``int32``
+    above 255/65535). Written atomically; returns the path.
     """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
@@ -270,21 +310,24 @@ def write_volume_like(
     path: str | os.PathLike[str],
     dtype: DTypeLike = np.float32,
 ) -> Path:
-    """Write a canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, stored as a 4D NIfTI with C last) float map
-    (probabilities, uncertainty) with exactly ``reference``'s file geometry. Written atomically."""
+    """Write a canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, stored as a 4D NIfTI with C last, or an NRRD/MHA
+    vector image) float map (probabilities, uncertainty) with exactly ``reference``'s file geometry, in the
+    format of ``path``'s ending (see :func:`write_label_map`). Written atomically."""
     return _write_like(np.asarray(array).astype(dtype, copy=False), reference, path, dtype)
 
 
 def _write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike[str], dtype: DTypeLike) -> Path:
     path = Path(path)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz")
+    if not path.name.endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz, or a .nrrd or .mha file")
     if array.ndim not in (3, 4) or array.shape[-3:] != reference.array.shape:
         raise ConfigError(
             f"{path}: array is {array.shape} but reference {reference.name} is (Z, Y, X) "
             f"{reference.array.shape} (a leading class axis is allowed)"
         )
     data = reference.to_original(array)  # (i, j, k[, C]) in the reference file's voxel order
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        return write_itk_like(data.astype(dtype, copy=False), reference.affine, path)
     header = reference.header.copy()
     header.set_data_dtype(dtype)
     header["cal_min"], header["cal_max"] = 0, 0
@@ -323,9 +366,13 @@ def _as_label_ids(data: np.ndarray, where: Path | str) -> np.ndarray:
         rounded = np.rint(data)
         bad = rounded != data
         if bad.any():
-            example = float(data[bad].flat[0])
+            example = data[bad].flat[0]
+            shown = np.format_float_positional(example, unique=True, trim="-")  # shortest exact repr of its dtype
             raise InvalidVolumeError(
-                where, f"is not a label map: {int(bad.sum())} voxels are not integers (e.g. {example:g})"
+                where,
+                f"is not a label map: {int(bad.sum())} {data.dtype} voxels are not integers (e.g. {shown}, nearest "
+                f"integer {int(np.rint(example))}); label ids must be whole numbers (round a map saved as float "
+                f"with rounding errors before using it)",
             )
         data = rounded
     if data.size == 0:

@@ -14,7 +14,9 @@ If the restricted z-range of aorta/IVC/esophagus is empty (the organ occupies a 
 the official code yields ``nan`` for both metrics; so do we, and the summary averages skip ``nan``.
 
 Files are loaded the way the official script loads them: nibabel, voxel data in file order, **no
-reorientation** and no resampling. This is deliberate: reorienting would permute axes (changing which one
+reorientation** and no resampling (NRRD and MetaImage files through SimpleITK, in ITK's index order, which
+is the file's). Prediction and ground truth are matched by case name (the file name without its ending),
+so ``case.nrrd`` is scored against ``case.nii.gz``. This is deliberate: reorienting would permute axes (changing which one
 is "z" and the spacing order) and the numbers would no longer match the official evaluator's. Prediction
 and ground truth must therefore share voxel order and shape.
 """
@@ -76,7 +78,6 @@ NSD_MIN_DSC = 0.2
 METRIC_COLUMNS: tuple[str, ...] = (
     "Name", *(f"{o}_DSC" for o in FLARE_ORGANS), *(f"{o}_NSD" for o in FLARE_ORGANS)
 )
-_SUFFIXES = (".nii.gz", ".nii")
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def case_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float]) 
 
 
 def load_label_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Read a NIfTI label map as the official evaluator does (nibabel, file voxel order, no reorientation).
+    """Read a label map as the official evaluator does (nibabel, file voxel order, no reorientation); NRRD and
+    MetaImage files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) through SimpleITK, in the file's index order.
 
     Returns:
         ``(labels, spacing_mm)``: ``(X, Y, Z)`` uint8 array and ``header.get_zooms()[:3]`` as floats.
@@ -177,11 +179,15 @@ def load_label_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[floa
     """
     import nibabel as nib  # deferred: keeps ``import smp_diffusion_encoder.evaluation`` light
 
+    from smp_diffusion_encoder.data.itk_io import is_itk_file, read_itk_image
+
     path = Path(path)
     try:
-        image = nib.load(path)
+        image = read_itk_image(path) if is_itk_file(path) else nib.load(path)
         data = np.asanyarray(image.dataobj)
         zooms = image.header.get_zooms()
+    except (CorruptFileError, InvalidVolumeError):
+        raise
     except Exception as err:  # nibabel raises many types (ImageFileError, OSError, EOFError, zlib.error...)
         raise CorruptFileError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -212,17 +218,29 @@ def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[
     return CaseResult(Path(gt_path).name, case_metrics(gt, pred, spacing))
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
+def _label_files(folder: Path) -> dict[str, Path]:
+    """Case name (file name without its ending) -> label map file, for every volume file in ``folder``."""
+    from smp_diffusion_encoder.data.volume import is_volume_file, strip_volume_suffix  # deferred (nibabel, pydicom)
+
     if not folder.is_dir():
         raise DatasetLayoutError(folder, "is not a folder")
-    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.name.endswith(_SUFFIXES)}
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and is_volume_file(p):
+            case = strip_volume_suffix(p.name)
+            if case in found:
+                raise DatasetLayoutError(folder, f"holds two label maps for case {case}: {found[case].name} and "
+                                                 f"{p.name}")
+            found[case] = p
+    return found
 
 
 def evaluate_folder(
     pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], progress: bool = True
 ) -> list[CaseResult]:
-    """Evaluate every ground-truth case (``*.nii.gz``/``*.nii`` in ``gt_dir``) against the same-named file in
-    ``pred_dir``; predictions without a ground truth are ignored. Results are sorted by file name.
+    """Evaluate every ground-truth case (``*.nii.gz``, ``*.nii``, ``*.nrrd``, ``*.mha``... in ``gt_dir``) against
+    the file of the same case name in ``pred_dir`` (any of those endings); predictions without a ground truth
+    are ignored. Results are named by the ground-truth file and sorted by case name.
 
     Raises:
         DatasetLayoutError: a folder is missing, ``gt_dir`` holds no NIfTI file, or a prediction is missing
@@ -231,11 +249,11 @@ def evaluate_folder(
     """
     from tqdm.auto import tqdm
 
-    gt_files = _nifti_files(Path(gt_dir))
-    pred_files = _nifti_files(Path(pred_dir))
+    gt_files = _label_files(Path(gt_dir))
+    pred_files = _label_files(Path(pred_dir))
     if not gt_files:
-        raise DatasetLayoutError(gt_dir, "holds no ground-truth label map (*.nii.gz)")
-    missing = [name for name in gt_files if name not in pred_files]
+        raise DatasetLayoutError(gt_dir, "holds no ground-truth label map (*.nii.gz, *.nrrd, *.mha...)")
+    missing = [gt_files[name].name for name in gt_files if name not in pred_files]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DatasetLayoutError(pred_dir, f"has no prediction for ground-truth case(s) {shown}")

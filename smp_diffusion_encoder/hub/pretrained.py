@@ -19,13 +19,13 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 
+from smp_diffusion_encoder._io import make_temp_dir
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub.download import download_file
 from smp_diffusion_encoder.hub.weights import (
@@ -56,7 +56,7 @@ def save_finetuned(model: torch.nn.Module, save_dir: str | os.PathLike[str], **k
     out.mkdir(parents=True, exist_ok=True)
     had, old = "encoder_weights" in config, config.get("encoder_weights")
     config["encoder_weights"] = None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out))
+    tmp = make_temp_dir(f".{out.name}.tmp-", out)
     try:
         model.save_pretrained(tmp, **kwargs)
         for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME):  # config last: a folder with it is complete

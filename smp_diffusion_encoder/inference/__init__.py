@@ -1,4 +1,4 @@
-"""Inference: model folders (whole smp models, probes) and whole-volume prediction to NIfTI."""
+"""Inference: model folders (whole smp models, probes) and whole-volume prediction to NIfTI, NRRD, MHA or DICOM SEG."""
 
 import lazy_loader as _lazy
 

@@ -8,12 +8,21 @@ geometry's inverse (outside the model's window: background) -> argmax. Labels ar
 probabilities at the input's resolution (smoother organ boundaries than upsampling labels), batch by
 batch, so memory stays at one batch of full-resolution probabilities unless they are saved.
 
-Outputs in ``out_dir`` for case ``<case>`` (the file name without ``.nii[.gz]`` and without FLARE's
-``_0000`` channel suffix; a DICOM folder's name): ``<case>.nii.gz`` (uint8 ids), optionally
-``<case>_probabilities.nii.gz`` (float32, 4D with the class axis last) and ``<case>_uncertainty.nii.gz``
-(float32, entropy of the softmax in nats, 0 = certain, at most ``log K``). Every file has exactly the
-input file's shape, voxel order, affine and qform/sform, and is written atomically; the label map is
-written last, and if any of a case's files fails, the ones already written for it are removed.
+Outputs in ``out_dir`` for case ``<case>`` (the file name without its ending (``.nii.gz``, ``.nrrd``...)
+and without FLARE's ``_0000`` channel suffix; a DICOM folder's name), in ``output_format``:
+
+* ``"nifti"`` (default): ``<case>.nii.gz`` (uint8 ids), optionally ``<case>_probabilities.nii.gz`` (float32,
+  4D with the class axis last) and ``<case>_uncertainty.nii.gz`` (float32, entropy of the softmax in nats,
+  0 = certain, at most ``log K``);
+* ``"nrrd"`` / ``"mha"``: the same files as ``.nrrd`` / ``.mha`` (probabilities as a vector image);
+* ``"dicom-seg"`` (DICOM series inputs only): ``<case>_seg.dcm``, a DICOM Segmentation object referencing
+  the source series (:func:`~smp_diffusion_encoder.data.dicom_seg.write_dicom_seg`); probabilities and
+  uncertainty, if asked for, as NIfTI. A prediction without any organ gets no SEG (it needs at least one
+  segment): a warning says so.
+
+Every file has exactly the input's grid (NIfTI: shape, voxel order, affine and qform/sform), and is written
+atomically; the label map is written last, and if any of a case's files fails, the ones already written
+for it are removed.
 
 Errors: by default the first bad input stops the run (earlier cases' outputs are complete and stay;
 the bad one gets no file). ``keep_going=True`` predicts every good input and reports the bad ones.
@@ -24,9 +33,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -34,11 +45,29 @@ from tqdm import tqdm
 
 from smp_diffusion_encoder._device import resolve_device
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
+from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.flare import discover_volumes
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
-from smp_diffusion_encoder.data.volume import NIFTI_SUFFIXES, Volume, read_volume, write_label_map, write_volume_like
+from smp_diffusion_encoder.data.remap import FLARE_LABELS
+from smp_diffusion_encoder.data.volume import (
+    Volume,
+    is_volume_file,
+    read_volume,
+    strip_volume_suffix,
+    write_label_map,
+    write_volume_like,
+)
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.inference.model_dir import Segmenter
+
+
+OutputFormat = Literal["nifti", "nrrd", "mha", "dicom-seg"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+#: File ending of the label map and of the float maps, per output format.
+_ENDINGS: dict[str, tuple[str, str]] = {
+    "nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha": (".mha", ".mha"),
+    "dicom-seg": ("_seg.dcm", ".nii.gz"),
+}
 
 
 @dataclass(frozen=True)
@@ -113,13 +142,13 @@ def predict_volume(
 
 
 def case_name(path: str | os.PathLike[str]) -> str:
-    """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` -> ``FLARE22_Tr_0001``; a folder's name."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            return name[: -len("_0000")] if name.endswith("_0000") else name
-    return name
+    """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` (or ``.nrrd``, ``.mha``...) ->
+    ``FLARE22_Tr_0001``; a DICOM folder's name."""
+    path = Path(path)
+    if not is_volume_file(path):
+        return path.name
+    name = strip_volume_suffix(path.name)
+    return name[: -len("_0000")] if name.endswith("_0000") else name
 
 
 def resolve_inputs(path: str | os.PathLike[str]) -> list[Path]:
@@ -143,17 +172,32 @@ def predict_files(
     save_uncertainty: bool = False,
     keep_going: bool = False,
     progress: bool = True,
+    output_format: OutputFormat = "nifti",
 ) -> PredictReport:
-    """Predict every input and write its files to ``out_dir`` (see the module docstring).
+    """Predict every input and write its files to ``out_dir`` in ``output_format`` (see the module docstring).
 
-    Raises the first :class:`SmpDiffusionError` unless ``keep_going``; two inputs with the same case name
-    are refused before anything is written.
+    Raises the first :class:`SmpDiffusionError` unless ``keep_going``. Refused before anything is written
+    (:class:`ConfigError`): two inputs with the same case name, an unknown ``output_format``, and
+    ``"dicom-seg"`` for an input that is not a DICOM series folder.
     """
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}")
     names = [case_name(p) for p in inputs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         clash = [str(p) for p, n in zip(inputs, names) if n == dupes[0]]
-        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}.nii.gz; predict them separately")
+        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}{_ENDINGS[output_format][0]}; "
+                          f"predict them separately")
+    if output_format == "dicom-seg":
+        if model.num_classes > len(FLARE_LABELS) + 1:
+            raise ConfigError(f"{model.source}: --output-format dicom-seg names segments by FLARE 2022 ids 1..13, but "
+                              f"the model predicts {model.num_classes} classes")
+        not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
+        if not_dicom:
+            raise ConfigError(f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
+                              f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
+                              + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
+                              + "; use nifti, nrrd or mha for them")
     resolve_device(device)
     out = Path(out_dir)
     report = PredictReport()
@@ -164,7 +208,7 @@ def predict_files(
                 model, volume, batch_size=batch_size, device=device,
                 probabilities=save_probabilities, uncertainty=save_uncertainty, progress=progress,
             )
-            report.written[name] = _write_case(pred, volume, out, name)
+            report.written[name] = _write_case(pred, volume, out, name, output_format, model.source.name)
         except SmpDiffusionError as err:
             if not keep_going:
                 raise
@@ -172,15 +216,24 @@ def predict_files(
     return report
 
 
-def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str) -> list[Path]:
+def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti",
+                model_name: str = "") -> list[Path]:
     """Extras first, label map last; on failure remove this case's files already written."""
+    labels_end, maps_end = _ENDINGS[output_format]
     written: list[Path] = []
     try:
         if pred.probabilities is not None:
-            written.append(write_volume_like(pred.probabilities, volume, out / f"{name}_probabilities.nii.gz"))
+            written.append(write_volume_like(pred.probabilities, volume, out / f"{name}_probabilities{maps_end}"))
         if pred.uncertainty is not None:
-            written.append(write_volume_like(pred.uncertainty, volume, out / f"{name}_uncertainty.nii.gz"))
-        written.append(write_label_map(pred.labels, volume, out / f"{name}.nii.gz"))
+            written.append(write_volume_like(pred.uncertainty, volume, out / f"{name}_uncertainty{maps_end}"))
+        if output_format != "dicom-seg":
+            written.append(write_label_map(pred.labels, volume, out / f"{name}{labels_end}"))
+        elif pred.labels.any():
+            algorithm = f"smp_diffusion_encoder {model_name}".strip()
+            written.append(write_dicom_seg(pred.labels, volume, out / f"{name}{labels_end}", algorithm_name=algorithm))
+        else:
+            warnings.warn(f"{volume.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
+                          f"{name}{labels_end} was not written", UserWarning, stacklevel=3)
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

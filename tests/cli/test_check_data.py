@@ -79,3 +79,30 @@ def test_dicom_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["check-data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "series" in out and "10x12x4" in out and "0.7x0.8x2.5 mm" in out
+
+
+def test_variable_spacing_and_tilt_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The issue's series (1.25 mm then 2.5 mm gaps) is a problem, a gantry tilt a warning, NRRD a case."""
+    import SimpleITK as sitk
+
+    ct = synthetic_ct((12, 10, 12)).astype(np.float64)
+    z = [1.25 * k for k in range(6)] + [8.75 + 2.5 * k for k in range(6)]
+    write_dicom_series(tmp_path / "a_variable", ct, slice_positions=z)
+    theta = np.radians(18.5)
+    write_dicom_series(tmp_path / "b_tilted", ct, orientation=(1, 0, 0, 0, np.cos(theta), -np.sin(theta)),
+                       slice_direction=(0, 0, 1))
+    nifti = write_nifti(tmp_path / "c.nii.gz", synthetic_ct())
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "c.nrrd"))
+    nifti.unlink()
+    assert main(["check-data", str(tmp_path / "a_variable")]) == 2
+    assert "error: DicomSeriesError: " in capsys.readouterr().err
+    assert main(["check-data", str(tmp_path), "--keep-going"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("a_variable") and "PROBLEM DicomSeriesError" in lines[0]
+    assert "variable slice spacing" in lines[0] and "would sit 3.41 mm from where it was acquired" in lines[0]
+    assert lines[1].startswith("b_tilted") and "10x23x12" in lines[1]  # 11 rows added for the tilt
+    assert lines[2].startswith("b_tilted") and "WARNING" in lines[2] and "gantry tilt of 18.5 degrees" in lines[2]
+    assert lines[3].startswith("c.nrrd") and "24x20x8" in lines[3]
+    assert lines[-1] == "3 cases (0 labeled), 1 problems, 1 warnings"
+    assert "variable slice spacing" in captured.err

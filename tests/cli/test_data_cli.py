@@ -45,6 +45,26 @@ def test_prepare_slices_from_flare_root(phantom_root, tmp_path, capsys) -> None:
         "PHANTOM_Un_0001_0000.nii.gz", "PHANTOM_Tr_0001_0000.nii.gz", "PHANTOM_Tr_0002_0000.nii.gz"]
 
 
+def test_prepare_slices_reads_nrrd_and_mha_like_nifti(phantom_root, tmp_path, capsys) -> None:
+    """The same phantom as NIfTI, NRRD and MHA (converted with SimpleITK) gives the same model slices."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    nifti = phantom_root / "Training/FLARE22_UnlabeledCase1-1000/PHANTOM_Un_0001_0000.nii.gz"
+    src = tmp_path / "src"
+    src.mkdir()
+    for suffix in (".nrrd", ".mha"):
+        sitk.WriteImage(sitk.ReadImage(str(nifti)), str(src / f"PHANTOM_Un_0001{suffix}"))
+    out = tmp_path / "store"
+    assert main(["prepare-slices", str(nifti), str(src), str(out), "--workers", "1", "--image-size", "32",
+                 "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(s["source"]).suffix for s in manifest["shards"]] == [".gz", ".mha", ".nrrd"]
+    shards = [np.load(out / s["file"]) for s in manifest["shards"]]
+    np.testing.assert_array_equal(shards[1], shards[0])
+    np.testing.assert_array_equal(shards[2], shards[0])
+
+
 def test_prepare_slices_names_a_bad_volume(tmp_path, capsys) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "bad_0000.nii.gz").write_bytes(b"not a nifti at all")

@@ -65,3 +65,29 @@ def test_shape_mismatch_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "LabelMismatchError" in err and "16x16x9" in err and "16x16x8" in err
     assert not out.exists()
+
+
+def test_nrrd_and_mha_predictions_score_like_nifti(tmp_path: Path) -> None:
+    """Predictions written as NRRD / MHA (SimpleITK, same voxel order) are matched with NIfTI ground truth by
+    case name and give the NIfTI numbers."""
+    import SimpleITK as sitk
+
+    _case(tmp_path, "A_0001.nii.gz")
+    _case(tmp_path, "A_0002.nii.gz", shift=0)
+    ref = tmp_path / "ref.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(ref), "--no-progress"]) == 0
+    for name, suffix in (("A_0001", ".nrrd"), ("A_0002", ".mha")):
+        nifti = tmp_path / "pred" / f"{name}.nii.gz"
+        sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "pred" / f"{name}{suffix}"))
+        nifti.unlink()
+    out = tmp_path / "metrics.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(out), "--no-progress"]) == 0
+    assert out.read_text() == ref.read_text()
+
+
+def test_two_predictions_for_one_case_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _case(tmp_path, "A_0001.nii.gz")
+    _save(tmp_path / "pred" / "A_0001.nii", np.zeros((16, 16, 8), np.uint8))
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(tmp_path / "m.csv"),
+                 "--no-progress"]) == 2
+    assert "holds two label maps for case A_0001: A_0001.nii and A_0001.nii.gz" in capsys.readouterr().err

@@ -92,7 +92,8 @@ def test_mixed_series_are_refused(tmp_path: Path) -> None:
 def test_missing_slice_is_reported_with_its_position(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "gap", unique_hu(), skip=(2,))
     with pytest.raises(DicomSeriesError, match=r"gap: missing slices: gap of 5\.000 mm between positions "
-                                               r"32\.500 and 37\.500 mm .*median spacing 2\.500 mm: about 1 slice"):
+                                               r"32\.500 and 37\.500 mm \(slices 2 and 3 of 4, IM\d+\.dcm -> IM\d+\.dcm\), "
+                                               r"common spacing 2\.500 mm: about 1 slice\(s\) missing"):
         read_volume(folder)
 
 
@@ -107,14 +108,33 @@ def _edit_one(folder: Path, **changes) -> None:
 def test_inconsistent_orientation_is_refused(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "tilt", unique_hu())
     _edit_one(folder, ImageOrientationPatient=[1, 0, 0, 0, 0.995, 0.0998749])
-    with pytest.raises(DicomSeriesError, match=r"tilt: inconsistent ImageOrientationPatient across slices"):
+    with pytest.raises(DicomSeriesError, match=r"tilt: inconsistent ImageOrientationPatient across slices: "
+                                               r"\[1, 0, 0, 0, 0\.995, 0\.0998749\] in IM0000\.dcm vs \[1, 0, 0, 0, 1, 0\] "
+                                               r"in IM0001\.dcm") as info:
         read_volume(folder)
+    assert "np.float64" not in str(info.value)
 
 
 def test_inconsistent_pixel_spacing_is_refused(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "px", unique_hu())
     _edit_one(folder, PixelSpacing=[0.9, 0.7])
-    with pytest.raises(DicomSeriesError, match=r"px: inconsistent PixelSpacing across slices"):
+    with pytest.raises(DicomSeriesError, match=r"px: inconsistent PixelSpacing across slices: \[0\.9, 0\.7\] mm in "
+                                               r"IM0000\.dcm vs \[0\.8, 0\.7\] mm in IM0001\.dcm"):
+        read_volume(folder)
+
+
+def test_odd_slice_size_names_the_file(tmp_path: Path) -> None:
+    folder = write_dicom_series(tmp_path / "size", unique_hu())
+    odd = write_dicom_series(tmp_path / "other", np.zeros((10, 12, 5), np.int16), series_uid="9.9")
+    path = sorted(odd.iterdir())[0]
+    ds = pydicom.dcmread(path)
+    ref = pydicom.dcmread(sorted(folder.iterdir())[0])
+    ds.SeriesInstanceUID = ref.SeriesInstanceUID
+    ds.ImagePositionPatient = [-10.0, -20.0, 40.0]
+    sorted(folder.iterdir())[-1].unlink()
+    ds.save_as(folder / "ODD.dcm")
+    with pytest.raises(DicomSeriesError, match=r"size: slices have different sizes \(rows x columns\): ODD\.dcm is "
+                                               r"10x12 but 4 of 5 \(e\.g\. IM0000\.dcm\) are 12x10"):
         read_volume(folder)
 
 

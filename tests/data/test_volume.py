@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +21,7 @@ from smp_diffusion_encoder.data.volume import (
 from smp_diffusion_encoder.errors import (
     ConfigError,
     CorruptFileError,
+    GeometryWarning,
     InputFileError,
     InvalidVolumeError,
     LabelMismatchError,
@@ -106,10 +108,26 @@ def test_labels_must_be_integers(tmp_path: Path) -> None:
     data = synthetic_labels().astype(np.float32)
     data[0, 0, 0] = 1.5
     path = write_nifti(tmp_path / "frac.nii.gz", data)
-    with pytest.raises(InvalidVolumeError, match=r"frac\.nii\.gz: is not a label map: 1 voxels are not integers"):
+    with pytest.raises(InvalidVolumeError, match=r"frac\.nii\.gz: is not a label map: 1 float32 voxels are not "
+                                                 r"integers \(e\.g\. 1\.5, nearest integer 2\)"):
         read_volume(path, kind="label")
     ok = read_volume(write_nifti(tmp_path / "f.nii.gz", synthetic_labels().astype(np.float32)), kind="label")
     assert ok.array.dtype == np.uint8
+
+
+def test_near_integer_float_label_shows_the_exact_value(tmp_path: Path) -> None:
+    """0.9999999 must not be shown as "1" (a message that contradicts itself)."""
+    data = synthetic_labels().astype(np.float32)
+    data[data == 1] = np.float32(0.9999999)
+    path = write_nifti(tmp_path / "f32.nii.gz", data)
+    n = int((synthetic_labels() == 1).sum())
+    with pytest.raises(InvalidVolumeError, match=rf"{n} float32 voxels are not integers \(e\.g\. 0\.9999999, "
+                                                 r"nearest integer 1\)"):
+        read_volume(path, kind="label")
+    data64 = synthetic_labels().astype(np.float64)
+    data64[0, 0, 0] = 2.0000000000000004
+    with pytest.raises(InvalidVolumeError, match=r"e\.g\. 2\.0000000000000004, nearest integer 2"):
+        read_volume(write_nifti(tmp_path / "f64.nii.gz", data64), kind="label")
 
 
 def test_truncated_nifti_is_corrupt(ct_nifti: Path) -> None:
@@ -152,6 +170,66 @@ def test_non_finite_voxels_are_refused(tmp_path: Path, bad: float, word: str) ->
         read_volume(path)
 
 
+def test_uint8_with_scl_slope_and_inter_is_ct(tmp_path: Path) -> None:
+    """uint8 voxels stored as (HU + 1024) / 8: nibabel moves the scaling into the data proxy on load."""
+    hu = synthetic_ct()
+    stored = np.clip(np.round((hu + 1024) / 8), 0, 255).astype(np.uint8)
+    path = write_nifti(tmp_path / "u8.nii.gz", stored, slope_inter=(8.0, -1024.0))
+    vol = read_volume(path)
+    np.testing.assert_array_equal(vol.to_original(vol.array), stored * np.float32(8) - 1024)
+    assert vol.header.get_data_dtype() == np.uint8 and vol.header.get_slope_inter() == (8.0, -1024.0)
+    # written back unscaled, with the reference's geometry
+    out = nib.load(write_volume_like(vol.array, vol, tmp_path / "back.nii.gz"))
+    assert out.dataobj.slope == 1.0 and out.dataobj.inter == 0.0
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), vol.to_original(vol.array))
+
+
+def test_uint8_with_identity_scaling_is_still_8_bit(tmp_path: Path) -> None:
+    path = write_nifti(tmp_path / "id.nii.gz", np.full((24, 20, 8), 128, np.uint8), slope_inter=(1.0, 0.0))
+    with pytest.raises(InvalidVolumeError, match=r"it is an 8-bit image \(uint8 voxels"):
+        read_volume(path)
+
+
+def _qform_sform_file(path: Path, qform: np.ndarray, sform: np.ndarray) -> Path:
+    img = nib.Nifti1Image(synthetic_ct(), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    nib.save(img, path)
+    return path
+
+
+def test_qform_sform_left_right_disagreement_warns_and_uses_the_sform(tmp_path: Path) -> None:
+    sform = np.diag([0.7, 0.8, 2.5, 1.0])
+    qform = np.diag([-0.7, 0.8, 2.5, 1.0])  # x flipped: left and right swapped
+    path = _qform_sform_file(tmp_path / "lr.nii.gz", qform, sform)
+    with pytest.warns(GeometryWarning) as record:
+        vol = read_volume(path)
+    message = str(record[0].message)
+    assert message.startswith(f"{path}: qform (code 1) and sform (code 2) disagree by up to 32.2 mm")
+    assert "sform RAS, qform LAS" in message and "LEFT AND RIGHT ARE SWAPPED" in message
+    assert "using the sform" in message
+    np.testing.assert_allclose(vol.affine, sform, atol=1e-6)
+
+
+def test_qform_sform_shift_warns_without_axis_claim(tmp_path: Path) -> None:
+    sform = np.diag([0.7, 0.8, 2.5, 1.0])
+    qform = sform.copy()
+    qform[1, 3] = 3.0
+    with pytest.warns(GeometryWarning, match=r"disagree by up to 3 mm; using the sform") as record:
+        read_volume(_qform_sform_file(tmp_path / "shift.nii.gz", qform, sform))
+    assert "SWAPPED" not in str(record[0].message)
+
+
+def test_agreeing_or_unset_qform_does_not_warn(tmp_path: Path) -> None:
+    affine = np.diag([0.7, 0.8, 2.5, 1.0])
+    almost = affine.copy()
+    almost[0, 3] = 0.05  # within QFORM_SFORM_TOLERANCE_MM
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_volume(_qform_sform_file(tmp_path / "same.nii.gz", almost, affine))
+        read_volume(write_nifti(tmp_path / "q0.nii.gz", synthetic_ct(), PERMUTED_AFFINE, qform_code=0))
+
+
 def test_uint8_image_is_not_ct(tmp_path: Path) -> None:
     path = write_nifti(tmp_path / "png_like.nii.gz", np.full((24, 20, 8), 128, np.uint8))
     with pytest.raises(InvalidVolumeError, match=r"png_like\.nii\.gz: does not look like CT in Hounsfield units: "
@@ -184,7 +262,8 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"nope\.nii\.gz: does not exist"):
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(InputFileError, match=r"a\.png: is neither a NIfTI file"):
+    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
+                                               r"\.nhdr, \.mha, \.mhd\) nor a DICOM"):
         read_volume(tmp_path / "a.png")
 
 

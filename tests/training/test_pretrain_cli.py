@@ -44,7 +44,7 @@ def test_bad_data_exits_2_with_the_path(tmp_path, store, capsys) -> None:
     empty.mkdir()
     (empty / "notes.txt").write_text("no CT here")
     assert main(["pretrain", str(empty), "--out", str(tmp_path / "r2"), *FAST]) == 2
-    assert "holds no NIfTI volumes" in capsys.readouterr().err
+    assert "holds no volume files (.nii, .nii.gz, .nrrd" in capsys.readouterr().err
     assert main(["pretrain", str(store), "--out", str(tmp_path / "r3"), "--preset", "small", "--steps", "1"]) == 2
     assert "slices are 64 px but the U-Net is trained at 128 px" in capsys.readouterr().err
     assert main(["pretrain", str(store), "--out", str(tmp_path / "r4"), *FAST, "--batch-size", "0"]) == 2

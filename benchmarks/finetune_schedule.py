@@ -1,9 +1,11 @@
-"""Does the fine-tuning schedule rule converge? Every head trained with the rule and twice as long.
+"""Does the fine-tuning schedule rule converge, and is it longer than it needs to be? Every head trained with
+half the rule, the rule and twice the rule.
 
-For each method and label budget (one seed), the run of the rule's length and one of twice that length
-(``FinetuneConfig.steps_scale=2``) are scored on the held-out slices of the training scan (within-volume) and
+For each method and label budget (one seed), runs of the rule's length times each ``--scales`` factor
+(``FinetuneConfig.steps_scale``) are scored on the held-out slices of the training scan (within-volume) and
 on another scan (cross-patient). If the rule converges, doubling it changes the DSC by no more than seed
-noise; the report also gives whether each run's training loss had flattened.
+noise; if half the rule does as well, the rule could be shorter. The report also gives whether each run's
+training loss had flattened.
 
     python benchmarks/finetune_schedule.py ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
         --run /work/runs/main128 --milestone 500 --out benchmarks/results/finetune_schedule
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--milestone", type=int, default=None, help="the milestone step (with --run)")
     p.add_argument("--methods", nargs="+", default=["ddpm-unet", "ddpm-probe", "ddpm-mlp", "resnet34-scratch"])
     p.add_argument("--budgets", nargs="+", default=["4", "all"])
+    p.add_argument("--scales", nargs="+", type=float, default=[0.5, 1.0, 2.0], help="multiples of the rule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -49,30 +52,41 @@ def main(argv: list[str] | None = None) -> int:
     methods = []
     for name in args.methods:
         m = catalog[name]
-        methods.append(Method(f"{name}", f"{m.label}, rule", m.options))
-        methods.append(Method(f"{name}-x2", f"{m.label}, rule x 2", {**m.options, "steps_scale": 2.0}))
+        for scale in args.scales:
+            methods.append(Method(scaled(name, scale), f"{m.label}, rule" + (f" x {scale:g}" if scale != 1 else ""),
+                                  {**m.options, "steps_scale": scale}))
     config = StudyConfig(budgets=tuple(args.budgets), seeds=(args.seed,))
     tests = [c for path in args.test for c in find_labeled_cases(path)]
     plan = holdout(args.root, config, tests=tests)
     rows = run_study(plan, args.out, methods, config, progress=False)
     elapsed = time.perf_counter() - start
-    lines = ["| protocol | method | budget | DSC, rule | DSC, rule x 2 | difference |", "|---|---|---|---|---|---|"]
+    head = " | ".join(f"rule x {s:g}" for s in args.scales)
+    lines = [f"| protocol | method | budget | {head} | steps |", "|---|---|---|" + "---|" * (len(args.scales) + 1)]
     results = {(r.protocol, r.method, r.budget): r for r in aggregate(rows)}
-    for (protocol, method, budget), r in results.items():
-        if method.endswith("-x2"):
-            continue
-        twice = results.get((protocol, f"{method}-x2", budget))
-        if twice is not None:
-            lines.append(f"| {protocol} | {method} | {budget} | {r.dsc_mean:.3f} | {twice.dsc_mean:.3f} | "
-                         f"{twice.dsc_mean - r.dsc_mean:+.3f} |")
+    steps = {(r["method"], r["budget"]): r.get("steps", "") for r in rows}
+    for protocol in dict.fromkeys(k[0] for k in results):
+        for name in args.methods:
+            for budget in args.budgets:
+                found = [results.get((protocol, scaled(name, s), budget)) for s in args.scales]
+                if any(f is None for f in found):
+                    continue
+                cells = " | ".join(f"{f.dsc_mean:.3f}" for f in found)
+                lengths = " / ".join(str(steps.get((scaled(name, s), budget), "")) for s in args.scales)
+                lines.append(f"| {protocol} | {name} | {budget} | {cells} | {lengths} |")
     context = (f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
                f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
                f"Command: `python benchmarks/finetune_schedule.py {' '.join(argv or sys.argv[1:])}`.\n\n"
-               "## Rule vs twice the rule (mean organ DSC)\n\n" + "\n".join(lines))
-    summary = write_report(rows, args.out, title="Fine-tuning schedule: the rule vs twice as long", context=context)
+               "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines))
+    summary = write_report(rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule",
+                           context=context)
     print("\n".join(lines))
     print(f"report -> {summary}")
     return 0
+
+
+def scaled(name: str, scale: float) -> str:
+    """The run name of ``name`` at ``scale`` times the rule (``ddpm-unet``, ``ddpm-unet-x2``, ``ddpm-unet-x0.5``)."""
+    return name if scale == 1 else f"{name}-x{scale:g}"
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def plot_dsc_vs_budget(
             seeds = str(low) if low == high else f"{low}–{high}"
             bars = f"error bars: std over {seeds} seeds" if high > 1 else "1 seed, no error bars"
             ax.set_title(f"{protocol} ({bars})", fontsize=11)
-        axes[0][0].set_ylabel(f"mean organ {metric} ({len(FLARE_ORGANS)} FLARE organs)", fontsize=11)
+        over = {r.averaged_over for r in results}
+        over_text = "organs present in the ground truth" if over == {"present organs"} else " / ".join(sorted(over))
+        axes[0][0].set_ylabel(f"mean organ {metric} ({over_text})", fontsize=11)
         fig.suptitle(f"Mean organ {metric} vs label budget", fontsize=12)
         longest = max(len(r.method_label) for r in results)
         fig.legend(loc="outside lower center", ncol=max(1, min(len(methods), int(42 * len(protocols)) // (longest + 8))),

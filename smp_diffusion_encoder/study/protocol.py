@@ -50,6 +50,7 @@ from smp_diffusion_encoder.finetune.api import FinetuneResult, finetune
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.finetune.data import labeled_cases
 from smp_diffusion_encoder.inference import Segmenter, load_model, predict_files, predict_volume
+from smp_diffusion_encoder.registry.weights import preprocessing_for
 from smp_diffusion_encoder.study.config import StudyConfig
 from smp_diffusion_encoder.study.results import nan_mean, read_results_csv, write_results_csv
 
@@ -68,7 +69,8 @@ class Method:
     options: Mapping[str, Any]
 
     def config(self, budget: str, seed: int, study: StudyConfig) -> FinetuneConfig:
-        return FinetuneConfig(**{**self.options, "budget": budget, "seed": seed, "image_size": study.image_size,
+        size = study.image_size if study.image_size is not None else self.options.get("image_size")
+        return FinetuneConfig(**{**self.options, "budget": budget, "seed": seed, "image_size": size,
                                  "device": study.device})
 
 
@@ -84,9 +86,11 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
     * ``random-unet``, ``random-probe``: ``ddpm-unet`` and ``ddpm-probe`` with random encoder weights (does
       pretraining matter? a decoder can learn around poor features, a linear probe cannot);
     * ``resnet34-scratch``: ``smp.Unet("resnet34")`` trained end to end from random weights (the standard
-      supervised baseline; same image size, loss and learning rate as the decoders).
+      supervised baseline; same loss, learning rate and image size as the decoders: ``encoder``'s, so with
+      weights that record a pixel spacing the same preprocessing too).
     """
     base = {"encoder": encoder, "encoder_weights": weights}
+    size = preprocessing_for(encoder, weights).image_size
     return {m.name: m for m in (
         Method("ddpm-probe", f"{encoder} + linear probe", {**base, "method": "probe"}),
         Method("ddpm-mlp", f"{encoder} + MLP ensemble", {**base, "method": "mlp", "mlp_members": mlp_members}),
@@ -99,7 +103,7 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
                                                                             "encoder_weights": None}),
         Method("resnet34-scratch", "smp Unet resnet34 from scratch", {
             "method": "unet", "encoder": "resnet34", "encoder_weights": None, "unfreeze_at": 0,
-            "encoder_lr_scale": 1.0}),
+            "encoder_lr_scale": 1.0, "image_size": size}),
     )}
 
 
@@ -195,7 +199,8 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
         scored += [(CROSS_PATIENT, case, ()) for case in plan.tests]
         for protocol, case, zs in scored:
             metrics, gt, pred, z = score(model, case, zs, device=config.device)
-            rows.append(_row(method, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result))
+            rows.append(_row(method, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
+                             present=organs_present(gt)))
             if observe is not None:
                 observe(method, budget, seed, protocol, case, gt, pred, z)
         write_results_csv(rows, csv_path)
@@ -238,12 +243,22 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
     return metrics, label.array[index], pred_full[index], tuple(int(z) for z in index)
 
 
+def organs_present(gt: np.ndarray) -> list[str]:
+    """The FLARE organ names (:data:`~smp_diffusion_encoder.data.remap.FLARE_ORGANS`) with voxels in ``gt``."""
+    ids = set(np.unique(gt).tolist())
+    return [organ for label, organ in enumerate(FLARE_ORGANS, start=1) if label in ids]
+
+
 def _row(method: Method, budget: str, n_train: int, seed: int, protocol: str, case: str,
-         metrics: Mapping[str, float], seconds: float, result: FinetuneResult) -> dict[str, Any]:
+         metrics: Mapping[str, float], seconds: float, result: FinetuneResult, *,
+         present: Sequence[str]) -> dict[str, Any]:
     dsc = [metrics[f"{o}_DSC"] for o in FLARE_ORGANS]
     nsd = [metrics[f"{o}_NSD"] for o in FLARE_ORGANS]
     return {"method": method.name, "method_label": method.label, "budget": budget, "n_train_slices": n_train,
-            "seed": seed, "case": case, "protocol": protocol, "mean_DSC": nan_mean(dsc), "mean_NSD": nan_mean(nsd),
+            "seed": seed, "case": case, "protocol": protocol,
+            "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
+            "present_NSD": nan_mean(metrics[f"{o}_NSD"] for o in present),
+            "organs_present": " ".join(present), "mean_DSC": nan_mean(dsc), "mean_NSD": nan_mean(nsd),
             "train_seconds": round(seconds, 1), **metrics, "steps": result.steps,
             "flattened": "" if result.flattened is None else str(result.flattened).lower(),
             "best_val_dice": "" if result.best_val_dice is None else round(result.best_val_dice, 4)}
@@ -253,5 +268,5 @@ def _safe(budget: str) -> str:
     return budget.replace("%", "pct").replace(" ", "")
 
 
-__all__ = ["CROSS_PATIENT", "HELD_OUT_CASES", "WITHIN_VOLUME", "Holdout", "Method", "holdout", "run_study", "score",
-           "standard_methods"]
+__all__ = ["CROSS_PATIENT", "HELD_OUT_CASES", "WITHIN_VOLUME", "Holdout", "Method", "holdout", "organs_present",
+           "run_study", "score", "standard_methods"]

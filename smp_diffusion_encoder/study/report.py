@@ -73,7 +73,7 @@ def _protocol_section(protocol: str, results: list[BudgetResult], *, several: bo
         "",
         (f"Mean ± std over {_count(seeds, 'seed')}" if spread else f"Values from {_count(seeds, 'seed')}")
         + f" of the per-seed mean over {_count({r.n_cases for r in results}, 'evaluated case')} of each case's "
-        f"mean over the {len(FLARE_ORGANS)} FLARE 2022 organs (nan skipped)."
+        + _averaged_text(results) + " (nan skipped)."
         + (" Cells give their seed count." if len(seeds) > 1 else ""),
         "",
         _table_row(["Method", *(f"{b} ({_slices_text(n)})" for b, n in budgets.items())]),
@@ -122,13 +122,27 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
     ]
     rows = [(FLARE_LABELS[label].capitalize(), [r.organ_dsc[organ] if r else math.nan for r in results])
             for label, organ in enumerate(FLARE_ORGANS, start=1)]
-    rows.append(("**Mean**", [r.dsc_mean if r else math.nan for r in results]))
+    found = [r for r in results if r]
+    if found and all(r.averaged_over == "present organs" for r in found):
+        rows.append(("**Mean, organs present**", [r.dsc_mean if r else math.nan for r in results]))
+        rows.append((f"Mean, {len(FLARE_ORGANS)} organs (FLARE rule)",
+                     [r.flare_dsc_mean if r else math.nan for r in results]))
+    else:
+        rows.append(("**Mean**", [r.dsc_mean if r else math.nan for r in results]))
     for name, values in rows:
         rounded = [round(v, 3) for v in values]
         scored = [v for v in rounded if not math.isnan(v)]
         best = max(scored) if len(scored) > 1 and scored.count(max(scored)) == 1 else None
         lines.append(_table_row([name, *(f"**{_num(v)}**" if v == best else _num(v) for v in rounded)]))
     return lines
+
+
+def _averaged_text(results: Sequence[BudgetResult]) -> str:
+    if all(r.averaged_over == "present organs" for r in results):
+        return ("mean over the FLARE 2022 organs present in its ground truth (an absent organ has no DSC to "
+                "average; the FLARE evaluator's 13-organ mean, which scores an absent organ 1 or 0, is in the "
+                "per-organ tables and results.csv)")
+    return f"mean over the {len(FLARE_ORGANS)} FLARE 2022 organs"
 
 
 def _main_cell(result: BudgetResult | None, spread: bool, show_seeds: bool) -> str:

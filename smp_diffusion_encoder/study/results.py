@@ -5,13 +5,17 @@ the same rows (columns :data:`RESULT_COLUMNS`, extra keys kept after them)::
 
     {"method": "ddpm-unet", "method_label": "ddpm-ct + Unet decoder (frozen)", "budget": "4",
      "n_train_slices": 4, "seed": 0, "case": "REALCT_Tr_0001", "protocol": "within-volume",
-     "mean_DSC": 0.71, "mean_NSD": 0.64,
-     "train_seconds": 12.3, "Liver_DSC": 0.93, ..., "LK_DSC": 0.88, "Liver_NSD": 0.81, ..., "LK_NSD": 0.79}
+     "present_DSC": 0.74, "present_NSD": 0.66, "organs_present": "Liver RK Spleen ...",
+     "mean_DSC": 0.71, "mean_NSD": 0.64, "train_seconds": 12.3, "Liver_DSC": 0.93, ..., "LK_DSC": 0.88, "Liver_NSD": 0.81, ..., "LK_NSD": 0.79}
 
 Metrics lie in [0, 1] and may be ``nan``; every mean skips ``nan`` (as :func:`~smp_diffusion_encoder.evaluation.
-summarize` does). ``mean_DSC``/``mean_NSD`` are the row's nan-skipping mean over the 13 FLARE organs. ``protocol``
-names the held-out set the row scores (``within-volume``, ``held-out cases``, ``cross-patient``); files written
-before it existed read as ``held-out``.
+summarize` does). ``present_DSC``/``present_NSD`` (the headline numbers) average the organs present in the
+scored ground truth (``organs_present``); ``mean_DSC``/``mean_NSD`` average all 13 FLARE organs with the FLARE
+evaluator's rule for an absent organ (1 when nothing is predicted there, else 0), so on a scan that holds a few
+of the organs (the cross-patient scan has 7) they are dominated by the absent ones. On FLARE cases, which hold
+all 13, both agree. ``protocol`` names the held-out set the row scores (``within-volume``, ``held-out cases``,
+``cross-patient``); files written before it existed read as ``held-out``, and files without ``present_DSC``
+fall back to ``mean_DSC`` (:attr:`BudgetResult.averaged_over` says which).
 
 Example:
     >>> rows = read_results_csv("runs/study/results.csv")            # doctest: +SKIP
@@ -41,7 +45,7 @@ from smp_diffusion_encoder.errors import InputFileError
 __all__ = ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "nan_mean", "read_results_csv",
            "write_results_csv"]
 
-_TEXT_COLUMNS = ("method", "method_label", "budget", "case", "protocol")
+_TEXT_COLUMNS = ("method", "method_label", "budget", "case", "protocol", "organs_present")
 #: The protocol of rows from files written before the column existed.
 DEFAULT_PROTOCOL = "held-out"
 _INT_COLUMNS = ("n_train_slices", "seed")
@@ -66,8 +70,10 @@ class BudgetResult:
         n_train_slices: labeled training slices, mean over seeds (an ``int`` when all seeds agree).
         n_seeds: distinct seeds; n_cases: distinct evaluated cases.
         dsc_mean, dsc_std, nsd_mean, nsd_std: mean and population std over seeds of the per-seed mean over
-            cases of ``mean_DSC`` / ``mean_NSD``.
+            cases of ``present_DSC`` / ``present_NSD`` (``mean_DSC`` / ``mean_NSD`` for rows without them).
         organ_dsc: ``{organ: DSC}`` for every name in ``FLARE_ORGANS``: mean over seeds of the mean over cases.
+        flare_dsc_mean: the same statistic of ``mean_DSC`` (13 organs, FLARE's rule for absent ones).
+        averaged_over: ``"present organs"`` or ``"13 organs"`` (rows written before ``present_DSC`` existed).
     """
 
     protocol: str
@@ -82,6 +88,8 @@ class BudgetResult:
     nsd_mean: float
     nsd_std: float
     organ_dsc: Mapping[str, float]
+    flare_dsc_mean: float = math.nan
+    averaged_over: str = "present organs"
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[BudgetResult]:
@@ -111,8 +119,10 @@ def _aggregate_group(rows: list[Mapping[str, Any]]) -> BudgetResult:
 
     slices = [float(np.mean([float(r["n_train_slices"]) for r in seed_rows])) for seed_rows in by_seed.values()]
     same = len(set(slices)) == 1 and slices[0].is_integer()
-    dsc_mean, dsc_std = _nan_mean_std(per_seed("mean_DSC"))
-    nsd_mean, nsd_std = _nan_mean_std(per_seed("mean_NSD"))
+    present = all(r.get("present_DSC") not in (None, "") for r in rows)
+    prefix = "present" if present else "mean"
+    dsc_mean, dsc_std = _nan_mean_std(per_seed(f"{prefix}_DSC"))
+    nsd_mean, nsd_std = _nan_mean_std(per_seed(f"{prefix}_NSD"))
     return BudgetResult(
         protocol=str(rows[0].get("protocol") or DEFAULT_PROTOCOL),
         method=str(rows[0]["method"]),
@@ -126,6 +136,8 @@ def _aggregate_group(rows: list[Mapping[str, Any]]) -> BudgetResult:
         nsd_mean=nsd_mean,
         nsd_std=nsd_std,
         organ_dsc={organ: _nan_mean_std(per_seed(f"{organ}_DSC"))[0] for organ in FLARE_ORGANS},
+        flare_dsc_mean=_nan_mean_std(per_seed("mean_DSC"))[0],
+        averaged_over="present organs" if present else f"{len(FLARE_ORGANS)} organs",
     )
 
 

@@ -296,3 +296,37 @@ def test_write_report(tmp_path: Path) -> None:
     assert "![Mean organ DSC vs label budget](dsc_vs_budget.png)" in text
     assert "![Case 1 overlays](../figs/overlay.png)" in text
     assert read_results_csv(summary.parent / "results.csv")[5]["case"] == _study()[5]["case"]
+
+
+def test_headline_mean_is_over_organs_present_and_old_files_fall_back() -> None:
+    """A scan with 2 of 13 organs: the FLARE mean is dominated by the 11 absent ones (1.0 each when nothing is
+    predicted there); the headline averages the present ones, and the report and plot say so."""
+    row = _row("ddpm-unet", "4", 0, "A", 1.0, Liver=0.5, Spleen=0.3)
+    row |= {"present_DSC": 0.4, "present_NSD": 0.3, "organs_present": "Liver Spleen"}
+    (result,) = aggregate([row])
+    assert result.dsc_mean == pytest.approx(0.4) and result.nsd_mean == pytest.approx(0.3)
+    assert result.flare_dsc_mean == pytest.approx((11 + 0.8) / 13)
+    assert result.averaged_over == "present organs"
+    text = format_report_markdown([row], title="t")
+    assert "organs present in its ground truth" in text
+    assert "| **Mean, organs present** | 0.400 |" in text and "| Mean, 13 organs (FLARE rule) | 0.908 |" in text
+    (old,) = aggregate([_row("ddpm-unet", "4", 0, "A", 1.0, Liver=0.5, Spleen=0.3)])  # written before the column
+    assert old.averaged_over == "13 organs" and old.dsc_mean == pytest.approx((11 + 0.8) / 13)
+    assert "mean over the 13 FLARE 2022 organs" in format_report_markdown([_row("ddpm-unet", "4", 0, "A", 0.5)],
+                                                                           title="t")
+
+
+def test_present_columns_survive_the_csv_round_trip(tmp_path: Path) -> None:
+    row = _row("ddpm-unet", "4", 0, "A", 0.5) | {"present_DSC": 0.4, "present_NSD": 0.3, "organs_present": "Liver"}
+    (back,) = read_results_csv(write_results_csv([row], tmp_path / "r.csv"))
+    assert back["organs_present"] == "Liver" and back["present_DSC"] == pytest.approx(0.4)
+    assert aggregate([back])[0].dsc_mean == pytest.approx(0.4)
+
+
+def test_organs_present_names_the_labels_in_the_ground_truth() -> None:
+    from smp_diffusion_encoder.study.protocol import organs_present
+
+    gt = np.zeros((2, 4, 4), dtype=np.uint8)
+    gt[0, 0, 0], gt[1, 2, 2] = 13, 1
+    assert organs_present(gt) == ["Liver", "LK"]
+    assert organs_present(np.zeros((1, 2, 2), dtype=np.uint8)) == []

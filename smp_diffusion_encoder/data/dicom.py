@@ -14,9 +14,10 @@ onto the acquired slice planes (:mod:`~smp_diffusion_encoder.data.dicom_geometry
 HU with ``RescaleSlope``/``RescaleIntercept``.
 
 Example:
-    >>> img = read_dicom_series("patient01/CT_abdomen")            # doctest: +SKIP
-    >>> img.shape                                                   # doctest: +SKIP
-    (512, 512, 90)
+    >>> from importlib.resources import files
+    >>> img = read_dicom_series(files("smp_diffusion_encoder") / "demo_data/test/REALCT_Ts_0001/dicom")
+    >>> img.shape                                                   # a NIfTI image in the file's voxel order
+    (512, 512, 20)
 """
 
 from __future__ import annotations

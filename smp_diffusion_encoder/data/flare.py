@@ -113,8 +113,9 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
     subfolder (preferred: what scanners and PACS give) or ``image.nii.gz``; the case id is the folder's name.
 
     Example:
-        >>> find_labeled_cases("realct_extra/crosspatient")                            # doctest: +SKIP
-        [Case(case_id='REALCT_Ts_0001', image=.../REALCT_Ts_0001/dicom, label=.../label.nii.gz)]
+        >>> from importlib.resources import files
+        >>> find_labeled_cases(files("smp_diffusion_encoder") / "demo_data" / "test")
+        [Case(case_id='REALCT_Ts_0001', image=PosixPath('.../REALCT_Ts_0001/dicom'), label=PosixPath('.../REALCT_Ts_0001/label.nii.gz'))]
 
     Raises:
         DatasetLayoutError: nothing labeled is found, or a case folder has a label but no image.

@@ -14,8 +14,14 @@ replaced atomically together with its header. A 4D array (class probabilities) i
 the class axis as the voxel components.
 
 Example:
-    >>> vol = read_volume("case.nrrd")                              # doctest: +SKIP
-    >>> write_label_map(pred, vol, "case_labels.nrrd")              # doctest: +SKIP
+    >>> from importlib.resources import files
+    >>> from smp_diffusion_encoder.data.volume import read_volume, write_label_map
+    >>> case = files("smp_diffusion_encoder") / "demo_data/train/REALCT_Tr_0001"
+    >>> vol = read_volume(case / "image.nii.gz")
+    >>> write_label_map(read_volume(case / "label.nii.gz", kind="label").array, vol, "case_labels.nrrd")
+    PosixPath('case_labels.nrrd')
+    >>> read_volume("case_labels.nrrd", kind="label").spacing       # read back through SimpleITK
+    (3.0, 3.0, 3.0)
 """
 
 from __future__ import annotations

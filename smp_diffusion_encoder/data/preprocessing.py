@@ -30,10 +30,13 @@ labels use nearest neighbour with pixel-centre alignment, so ids are never mixed
 
 Example:
     >>> cfg = PreprocessingConfig(image_size=128)        # physical: 3 mm pixels, 384 mm window
-    >>> vol = read_volume("case_0000.nii.gz")                       # doctest: +SKIP
-    >>> geometry = SliceGeometry.of(vol, cfg)                       # doctest: +SKIP
-    >>> geometry.image_slices(vol).shape                            # doctest: +SKIP
-    (90, 128, 128)
+    >>> from importlib.resources import files
+    >>> from smp_diffusion_encoder.data.volume import read_volume
+    >>> vol = read_volume(files("smp_diffusion_encoder") / "demo_data/train/REALCT_Tr_0001/image.nii.gz")
+    >>> geometry = SliceGeometry.of(vol, cfg)
+    >>> x = geometry.image_slices(vol, cfg)                         # (Z, size, size) in [-1, 1]
+    >>> x.shape, float(x.min()), float(x.max())
+    ((112, 128, 128), -1.0, 1.0)
 """
 
 from __future__ import annotations

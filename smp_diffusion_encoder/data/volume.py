@@ -19,10 +19,14 @@ resampled, see :mod:`~smp_diffusion_encoder.data.dicom_geometry`). Units: image 
 affines millimetres (world coordinates RAS+, the NIfTI convention).
 
 Example:
-    >>> vol = read_volume("case_0000.nii.gz")                     # doctest: +SKIP
-    >>> vol.array.shape, vol.spacing                               # doctest: +SKIP
-    ((90, 512, 512), (2.5, 0.78, 0.78))
-    >>> write_label_map(pred, vol, "case.nii.gz")                  # doctest: +SKIP
+    >>> from importlib.resources import files
+    >>> case = files("smp_diffusion_encoder") / "demo_data" / "train" / "REALCT_Tr_0001"  # shipped demo CT
+    >>> vol = read_volume(case / "image.nii.gz")
+    >>> vol.array.shape, vol.spacing                               # (Z, Y, X) voxels, mm
+    ((112, 101, 122), (3.0, 3.0, 3.0))
+    >>> labels = read_volume(case / "label.nii.gz", kind="label").array
+    >>> write_label_map(labels, vol, "case.nii.gz")                # the reference's exact geometry
+    PosixPath('case.nii.gz')
 """
 
 from __future__ import annotations

@@ -120,3 +120,20 @@ def test_offline_without_cache_fails_fast_and_clearly(hub_online: FakeHub, monke
     msg = str(err.value)
     assert REPO in msg and "HF_HUB_OFFLINE=1" in msg and "Run once online" in msg and "hf download" in msg
     assert hub_online.requests == []
+
+
+def test_offline_timm_hf_hub_fails_inside_timm_and_our_path_names_the_repo(
+        hub_online: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README says about ``HF_HUB_OFFLINE=1`` with an empty cache: timm's ``hf-hub:`` path fails while
+    timm reads ``config.json``, before any code of ours runs, with huggingface_hub's own error; loading through
+    this package (``register_hub_weights`` + the smp name, or ``load_encoder_weights``) raises a
+    :class:`WeightsError` that names the repo."""
+    import timm
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(LocalEntryNotFoundError):
+        timm.create_model(f"hf-hub:{REPO}@{'a' * 40}", pretrained=True, features_only=True)
+    with pytest.raises(WeightsError, match=REPO):
+        load_encoder_weights(REPO, revision="a" * 40)
+    assert hub_online.requests == []

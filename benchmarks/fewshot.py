@@ -11,7 +11,8 @@ schedule rule) and scored on every held-out set with the FLARE 2022 metrics
 * ``--test PATH``: other labeled scans (a FLARE root, or case folders with a DICOM series or image.nii.gz and
   label.nii.gz), segmented as ``smp-diffusion predict`` does and scored whole (cross-patient).
 
-Methods (``--methods``, default all): ``ddpm-probe``, ``ddpm-mlp``, ``ddpm-unet``, ``ddpm-unet-ft``
+Methods (``--methods``, default all): ``ddpm-probe``, ``ddpm-mlp`` (class-balanced pixels),
+``ddpm-mlp-uniform`` (Baranchuk's uniform pixels), ``ddpm-unet``, ``ddpm-unet-ft``
 (pretrained ``--encoder`` with ``--weights``), ``random-unet`` and ``random-probe`` (same encoder, random
 weights) and ``resnet34-scratch`` (``smp.Unet("resnet34")`` trained from scratch).
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="other labeled scans scored whole (FLARE roots or case folders)")
     add_config_arguments(p, StudyConfig)
     p.add_argument("--methods", nargs="+", default=list(STANDARD_METHODS), choices=STANDARD_METHODS,
-                   metavar="METHOD", help="method names (default: all seven)")
+                   metavar="METHOD", help="method names (default: all)")
     p.add_argument("--encoder", default="ddpm-ct")
     p.add_argument("--weights", default="ct", help="pretrained weights key of --encoder (default ct)")
     p.add_argument("--mlp-members", type=int, default=10)

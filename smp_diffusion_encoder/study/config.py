@@ -48,5 +48,5 @@ class StudyConfig:
 DEMO_STUDY = StudyConfig(budgets=("4", "16", "all"), seeds=(0,))
 DEMO_METHODS: tuple[str, ...] = ("ddpm-unet", "ddpm-probe", "resnet34-scratch")
 #: Every method :func:`~smp_diffusion_encoder.study.protocol.standard_methods` defines.
-STANDARD_METHODS: tuple[str, ...] = ("ddpm-probe", "ddpm-mlp", "ddpm-unet", "ddpm-unet-ft", "random-unet",
-                                     "random-probe", "resnet34-scratch")
+STANDARD_METHODS: tuple[str, ...] = ("ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-ft",
+                                     "random-unet", "random-probe", "resnet34-scratch")

@@ -81,6 +81,7 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
 
     * ``ddpm-probe``, ``ddpm-mlp``, ``ddpm-unet``: the pretrained encoder, frozen, with the paper's linear
       probe, the MLP ensemble (class-balanced pixels), an smp Unet decoder;
+    * ``ddpm-mlp-uniform``: the MLP ensemble on uniformly drawn pixels, as Baranchuk et al. trained it;
     * ``ddpm-unet-ft``: the same decoder, then the encoder unfreezes at step ``unfreeze_at`` at a tenth of the
       learning rate;
     * ``random-unet``, ``random-probe``: ``ddpm-unet`` and ``ddpm-probe`` with random encoder weights (does
@@ -94,6 +95,8 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
     return {m.name: m for m in (
         Method("ddpm-probe", f"{encoder} + linear probe", {**base, "method": "probe"}),
         Method("ddpm-mlp", f"{encoder} + MLP ensemble", {**base, "method": "mlp", "mlp_members": mlp_members}),
+        Method("ddpm-mlp-uniform", f"{encoder} + MLP ensemble, uniform pixels", {
+            **base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"}),
         Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
         Method("ddpm-unet-ft", f"{encoder} + Unet decoder, encoder tuned", {**base, "method": "unet",
                                                                             "unfreeze_at": unfreeze_at}),

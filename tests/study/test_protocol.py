@@ -114,8 +114,10 @@ def test_study_resumes_and_drops_weights(root: Path, tmp_path: Path, monkeypatch
 
 def test_standard_methods_and_bad_holdout(root: Path, other_scan: Path) -> None:
     methods = standard_methods("ddpm-ct", "ct", unfreeze_at=100)
-    assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-unet", "ddpm-unet-ft", "random-unet",
-                             "random-probe", "resnet34-scratch"]
+    assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-ft",
+                             "random-unet", "random-probe", "resnet34-scratch"]
+    assert methods["ddpm-mlp-uniform"].config("4", 0, StudyConfig()).pixel_sampling == "uniform"
+    assert methods["ddpm-mlp"].config("4", 0, StudyConfig()).pixel_sampling == "balanced"
     assert methods["ddpm-unet-ft"].options["unfreeze_at"] == 100
     assert methods["random-unet"].options["encoder_weights"] is None
     assert methods["resnet34-scratch"].config("4", 0, StudyConfig()).unfreeze_at == 0

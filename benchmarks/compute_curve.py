@@ -27,7 +27,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import available_milestones, core_hours, hours_at, milestone_encoder  # noqa: E402
+from benchmarks._milestones import available_milestones, milestone_encoder  # noqa: E402
+from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  # noqa: E402
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     steps = args.milestones if args.milestones is not None else available_milestones(args.run)
-    hours = core_hours(args.run)
+    hours = training_hours(args.run)
     config = StudyConfig(budgets=(args.budget,), seeds=tuple(args.seeds))
     tests = [c for path in args.test for c in find_labeled_cases(path)]
     plan = holdout(args.root, config, tests=tests)

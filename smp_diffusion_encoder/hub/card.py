@@ -79,8 +79,7 @@ def render_model_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str
         f"`{json.dumps(config.get('model_args', {}), sort_keys=True)}`",
         "",
         "## Preprocessing",
-        f"- HU window: {prep.get('hu_window', NOT_RECORDED)} mapped to [-1, 1]; slices padded to square and "
-        f"resized to {prep.get('image_size', NOT_RECORDED)} px",
+        f"- HU window: {prep.get('hu_window', NOT_RECORDED)} mapped to [-1, 1]; {_layout_text(prep)}",
         "",
         "## Pretraining",
         f"- Pretraining data: {field('pretraining_data')}",
@@ -107,3 +106,12 @@ def render_model_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def _layout_text(prep: dict[str, Any]) -> str:
+    """How slices reach the model's size: physical spacing (mm) or the legacy whole field of view."""
+    size, spacing = prep.get("image_size", NOT_RECORDED), prep.get("spacing_mm")
+    if isinstance(spacing, (int, float)) and isinstance(size, int):
+        return (f"slices resampled in-plane to {spacing:g} mm pixels, then cropped or padded (air) around the body "
+                f"to {size} px ({size * spacing:g} mm)")
+    return f"slices padded to square and resized to {size} px (whole field of view, no fixed pixel spacing)"

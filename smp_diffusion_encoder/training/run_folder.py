@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import re
@@ -233,5 +234,39 @@ def load_run(
     )
 
 
+def training_hours(run_dir: str | os.PathLike[str]) -> dict[int, float]:
+    """``{step: hours}``: training time to reach each logged step, summed from the run's ``metrics.csv``
+    windows (``steps * batch / images_per_s``, so time spent stopped between resumes does not count); a run on
+    one thread makes these CPU-core hours."""
+    run_dir = Path(run_dir)
+    batch = read_run_config(run_dir / RUN_CONFIG_NAME).get("pretrain", {}).get("batch_size")
+    if not isinstance(batch, int):
+        raise ConfigError(f"{run_dir / RUN_CONFIG_NAME}: no pretraining batch size recorded (not a pretraining run)")
+    hours, total, previous = {0: 0.0}, 0.0, 0
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if not row.get("images_per_s"):
+                continue
+            step = int(float(row["step"]))
+            if step <= previous:  # a window logged again after a resume from an earlier checkpoint
+                continue
+            total += (step - previous) * batch / float(row["images_per_s"]) / 3600
+            hours[step], previous = total, step
+    return hours
+
+
+def hours_at(hours: dict[int, float], step: int) -> float:
+    """Hours to reach ``step`` (interpolated between logged steps)."""
+    below = max(s for s in hours if s <= step)
+    above = [s for s in hours if s >= step]
+    if not above:
+        return hours[below]
+    nxt = min(above)
+    if nxt == below:
+        return hours[below]
+    return hours[below] + (hours[nxt] - hours[below]) * (step - below) / (nxt - below)
+
+
 __all__ = ["CHECKPOINT_PATHS", "EMA_WEIGHTS_NAME", "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RUN_FORMAT", "RunInfo",
-           "WeightsKind", "load_run", "milestones", "read_run_config", "saved_settings", "write_run_config"]
+           "WeightsKind", "hours_at", "load_run", "milestones", "read_run_config", "saved_settings", "training_hours",
+           "write_run_config"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.training.run_folder import load_run, milestones
+from smp_diffusion_encoder.training.run_folder import hours_at, load_run, milestones, read_run_config, training_hours
 from tests.training.run_helpers import write_run
 
 def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path) -> None:
@@ -48,3 +48,20 @@ def test_checkpoint_under_checkpoints_last_pt(tmp_path: Path) -> None:
     (tmp_path / "r" / "checkpoint.pt").rename(tmp_path / "r" / "checkpoints" / "last.pt")
     info = load_run(tmp_path / "r", use_ema=True)
     assert info.weights_file.name == "last.pt" and torch.equal(info.state_dict["out.2.bias"], sd["out.2.bias"])
+
+
+def test_training_hours_sum_logged_windows_and_skip_windows_logged_again(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run)
+    with pytest.raises(ConfigError, match="no pretraining batch size"):
+        training_hours(run)
+    config = read_run_config(run / "config.json")
+    batch = 8
+    (run / "config.json").write_text(json.dumps({**config, "pretrain": {"batch_size": batch}}))
+    # windows of 10 steps at 2 and then 1 image/s; the run was resumed from step 10 and logged step 20 again
+    rows = [(10, 2.0), (20, 1.0), (20, 1.0), (30, 1.0)]
+    (run / "metrics.csv").write_text("step,loss,images_per_s\n" + "".join(f"{s},0.5,{v}\n" for s, v in rows))
+    hours = training_hours(run)
+    window = 10 * batch / 3600
+    assert hours == pytest.approx({0: 0.0, 10: window / 2, 20: window * 1.5, 30: window * 2.5})
+    assert hours_at(hours, 25) == pytest.approx(window * 2.0) and hours_at(hours, 99) == hours[30]

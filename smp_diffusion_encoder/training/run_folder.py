@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -234,15 +235,20 @@ def load_run(
     )
 
 
-def training_hours(run_dir: str | os.PathLike[str]) -> dict[int, float]:
+def training_hours(run_dir: str | os.PathLike[str], *, pause_factor: float = 3.0) -> dict[int, float]:
     """``{step: hours}``: training time to reach each logged step, summed from the run's ``metrics.csv``
-    windows (``steps * batch / images_per_s``, so time spent stopped between resumes does not count); a run on
-    one thread makes these CPU-core hours."""
+    windows (``steps * batch / images_per_s``; time between a stop and its resume does not count). A window
+    slower than ``pause_factor`` times the run's median window held a pause of the process (e.g. a SIGSTOP),
+    not training: it counts at the median's speed. A run on one thread makes these CPU-core hours.
+
+    Raises:
+        ConfigError: ``config.json`` records no pretraining batch size.
+    """
     run_dir = Path(run_dir)
     batch = read_run_config(run_dir / RUN_CONFIG_NAME).get("pretrain", {}).get("batch_size")
     if not isinstance(batch, int):
         raise ConfigError(f"{run_dir / RUN_CONFIG_NAME}: no pretraining batch size recorded (not a pretraining run)")
-    hours, total, previous = {0: 0.0}, 0.0, 0
+    windows, previous = [], 0
     with open(run_dir / "metrics.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             if not row.get("images_per_s"):
@@ -250,8 +256,13 @@ def training_hours(run_dir: str | os.PathLike[str]) -> dict[int, float]:
             step = int(float(row["step"]))
             if step <= previous:  # a window logged again after a resume from an earlier checkpoint
                 continue
-            total += (step - previous) * batch / float(row["images_per_s"]) / 3600
-            hours[step], previous = total, step
+            windows.append((step, (step - previous) * batch / float(row["images_per_s"]) / 3600 / (step - previous)))
+            previous = step
+    typical = float(np.median([per_step for _, per_step in windows])) if windows else 0.0
+    hours, total, previous = {0: 0.0}, 0.0, 0
+    for step, per_step in windows:
+        total += (step - previous) * min(per_step, pause_factor * typical)
+        hours[step], previous = total, step
     return hours
 
 

@@ -65,3 +65,6 @@ def test_training_hours_sum_logged_windows_and_skip_windows_logged_again(tmp_pat
     window = 10 * batch / 3600
     assert hours == pytest.approx({0: 0.0, 10: window / 2, 20: window * 1.5, 30: window * 2.5})
     assert hours_at(hours, 25) == pytest.approx(window * 2.0) and hours_at(hours, 99) == hours[30]
+    rows = [(10, 1.0), (20, 1.0), (30, 0.01), (40, 1.0)]  # the process was paused in the third window
+    (run / "metrics.csv").write_text("step,loss,images_per_s\n" + "".join(f"{s},0.5,{v}\n" for s, v in rows))
+    assert training_hours(run)[40] == pytest.approx(window * 6)  # the paused window counts 3 x the median

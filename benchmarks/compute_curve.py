@@ -7,9 +7,11 @@ schedule rule; ``--seeds``), then scored on the training scan's held-out z block
 scans (``--test``, cross-patient). Pretraining cost is the run's own training time to that step, summed from its
 ``metrics.csv`` (one thread: CPU-core hours).
 
-Writes ``OUT/results.csv`` (rows of every study, with ``step`` and ``core_hours``), ``OUT/summary.md`` (mean ±
-std over seeds per milestone, method and protocol) and ``OUT/compute_curve.png`` (DSC against steps and against
-CPU-core hours). Resumable: finished (milestone, method, seed) runs are reused.
+Step 0 (the random initialization) is the random-weight baseline: the same architecture and head without
+pretraining. Writes ``OUT/results.csv`` (rows of every study, with ``step`` and ``core_hours``), ``OUT/summary.md``
+(mean ± std over seeds per milestone, method and protocol; also ``OUT/table.md`` alone, for a model card) and
+``OUT/compute_curve.png`` (DSC against steps and against CPU-core hours). Resumable: finished (milestone,
+method, seed) runs are reused.
 
     python benchmarks/compute_curve.py /work/runs/main128 ../shared/data/realct \\
         --test ../shared/data/realct_extra/crosspatient --out benchmarks/results/compute_curve
@@ -28,12 +30,12 @@ if __package__ in (None, ""):
 
 from benchmarks._machine import describe_machine, today  # noqa: E402
 from benchmarks._milestones import available_milestones, milestone_encoder  # noqa: E402
-from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  # noqa: E402
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.results import aggregate, write_results_csv  # noqa: E402
+from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                f"{(time.perf_counter() - start) / 60:.1f} min (finished runs are reused). Command: "
                f"`python benchmarks/compute_curve.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
                f"{args.note}")
+    what = (f"Mean ± std over {len(args.seeds)} seeds of the mean DSC over the organs present in each scored ground "
+            f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights.")
+    atomic_write_text(args.out / "table.md", f"{what}\n\n{table}\n")
     atomic_write_text(args.out / "summary.md", f"# Compute curve: downstream DSC of pretraining milestones\n\n"
-                      f"{context}\n\nMean ± std over seeds of the mean organ DSC (13 FLARE organs, FLARE 2022 rules).\n\n"
-                      f"{table}\n\n![compute curve](compute_curve.png)\n")
+                      f"{context}\n\n{what}\n\n{table}\n\n![compute curve](compute_curve.png)\n")
     print(table)
     return 0
 
@@ -123,7 +127,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean organ DSC (mean ± std over seeds)")
+    axes[0].set_ylabel("mean DSC, organs present (mean ± std over seeds)")
     fig.suptitle("Downstream few-shot DSC of the pretraining milestones")
     fig.legend(loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     with atomic_path(path) as tmp:

@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the predictions")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:index] (default: auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
+                        "AVX512-BF16 or AMX), else fp32 (default: auto)")
     p.add_argument("--output-format", default="nifti", choices=("nifti", "nrrd", "mha", "dicom-seg"),
                    help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
                         "probabilities/uncertainty as NIfTI")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=args.device,
         save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,
         keep_going=args.keep_going, progress=not args.no_progress, output_format=args.output_format,
+        precision=args.precision,
     )
     for case, paths in report.written.items():
         print(f"{case}: " + ", ".join(str(p) for p in paths))

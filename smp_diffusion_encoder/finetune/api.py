@@ -38,7 +38,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from smp_diffusion_encoder._device import resolve_device
+from smp_diffusion_encoder._device import autocast, resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
@@ -147,6 +147,7 @@ def finetune(
     info = init_distributed(config.device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     world, rank = (info.world_size, info.rank) if info else (1, 0)
     device = info.device if info else resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     batch_size = config.resolved_batch_size
     if batch_size % world:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes")
@@ -170,28 +171,30 @@ def finetune(
     settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
                 "preprocessing": prep.to_dict(), "schedule": plan.to_dict()}
     settings.pop("device")
+    settings.pop("precision")  # how fast, not what: a run may resume on another machine
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state["extra"].get("finetune") != settings:  # checked before anything is written
         raise ConfigError(f"resume: {ckpt} was trained with {state['extra'].get('finetune')}, not {settings}")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_split_json(split_path(out), split)
-        atomic_write_json(out / CONFIG_NAME, {**settings, "device": config.device})
+        atomic_write_json(out / CONFIG_NAME, {**settings, "device": config.device, "precision": precision})
     train, val = gather(volumes, split.train), gather(volumes, split.evaluation)
 
     torch.manual_seed(config.seed)
     if config.method in ("probe", "mlp"):
-        model, cache, predict, save = _head(config, weights, prep, val, out, device, cache_dir)
+        model, cache, predict, save = _head(config, weights, prep, val, out, device, cache_dir, precision)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
         segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
                                      in_channels=1, classes=FLARE_NUM_CLASSES).to(device)
         segmenter.encoder.requires_grad_(False)
-        model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir)
+        segmenter.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
+        model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir, precision=precision)
         optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
         step = DecoderStep(config.unfreeze_at)
-        predict = _smp_predictor(segmenter, val)
+        predict = _smp_predictor(segmenter, val, precision)
         save = lambda: save_segmenter(segmenter, out / MODEL_DIR_NAME, prep)  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
 
@@ -210,7 +213,7 @@ def finetune(
     train_config = TrainConfig(max_steps=plan.steps, out_dir=str(out), grad_clip=1.0,
                                log_every=max(1, min(10, plan.steps // 20)), ckpt_every=max(1, plan.steps // 10),
                                val_every=plan.val_every,
-                               seed=config.seed, ema_decay=None, progress=progress, title=title)
+                               seed=config.seed, ema_decay=None, progress=progress, title=title, precision=precision)
     trainer = Trainer(model, optimizer, step, train_config, scheduler=scheduler, device=device,
                       validate=validate if plan.val_every else None,
                       early_stopping=stopper if plan.val_every else None,
@@ -251,8 +254,8 @@ def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopp
 
 
 def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path, device: torch.device,
-          cache_dir: str | os.PathLike[str] | None) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray],
-                                                            Callable[[], Path]]:
+          cache_dir: str | os.PathLike[str] | None, precision: str
+          ) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
     """The probe / MLP ensemble on a frozen registered encoder: trainable head, cache, predictor, saver."""
     try:
         spec = resolve(config.encoder).spec
@@ -266,8 +269,9 @@ def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSl
         except RuntimeError as err:
             raise WeightsError(f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})") from err
     probe_model.to(device)
-    cache = FeatureCache(probe_model.encoder, cache_dir)
-    return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val),
+    probe_model.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
+    cache = FeatureCache(probe_model.encoder, cache_dir, precision=precision)
+    return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val, precision),
             lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep))
 
 
@@ -282,13 +286,14 @@ def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarra
             raise ConfigError(f"the split names slice z={z} of {c!r}, which has {volumes[c][1].shape[0]} slices")
 
 
-def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices) -> Callable[[], np.ndarray]:
+def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices,
+                    precision: str) -> Callable[[], np.ndarray]:
     val_features = cache.features(list(val.ids), val.images) if len(val) else []
 
     def predict() -> np.ndarray:
         dev = next(probe.parameters()).device
         probe.eval()  # the MLP ensemble's BatchNorm uses its running statistics
-        with torch.no_grad():
+        with torch.no_grad(), autocast(dev, precision):
             return np.concatenate([
                 probe([f[i:i + 8].to(dev) for f in val_features], val.labels.shape[-2:]).argmax(1).cpu().numpy()
                 for i in range(0, len(val), 8)])
@@ -296,11 +301,11 @@ def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices) -
     return predict
 
 
-def _smp_predictor(model: nn.Module, val: LabeledSlices) -> Callable[[], np.ndarray]:
+def _smp_predictor(model: nn.Module, val: LabeledSlices, precision: str) -> Callable[[], np.ndarray]:
     def predict() -> np.ndarray:
         dev = next(model.parameters()).device
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(dev, precision):
             return np.concatenate([model(b.to(dev)).argmax(1).cpu().numpy() for b in val.images.split(8)])
 
     return predict

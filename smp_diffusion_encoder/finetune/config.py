@@ -56,6 +56,9 @@ class FinetuneConfig:
         "balanced", "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly "
                     "(Baranchuk et al.)")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "auto: bfloat16 autocast for the encoder's features and the head's training where the device "
+                "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32")
 
     def __post_init__(self) -> None:
         if self.method not in ("probe", "mlp", "unet"):
@@ -64,6 +67,8 @@ class FinetuneConfig:
             raise ConfigError(f"the {self.method} head trains on cached frozen features: augment and unfreeze_at "
                               f"need method='unet'")
         LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.steps_scale <= 0:

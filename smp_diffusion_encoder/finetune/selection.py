@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from smp_diffusion_encoder._device import resolve_device
+from smp_diffusion_encoder._device import resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
@@ -98,9 +98,11 @@ def select_features(root_or_cases: str | os.PathLike[str] | Sequence[Case], conf
     candidates = list(range(max(base) + 1))
     if weights is not None:
         unet.load_state_dict({k.removeprefix("unet."): v for k, v in load_weights(config.encoder, weights).items()})
-    unet = unet.to(device).eval()
+    unet = unet.to(device, memory_format=torch.channels_last).eval()
+    precision = resolve_precision(config.precision, device)
     timesteps = tuple(sorted(set(config.timesteps) | set(spec.features.timesteps)))
-    acts = _activations(unet, spec.features, timesteps, candidates, train.images, val.images, train.ids + val.ids)
+    acts = _activations(unet, spec.features, timesteps, candidates, train.images, val.images, train.ids + val.ids,
+                        precision)
     strides = {b: spec.unet.decoder_block_stride(b) for b in candidates}
     trials: list[dict[str, Any]] = []
 
@@ -160,13 +162,14 @@ def _split(volumes: Mapping[str, tuple[Any, Any]], config: SelectionConfig,
 
 
 def _activations(unet: DiffusionUNet, features: FeatureConfig, timesteps: Sequence[int], blocks: Sequence[int],
-                 train: torch.Tensor, val: torch.Tensor, ids: Sequence[str]) -> dict[tuple[int, int], torch.Tensor]:
+                 train: torch.Tensor, val: torch.Tensor, ids: Sequence[str],
+                 precision: str) -> dict[tuple[int, int], torch.Tensor]:
     """``{(t, block): (N, C, h, w) fp16}`` for the training then validation slices."""
     images = torch.cat([train, val])
     out: dict[tuple[int, int], torch.Tensor] = {}
     for t in timesteps:
         encoder = DiffusionFeatureEncoder(unet, dataclasses.replace(features, timesteps=(t,), blocks=tuple(blocks)))
-        maps = FeatureCache(encoder).features(list(ids), images)  # per stride: the stride's blocks concatenated
+        maps = FeatureCache(encoder, precision=precision).features(list(ids), images)  # per stride: the stride's blocks concatenated
         by_stride = dict(zip(encoder.strides, maps))
         for stride, stride_blocks in zip(encoder.strides, encoder._blocks_by_stride):
             sizes = [unet.config.decoder_block_channels(b) for b in stride_blocks]

@@ -24,6 +24,8 @@ class SelectionConfig:
     steps: int = option(300, "probe training steps per candidate")
     seed: int = option(0, "seed of the split and the probes")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    precision: str = option("auto", "auto: bfloat16 autocast for the U-Net's activations where the device computes "
+                                     "bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or fp32, bf16")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timesteps", tuple(sorted({int(t) for t in self.timesteps})))

@@ -37,12 +37,13 @@ def interp_matrix(n_in: int, n_out: int, device: torch.device | None = None) -> 
 def upsample_rows(f: torch.Tensor, out_size: tuple[int, int], rows: slice) -> torch.Tensor:
     """Rows ``rows`` of ``F.interpolate(f, out_size, mode="bilinear", align_corners=False)``.
 
-    ``f``: ``(B, C, h, w)`` -> ``(B, C, len(rows), W)`` in ``f``'s dtype (computed in float32).
+    ``f``: ``(B, C, h, w)`` -> ``(B, C, len(rows), W)`` in ``f``'s dtype (computed in float32, also under autocast).
     """
     h, w = f.shape[-2:]
     rm = interp_matrix(h, out_size[0], f.device)[rows]  # (r, h)
     cm = interp_matrix(w, out_size[1], f.device)  # (W, w)
-    return torch.einsum("rh,bchw,Ww->bcrW", rm, f.float(), cm).to(f.dtype)
+    with torch.autocast(f.device.type, enabled=False):
+        return torch.einsum("rh,bchw,Ww->bcrW", rm, f.float(), cm).to(f.dtype)
 
 
 def sample_pixels(

@@ -14,7 +14,8 @@ Key = encoder identity + slice identity:
   slice itself, so a slice preprocessed differently (other HU window or size) never hits a stale entry.
 
 Storage: always in memory; with ``directory``, also on disk as one ``.safetensors`` file per slice under
-``directory/<encoder key[:16]>/`` (written atomically; a damaged file is recomputed, never returned).
+``directory/<encoder key[:16]>/`` (``<encoder key[:16]>-bf16/`` for features computed under bf16 autocast;
+written atomically; a damaged file is recomputed, never returned).
 
 Example:
     >>> enc = DiffusionFeatureEncoder(DiffusionUNet("tiny"), FeatureConfig(timesteps=(50,)))  # doctest: +SKIP
@@ -35,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from smp_diffusion_encoder._device import Precision, autocast, resolve_precision
 from smp_diffusion_encoder._io import atomic_path
 
 
@@ -67,6 +69,8 @@ class FeatureCache:
         directory: optional folder for the on-disk copy.
         dtype: storage dtype (default float16).
         encoder_key: precomputed :func:`encoder_fingerprint` (skips hashing a large model).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see :mod:`smp_diffusion_encoder._device`):
+            the encoder runs under bf16 autocast when it resolves to ``"bf16"``.
 
     ``hits`` / ``misses`` count slices served from the cache (memory or disk) / computed.
     """
@@ -78,10 +82,13 @@ class FeatureCache:
         *,
         dtype: torch.dtype = torch.float16,
         encoder_key: str | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         self.encoder = encoder
         self.encoder_key = encoder_key or encoder_fingerprint(encoder)
-        self.directory = None if directory is None else Path(directory) / self.encoder_key[:16]
+        self.precision = resolve_precision(precision, next(encoder.parameters()).device)
+        folder = self.encoder_key[:16] + ("-bf16" if self.precision == "bf16" else "")
+        self.directory = None if directory is None else Path(directory) / folder
         self.dtype = dtype
         self._memory: dict[str, list[torch.Tensor]] = {}
         self.hits = 0
@@ -125,7 +132,7 @@ class FeatureCache:
         was_training = self.encoder.training
         self.encoder.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, self.precision):
                 maps = self.encoder(images.to(device))
         finally:
             self.encoder.train(was_training)

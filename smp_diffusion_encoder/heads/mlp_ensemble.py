@@ -137,7 +137,7 @@ class MLPEnsemble(nn.Module):
             maps = [f[i : i + 1] for f in features]
             for r0 in range(0, h, rows_per_band):
                 rows = slice(r0, min(h, r0 + rows_per_band))
-                band = torch.cat([upsample_rows(f, (h, w), rows) for f in maps], dim=1)  # (1, D, r, W)
+                band = torch.cat([upsample_rows(f.float(), (h, w), rows) for f in maps], dim=1)  # (1, D, r, W)
                 vec = band[0].flatten(1).T  # (r * W, D)
                 pred = self.vote(vec, uncertainty)
                 n = rows.stop - rows.start

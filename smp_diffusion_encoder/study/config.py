@@ -31,6 +31,9 @@ class StudyConfig:
     holdout_seed: int = option(0, "seed of the held-out choice (cases or the block phase)")
     keep_models: bool = option(False, "keep every run's model folder and checkpoint")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    precision: str = option("auto", "auto: bfloat16 autocast for features, training and prediction where the device "
+                                     "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or "
+                                     "fp32, bf16")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(str(b) for b in self.budgets))

@@ -62,7 +62,7 @@ CROSS_PATIENT = "cross-patient"
 @dataclass(frozen=True)
 class Method:
     """A way to train a segmenter: ``options`` are :class:`~smp_diffusion_encoder.finetune.config.FinetuneConfig`
-    fields (budget, seed, image size and device come from the study)."""
+    fields (budget, seed, image size, device and precision come from the study)."""
 
     name: str
     label: str
@@ -71,7 +71,7 @@ class Method:
     def config(self, budget: str, seed: int, study: StudyConfig) -> FinetuneConfig:
         size = study.image_size if study.image_size is not None else self.options.get("image_size")
         return FinetuneConfig(**{**self.options, "budget": budget, "seed": seed, "image_size": size,
-                                 "device": study.device})
+                                 "device": study.device, "precision": study.precision})
 
 
 def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, unfreeze_at: int = 250,
@@ -201,7 +201,7 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
         scored = [(plan.protocol, case, zs) for case, zs in plan.evaluation]
         scored += [(CROSS_PATIENT, case, ()) for case in plan.tests]
         for protocol, case, zs in scored:
-            metrics, gt, pred, z = score(model, case, zs, device=config.device)
+            metrics, gt, pred, z = score(model, case, zs, device=config.device, precision=config.precision)
             rows.append(_row(method, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
                              present=organs_present(gt)))
             if observe is not None:
@@ -213,7 +213,7 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
     return rows
 
 
-def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str = "auto"
+def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str = "auto", precision: str = "auto"
           ) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
     """FLARE metrics of ``model`` on ``case``: the whole scan (``zs`` empty) or its slices ``zs`` only.
 
@@ -230,10 +230,10 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
     if len(zs):
         image = read_volume(case.image)
         check_pair(image, label)
-        pred_full[index] = predict_volume(model, image, device=device, slices=index).labels
+        pred_full[index] = predict_volume(model, image, device=device, slices=index, precision=precision).labels
     else:
         with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
-            report = predict_files([case.image], model, tmp, device=device, progress=False)
+            report = predict_files([case.image], model, tmp, device=device, progress=False, precision=precision)
             pred = read_volume(report.written[next(iter(report.written))][-1], kind="label")
         check_pair(label, pred)  # same grid: a misplaced label map never gets a score
         pred_full = pred.array

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from smp_diffusion_encoder._device import cpu_supports_bf16
+
 Precision = Literal["fp32", "bf16"]
 #: bf16 must be at least this much faster (time ratio) to be chosen: below it, fp32's exactness wins.
 MIN_SPEEDUP = 1.05
@@ -41,14 +43,6 @@ class PrecisionChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "seconds_per_step": self.seconds, "note": self.note}
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX); else bf16 is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
 
 
 def choose_precision(model: nn.Module, step: Callable[[nn.Module, Any], tuple[torch.Tensor, Any]], batch: Any,

@@ -63,3 +63,15 @@ def test_disk_cache_is_reused_and_damage_recomputed(tmp_path):
     other = FeatureCache(_encoder(seed=1), tmp_path)
     other.features(["c:0"], x[:1])
     assert other.misses == 1
+
+
+def test_bf16_features_are_cached_apart_and_close_to_fp32(tmp_path):
+    enc, x = _encoder(), _slices(2)
+    fp32 = FeatureCache(enc, tmp_path, precision="fp32")
+    bf16 = FeatureCache(enc, tmp_path, precision="bf16")
+    assert fp32.directory != bf16.directory and bf16.directory.name.endswith("-bf16")
+    a, b = fp32.features(["a:0", "a:1"], x), bf16.features(["a:0", "a:1"], x)
+    assert (bf16.hits, bf16.misses) == (0, 2)  # never served from the fp32 entries
+    for m32, m16 in zip(a, b):
+        assert m16.dtype == torch.float16
+        torch.testing.assert_close(m16.float(), m32.float(), atol=0.05 * m32.abs().max().item(), rtol=0.05)

@@ -16,7 +16,7 @@ from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.encoder import FeatureConfig
-from smp_diffusion_encoder.errors import WeightsError
+from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.inference import (
     ProbeModel,
     case_name,
@@ -101,7 +101,7 @@ def test_smp_folder_needs_preprocessing(smp_dir, tmp_path):
 def test_labels_are_argmax_of_mapped_back_probabilities(phantom, probe_dir):
     model = load_model(probe_dir)
     volume = read_volume(sorted(phantom.glob("*.nii.gz"))[0])
-    pred = predict_volume(model, volume, batch_size=4, probabilities=True, uncertainty=True)
+    pred = predict_volume(model, volume, batch_size=4, probabilities=True, uncertainty=True, precision="fp32")
     geometry = SliceGeometry.of(volume, PREP)
     with torch.no_grad():
         x = torch.from_numpy(geometry.image_slices(volume, PREP)).unsqueeze(1)
@@ -111,6 +111,27 @@ def test_labels_are_argmax_of_mapped_back_probabilities(phantom, probe_dir):
     np.testing.assert_array_equal(pred.labels, ref.argmax(0))
     assert pred.labels.shape == SHAPE and len(np.unique(pred.labels)) > 1
     assert pred.uncertainty.shape == SHAPE and 0 <= pred.uncertainty.min() <= pred.uncertainty.max() <= np.log(14) + 1e-5
+
+
+@pytest.mark.parametrize("model_fixture", ["probe_dir", "smp_dir"])
+def test_bf16_autocast_agrees_with_fp32_and_auto_follows_the_hardware(phantom, model_fixture, request,
+                                                                      monkeypatch):
+    """bf16 autocast (forced, so it runs on any CPU) changes probabilities by bf16 rounding only; "auto" takes
+    bf16 exactly where the CPU computes it natively."""
+    import smp_diffusion_encoder._device as device_mod
+
+    model = load_model(request.getfixturevalue(model_fixture))
+    volume = read_volume(sorted(phantom.glob("*.nii.gz"))[0])
+    fp32 = predict_volume(model, volume, batch_size=4, probabilities=True, precision="fp32")
+    bf16 = predict_volume(model, volume, batch_size=4, probabilities=True, precision="bf16")
+    assert bf16.probabilities.dtype == np.float32
+    assert np.abs(bf16.probabilities - fp32.probabilities).mean() < 0.01
+    assert (bf16.labels == fp32.labels).mean() > 0.97
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda native=native: native)
+        assert device_mod.resolve_precision("auto", torch.device("cpu")) == expected
+    with pytest.raises(ConfigError, match="precision"):
+        predict_volume(model, volume, precision="fp16")
 
 
 @pytest.mark.parametrize("model_fixture", ["probe_dir", "smp_dir"])

@@ -40,6 +40,8 @@ from smp_diffusion_encoder.training.ema import EMA
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MILESTONE_DIR = "milestones"
+#: ``loss.png`` is redrawn at a checkpoint at most this often (seconds), and always at the end of a run.
+PLOT_EVERY_S = 60.0
 Batch = Any
 
 
@@ -207,6 +209,7 @@ class Trainer:
         self.use_bf16 = config.precision == "bf16"
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        self._last_plot = -math.inf
         # Metric sums of the current log window (checkpointed, so a resumed run logs the same rows).
         self._window: dict[str, torch.Tensor] = {}
         self._n_window = 0
@@ -250,8 +253,10 @@ class Trainer:
             self.early_stopping.load_state_dict(state["extra"].get("early_stopping", {"best": None, "bad": 0}))
         return state["extra"]
 
-    def save(self) -> None:
-        """Checkpoint + ``metrics.csv`` + ``loss.png`` (rank 0 writes; all ranks wait for it)."""
+    def save(self, *, plot: bool = False) -> None:
+        """Checkpoint + ``metrics.csv`` + ``loss.png`` (rank 0 writes; all ranks wait for it). The figure is
+        redrawn at most every :data:`PLOT_EVERY_S` seconds (drawing it costs more than a short run's
+        checkpoint), and always with ``plot`` (the end of :meth:`fit`)."""
         if self.rank == 0:
             extra = self.extra_state(self.global_step) if self.extra_state else {}
             extra = {**extra, "train": self.config.to_dict(), "world_size": self.world_size,
@@ -261,9 +266,15 @@ class Trainer:
             save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
                             ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
             write_metrics_csv(self.out_dir / "metrics.csv", self.history)
-            plot_training_curves(self.out_dir / "loss.png", self.history, title=self.config.title)
+            self._plot(force=plot)
         if self.world_size > 1:
             dist.barrier()
+
+    def _plot(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if self.rank == 0 and (force or now - self._last_plot >= PLOT_EVERY_S):
+            plot_training_curves(self.out_dir / "loss.png", self.history, title=self.config.title)
+            self._last_plot = now
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, data: Callable[[int], Iterable[Batch]]) -> list[dict[str, Any]]:
@@ -322,7 +333,9 @@ class Trainer:
                 if (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) or stop:
                     self.save()
             if not (cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0) and not stop:
-                self.save()
+                self.save(plot=True)
+            else:
+                self._plot(force=True)
         finally:
             bar.close()
         return self.history

@@ -2,8 +2,8 @@
 
 1. Few-shot fine-tune on labeled slices of one real scan (``demo_data/train/REALCT_Tr_0001``, shipped in the
    package): the ``ddpm-ct`` encoder with its default pretrained weights (frozen; an smp Unet decoder and the
-   paper's linear probe) against an smp Unet with a resnet34 encoder trained from scratch on the same slices,
-   at several label budgets, on the schedule rule.
+   paper's linear probe) against the same decoder on the same encoder with random weights (what the
+   pretraining buys), at several label budgets, on the schedule rule.
 2. Segment the other real scan's DICOM series (``demo_data/test/REALCT_Ts_0001``) exactly as ``smp-diffusion
    predict`` does, and the held-out z blocks of the training scan, and score both with the FLARE 2022 metrics.
 3. Write ``report/summary.md`` (tables per protocol and budget, per-organ DSC, how each run trained),
@@ -68,9 +68,12 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_output", config: StudyConfi
         f"{os.cpu_count()} CPUs, torch {torch.__version__}; this run took {elapsed / 60:.1f} min. Reproduce: "
         f"`smp-diffusion demo --out {out}`.\n\n"
         "What the numbers mean: the labels are the output of a public CT segmentation model (TotalSegmentator), "
-        "not manual annotations, so a DSC here is agreement with that model on one or two scans; organs absent "
-        "from a scan score 1.0 for every method when nothing is predicted there. The cross-patient scan holds 7 "
-        "of the 13 organs. Use the numbers to compare methods and budgets, not as clinical accuracy."
+        "not manual annotations, so a DSC here is agreement with that model on one or two scans, with one seed "
+        "(the benchmark, `benchmarks/results/fewshot_realct.md`, has 3 seeds and their spread). Headline means "
+        "average the organs present in each scan's labels (the other scan holds 7 of the 13: liver, spleen, "
+        "pancreas, aorta, IVC, right adrenal gland, stomach); the per-organ tables also show the absent organs "
+        "with the FLARE rule (1.0 when nothing is predicted there, 0.0 otherwise). Use the numbers to compare "
+        "methods and budgets, not as clinical accuracy."
     )
     summary = write_report(rows, report, title="smp-diffusion demo: few-shot organ segmentation of another CT scan",
                            context=context, overlays=images)

@@ -29,3 +29,11 @@ def describe_machine(device: str = "cpu") -> str:
 
 def today() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def append_result(path: Path, title: str, section: str) -> None:
+    """Append ``section`` (markdown) to a results file, starting the file with ``# title`` if it is new."""
+    if not path.exists():
+        path.write_text(f"# {title}\n")
+    with open(path, "a") as fh:
+        fh.write(section)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import segmentation_models_pytorch as smp  # noqa: E402
 
 import smp_diffusion_encoder  # noqa: F401,E402  (registers ddpm-ct)
-from benchmarks._machine import RESULTS, describe_machine, today  # noqa: E402
+from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
 from benchmarks.train_step_options import cpu_flags  # noqa: E402
 from smp_diffusion_encoder._device import cpu_supports_bf16  # noqa: E402
 
@@ -109,10 +109,7 @@ def main() -> None:
 {chr(10).join(rows)}
 """
     print(text)
-    if not args.out.exists():
-        args.out.write_text("# bfloat16 autocast vs float32 in inference and fine-tuning\n")
-    with open(args.out, "a") as fh:
-        fh.write(text)
+    append_result(args.out, "bfloat16 autocast vs float32 in inference and fine-tuning", text)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def main() -> None:
             memory[name].append(peak)
     # only now import what imports torch: a child's peak memory counts its parent's from before the exec
     sys.path.insert(0, str(ROOT))
-    from benchmarks._machine import describe_machine, today
+    from benchmarks._machine import append_result, describe_machine, today
 
     ref = statistics.median(times["import torch (reference)"])
     rows = [f"| `{name}` | {statistics.median(t):.2f} s | {statistics.median(t) / ref:.2f} | "
@@ -74,10 +74,7 @@ def main() -> None:
 {chr(10).join(rows)}
 """
     print(text)
-    if not args.out.exists():
-        args.out.write_text("# Start-up time of the command line and the package import\n")
-    with open(args.out, "a") as fh:
-        fh.write(text)
+    append_result(args.out, "Start-up time of the command line and the package import", text)
 
 
 if __name__ == "__main__":

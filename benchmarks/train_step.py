@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, describe_machine, today  # noqa: E402
+from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.models import DiffusionUNet, UNetConfig, get_preset  # noqa: E402
 
 
@@ -158,10 +158,7 @@ def main() -> None:
 | ours `DiffusionUNet` | {med['ours']:.3f} s |
 | **ratio diffusers / ours** | **{ratio:.2f}x** {flops_line} |
 """
-    if not args.out.exists():
-        args.out.write_text("# One DDPM training step: ours vs diffusers UNet2DModel\n")
-    with open(args.out, "a") as fh:
-        fh.write(text)
+    append_result(args.out, "One DDPM training step: ours vs diffusers UNet2DModel", text)
     print(f"appended to {args.out}")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import describe_machine, today  # noqa: E402
+from benchmarks._machine import append_result, describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.data.slice_store import SliceStore  # noqa: E402
 from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule  # noqa: E402
 from smp_diffusion_encoder.models import DiffusionUNet  # noqa: E402
@@ -120,8 +120,7 @@ def compare(args: argparse.Namespace) -> str:
 {loss_text}
 """
     print(text)
-    with open(args.out, "a") as fh:
-        fh.write(text)
+    append_result(args.out, "One DDPM training step: ours vs diffusers UNet2DModel", text)
     return text
 
 

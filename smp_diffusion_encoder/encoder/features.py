@@ -21,7 +21,7 @@ from torch import nn
 
 from smp_diffusion_encoder.diffusion.gaussian import GaussianDiffusion
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
-from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig, default_blocks
+from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
 from smp_diffusion_encoder.models.unet import DiffusionUNet

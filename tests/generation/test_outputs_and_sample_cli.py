@@ -14,7 +14,6 @@ from PIL import Image
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.volume import read_volume
-from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.generation.outputs import make_grid, save_samples, to_hu
 
 

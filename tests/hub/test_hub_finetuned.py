@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
-import segmentation_models_pytorch.encoders as smp_encoders
 import torch
 from tests.hub.fake_hub import FakeHub
 from tests.hub.hub_helpers import folder_files, run_python

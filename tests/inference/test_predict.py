@@ -1,7 +1,6 @@
 """Model folders (smp model, linear probe) and `smp-diffusion predict`: geometry, folders, bad inputs, DICOM."""
 
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib

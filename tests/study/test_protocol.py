@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
-from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.data.flare import FlareDataset, find_labeled_cases
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.splits import read_split_json

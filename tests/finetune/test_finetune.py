@@ -85,8 +85,8 @@ def test_unet_via_cli_reports_how_it_stopped(root: Path, tmp_path: Path, capsys:
 
 
 def test_the_schedule_rule_sets_the_length_and_the_learning_rate_decays(root: Path, tmp_path: Path) -> None:
-    result = run(root, tmp_path / "rule", **PROBE)  # steps from the rule: 500 for 4 slices
-    assert result.planned == result.steps == 500 and result.reason == "schedule complete (500 steps)"
+    result = run(root, tmp_path / "rule", **PROBE)  # steps from the rule: 1000 for 4 slices
+    assert result.planned == result.steps == 1000 and result.reason == "schedule complete (1000 steps)"
     assert result.best_val_dice is None and result.flattened is not None
     rows = _history(tmp_path / "rule")
     lrs = [float(r["lr"]) for r in rows if r["lr"]]

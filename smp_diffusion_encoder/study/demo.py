@@ -1,9 +1,9 @@
 """``smp-diffusion demo``: the method on real CT, offline, on a CPU, ending in a readable report.
 
 1. Few-shot fine-tune on labeled slices of one real scan (``demo_data/train/REALCT_Tr_0001``, shipped in the
-   package): the ``ddpm-ct`` encoder with its default pretrained weights (frozen; an smp Unet decoder and the
-   paper's linear probe) against the same decoder on the same encoder with random weights (what the
-   pretraining buys), at several label budgets, on the schedule rule.
+   package): the ``ddpm-ct`` encoder with its default pretrained weights, frozen, with an smp Unet decoder,
+   against the same decoder on the same encoder with random weights (what the pretraining buys), at several
+   label budgets, on the schedule rule.
 2. Segment the other real scan's DICOM series (``demo_data/test/REALCT_Ts_0001``) exactly as ``smp-diffusion
    predict`` does, and the held-out z blocks of the training scan, and score both with the FLARE 2022 metrics.
 3. Write ``report/summary.md`` (tables per protocol and budget, per-organ DSC, how each run trained),

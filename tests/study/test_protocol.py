@@ -149,10 +149,10 @@ def test_demo_command_writes_a_report(tmp_path: Path, other_scan: Path, root: Pa
     summary = demo.run_demo(out, StudyConfig(budgets=("2", "4"), seeds=(0,), image_size=64, block=3, gap=1),
                             data=data, progress=False, log=lambda _: None)
     text = summary.read_text()
-    assert "random weights + Unet decoder" in text and "Unet decoder (frozen)" in text and "linear probe" in text
+    assert "random weights + Unet decoder" in text and "Unet decoder (frozen)" in text
     assert "Within-volume" in text and "Cross-patient" in text and "±" not in text  # one seed: no spread column
     assert (out / "report" / "overlays.png").stat().st_size > 10_000
     assert (out / "report" / "dsc_vs_budget.png").is_file()
     rows = read_results_csv(out / "report" / "results.csv")
-    assert {r["method"] for r in rows} == {"ddpm-unet", "ddpm-probe", "random-unet"}
-    assert len(rows) == 12  # 3 methods x 2 budgets x (held-out blocks + the other scan)
+    assert {r["method"] for r in rows} == {"ddpm-unet", "random-unet"}
+    assert len(rows) == 8  # 2 methods x 2 budgets x (held-out blocks + the other scan)

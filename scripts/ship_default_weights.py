@@ -113,8 +113,8 @@ def _sample_grid(info, path: Path, n: int, steps: int) -> None:  # type: ignore[
 
 def _card_extra(args: argparse.Namespace, step: int, dtype: str, size_mb: float) -> str:
     with open(args.run_dir / "metrics.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("loss")]
-    last = rows[-10:]
+        rows = [r for r in csv.DictReader(fh) if r.get("loss") and int(r["step"]) <= step]
+    last = rows[-10:]  # the loss up to the shipped step, not where the run went on to
     final = sum(float(r["loss"]) for r in last) / max(1, len(last))
     try:
         hours_text = f"{hours_at(training_hours(args.run_dir), step):.1f} hours (summed from the run's `metrics.csv`)"
@@ -137,7 +137,7 @@ def _card_extra(args: argparse.Namespace, step: int, dtype: str, size_mb: float)
         *(f"{i}. `{command}`" for i, command in enumerate(args.command, start=1)),
         "",
         f"- Optimizer steps: {step}; training time to reach them: {hours_text}; mean loss over the last "
-        f"{len(last)} logged windows: {final:.4f}",
+        f"{len(last)} logged windows before it: {final:.4f}",
         f"- Stored as {dtype} ({size_mb:.1f} MB); exported from the EMA weights",
         *([f"- {args.notes}"] if args.notes else []),
         "",

@@ -20,7 +20,8 @@ SCRIPT = REPO / "scripts" / "ship_default_weights.py"
 def test_run_becomes_default_weights_with_card_and_figures(tmp_path: Path) -> None:
     run = tmp_path / "run"
     write_run(run, ema=False, checkpoint=True)
-    (run / "metrics.csv").write_text("step,loss\n10,0.5\n20,0.25\n")
+    # a row after the shipped step (the run went on): the card's loss is the loss up to the shipped weights
+    (run / "metrics.csv").write_text("step,loss\n10,0.5\n20,0.25\n5000,9.0\n")
     (run / "loss.png").write_bytes(b"\x89PNG fake")
     fp32 = export_encoder(run, tmp_path / "fp32", variant="ddpm-ct-tiny")
     size = (fp32 / "model.safetensors").stat().st_size

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
 from pathlib import Path
 
-import torch
+from smp_diffusion_encoder._device import describe_machine
+
+__all__ = ["RESULTS", "append_result", "describe_machine", "today"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def describe_machine(device: str = "cpu") -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
 
 
 def today() -> str:

@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -42,6 +45,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but torch.cuda.is_available() is False")
     return dev
+
+
+def describe_machine(device: str = "cpu") -> str:
+    """One line naming the CPU model (``/proc/cpuinfo``), core and thread counts, torch and the GPU if used: the
+    machine recorded beside every timing and figure (these CPUs differ between sessions)."""
+    cpu = platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
 
 
 def cpu_supports_bf16() -> bool:

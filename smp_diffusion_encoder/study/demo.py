@@ -17,15 +17,14 @@ Everything is seeded and offline. The labels are a public model's output (pseudo
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from smp_diffusion_encoder._device import describe_machine
 from smp_diffusion_encoder.data.flare import Case, find_labeled_cases
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.registry.weights import resolve_weights
@@ -64,8 +63,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_output", config: StudyConfi
         f"{'the shipped ddpm-ct default (`ct`)' if weights else 'random (no default weights installed)'}. "
         f"Budgets {', '.join(config.budgets)} labeled slices; every run trains on the schedule rule "
         f"(`smp_diffusion_encoder.finetune.schedule`), seed{'s' if len(config.seeds) > 1 else ''} "
-        f"{', '.join(map(str, config.seeds))}. Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__}; this run took {elapsed / 60:.1f} min. Reproduce: "
+        f"{', '.join(map(str, config.seeds))}. Machine: {describe_machine(config.device)}; this run took {elapsed / 60:.1f} min. Reproduce: "
         f"`smp-diffusion demo --out {out}`.\n\n"
         "What the numbers mean: the labels are the output of a public CT segmentation model (TotalSegmentator), "
         "not manual annotations, so a DSC here is agreement with that model on one or two scans, with one seed "

@@ -32,7 +32,8 @@ def _finetuned(hub: FakeHub, tiny_weights) -> torch.nn.Module:
     return model.eval()
 
 
-def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     model = _finetuned(hub_online, tiny_weights)
     x = eval(X)
     save_finetuned(model, tmp_path / "ft")
@@ -41,7 +42,9 @@ def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, 
     assert not list((tmp_path / "ft").glob(".*"))
     n = len(hub_online.requests)
     with torch.no_grad():
+        capsys.readouterr()
         assert torch.equal(load_finetuned(tmp_path / "ft")(x), model(x))
+        assert capsys.readouterr().out == ""  # no "Loading weights from local directory" (smp.from_pretrained's print)
         # the documented equivalent for folders saved by plain save_pretrained
         model.save_pretrained(tmp_path / "plain")
         assert json.loads((tmp_path / "plain" / "config.json").read_text())["encoder_weights"] == "mykey"

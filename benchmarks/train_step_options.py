@@ -138,7 +138,7 @@ def loss_check(base: torch.nn.Module, store: SliceStore, step: DDPMStep, batch: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            out.append(float(loss))
+            out.append(float(loss.detach()))
         losses[name] = out
     window = 25
     means = {k: [statistics.mean(v[i:i + window]) for i in range(0, len(v), window)] for k, v in losses.items()}

@@ -286,7 +286,8 @@ class Trainer:
         self.model.train()
         images, tick = 0, time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.global_step, unit="step", desc="train",
-                   disable=not cfg.progress or self.rank != 0, dynamic_ncols=True)
+                   disable=None if cfg.progress and self.rank == 0 else True,  # None: off when not a terminal
+                   dynamic_ncols=True)
         batches = iter(data(self.global_step))
         stop = False
         if self.global_step == 0:

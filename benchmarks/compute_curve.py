@@ -32,6 +32,7 @@ from benchmarks._machine import describe_machine, today  # noqa: E402
 from benchmarks._milestones import available_milestones, milestone_encoder  # noqa: E402
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
+from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.results import aggregate, write_results_csv  # noqa: E402
@@ -39,7 +40,7 @@ from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = one_line_warning
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="pretraining run folder with milestones/")
     p.add_argument("root", type=Path, help="FLARE-layout root with the labeled training scan")

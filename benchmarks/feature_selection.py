@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
 from benchmarks._machine import describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
+from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.finetune import SelectionConfig, select_features  # noqa: E402
 from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
@@ -36,7 +37,7 @@ from smp_diffusion_encoder.study.report import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = one_line_warning
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="FLARE-layout root with labeled cases")
     p.add_argument("--test", type=Path, nargs="*", default=[], help="other labeled scans (case folders)")

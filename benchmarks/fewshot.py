@@ -40,6 +40,7 @@ import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
 from benchmarks._machine import describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.cli._args import add_config_arguments, given  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
+from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.study.config import STANDARD_METHODS, StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.report import write_report  # noqa: E402
@@ -47,7 +48,7 @@ from smp_diffusion_encoder.study.results import aggregate, read_results_csv  # n
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = one_line_warning
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="FLARE-layout root with labeled cases")
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")

@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 from benchmarks._machine import describe_machine, today  # noqa: E402
 from benchmarks._milestones import milestone_encoder  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
+from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.report import write_report  # noqa: E402
@@ -32,7 +33,7 @@ from smp_diffusion_encoder.study.results import aggregate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = one_line_warning
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="FLARE-layout root with labeled cases")
     p.add_argument("--test", type=Path, nargs="*", default=[], help="other labeled scans (case folders)")

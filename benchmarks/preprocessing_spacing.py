@@ -30,6 +30,7 @@ from benchmarks._machine import describe_machine, today  # noqa: E402
 from benchmarks._milestones import milestone_encoder  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig  # noqa: E402
+from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.hub.weights import CONFIG_NAME  # noqa: E402
 from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
@@ -50,7 +51,7 @@ def legacy_copy(folder: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = one_line_warning
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="FLARE-layout root with labeled cases")
     p.add_argument("--test", type=Path, nargs="*", default=[], help="other labeled scans (case folders)")

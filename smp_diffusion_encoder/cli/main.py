@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from smp_diffusion_encoder.errors import SmpDiffusionError
+from smp_diffusion_encoder.errors import SmpDiffusionError, one_line_warning
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
@@ -49,13 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      line: str | None = None) -> str:
-    return f"warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.formatwarning = _one_line_warning  # no source echo: a user reads one line per warning
+    warnings.formatwarning = one_line_warning  # no source echo: a user reads one line per warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                f"{SelectionConfig().block} slices alternate between fitting and scoring the candidate probes). "
                f"Selected: timesteps {chosen.get('timesteps')}, blocks {chosen.get('blocks')} (validation mean "
                f"slice DSC {selection['score']:.3f} vs {selection['baseline']:.3f} for the encoder's own selection, "
-               f"{len(selection['trials'])} candidates scored, every score in `selected/selection.json`). Machine: {describe_machine(config.device)}; {today()}; {elapsed / 60:.1f} min. Command: "
+               f"{len(selection['trials'])} candidates scored, every score in `selected/selection.json`). "
+               f"Machine: {describe_machine(config.device)}; {today()}; {elapsed / 60:.1f} min. Command: "
                f"`python benchmarks/feature_selection.py {' '.join(argv if argv is not None else sys.argv[1:])}`.")
     summary = write_report(rows, args.out, title="Feature selection: default vs selected timesteps and blocks",
                            context=context)

@@ -59,7 +59,7 @@ def describe_machine(device: str = "cpu") -> str:
     except OSError:
         pass
     text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if str(device).startswith("cuda") and torch.cuda.is_available():
+    if (str(device) == "auto" or str(device).startswith("cuda")) and torch.cuda.is_available():  # auto picks CUDA
         text += f", GPU {torch.cuda.get_device_name()}"
     return text
 

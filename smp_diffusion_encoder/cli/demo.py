@@ -1,7 +1,8 @@
 """``smp-diffusion demo [--out DIR]``: the offline demo on real CT (the README's main command).
 
 Fine-tunes the ddpm-ct encoder (shipped default weights; frozen, with an smp Unet decoder) and, as the
-baseline, the same decoder on a randomly initialized ddpm-ct on a few labeled slices of one real CT scan, segments another real scan's DICOM series and the first scan's held-out slices, scores them with
+baseline, the same decoder on a randomly initialized ddpm-ct on a few labeled slices of one real CT scan,
+segments another real scan's DICOM series and the first scan's held-out slices, scores them with
 the FLARE 2022 metrics and writes DIR/report/summary.md with tables, a DSC-vs-budget plot and overlays of the
 other scan. Offline; running it again with the same DIR resumes.
 """

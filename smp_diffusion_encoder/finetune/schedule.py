@@ -14,7 +14,9 @@ mlp      labeled pixels (slices x S x S)     2       1000       8000       1e-3
 So a frozen-encoder decoder trains 250 steps on 4 slices (250 passes over them at batch 4), 960 on 24 and
 5000 (the cap) from 125 slices on; ``min_steps`` is what a handful of slices needs to fit, ``max_steps`` caps the
 cost of large budgets. The learning rate warms up linearly over the first 5% of steps (at least 10), then follows
-a cosine decay to 0: the last steps take small updates, so the loss flattens by the end of every run.
+a cosine decay to 0: the last steps take small updates, so the loss flattens by the end of a run long enough
+for its data; every run reports whether it did (on realct the decoder's loss at 24 slices was still falling:
+``benchmarks/results/fewshot_realct.md``).
 
 The numbers are measured, not assumed (``benchmarks/results/finetune_schedule.md``: each head trained with half,
 once and twice a rule's length at 4 and 24 labeled slices of realct, scored on held-out slices and on another

@@ -169,7 +169,8 @@ def _activations(unet: DiffusionUNet, features: FeatureConfig, timesteps: Sequen
     out: dict[tuple[int, int], torch.Tensor] = {}
     for t in timesteps:
         encoder = DiffusionFeatureEncoder(unet, dataclasses.replace(features, timesteps=(t,), blocks=tuple(blocks)))
-        maps = FeatureCache(encoder, precision=precision).features(list(ids), images)  # per stride: the stride's blocks concatenated
+        # per stride: the stride's blocks concatenated
+        maps = FeatureCache(encoder, precision=precision).features(list(ids), images)
         by_stride = dict(zip(encoder.strides, maps))
         for stride, stride_blocks in zip(encoder.strides, encoder._blocks_by_stride):
             sizes = [unet.config.decoder_block_channels(b) for b in stride_blocks]

@@ -1,24 +1,51 @@
-"""2D image + mask augmentation for model slices (albumentations 2.x).
+"""2D image + mask augmentation for model slices: nnU-Net's spatial and intensity set, and contrast phases.
 
-Input and output: ``image`` ``(H, W)`` float32 in ``[-1, 1]`` (a windowed CT slice, see
-:mod:`smp_diffusion_encoder.data.preprocessing`), ``mask`` ``(H, W)`` uint8 FLARE ids. Masks are warped with
-nearest-neighbour interpolation so no new ids appear; regions shifted in from outside the slice are filled
-with air (-1) and background (0).
+Input and output: ``image`` ``(H, W)`` float32 in ``[-1, 1]`` (a CT slice windowed as
+:mod:`smp_diffusion_encoder.data.preprocessing` does; ``hu_window`` converts HU figures to that scale), ``mask``
+``(H, W)`` uint8 FLARE ids. Masks are warped with nearest-neighbour interpolation, so no new ids appear;
+regions moved in from outside the slice are air (-1) and background (0).
 
-Strengths (all mild: a CT scanner does not produce wild geometry):
+Strengths:
 
-* ``"none"`` - identity.
-* ``"light"`` - affine (scale 0.95-1.05, rotation +-5 deg, shift +-3 %), brightness +-4 HU, noise 0-4 HU.
-* ``"default"`` - affine (scale 0.9-1.1, rotation +-10 deg, shift +-5 %), mild grid distortion (p=0.25),
-  brightness +-8 HU / contrast +-4 % (about the window's lower end, i.e. a slightly different window
-  width), Gaussian noise with a standard deviation of 2-8 HU (HU figures for the default 400 HU window).
+* ``"default"`` (every head's default, :class:`~smp_diffusion_encoder.finetune.config.FinetuneConfig`):
+  contrast phases, then the spatial and intensity set below;
+* ``"spatial-intensity"``: the spatial and intensity set alone (for label maps that are not FLARE 2022 ids,
+  and the ablation);
+* ``"contrast"``: contrast phases alone (ablation);
+* ``"none"``: identity.
+
+**Contrast phases** (:func:`~smp_diffusion_encoder.data.enhancement.simulate_enhancement`): each labeled organ's
+HU moves to a random enhancement drawn from its physiological range (sources there), always applied: the
+drawn phase level is uniform, so the views span non-contrast to arterial/portal-venous appearance.
+
+**Spatial and intensity set**: the transforms and magnitudes of nnU-Net's default training augmentation
+(Isensee et al., Nature Methods 2021; ``nnunetv2`` ``get_training_transforms``), with each transform's
+probability of nnU-Net, adapted to single CT slices:
+
+==========================  ==========================================================  ====
+transform                   magnitude                                                   p
+==========================  ==========================================================  ====
+rotation                    +-15 degrees (nnU-Net's 2D range for non-square patches;      0.2
+                            its +-180 would put the liver on either side)
+scaling                     0.7-1.4                                                     0.2
+elastic deformation         smooth displacement field: mean 1.7 px (5 mm), at most ~4 px  0.2
+Gaussian noise              standard deviation 0-30 HU                                   0.1
+Gaussian blur               sigma 0.5-1 px                                               0.2
+brightness (multiplicative) x 0.75-1.25 about the labeled tissue's mean HU               0.15
+contrast                    x 0.75-1.25 about the slice mean, range kept                 0.15
+low resolution              down by 0.5-1 (nearest), back up (cubic)                     0.25
+gamma, inverted             0.7-1.5 on the [0, 1] image, mean and std kept               0.1
+gamma                       0.7-1.5 on the [0, 1] image, mean and std kept               0.3
+==========================  ==========================================================  ====
 
 **No flips.** Anatomy is lateralized: a left-right flip turns the right kidney (id 2) into something that
 sits where the left kidney (id 13) belongs, and likewise the adrenals (7/8), liver vs spleen; the labels
-would contradict the image. Up-down flips put anterior organs posterior. Neither is used.
+would contradict the image. Up-down flips put anterior organs posterior. Neither is used (nnU-Net mirrors;
+we do not).
 
-The transforms run in ``[0, 1]`` space (``(x + 1) / 2``), the range albumentations assumes for float
-images, and are mapped back and clipped to ``[-1, 1]``.
+Geometric transforms, blur and low resolution are albumentations' (run in ``[0, 1]`` space, the range it
+assumes for float images); contrast phases, noise, brightness, contrast and gamma are defined in HU or on the
+window here. One seed gives one sequence of draws for both (:meth:`Augmentation.reseed`).
 
 Example:
     >>> aug = build_augmentation("default", seed=0)
@@ -27,48 +54,70 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import albumentations as A
-import cv2
 import numpy as np
 
+from smp_diffusion_encoder.data.enhancement import simulate_enhancement
 from smp_diffusion_encoder.errors import ConfigError
 
-Strength = Literal["none", "light", "default"]
-STRENGTHS: tuple[str, ...] = ("none", "light", "default")
+if TYPE_CHECKING:
+    import albumentations as A
+
+Strength = Literal["none", "default", "spatial-intensity", "contrast"]
+STRENGTHS: tuple[str, ...] = ("none", "default", "spatial-intensity", "contrast")
+DEFAULT_HU_WINDOW: tuple[float, float] = (-160.0, 240.0)
 
 
-def _transforms(strength: Strength) -> list[A.BasicTransform]:
-    geometry = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                    border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=0)
-    if strength == "light":
-        return [A.Affine(scale=(0.95, 1.05), rotate=(-5, 5), translate_percent=(-0.03, 0.03), p=0.5, **geometry),
-                A.RandomBrightnessContrast(brightness_limit=0.01, contrast_limit=0.0, p=0.5),
-                A.GaussNoise(std_range=(0.0, 0.01), p=0.5)]
-    return [A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), translate_percent=(-0.05, 0.05), p=0.7, **geometry),
-            A.GridDistortion(num_steps=5, distort_limit=(-0.08, 0.08), p=0.25, **geometry),
-            A.RandomBrightnessContrast(brightness_limit=0.02, contrast_limit=0.04, p=0.5),
-            A.GaussNoise(std_range=(0.005, 0.02), p=0.5)]
+def _pipelines(seed: int | None) -> tuple[A.Compose, A.Compose, A.Compose]:
+    """albumentations' parts: spatial, blur, low resolution. Imported here: albumentations imports torch, and
+    the job configs that name the strengths must stay light (``smp-diffusion --help``)."""
+    import albumentations as A
+    import cv2
+
+    geometry: dict[str, Any] = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
+                                    border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=0)
+    spatial = A.Compose([A.Affine(rotate=(-15, 15), p=0.2, **geometry),
+                         A.Affine(scale=(0.7, 1.4), p=0.2, **geometry),
+                         A.ElasticTransform(alpha=200.0, sigma=10.0, p=0.2, **geometry)], seed=seed)
+    blur = A.Compose([A.GaussianBlur(blur_limit=0, sigma_limit=(0.5, 1.0), p=0.2)], seed=seed)
+    low_res = A.Compose([A.Downscale(scale_range=(0.5, 1.0), p=0.25, interpolation_pair={
+        "downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_CUBIC})], seed=seed)
+    return spatial, blur, low_res
 
 
 class Augmentation:
     """Callable ``(image, mask) -> (image, mask)``; see the module docstring. Picklable (DataLoader workers).
 
-    With a ``seed`` the sequence of random draws is reproducible; give each DataLoader worker its own
-    seed with :meth:`reseed` (e.g. in ``worker_init_fn``), or all workers augment alike.
+    Args:
+        strength: one of :data:`STRENGTHS`.
+        seed: start of the random stream (``None``: fresh entropy).
+        hu_window: the ``(low, high)`` HU window that mapped the image to ``[-1, 1]`` (converts the HU
+            figures; the model's :class:`~smp_diffusion_encoder.data.preprocessing.PreprocessingConfig` window).
+
+    With a ``seed`` the sequence of random draws is reproducible; :meth:`reseed` restarts it (e.g. one seed per
+    augmented view, or per DataLoader worker).
     """
 
-    def __init__(self, strength: Strength = "default", seed: int | None = None) -> None:
+    def __init__(self, strength: Strength = "default", seed: int | None = None,
+                 hu_window: tuple[float, float] = DEFAULT_HU_WINDOW) -> None:
         if strength not in STRENGTHS:
             raise ConfigError(f"augmentation strength {strength!r}: expected one of {STRENGTHS}")
-        self.strength = strength
-        self._compose = None if strength == "none" else A.Compose(_transforms(strength), seed=seed)
+        lo, hi = (float(v) for v in hu_window)
+        if not lo < hi:
+            raise ConfigError(f"hu_window must be (low, high) with low < high, got {hu_window!r}")
+        self.strength, self.hu_window = strength, (lo, hi)
+        self.contrast = strength in ("default", "contrast")
+        self.generic = strength in ("default", "spatial-intensity")
+        self._spatial, self._resolution, self._low_res = _pipelines(seed) if self.generic else (None, None, None)
+        self._rng = np.random.default_rng(seed)
 
     def reseed(self, seed: int | None) -> None:
         """Restart the random stream from ``seed``."""
-        if self._compose is not None:
-            self._compose.set_random_seed(seed)
+        self._rng = np.random.default_rng(seed)
+        for compose in (self._spatial, self._resolution, self._low_res):
+            if compose is not None:
+                compose.set_random_seed(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim != 2 or image.shape != mask.shape:
@@ -76,16 +125,52 @@ class Augmentation:
                               f"and {mask.shape}")
         if image.dtype != np.float32 or mask.dtype != np.uint8:
             raise ConfigError(f"augmentation needs a float32 image and a uint8 mask; got {image.dtype}, {mask.dtype}")
-        if self._compose is None:
+        if self.strength == "none":
             return image, mask
-        out = self._compose(image=(image + 1.0) * 0.5, mask=mask)
-        img = np.clip(out["image"].astype(np.float32, copy=False) * 2.0 - 1.0, -1.0, 1.0)
-        return img.reshape(image.shape), np.ascontiguousarray(out["mask"], dtype=np.uint8).reshape(mask.shape)
+        lo, hi = self.hu_window
+        per_unit = (hi - lo) / 2.0  # HU per unit of the [-1, 1] scale
+        x = image
+        rng = self._rng
+        if self.contrast:
+            hu = lo + (x + 1.0) * per_unit
+            x = np.clip((simulate_enhancement(hu, mask, rng) - lo) / per_unit - 1.0, -1.0, 1.0).astype(np.float32)
+        if self.generic:
+            assert self._spatial is not None and self._resolution is not None and self._low_res is not None
+            out = self._spatial(image=(x + 1.0) * 0.5, mask=mask)
+            x01, mask = out["image"].astype(np.float32, copy=False), np.ascontiguousarray(out["mask"], dtype=np.uint8)
+            x = x01 * 2.0 - 1.0
+            if rng.uniform() < 0.1:  # Gaussian noise, std 0-30 HU
+                x = x + rng.normal(0.0, rng.uniform(0.0, 30.0) / per_unit, x.shape).astype(np.float32)
+            x = self._resolution(image=(x + 1.0) * 0.5)["image"] * 2.0 - 1.0
+            if rng.uniform() < 0.15:  # brightness: about the labeled tissue's mean (nnU-Net: the foreground mean)
+                tissue = mask > 0 if (mask > 0).any() else x > -1.0
+                pivot = float(x[tissue].mean()) if tissue.any() else 0.0
+                x = pivot + rng.uniform(0.75, 1.25) * (x - pivot)
+            if rng.uniform() < 0.15:  # contrast about the slice mean, original range kept
+                mean, low, high = float(x.mean()), float(x.min()), float(x.max())
+                x = np.clip(mean + rng.uniform(0.75, 1.25) * (x - mean), low, high)
+            x = self._low_res(image=np.clip((x + 1.0) * 0.5, 0.0, 1.0).astype(np.float32))["image"] * 2.0 - 1.0
+            for invert, p in ((True, 0.1), (False, 0.3)):
+                if rng.uniform() < p:
+                    x = _gamma(x, rng.uniform(0.7, 1.5), invert)
+        img = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+        return img.reshape(image.shape), np.ascontiguousarray(mask, dtype=np.uint8).reshape(image.shape)
 
     def __repr__(self) -> str:
-        return f"Augmentation({self.strength!r})"
+        return f"Augmentation({self.strength!r}, hu_window={self.hu_window})"
 
 
-def build_augmentation(strength: Strength = "default", *, seed: int | None = None) -> Augmentation:
-    """The augmentation for ``strength`` (``"none"``, ``"light"``, ``"default"``); see the module docstring."""
-    return Augmentation(strength, seed)
+def _gamma(x: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
+    """nnU-Net's gamma transform on ``[-1, 1]`` data: on ``[0, 1]``, optionally inverted, mean and std restored."""
+    x01 = np.clip((x + 1.0) * 0.5, 0.0, 1.0)
+    mean, std = float(x01.mean()), float(x01.std())
+    y = 1.0 - (1.0 - x01) ** gamma if invert else x01 ** gamma
+    if std > 0 and float(y.std()) > 0:
+        y = (y - y.mean()) / y.std() * std + mean
+    return (y * 2.0 - 1.0).astype(np.float32)
+
+
+def build_augmentation(strength: Strength = "default", *, seed: int | None = None,
+                       hu_window: tuple[float, float] = DEFAULT_HU_WINDOW) -> Augmentation:
+    """The augmentation for ``strength`` (one of :data:`STRENGTHS`); see the module docstring."""
+    return Augmentation(strength, seed, hu_window)

@@ -47,11 +47,21 @@ from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.evaluation import slice_dice
 from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
-from smp_diffusion_encoder.finetune.data import LabeledSlices, build_split, gather, labeled_cases, load_cases, split_path
+from smp_diffusion_encoder.finetune.data import (
+    LabeledSlices,
+    augmented_views,
+    build_split,
+    gather,
+    labeled_cases,
+    load_cases,
+    split_path,
+    views_per_slice,
+)
 from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
 from smp_diffusion_encoder.heads import FeatureCache
-from smp_diffusion_encoder.inference.model_dir import ProbeModel, save_probe, save_segmenter
+from smp_diffusion_encoder.inference.model_dir import ProbeModel, save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.records import resolve
 from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights
 from smp_diffusion_encoder.training import EarlyStopping, TrainConfig, Trainer, load_checkpoint
@@ -168,8 +178,9 @@ def finetune(
     plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
                          batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
                          steps=config.steps, scale=config.steps_scale)
+    views = config.augment_views or views_per_slice(len(split.train))
     settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
-                "preprocessing": prep.to_dict(), "schedule": plan.to_dict()}
+                "preprocessing": prep.to_dict(), "schedule": plan.to_dict(), "views_per_slice": views}
     settings.pop("device")
     settings.pop("precision")  # how fast, not what: a run may resume on another machine
     state = load_checkpoint(ckpt) if resume else None
@@ -180,6 +191,8 @@ def finetune(
         write_split_json(split_path(out), split)
         atomic_write_json(out / CONFIG_NAME, {**settings, "device": config.device, "precision": precision})
     train, val = gather(volumes, split.train), gather(volumes, split.evaluation)
+    n_plain = len(train)
+    train = augmented_views(train, views, config.augment, config.seed, prep.hu_window)
 
     torch.manual_seed(config.seed)
     if config.method in ("probe", "mlp"):
@@ -195,11 +208,10 @@ def finetune(
         optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
         step = DecoderStep(config.unfreeze_at)
         predict = _smp_predictor(segmenter, val, precision)
-        save = lambda: save_segmenter(segmenter, out / MODEL_DIR_NAME, prep)  # noqa: E731
+        save = lambda: _with_postprocessing(save_segmenter(segmenter, out / MODEL_DIR_NAME, prep), config)  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
 
-    needs_cache = config.augment == "none" and config.unfreeze_at != 0
-    features = cache.features(list(train.ids), train.images) if needs_cache else None
+    features = _train_features(cache, train, n_plain) if config.unfreeze_at != 0 else None
     stopper = EarlyStopping("val_dice", mode="max", patience=config.patience)
 
     def validate(bare: nn.Module, ema: nn.Module | None, at: int) -> dict[str, float]:
@@ -225,9 +237,8 @@ def finetune(
         data = pixel_batches(train, features, batch_size // world, config.mlp_members, config.seed, rank,
                              config.pixel_sampling)
     else:
-        data = slice_batches(train, features, batch_size // world, config.seed, config.augment, rank, world,
-                             needs_image=config.method == "unet" and (config.augment != "none"
-                                                                     or config.unfreeze_at is not None),
+        data = slice_batches(train, features, batch_size // world, config.seed, rank, world,
+                             needs_image=config.method == "unet" and config.unfreeze_at is not None,
                              unfreeze_at=config.unfreeze_at)
     trainer.fit(data)
     if rank == 0 and (not plan.val_every or not (out / MODEL_DIR_NAME).is_dir()):
@@ -238,6 +249,25 @@ def finetune(
     if info is not None:
         barrier()
     return result
+
+
+def _with_postprocessing(model_dir: Path, config: FinetuneConfig) -> Path:
+    """Record the post-processing ``predict`` applies (``postprocessing.json``) in a just-written model folder."""
+    write_postprocessing(model_dir, PostprocessingConfig(largest_component=config.largest_component,
+                                                         z_context_mm=config.z_context_mm))
+    return model_dir
+
+
+def _train_features(cache: FeatureCache, train: LabeledSlices, n_plain: int) -> list[torch.Tensor]:
+    """Frozen features of the training views: the labeled slices themselves through ``cache`` (kept on disk
+    when it has a folder: a study's runs share them), their augmented copies in memory only (each run draws its
+    own; gigabytes on disk would cost more than they save)."""
+    plain = cache.features(list(train.ids[:n_plain]), train.images[:n_plain])
+    if len(train) == n_plain:
+        return plain
+    memory = FeatureCache(cache.encoder, None, encoder_key=cache.encoder_key, precision=cache.precision)
+    views = memory.features(list(train.ids[n_plain:]), train.images[n_plain:])
+    return [torch.cat([a, b]) for a, b in zip(plain, views)]
 
 
 def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopping) -> FinetuneResult:
@@ -272,7 +302,7 @@ def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSl
     probe_model.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
     cache = FeatureCache(probe_model.encoder, cache_dir, precision=precision)
     return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val, precision),
-            lambda: save_probe(probe_model, out / MODEL_DIR_NAME, prep))
+            lambda: _with_postprocessing(save_probe(probe_model, out / MODEL_DIR_NAME, prep), config))
 
 
 def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -2,8 +2,10 @@
 
 ``data(start_step)`` iterators for the :class:`~smp_diffusion_encoder.training.Trainer`:
 
-* :func:`slice_batches`: slices (cached frozen features, or images when features must be computed: an
-  augmented or trainable encoder) for the probe and smp-decoder steps;
+* :func:`slice_batches`: slices (cached frozen features, or images when features must be computed: a
+  trainable encoder) for the probe and smp-decoder steps; augmentation happens before, as a fixed set of
+  augmented views per labeled slice (:func:`~smp_diffusion_encoder.finetune.data.augmented_views`) whose frozen
+  features are computed once;
 * :func:`pixel_batches`: each MLP-ensemble member's own labeled pixels, drawn uniformly (Baranchuk et al.)
   or class-balanced (every class present in the labels equally often: with a few slices, background is
   ~90% of the pixels and small organs a fraction of a percent, so uniform draws barely show them).
@@ -17,7 +19,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from smp_diffusion_encoder.data.augment import Strength, build_augmentation
 from smp_diffusion_encoder.finetune.data import LabeledSlices
 from smp_diffusion_encoder.heads import sample_pixels
 from smp_diffusion_encoder.training import InfiniteBatchSampler
@@ -67,14 +68,12 @@ def pixel_batches(train: LabeledSlices, features: list[torch.Tensor], pixels: in
 
 
 def slice_batches(train: LabeledSlices, features: list[torch.Tensor] | None, batch_size: int, seed: int,
-                  augment: Strength, rank: int, world: int, *, needs_image: bool,
-                  unfreeze_at: int | None) -> Batches:
+                  rank: int, world: int, *, needs_image: bool, unfreeze_at: int | None) -> Batches:
     """``data(start_step)`` for the probe and decoder steps: batch contents depend only on the step.
 
-    Cached features are used while the encoder is frozen and nothing is augmented; otherwise images
-    (augmented per sample with a seed derived from its stream position).
+    Cached features are used while the encoder is frozen; images when it trains (``needs_image`` adds them
+    to every batch, for an encoder that unfreezes later).
     """
-    aug = build_augmentation(augment) if augment != "none" else None
 
     def data(start_step: int) -> Iterator[dict[str, Any]]:
         per_rank = min(batch_size, max(1, len(train) // world))
@@ -87,15 +86,7 @@ def slice_batches(train: LabeledSlices, features: list[torch.Tensor] | None, bat
             if use_cache:
                 batch["features"] = [f[idx] for f in features]
             if needs_image or not use_cache:
-                images, labels = train.images[idx], train.labels[idx]
-                if aug is not None:
-                    pairs = []
-                    for (i, pos) in items:
-                        aug.reseed(int(np.random.SeedSequence([seed, pos]).generate_state(1)[0]))
-                        pairs.append(aug(train.images[i, 0].numpy(), train.labels[i].numpy().astype(np.uint8)))
-                    images = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
-                    labels = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-                batch.update(labels=labels, image=images)
+                batch["image"] = train.images[idx]
             yield batch
 
     return data

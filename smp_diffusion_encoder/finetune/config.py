@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from smp_diffusion_encoder import _options
 from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder.data.augment import STRENGTHS
 from smp_diffusion_encoder.data.splits import LabelBudget
 from smp_diffusion_encoder.errors import ConfigError
 
@@ -48,7 +49,16 @@ class FinetuneConfig:
     min_val_slices: int = option(8, "validate and stop early only with at least this many validation slices; "
                                     "with fewer, the full schedule runs and the last model is kept")
     patience: int = option(3, "early stopping: validations without improvement")
-    augment: Literal["none", "light", "default"] = option("none", "augmentation strength (method unet)")
+    augment: Literal["default", "spatial-intensity", "contrast", "none"] = option(
+        "default", "augmentation of the labeled slices (every head): default = contrast phases (each organ's HU "
+                   "shifted within its physiological enhancement range; FLARE ids) + nnU-Net's spatial and "
+                   "intensity set; spatial-intensity = without contrast phases (other label conventions); none")
+    augment_views: int | None = option(None, "views per labeled slice: the slice + augmented copies, each encoded "
+                                             "once (none: 128 views in all, 4..32 per slice)")
+    largest_component: bool = option(False, "predict keeps each organ's largest 3D connected component (tubular "
+                                            "organs: every large one); recorded in the model folder")
+    z_context_mm: float = option(0.0, "predict averages each slice's probabilities with the slices this many mm "
+                                      "above and below (0: off); recorded in the model folder")
     unfreeze_at: int | None = option(None, "train the encoder too from this step (method unet)")
     encoder_lr_scale: float = option(0.1, "encoder learning rate = lr x this, once unfrozen")
     mlp_members: int = option(10, "MLP ensemble size (method mlp)")
@@ -63,9 +73,11 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.method not in ("probe", "mlp", "unet"):
             raise ConfigError(f"method must be 'probe', 'mlp' or 'unet', got {self.method!r}")
-        if self.method != "unet" and (self.augment != "none" or self.unfreeze_at is not None):
-            raise ConfigError(f"the {self.method} head trains on cached frozen features: augment and unfreeze_at "
-                              f"need method='unet'")
+        if self.method != "unet" and self.unfreeze_at is not None:
+            raise ConfigError(f"the {self.method} head trains on cached frozen features: unfreeze_at needs "
+                              f"method='unet'")
+        if self.augment not in STRENGTHS:
+            raise ConfigError(f"augment must be one of {list(STRENGTHS)}, got {self.augment!r}")
         LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
@@ -73,7 +85,7 @@ class FinetuneConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.steps_scale <= 0:
             raise ConfigError(f"steps_scale must be > 0, got {self.steps_scale}")
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "augment_views"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or none, got {value}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smp_diffusion_encoder.data.augment import Strength, build_augmentation
 from smp_diffusion_encoder.data.flare import Case, FlareDataset
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.splits import Split, eligible_slices, select_slices
@@ -114,6 +115,48 @@ def gather(volumes: Mapping[str, tuple[np.ndarray, np.ndarray]], pairs: Sequence
     labels = np.stack([volumes[c][1][z] for c, z in pairs])
     return LabeledSlices(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
                          torch.from_numpy(labels.astype(np.int64)), tuple(f"{c}:{z}" for c, z in pairs))
+
+
+#: Views of all labeled slices together that :func:`views_per_slice` aims at (128: 32 per slice at 4 slices).
+VIEW_TOTAL = 128
+
+
+def views_per_slice(n_slices: int, total: int = VIEW_TOTAL, low: int = 4, high: int = 32) -> int:
+    """How many views (the slice itself + augmented copies) each of ``n_slices`` labeled slices gets:
+    ``clamp(total // n_slices, low, high)`` (4 slices: 32; 16: 8; 64: 4). The frozen encoder runs once per
+    view, so the cost grows with ``max(total, low * n_slices)``, not with the number of training steps."""
+    if n_slices < 1:
+        raise ConfigError(f"views_per_slice needs at least one slice, got {n_slices}")
+    return int(min(max(total // n_slices, low), high))
+
+
+def augmented_views(slices: LabeledSlices, views: int, strength: Strength, seed: int,
+                    hu_window: tuple[float, float]) -> LabeledSlices:
+    """Each slice and ``views - 1`` augmented copies (:mod:`smp_diffusion_encoder.data.augment`).
+
+    The slices themselves come first (ids unchanged), then the copies, named ``"<id>#aug<k>"`` (``k = 1 ..
+    views - 1``). Copy ``k`` of a slice is a function of ``(seed, slice id, k)`` alone, so runs with one seed
+    share views of the slices they share, and a resumed run rebuilds the same views.
+
+    Raises:
+        ConfigError: ``views < 1`` or an unknown strength.
+    """
+    if views < 1:
+        raise ConfigError(f"views must be >= 1, got {views}")
+    if views == 1 or strength == "none" or not len(slices):
+        return slices
+    aug = build_augmentation(strength, hu_window=hu_window)
+    images, labels, ids = [], [], []
+    for k in range(1, views):
+        for i, sid in enumerate(slices.ids):
+            aug.reseed(int(np.random.SeedSequence([seed, *sid.encode(), k]).generate_state(1)[0]))
+            image, label = aug(slices.images[i, 0].numpy(), slices.labels[i].numpy().astype(np.uint8))
+            images.append(image)
+            labels.append(label)
+            ids.append(f"{sid}#aug{k}")
+    return LabeledSlices(torch.cat([slices.images, torch.from_numpy(np.stack(images))[:, None]]),
+                         torch.cat([slices.labels, torch.from_numpy(np.stack(labels).astype(np.int64))]),
+                         (*slices.ids, *ids))
 
 
 def split_path(out_dir: str | os.PathLike[str]) -> Path:

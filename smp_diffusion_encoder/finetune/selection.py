@@ -197,7 +197,7 @@ def _probe_score(acts: Mapping[tuple[int, int], torch.Tensor], timesteps: Sequen
         trainer = Trainer(probe, optimizer, ProbeStep(), TrainConfig(max_steps=config.steps, out_dir=tmp, ckpt_every=0,
                                                                     log_every=config.steps, ema_decay=None,
                                                                     progress=False), device=device)
-        trainer.fit(slice_batches(train, train_maps, 4, config.seed, "none", 0, 1, needs_image=False, unfreeze_at=None))
+        trainer.fit(slice_batches(train, train_maps, 4, config.seed, 0, 1, needs_image=False, unfreeze_at=None))
     probe.eval()
     with torch.no_grad():
         pred = torch.cat([probe([m[i:i + 8].to(device) for m in val_maps], val.labels.shape[-2:]).argmax(1).cpu()

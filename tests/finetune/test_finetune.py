@@ -143,7 +143,11 @@ def test_an_interrupted_run_resumes_exactly(probe_run: FinetuneResult, root: Pat
 
 def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="method='unet'"):
-        FinetuneConfig(steps=1, augment="light", **PROBE)
+        FinetuneConfig(steps=1, unfreeze_at=2, **PROBE)
+    with pytest.raises(ConfigError, match="augment must be one of"):
+        FinetuneConfig(steps=1, augment="light", **PROBE)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="augment_views"):
+        FinetuneConfig(steps=1, augment_views=0, **PROBE)
     with pytest.raises(ConfigError, match="needs a ddpm-ct encoder.*resnet18"):
         run(root, tmp_path, method="probe", encoder="resnet18", steps=1)
     with pytest.raises(ConfigError, match="method must be"):
@@ -157,8 +161,8 @@ def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
 
 def test_unet_with_augmentation_and_unfreezing_resumes_exactly(root: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    opts = dict(method="unet", encoder="ddpm-ct-tiny", batch_size=2, augment="light", unfreeze_at=2,
-                encoder_lr_scale=0.5, steps=3)
+    opts = dict(method="unet", encoder="ddpm-ct-tiny", batch_size=2, augment="default", augment_views=3,
+                unfreeze_at=2, encoder_lr_scale=0.5, steps=3)
     straight = run(root, tmp_path / "straight", **opts)
     with monkeypatch.context() as m:
         _interrupt_after(m, "slice_batches", 2)

@@ -41,10 +41,12 @@ from smp_diffusion_encoder.heads.linear_probe import LinearProbe
 from smp_diffusion_encoder.heads.mlp_ensemble import EnsembleHead
 from smp_diffusion_encoder.hub.pretrained import load_finetuned, save_finetuned
 from smp_diffusion_encoder.hub.weights import CONFIG_NAME, WEIGHTS_NAME, architecture_for, read_safetensors
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 
 PREPROCESSING_NAME = "preprocessing.json"
+POSTPROCESSING_NAME = "postprocessing.json"
 PROBE_FORMAT = "smp-diffusion-probe"
 PROBE_FORMAT_VERSION = 1
 
@@ -122,6 +124,7 @@ class Segmenter:
     num_classes: int
     kind: Literal["smp", "probe"]
     source: Path
+    postprocessing: PostprocessingConfig = PostprocessingConfig()
 
 
 def save_probe(
@@ -178,7 +181,7 @@ def load_probe(model_dir: str | os.PathLike[str]) -> Segmenter:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise WeightsError(f"{folder / WEIGHTS_NAME}: weights do not match the probe config ({err})") from err
-    return Segmenter(model.eval(), prep, model.probe.num_classes, "probe", folder)
+    return Segmenter(model.eval(), prep, model.probe.num_classes, "probe", folder, read_postprocessing(folder))
 
 
 def save_segmenter(model: nn.Module, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig) -> Path:
@@ -215,7 +218,26 @@ def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
     num_classes = head[0].out_channels if isinstance(head, nn.Sequential) else int(config.get("classes", 1))
     if num_classes < 2:
         raise WeightsError(f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}")
-    return Segmenter(module, prep, num_classes, "smp", folder)
+    return Segmenter(module, prep, num_classes, "smp", folder, read_postprocessing(folder))
+
+
+def write_postprocessing(out_dir: str | os.PathLike[str], postprocessing: PostprocessingConfig) -> Path:
+    """Record what ``predict`` does after the model in ``out_dir/postprocessing.json`` (either format)."""
+    path = Path(out_dir) / POSTPROCESSING_NAME
+    atomic_write_json(path, postprocessing.to_dict())
+    return path
+
+
+def read_postprocessing(model_dir: str | os.PathLike[str]) -> PostprocessingConfig:
+    """A model folder's :class:`PostprocessingConfig`; folders without ``postprocessing.json`` (written before
+    it existed) get none."""
+    path = Path(model_dir) / POSTPROCESSING_NAME
+    if not path.is_file():
+        return PostprocessingConfig()
+    try:
+        return PostprocessingConfig.from_dict(_read_json(path))
+    except (TypeError, ConfigError) as err:
+        raise WeightsError(f"{path}: {err}") from err
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from smp_diffusion_encoder.data.volume import (
 )
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.inference.model_dir import Segmenter
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
 
 OutputFormat = Literal["nifti", "nrrd", "mha", "dicom-seg"]
@@ -105,16 +106,27 @@ def predict_volume(
     progress: bool = False,
     slices: Sequence[int] | None = None,
     precision: Precision = "auto",
+    postprocessing: PostprocessingConfig | None = None,
 ) -> VolumePrediction:
     """Segment one canonical image volume (HU) with ``model``; see the module docstring for the steps.
 
     ``slices``: only these z indices (the in-plane layout is still the whole volume's); the returned maps
-    then hold those slices only, in the given order, ``(len(slices), Y, X)``. ``precision``: ``"auto"``
+    then hold those slices only, in the given order, ``(len(slices), Y, X)``. With post-processing that looks
+    at other slices, the whole volume is predicted and these slices returned. ``precision``: ``"auto"``
     (bf16 autocast where the device has native bf16, see :mod:`smp_diffusion_encoder._device`), ``"fp32"``
     or ``"bf16"``; the model's parameters are moved to the channels-last layout (faster convolutions on CPUs).
+    ``postprocessing``: instead of the model folder's own (:mod:`~smp_diffusion_encoder.inference.postprocess`).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    post = model.postprocessing if postprocessing is None else postprocessing
+    if slices is not None and post.needs_volume:
+        whole = predict_volume(model, volume, batch_size=batch_size, device=device, probabilities=probabilities,
+                               uncertainty=uncertainty, progress=progress, precision=precision, postprocessing=post)
+        index = np.asarray(slices, dtype=np.int64)
+        return VolumePrediction(whole.labels[index],
+                                None if whole.probabilities is None else whole.probabilities[:, index],
+                                None if whole.uncertainty is None else whole.uncertainty[index])
     dev = resolve_device(str(device))
     precision = resolve_precision(precision, dev)
     module = model.module.to(dev, memory_format=torch.channels_last).eval()
@@ -123,20 +135,31 @@ def predict_volume(
         chosen = volume
     else:
         chosen = dataclasses.replace(volume, array=volume.array[np.asarray(slices, dtype=np.int64)])
-    slices = geometry.image_slices(chosen, model.preprocessing)  # (Z, S, S)
+    model_slices = geometry.image_slices(chosen, model.preprocessing)  # (Z, S, S)
     z, h, w = chosen.array.shape
     labels = np.empty((z, h, w), dtype=np.uint8)
     probs_out = np.empty((model.num_classes, z, h, w), dtype=np.float32) if probabilities else None
     unc_out = np.empty((z, h, w), dtype=np.float32) if uncertainty else None
-    starts = range(0, z, batch_size)
-    for start in tqdm(starts, desc=volume.name, unit="batch", disable=not progress, file=sys.stderr):
-        x = torch.from_numpy(slices[start : start + batch_size]).unsqueeze(1).to(dev)
+
+    def model_probabilities(start: int) -> np.ndarray:
+        x = torch.from_numpy(model_slices[start : start + batch_size]).unsqueeze(1).to(dev)
         with autocast(dev, precision):
             logits = module(x.contiguous(memory_format=torch.channels_last))
-        p = logits.float().softmax(dim=1).cpu().numpy()  # (b, K, S, S)
-        b, k = p.shape[:2]
-        if k != model.num_classes:
-            raise ConfigError(f"{model.source}: model gives {k} classes, its config says {model.num_classes}")
+        if logits.shape[1] != model.num_classes:
+            raise ConfigError(f"{model.source}: model gives {logits.shape[1]} classes, its config says "
+                              f"{model.num_classes}")
+        return logits.float().softmax(dim=1).cpu().numpy()  # (b, K, S, S)
+
+    starts = range(0, z, batch_size)
+    bar = tqdm(starts, desc=volume.name, unit="batch", disable=not progress, file=sys.stderr)
+    if post.z_context_mm > 0:  # every slice's probabilities first: a slice needs its neighbours'
+        smoothed = smooth_along_z(np.concatenate([model_probabilities(s) for s in bar]), float(volume.spacing[0]),
+                                  post.z_context_mm, post.z_context_weight)
+        batches = ((s, smoothed[s : s + batch_size]) for s in starts)
+    else:
+        batches = ((s, model_probabilities(s)) for s in bar)
+    for start, p in batches:
+        b = p.shape[0]
         full = geometry.probabilities_to_volume(p)  # (b, K, Y, X)
         labels[start : start + b] = full.argmax(axis=1)
         if probs_out is not None:
@@ -144,6 +167,8 @@ def predict_volume(
         if unc_out is not None:
             q = np.clip(full, 1e-12, 1.0)
             unc_out[start : start + b] = np.maximum(-(q * np.log(q)).sum(axis=1), 0.0)
+    if post.largest_component:
+        labels = keep_largest_components(labels)
     return VolumePrediction(labels, probs_out, unc_out)
 
 

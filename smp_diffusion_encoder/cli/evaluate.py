@@ -1,8 +1,11 @@
 """``smp-diffusion evaluate PRED_DIR GT_DIR --out metrics.csv [--summary summary.md]``.
 
 Scores every ground-truth label map in GT_DIR against the prediction of the same case name in PRED_DIR
-(NIfTI, NRRD or MetaImage files; ``case.nrrd`` is matched with ``case.nii.gz``) with the FLARE 2022 rules (per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown
-summary (both atomically), and prints the summary table.
+(NIfTI, NRRD or MetaImage files; ``case.nrrd`` is matched with ``case.nii.gz``) with the FLARE 2022 rules
+(per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown summary (both
+atomically), and prints the summary: per organ DSC, NSD and the predicted-to-true volume ratio, then a
+confusion table (which label the prediction puts inside each true organ), so over-segmentation and swapped
+organs show at a glance.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from smp_diffusion_encoder.errors import (
     InvalidVolumeError,
     LabelMismatchError,
 )
+from smp_diffusion_encoder.evaluation.confusion import confusion_matrix, format_confusion_markdown, summed_confusion
 from smp_diffusion_encoder.evaluation.surface import (
     compute_surface_distances,
     dice_coefficient,
@@ -87,10 +88,23 @@ class CaseResult:
     Attributes:
         name: file name shared by prediction and ground truth, e.g. ``"AMOS_0013.nii.gz"``.
         metrics: ``{"Liver_DSC": ..., ..., "LK_NSD": ...}`` unrounded, in [0, 1] (``nan`` see module doc).
+        confusion: ``(14, 14)`` voxel counts, row = true class, column = predicted
+            (:func:`~smp_diffusion_encoder.evaluation.confusion.confusion_matrix`; ids above 13 are not counted),
+            or ``None``.
     """
 
     name: str
     metrics: Mapping[str, float]
+    confusion: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def volume_ratios(self) -> dict[str, float]:
+        """``{organ: predicted / true voxels}`` (``nan`` where the ground truth has none; empty without
+        :attr:`confusion`)."""
+        if self.confusion is None:
+            return {}
+        true, predicted = self.confusion.sum(axis=1), self.confusion.sum(axis=0)
+        return {o: float(predicted[i] / true[i]) if true[i] else math.nan for i, o in enumerate(FLARE_ORGANS, 1)}
 
     def dsc(self, organ: str) -> float:
         return self.metrics[f"{organ}_DSC"]
@@ -215,7 +229,8 @@ def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[
         raise LabelMismatchError(
             pred_path, f"is {_shape_str(pred.shape)} but ground truth {gt_path} is {_shape_str(gt.shape)}"
         )
-    return CaseResult(Path(gt_path).name, case_metrics(gt, pred, spacing))
+    known = (gt <= len(FLARE_ORGANS)) & (pred <= len(FLARE_ORGANS))
+    return CaseResult(Path(gt_path).name, case_metrics(gt, pred, spacing), confusion_matrix(gt[known], pred[known]))
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
@@ -298,17 +313,28 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, tuple[float, float, fl
 
 
 def format_summary_markdown(results: Sequence[CaseResult]) -> str:
-    """Markdown table of :func:`summarize`: one row per organ and a final mean row, 4 decimals."""
+    """Markdown table of :func:`summarize`: one row per organ and a final mean row, 4 decimals; with
+    confusion counts also the predicted / true volume (mean over the cases holding the organ) and, below, where
+    each true organ's voxels were predicted (voxels of all cases added up)."""
+    errors = all(r.confusion is not None for r in results)
     lines = [
         f"FLARE 2022 metrics over {len(results)} case(s) (mean ± std)",
         "",
-        "| Organ | DSC | NSD |",
-        "| --- | --- | --- |",
+        "| Organ | DSC | NSD |" + (" predicted / true volume |" if errors else ""),
+        "| --- | --- | --- |" + (" --- |" if errors else ""),
     ]
     for organ, (dsc_mean, dsc_std, nsd_mean, nsd_std) in summarize(results).items():
         name = f"**{organ}**" if organ == "Mean" else organ
-        lines.append(f"| {name} | {dsc_mean:.4f} ± {dsc_std:.4f} | {nsd_mean:.4f} ± {nsd_std:.4f} |")
-    return "\n".join(lines) + "\n"
+        row = f"| {name} | {dsc_mean:.4f} ± {dsc_std:.4f} | {nsd_mean:.4f} ± {nsd_std:.4f} |"
+        if errors:
+            ratios = [r.volume_ratios.get(organ, math.nan) for r in results]
+            ratios = [v for v in ratios if not math.isnan(v)]
+            row += f" {np.mean(ratios):.2f} |" if ratios else " – |"
+        lines.append(row)
+    if errors:
+        lines += ["", format_confusion_markdown(summed_confusion([r.confusion for r in results]),  # type: ignore[misc]
+                                                title="Where each true organ's voxels were predicted (all cases)")]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_summary_markdown(results: Sequence[CaseResult], path: str | os.PathLike[str]) -> None:

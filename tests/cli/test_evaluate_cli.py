@@ -39,7 +39,11 @@ def test_evaluate_writes_csv_and_summary(tmp_path: Path, capsys: pytest.CaptureF
     printed = capsys.readouterr().out
     assert "| Liver |" in printed and "| **Mean** |" in printed
     assert summary.read_text() == printed
-    assert "| Aorta | 0.0000 ± 0.0000 |" in printed  # aorta missed in both cases
+    assert "| Aorta | 0.0000 ± 0.0000 | 0.0000 ± 0.0000 | 0.00 |" in printed  # aorta missed in both cases
+    # the volume ratio and where the true voxels went: the shifted liver keeps its size, half the aorta's
+    # voxels sit where the shifted liver is
+    assert "| Liver | 1.00 |" in printed and "| Aorta | 0.00 | background" in printed
+    assert "Where each true organ's voxels were predicted" in printed
 
 
 def test_evaluate_without_summary(tmp_path: Path) -> None:

@@ -41,10 +41,24 @@ from benchmarks._machine import describe_machine, today  # noqa: E402
 from smp_diffusion_encoder.cli._args import add_config_arguments, given  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
 from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig  # noqa: E402
 from smp_diffusion_encoder.study.config import STANDARD_METHODS, StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.report import write_report  # noqa: E402
 from smp_diffusion_encoder.study.results import aggregate, read_results_csv  # noqa: E402
+
+
+def parse_postprocessing(name: str) -> PostprocessingConfig:
+    """``"lcc"``, ``"z3"`` (mm), ``"lcc+z3"`` -> :class:`PostprocessingConfig`."""
+    largest, z_mm = False, 0.0
+    for part in name.split("+"):
+        if part == "lcc":
+            largest = True
+        elif part.startswith("z") and part[1:].replace(".", "", 1).isdigit():
+            z_mm = float(part[1:])
+        else:
+            raise SystemExit(f"--postprocessing: unknown variant part {part!r} in {name!r} (lcc, zN, joined by +)")
+    return PostprocessingConfig(largest_component=largest, z_context_mm=z_mm)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="ct", help="pretrained weights key of --encoder (default ct)")
     p.add_argument("--mlp-members", type=int, default=10)
     p.add_argument("--unfreeze-at", type=int, default=250, help="ddpm-unet-ft: step the encoder unfreezes")
+    p.add_argument("--postprocessing", nargs="+", default=[], metavar="VARIANT",
+                   help="also score every model with these post-processing variants (no retraining): lcc (largest "
+                        "3D component per organ), zN (probabilities averaged with the slices N mm above and below), "
+                        "or both joined by +, e.g. lcc z3 lcc+z3")
     p.add_argument("--include", nargs="+", type=Path, default=[], metavar="DIR",
                    help="also report the rows of these studies' results.csv (e.g. methods run in parallel)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report OUT's and --include rows")
@@ -77,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         csv_path = args.out / "results.csv"
         rows = read_results_csv(csv_path) if csv_path.is_file() else []
     else:
-        rows = run_study(plan, args.out, [catalog[n] for n in args.methods], config, progress=False)
+        variants = {name: parse_postprocessing(name) for name in args.postprocessing}
+        rows = run_study(plan, args.out, [catalog[n] for n in args.methods], config, progress=False,
+                         postprocessing=variants)
     for folder in args.include:
         rows += read_results_csv(folder / "results.csv")
     elapsed = time.perf_counter() - start

@@ -48,12 +48,13 @@ class StudyConfig:
 
 
 #: The offline demo's study (``smp-diffusion demo``) and the methods it compares.
-DEMO_STUDY = StudyConfig(budgets=("4", "8", "16"), seeds=(0,))
-#: The product's head (the frozen pretrained encoder + an smp Unet decoder) and the same decoder on the same encoder
-#: with random weights: what the pretraining buys. The linear probe, the MLP ensemble and the resnet34-from-scratch
-#: baseline are in the benchmark (``benchmarks/fewshot.py``); with them the demo would not fit its 6 minutes on a
-#: 2-core CPU.
-DEMO_METHODS: tuple[str, ...] = ("ddpm-unet", "random-unet")
+DEMO_STUDY = StudyConfig(budgets=("4", "8"), seeds=(0,))
+#: The product's head (the frozen pretrained encoder + an smp Unet decoder) with the default recipe and with
+#: release 0.2's (no augmentation, no post-processing): what the recipe changes on a scan unlike the labeled one.
+#: Other heads, the random-weight and resnet34 baselines and larger budgets are in the benchmarks
+#: (``benchmarks/fewshot.py``); with them the demo would not fit its 6 minutes on a 2-core CPU.
+DEMO_METHODS: tuple[str, ...] = ("ddpm-unet", "ddpm-unet-noaug")
 #: Every method :func:`~smp_diffusion_encoder.study.protocol.standard_methods` defines.
-STANDARD_METHODS: tuple[str, ...] = ("ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-ft",
-                                     "random-unet", "random-probe", "resnet34-scratch")
+STANDARD_METHODS: tuple[str, ...] = ("ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-noaug",
+                                     "ddpm-unet-nocontrast", "ddpm-unet-contrast", "ddpm-unet-ft", "random-unet",
+                                     "random-probe", "resnet34-scratch")

@@ -121,8 +121,9 @@ def render_overlays(
     window: tuple[float, float] | None = (-160.0, 240.0),
     title: str = "",
     row_labels: Sequence[str] = (),
+    reference: str = "ground truth",
 ) -> Path:
-    """Save a PNG grid: one row per slice; columns image, ground truth, then one overlay per method.
+    """Save a PNG grid: one row per slice; columns image, the reference labels, then one overlay per method.
 
     Args:
         image: ``(N, H, W)`` float HU, shown in ``window``; with ``window=None`` already scaled to [-1, 1].
@@ -130,11 +131,13 @@ def render_overlays(
         predictions: method label -> ``(N, H, W)`` FLARE ids; each panel title gives that slice's mean DSC over
             the organs present in its ground truth or prediction.
         row_labels: optional name per slice (default ``"slice i"``).
+        reference: name of the ``gt`` column (e.g. ``"pseudo ground truth (TotalSegmentator)"``); a line under
+            the figure says what the per-panel "slice DSC" is.
 
     Organs are drawn in :data:`ORGAN_COLORS` (id 0 transparent) with one colour legend. Returns ``path``.
     """
     image = np.asarray(image, dtype=np.float64)
-    maps = {"ground truth": np.asarray(gt), **{k: np.asarray(v) for k, v in predictions.items()}}
+    maps = {reference: np.asarray(gt), **{k: np.asarray(v) for k, v in predictions.items()}}
     if image.ndim != 3:
         raise ValueError(f"image must be (N, H, W), got shape {image.shape}")
     for name, labels in maps.items():
@@ -152,7 +155,7 @@ def render_overlays(
     n, height, width = image.shape
     panel = 2.4
     columns = [("image", None), *maps.items()]
-    figsize = (panel * len(columns), panel * height / width * n + 0.9 + 0.4 * bool(title))
+    figsize = (panel * len(columns), panel * height / width * n + 1.1 + 0.4 * bool(title))
     vmin, vmax = window if window is not None else (-1.0, 1.0)
     fig, axes = plt.subplots(n, len(columns), figsize=figsize, squeeze=False, layout="constrained")
     try:
@@ -164,16 +167,18 @@ def render_overlays(
                     ax.imshow(lut[labels[i]], interpolation="nearest")
                 text = [textwrap.fill(name, 26)] if i == 0 else []
                 if j >= 2:
-                    dice = _slice_organ_dice(maps["ground truth"][i], labels[i])
-                    text.append("no organ" if math.isnan(dice) else f"DSC {dice:.3f}")
+                    dice = _slice_organ_dice(maps[reference][i], labels[i])
+                    text.append("no organ" if math.isnan(dice) else f"slice DSC {dice:.2f}")
                 ax.set_title("\n".join(text), fontsize=9)
                 ax.set_xticks([])
                 ax.set_yticks([])
             axes[i, 0].set_ylabel(row_labels[i] if row_labels else f"slice {i}", fontsize=9)
         handles = [Patch(facecolor=c, label=o) for c, o in zip(ORGAN_COLORS, FLARE_ORGANS, strict=True)]
         legend_rows = math.ceil(len(handles) / max(1, int(figsize[0] / 1.05)))  # about 1 inch per entry
-        fig.legend(handles=handles, loc="outside lower center", ncol=math.ceil(len(handles) / legend_rows),
-                   fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=math.ceil(len(handles) / legend_rows),
+                            fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
+        legend.set_title(f"slice DSC: this slice's mean DSC against the {reference}, over the organs in either",
+                         prop={"size": 8})
         if title:
             fig.suptitle(title, fontsize=11)
         return _save(fig, path, dpi=100)

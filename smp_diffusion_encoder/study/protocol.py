@@ -28,6 +28,9 @@ are deleted after scoring unless ``keep_models``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
@@ -46,10 +51,12 @@ from smp_diffusion_encoder.data.splits import eligible_slices, heldout_split, re
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import case_metrics
+from smp_diffusion_encoder.evaluation.confusion import confusion_matrix, volume_ratios
 from smp_diffusion_encoder.finetune.api import FinetuneResult, finetune
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.finetune.data import labeled_cases
 from smp_diffusion_encoder.inference import Segmenter, load_model, predict_files, predict_volume
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.weights import preprocessing_for
 from smp_diffusion_encoder.study.config import StudyConfig
 from smp_diffusion_encoder.study.results import nan_mean, read_results_csv, write_results_csv
@@ -80,7 +87,11 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
     (:mod:`smp_diffusion_encoder.finetune.schedule`).
 
     * ``ddpm-probe``, ``ddpm-mlp``, ``ddpm-unet``: the pretrained encoder, frozen, with the paper's linear
-      probe, the MLP ensemble (class-balanced pixels), an smp Unet decoder;
+      probe, the MLP ensemble (class-balanced pixels), an smp Unet decoder, each with the default recipe
+      (augmented views, :class:`~smp_diffusion_encoder.finetune.config.FinetuneConfig`);
+    * ``ddpm-unet-noaug``, ``ddpm-unet-nocontrast``, ``ddpm-unet-contrast``: the decoder without augmentation
+      (the recipe of release 0.2), with nnU-Net's spatial and intensity set only, with contrast phases only
+      (the augmentation ablation);
     * ``ddpm-mlp-uniform``: the MLP ensemble on uniformly drawn pixels, as Baranchuk et al. trained it;
     * ``ddpm-unet-ft``: the same decoder, then the encoder unfreezes at step ``unfreeze_at`` at a tenth of the
       learning rate;
@@ -98,6 +109,12 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
         Method("ddpm-mlp-uniform", f"{encoder} + MLP ensemble, uniform pixels", {
             **base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"}),
         Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
+        Method("ddpm-unet-noaug", f"{encoder} + Unet decoder, no augmentation (the 0.2 recipe)",
+               {**base, "method": "unet", "augment": "none"}),
+        Method("ddpm-unet-nocontrast", f"{encoder} + Unet decoder, spatial + intensity augmentation only",
+               {**base, "method": "unet", "augment": "spatial-intensity"}),
+        Method("ddpm-unet-contrast", f"{encoder} + Unet decoder, contrast phases only",
+               {**base, "method": "unet", "augment": "contrast"}),
         Method("ddpm-unet-ft", f"{encoder} + Unet decoder, encoder tuned", {**base, "method": "unet",
                                                                             "unfreeze_at": unfreeze_at}),
         Method("random-unet", f"{encoder} random weights + Unet decoder", {**base, "method": "unet",
@@ -133,15 +150,24 @@ class Holdout:
 
 
 def holdout(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: StudyConfig | None = None, *,
-            tests: Sequence[Case] = ()) -> Holdout:
+            tests: Sequence[Case] = (), within_volume: bool = True) -> Holdout:
     """Held-out cases (several labeled cases) or z blocks (one labeled case), plus ``tests``; see the module
-    docstring. A test case with the id of a training case is refused (it would be scored on what trained)."""
+    docstring. A test case with the id of a training case is refused (it would be scored on what trained).
+
+    ``within_volume=False`` holds nothing of the labeled cases out: every slice may train and only ``tests``
+    are scored (the demo: it chooses nothing, so it needs no validation data).
+    """
     config = config or StudyConfig()
     cases = labeled_cases(root_or_cases)
     clash = sorted({c.case_id for c in cases} & {t.case_id for t in tests})
     if clash:
         raise ConfigError(f"test cases {clash} are also labeled training cases")
     test_text = (f"; {len(tests)} other scan(s) scored whole ({', '.join(t.case_id for t in tests)})" if tests else "")
+    if not within_volume:
+        if not tests:
+            raise ConfigError("within_volume=False needs other scans to score (tests)")
+        return Holdout(tuple(cases), {}, (), CROSS_PATIENT, f"every slice of {', '.join(c.case_id for c in cases)} "
+                       f"may train; nothing of it is scored{test_text}", tuple(tests), {"within_volume": False})
     if len(cases) == 1:
         (case,) = cases
         labels = read_volume(case.label, kind="label").array  # type: ignore[arg-type]
@@ -171,12 +197,17 @@ Observer = Callable[[Method, str, int, str, Case, np.ndarray, np.ndarray, tuple[
 
 def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[Method],
               config: StudyConfig | None = None, *, observe: Observer | None = None,
-              log: Callable[[str], None] = print, progress: bool = True) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, progress: bool = True,
+              postprocessing: Mapping[str, PostprocessingConfig] | None = None) -> list[dict[str, Any]]:
     """Train every (budget, seed, method) once and score it on every held-out set; returns all rows (also in
     ``out_dir/results.csv``).
 
     ``observe`` is called after each scoring with ``(method, budget, seed, protocol, case, gt, pred, z)``
     (canonical label maps of the scored slices; ``z`` their indices): used for overlays.
+
+    ``postprocessing``: ``{name: PostprocessingConfig}`` variants to score every trained model with, besides
+    the model folder's own (an ablation of the post-processing without retraining: the model's outputs are
+    computed once per scan); their rows are named ``"<method>/<name>"``.
     """
     config = config or StudyConfig()
     out = Path(out_dir)
@@ -198,14 +229,22 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
         seconds = time.perf_counter() - tick
         n_train = len(read_split_json(run_dir / "split.json").train)
         model = load_model(result.model_dir)
+        variants = [(method, model)] + [
+            (dataclasses.replace(method, name=f"{method.name}/{name}", label=f"{method.label}, {name}"),
+             dataclasses.replace(model, postprocessing=post)) for name, post in (postprocessing or {}).items()]
+        if len(variants) > 1:  # one model pass per scan, whatever the variants
+            memo = _MemoModule(model.module)
+            variants = [(m, dataclasses.replace(v, module=memo)) for m, v in variants]
         scored = [(plan.protocol, case, zs) for case, zs in plan.evaluation]
         scored += [(CROSS_PATIENT, case, ()) for case in plan.tests]
         for protocol, case, zs in scored:
-            metrics, gt, pred, z = score(model, case, zs, device=config.device, precision=config.precision)
-            rows.append(_row(method, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
-                             present=organs_present(gt)))
-            if observe is not None:
-                observe(method, budget, seed, protocol, case, gt, pred, z)
+            for shown, variant in variants:
+                metrics, gt, pred, z = score(variant, case, zs, device=config.device, precision=config.precision)
+                rows.append(_row(shown, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
+                                 present=organs_present(gt), errors=(volume_ratios(gt, pred),
+                                                                     confusion_matrix(gt, pred))))
+                if observe is not None:
+                    observe(shown, budget, seed, protocol, case, gt, pred, z)
         write_results_csv(rows, csv_path)
         if not config.keep_models:
             shutil.rmtree(result.model_dir)
@@ -219,8 +258,8 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
 
     A whole scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
     the label map is written with the input's geometry and read back) and checked to lie on the label file's
-    grid. Slices ``zs`` of a volume are predicted alone (the volume's in-plane layout is the whole volume's,
-    as in training). Both are scored with the label file's voxel order and spacing, the maps zeroed outside
+    grid. For slices ``zs`` of a volume the whole volume is predicted too (as a user would: the model folder's
+    post-processing may look at neighbouring slices) and only ``zs`` are kept. Both are scored with the label file's voxel order and spacing, the maps zeroed outside
     the scored slices. Returns ``(metrics, gt, pred, z)`` with the canonical ``(len(z), Y, X)`` label maps of
     the scored slices.
     """
@@ -230,7 +269,7 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
     if len(zs):
         image = read_volume(case.image)
         check_pair(image, label)
-        pred_full[index] = predict_volume(model, image, device=device, slices=index, precision=precision).labels
+        pred_full = predict_volume(model, image, device=device, precision=precision).labels  # as a user would
     else:
         with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
             report = predict_files([case.image], model, tmp, device=device, progress=False, precision=precision)
@@ -254,9 +293,10 @@ def organs_present(gt: np.ndarray) -> list[str]:
 
 def _row(method: Method, budget: str, n_train: int, seed: int, protocol: str, case: str,
          metrics: Mapping[str, float], seconds: float, result: FinetuneResult, *,
-         present: Sequence[str]) -> dict[str, Any]:
+         present: Sequence[str], errors: tuple[Mapping[str, float], np.ndarray]) -> dict[str, Any]:
     dsc = [metrics[f"{o}_DSC"] for o in FLARE_ORGANS]
     nsd = [metrics[f"{o}_NSD"] for o in FLARE_ORGANS]
+    ratios, counts = errors
     return {"method": method.name, "method_label": method.label, "budget": budget, "n_train_slices": n_train,
             "seed": seed, "case": case, "protocol": protocol,
             "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
@@ -264,7 +304,24 @@ def _row(method: Method, budget: str, n_train: int, seed: int, protocol: str, ca
             "organs_present": " ".join(present), "mean_DSC": nan_mean(dsc), "mean_NSD": nan_mean(nsd),
             "train_seconds": round(seconds, 1), **metrics, "steps": result.steps,
             "flattened": "" if result.flattened is None else str(result.flattened).lower(),
-            "best_val_dice": "" if result.best_val_dice is None else round(result.best_val_dice, 4)}
+            "best_val_dice": "" if result.best_val_dice is None else round(result.best_val_dice, 4),
+            **{f"{o}_VolRatio": ratios[o] for o in FLARE_ORGANS}, "confusion": json.dumps(counts.tolist())}
+
+
+class _MemoModule(nn.Module):
+    """A model whose outputs are remembered by input: scoring one model under several post-processing variants
+    runs it once per batch of slices (the variants differ only after the model)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+        self._memo: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest() + str(tuple(x.shape))
+        if key not in self._memo:
+            self._memo[key] = self.inner(x)
+        return self._memo[key]
 
 
 def _safe(budget: str) -> str:

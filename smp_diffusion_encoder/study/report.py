@@ -12,14 +12,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.remap import FLARE_LABELS, FLARE_ORGANS
+from smp_diffusion_encoder.evaluation.confusion import format_confusion_markdown, summed_confusion
 from smp_diffusion_encoder.study.figures import plot_dsc_vs_budget
 from smp_diffusion_encoder.study.results import BudgetResult, aggregate, budget_slices, write_results_csv
 
@@ -52,6 +56,9 @@ def format_report_markdown(
     for protocol in protocols:
         mine = [r for r in results if r.protocol == protocol]
         lines += _protocol_section(protocol, mine, several=len(protocols) > 1)
+    for protocol in protocols:
+        lines += _errors_section(protocol, [r for r in rows if r.get("protocol") == protocol],
+                                 several=len(protocols) > 1)
     lines += _training_section(rows)
     if images:
         lines += ["", "## Figures"]
@@ -90,6 +97,40 @@ def _protocol_section(protocol: str, results: list[BudgetResult], *, several: bo
                   f"best of a row (an organ absent from every evaluated scan scores 1.0 for everyone and is shown "
                   f"but never bold).", ""]
         lines += _organ_table([cell.get((method, budget)) for method in labels], list(labels.values()))
+    return lines + [""]
+
+
+def _errors_section(protocol: str, rows: Sequence[Mapping[str, Any]], *, several: bool) -> list[str]:
+    """At the smallest budget: predicted/true volume per organ (mean over seeds and cases) and, per method, a
+    confusion table of its first seed (voxels summed over the protocol's cases). Rows without the columns
+    (files written before they existed) give no section."""
+    rows = [r for r in rows if isinstance(r.get("confusion"), str) and r["confusion"]]
+    if not rows:
+        return []
+    budget = min({str(r["budget"]) for r in rows}, key=lambda b: min(int(r["n_train_slices"]) for r in rows
+                                                                     if str(r["budget"]) == b))
+    rows = [r for r in rows if str(r["budget"]) == budget]
+    labels = dict.fromkeys(str(r["method_label"]) for r in rows)
+    organs = [o for o in FLARE_ORGANS if any(not math.isnan(float(r.get(f"{o}_VolRatio", math.nan))) for r in rows)]
+    head = f"{protocol.capitalize()}: e" if several else "E"
+    lines = [f"## {head}rrors at budget {budget}: organ volumes and confusions", "",
+             "Predicted / true volume per organ (1.00 = right size; mean over seeds and scored cases; organs "
+             "present in the ground truth). Over-segmentation shows as > 1, a missed organ as 0.", "",
+             _table_row(["Organ", *map(_escape, labels)]), _table_row(["---"] * (len(labels) + 1))]
+    for organ in organs:
+        cells = []
+        for label in labels:
+            values = [float(r[f"{organ}_VolRatio"]) for r in rows if r["method_label"] == label
+                      and not math.isnan(float(r.get(f"{organ}_VolRatio", math.nan)))]
+            cells.append(f"{sum(values) / len(values):.2f}" if values else _DASH)
+        lines.append(_table_row([FLARE_LABELS[FLARE_ORGANS.index(organ) + 1].capitalize(), *cells]))
+    for label in labels:
+        mine = [r for r in rows if r["method_label"] == label]
+        seed = min(int(r["seed"]) for r in mine)
+        counts = summed_confusion([np.asarray(json.loads(r["confusion"])) for r in mine if int(r["seed"]) == seed])
+        cases = ", ".join(sorted({str(r["case"]) for r in mine if int(r["seed"]) == seed}))
+        lines += ["", format_confusion_markdown(counts, title=f"**{_escape(label)}**, seed {seed} ({cases}): where "
+                                                              f"each true organ's voxels were predicted").rstrip()]
     return lines + [""]
 
 

@@ -113,8 +113,11 @@ def test_study_resumes_and_drops_weights(root: Path, tmp_path: Path, monkeypatch
 
 def test_standard_methods_and_bad_holdout(root: Path, other_scan: Path) -> None:
     methods = standard_methods("ddpm-ct", "ct", unfreeze_at=100)
-    assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-ft",
-                             "random-unet", "random-probe", "resnet34-scratch"]
+    assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-noaug",
+                             "ddpm-unet-nocontrast", "ddpm-unet-contrast", "ddpm-unet-ft", "random-unet",
+                             "random-probe", "resnet34-scratch"]
+    assert methods["ddpm-unet-noaug"].config("4", 0, StudyConfig()).augment == "none"
+    assert methods["ddpm-unet"].config("4", 0, StudyConfig()).augment == "default"
     assert methods["ddpm-mlp-uniform"].config("4", 0, StudyConfig()).pixel_sampling == "uniform"
     assert methods["ddpm-mlp"].config("4", 0, StudyConfig()).pixel_sampling == "balanced"
     assert methods["ddpm-unet-ft"].options["unfreeze_at"] == 100
@@ -149,10 +152,21 @@ def test_demo_command_writes_a_report(tmp_path: Path, other_scan: Path, root: Pa
     summary = demo.run_demo(out, StudyConfig(budgets=("2", "4"), seeds=(0,), image_size=64, block=3, gap=1),
                             data=data, progress=False, log=lambda _: None)
     text = summary.read_text()
-    assert "random weights + Unet decoder" in text and "Unet decoder (frozen)" in text
-    assert "Within-volume" in text and "Cross-patient" in text and "±" not in text  # one seed: no spread column
+    assert "default recipe (contrast phases" in text and "release 0.2 recipe" in text
+    assert "pseudo ground truth" in text and "non-contrast" in text and "median HU inside its labels" in text
+    assert "Within-volume" not in text and "±" not in text  # the demo scores the other scan only; one seed
+    assert "Errors at budget 2" in text and "where each true organ's voxels were predicted" in text
     assert (out / "report" / "overlays.png").stat().st_size > 10_000
     assert (out / "report" / "dsc_vs_budget.png").is_file()
     rows = read_results_csv(out / "report" / "results.csv")
-    assert {r["method"] for r in rows} == {"ddpm-unet", "random-unet"}
-    assert len(rows) == 8  # 2 methods x 2 budgets x (held-out blocks + the other scan)
+    assert {r["method"] for r in rows} == {"ddpm-unet", "ddpm-unet-noaug"}
+    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"cross-patient"}  # 2 methods x 2 budgets
+
+
+def test_spread_slices_cover_the_scan() -> None:
+    from smp_diffusion_encoder.study.demo import spread_slices
+
+    gt = np.zeros((20, 4, 4), np.uint8)
+    gt[2:18, 1, 1] = 1
+    assert spread_slices(gt) == [4, 10, 15]  # not three neighbours
+    assert spread_slices(np.zeros((2, 4, 4), np.uint8)) == [0, 1]

@@ -33,19 +33,24 @@ Gaussian noise              standard deviation 0-30 HU                          
 Gaussian blur               sigma 0.5-1 px                                               0.2
 brightness (multiplicative) x 0.75-1.25 about the labeled tissue's mean HU               0.15
 contrast                    x 0.75-1.25 about the slice mean, range kept                 0.15
-low resolution              down by 0.5-1 (nearest), back up (cubic)                     0.25
+low resolution              down by 0.75-1 (nearest), back up (cubic)                    0.25
 gamma, inverted             0.7-1.5 on the [0, 1] image, mean and std kept               0.1
 gamma                       0.7-1.5 on the [0, 1] image, mean and std kept               0.3
 ==========================  ==========================================================  ====
+
+Two magnitudes are set in physical terms instead of nnU-Net's numbers, because our slices have 3 mm pixels where
+nnU-Net's abdominal CT plans have about 0.8 mm: low resolution goes down to 0.75 (4 mm pixels; nnU-Net's 0.5 at
+0.8 mm is 1.6 mm), and noise is added only where the window is not saturated (air stays air, as it would in HU).
 
 **No flips.** Anatomy is lateralized: a left-right flip turns the right kidney (id 2) into something that
 sits where the left kidney (id 13) belongs, and likewise the adrenals (7/8), liver vs spleen; the labels
 would contradict the image. Up-down flips put anterior organs posterior. Neither is used (nnU-Net mirrors;
 we do not).
 
-Geometric transforms, blur and low resolution are albumentations' (run in ``[0, 1]`` space, the range it
-assumes for float images); contrast phases, noise, brightness, contrast and gamma are defined in HU or on the
-window here. One seed gives one sequence of draws for both (:meth:`Augmentation.reseed`).
+Rotation, scaling and the elastic field are composed into one coordinate map and the slice is resampled once
+(cubic; the mask nearest), as nnU-Net does: three resamplings in a row (albumentations' separate transforms) blur
+a 3 mm slice visibly. Everything runs on numpy, SciPy and OpenCV from one ``numpy`` random generator per call
+stream (:meth:`Augmentation.reseed`).
 
 Example:
     >>> aug = build_augmentation("default", seed=0)
@@ -54,36 +59,45 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 from smp_diffusion_encoder.data.enhancement import simulate_enhancement
 from smp_diffusion_encoder.errors import ConfigError
 
-if TYPE_CHECKING:
-    import albumentations as A
-
 Strength = Literal["none", "default", "spatial-intensity", "contrast"]
 STRENGTHS: tuple[str, ...] = ("none", "default", "spatial-intensity", "contrast")
 DEFAULT_HU_WINDOW: tuple[float, float] = (-160.0, 240.0)
+#: Elastic field: uniform noise in [-1, 1] smoothed by a Gaussian of ELASTIC_SIGMA px, times ELASTIC_ALPHA px
+#: (mean displacement 1.7 px, at most about 4 px on a 128 px slice).
+ELASTIC_ALPHA, ELASTIC_SIGMA = 200.0, 10.0
 
 
-def _pipelines(seed: int | None) -> tuple[A.Compose, A.Compose, A.Compose]:
-    """albumentations' parts: spatial, blur, low resolution. Imported here: albumentations imports torch, and
-    the job configs that name the strengths must stay light (``smp-diffusion --help``)."""
-    import albumentations as A
-    import cv2
-
-    geometry: dict[str, Any] = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                                    border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=0)
-    spatial = A.Compose([A.Affine(rotate=(-15, 15), p=0.2, **geometry),
-                         A.Affine(scale=(0.7, 1.4), p=0.2, **geometry),
-                         A.ElasticTransform(alpha=200.0, sigma=10.0, p=0.2, **geometry)], seed=seed)
-    blur = A.Compose([A.GaussianBlur(blur_limit=0, sigma_limit=(0.5, 1.0), p=0.2)], seed=seed)
-    low_res = A.Compose([A.Downscale(scale_range=(0.5, 1.0), p=0.25, interpolation_pair={
-        "downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_CUBIC})], seed=seed)
-    return spatial, blur, low_res
+def _spatial(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (p 0.2, +-15 deg), scaling (p 0.2, 0.7-1.4) and an elastic field (p 0.2) about the slice centre,
+    one resampling: image cubic (outside: air, -1), mask nearest (outside: 0)."""
+    rotate, scale, elastic = rng.uniform(size=3) < 0.2
+    angle = np.deg2rad(rng.uniform(-15.0, 15.0)) if rotate else 0.0
+    zoom = rng.uniform(0.7, 1.4) if scale else 1.0
+    if not (rotate or scale or elastic):
+        return x, mask
+    h, w = x.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    dy, dx = yy - cy, xx - cx
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    src_y = cy + (cos * dy - sin * dx) / zoom  # output pixel <- input position (inverse map)
+    src_x = cx + (sin * dy + cos * dx) / zoom
+    if elastic:
+        for coords in (src_y, src_x):
+            coords += (ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), ELASTIC_SIGMA)
+                       * ELASTIC_ALPHA).astype(np.float32)
+    image = cv2.remap(x, src_x, src_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    labels = cv2.remap(mask, src_x, src_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return image, labels
 
 
 class Augmentation:
@@ -109,15 +123,11 @@ class Augmentation:
         self.strength, self.hu_window = strength, (lo, hi)
         self.contrast = strength in ("default", "contrast")
         self.generic = strength in ("default", "spatial-intensity")
-        self._spatial, self._resolution, self._low_res = _pipelines(seed) if self.generic else (None, None, None)
         self._rng = np.random.default_rng(seed)
 
     def reseed(self, seed: int | None) -> None:
         """Restart the random stream from ``seed``."""
         self._rng = np.random.default_rng(seed)
-        for compose in (self._spatial, self._resolution, self._low_res):
-            if compose is not None:
-                compose.set_random_seed(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim != 2 or image.shape != mask.shape:
@@ -135,13 +145,12 @@ class Augmentation:
             hu = lo + (x + 1.0) * per_unit
             x = np.clip((simulate_enhancement(hu, mask, rng) - lo) / per_unit - 1.0, -1.0, 1.0).astype(np.float32)
         if self.generic:
-            assert self._spatial is not None and self._resolution is not None and self._low_res is not None
-            out = self._spatial(image=(x + 1.0) * 0.5, mask=mask)
-            x01, mask = out["image"].astype(np.float32, copy=False), np.ascontiguousarray(out["mask"], dtype=np.uint8)
-            x = x01 * 2.0 - 1.0
-            if rng.uniform() < 0.1:  # Gaussian noise, std 0-30 HU
-                x = x + rng.normal(0.0, rng.uniform(0.0, 30.0) / per_unit, x.shape).astype(np.float32)
-            x = self._resolution(image=(x + 1.0) * 0.5)["image"] * 2.0 - 1.0
+            x, mask = _spatial(x, mask, rng)
+            if rng.uniform() < 0.1:  # Gaussian noise, std 0-30 HU, where the window is not saturated (air stays air)
+                inside = (x > -0.995) & (x < 0.995)  # (resampling leaves air a hair above -1)
+                x = x + inside * rng.normal(0.0, rng.uniform(0.0, 30.0) / per_unit, x.shape).astype(np.float32)
+            if rng.uniform() < 0.2:  # Gaussian blur, sigma 0.5-1 px
+                x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.0), borderType=cv2.BORDER_REPLICATE)
             if rng.uniform() < 0.15:  # brightness: about the labeled tissue's mean (nnU-Net: the foreground mean)
                 tissue = mask > 0 if (mask > 0).any() else x > -1.0
                 pivot = float(x[tissue].mean()) if tissue.any() else 0.0
@@ -149,11 +158,15 @@ class Augmentation:
             if rng.uniform() < 0.15:  # contrast about the slice mean, original range kept
                 mean, low, high = float(x.mean()), float(x.min()), float(x.max())
                 x = np.clip(mean + rng.uniform(0.75, 1.25) * (x - mean), low, high)
-            x = self._low_res(image=np.clip((x + 1.0) * 0.5, 0.0, 1.0).astype(np.float32))["image"] * 2.0 - 1.0
+            if rng.uniform() < 0.25:  # low resolution: down (nearest) by 0.75-1, back up (cubic)
+                h, w = x.shape
+                f = rng.uniform(0.75, 1.0)
+                small = cv2.resize(x, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_NEAREST)
+                x = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
             for invert, p in ((True, 0.1), (False, 0.3)):
                 if rng.uniform() < p:
                     x = _gamma(x, rng.uniform(0.7, 1.5), invert)
-        img = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+        img = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)  # cubic resampling may overshoot
         return img.reshape(image.shape), np.ascontiguousarray(mask, dtype=np.uint8).reshape(image.shape)
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ import lazy_loader as _lazy
 
 from smp_diffusion_encoder.registry.hooks import install as _install
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.3.0.dev0"
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,

@@ -36,7 +36,7 @@ from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
 from smp_diffusion_encoder.study.results import aggregate, write_results_csv  # noqa: E402
-from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  # noqa: E402
+from smp_diffusion_encoder.formats.run_folder import hours_at, training_hours  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from benchmarks._milestones import milestone_encoder  # noqa: E402
 from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig  # noqa: E402
 from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.hub.weights import CONFIG_NAME  # noqa: E402
+from smp_diffusion_encoder.formats.folder import CONFIG_NAME  # noqa: E402
 from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
 from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402

@@ -2,7 +2,7 @@
 
 Steps (all from the run's own files, nothing typed in by hand):
 
-1. export the EMA U-Net as encoder weights (:func:`~smp_diffusion_encoder.hub.export.export_encoder`);
+1. export the EMA U-Net as encoder weights (:func:`~smp_diffusion_encoder.formats.export.export_encoder`);
 2. store float tensors as float16 when that is needed to stay under ``--max-mb`` (they load into float32
    modules unchanged in meaning: ``load_state_dict`` casts on copy);
 3. draw a DDIM sample grid from the same EMA U-Net (``samples.png``) and copy the loss curve (``loss.png``);
@@ -37,9 +37,9 @@ if str(REPO) not in sys.path:
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
 from smp_diffusion_encoder.errors import ConfigError  # noqa: E402
-from smp_diffusion_encoder.hub.export import export_encoder  # noqa: E402
-from smp_diffusion_encoder.hub.weights import CARD_NAME, WEIGHTS_NAME  # noqa: E402
-from smp_diffusion_encoder.training.run_folder import hours_at, load_run, training_hours  # noqa: E402
+from smp_diffusion_encoder.formats.export import export_encoder  # noqa: E402
+from smp_diffusion_encoder.formats.folder import CARD_NAME, WEIGHTS_NAME  # noqa: E402
+from smp_diffusion_encoder.formats.run_folder import hours_at, load_run, training_hours  # noqa: E402
 
 #: An absolute path in a card (a token starting with "/" followed by a folder and another "/").
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s`('\"=:])(/[\w.-]+/[\w./-]*)")

@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "smp_diffusion_encoder"
-#: Bottom to top. ``_io``, ``_options``, ``_device`` and ``errors`` are the base everything may use.
-LAYERS = ("errors", "_io", "_options", "_device", "models", "diffusion", "data", "evaluation", "heads", "encoder",
-          "training", "hub", "registry", "inference", "generation", "finetune", "study", "cli")
+#: Bottom to top. ``errors``, ``_io``, ``_options``, ``_device`` and ``_hub`` are the base everything may use.
+LAYERS = ("errors", "_io", "_options", "_device", "_hub", "models", "diffusion", "data", "evaluation", "encoder",
+          "heads", "formats", "training", "hub", "registry", "inference", "generation", "finetune", "study", "cli")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.module == "smp_diffusion_encoder" and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]  # from smp_diffusion_encoder import _options
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -51,3 +53,42 @@ def test_no_import_points_upward(path: Path) -> None:
 def test_every_layer_exists() -> None:
     present = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.rglob("*.py")} - {"__init__"}
     assert present == set(LAYERS)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through imports (module level or inside functions; a package ``__init__`` counts as
+    the package)."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    names = {_module_name(p) for p in paths}
+
+    def target(name: str) -> str | None:
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {_module_name(p): {t for _, n in _imports(p) if (t := target(n)) and t != _module_name(p)} for p in paths}
+    graph["smp_diffusion_encoder"] = set()  # the root facade names everything by design
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module)):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smp_diffusion_encoder.hub.export import export_encoder
-    from smp_diffusion_encoder.training.run_folder import load_run
+    from smp_diffusion_encoder.formats.export import export_encoder
+    from smp_diffusion_encoder.formats.run_folder import load_run
 
     info = load_run(args.run_dir, use_ema=args.use_ema, milestone=args.milestone)
     out = export_encoder(info, args.out_dir, variant=args.variant, license=args.license)

@@ -6,8 +6,8 @@ schedule from the rule of :mod:`~smp_diffusion_encoder.finetune.schedule` -> fro
 once (fp16) -> :class:`~smp_diffusion_encoder.training.Trainer` with
 :class:`~smp_diffusion_encoder.finetune.steps.ProbeStep`, :class:`~smp_diffusion_encoder.finetune.steps.MLPStep`
 or :class:`~smp_diffusion_encoder.finetune.steps.DecoderStep` -> a model folder ``DIR/model`` that
-``smp-diffusion predict`` runs (:func:`~smp_diffusion_encoder.inference.save_probe` or
-:func:`~smp_diffusion_encoder.inference.save_segmenter`).
+``smp-diffusion predict`` runs (:func:`~smp_diffusion_encoder.formats.save_probe` or
+:func:`~smp_diffusion_encoder.formats.save_segmenter`).
 
 ``DIR`` also holds ``config.json`` (the :class:`~smp_diffusion_encoder.finetune.config.FinetuneConfig` and what
 was resolved from it: weights, preprocessing, schedule), the loop's ``checkpoint.pt``, ``metrics.csv``,
@@ -60,7 +60,8 @@ from smp_diffusion_encoder.finetune.data import (
 from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
 from smp_diffusion_encoder.heads import FeatureCache
-from smp_diffusion_encoder.inference.model_dir import ProbeModel, save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.heads.probe_model import ProbeModel
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.records import resolve
 from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights

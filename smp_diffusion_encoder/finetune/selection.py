@@ -49,7 +49,7 @@ from smp_diffusion_encoder.finetune.data import gather, labeled_cases, load_case
 from smp_diffusion_encoder.finetune.selection_config import SelectionConfig
 from smp_diffusion_encoder.finetune.steps import ProbeStep
 from smp_diffusion_encoder.heads import FeatureCache, LinearProbe
-from smp_diffusion_encoder.hub.weights import save_encoder_weights
+from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry.records import resolve
 from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights

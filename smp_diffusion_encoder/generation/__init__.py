@@ -11,8 +11,8 @@ module                 responsibility
 ``evaluate``           metrics between two image sets on disk
 =====================  =====================================================================
 
-Run folders are read by :mod:`smp_diffusion_encoder.training.run_folder`; encoder export lives with the
-weights format (:mod:`smp_diffusion_encoder.hub.export`).
+Run folders are read by :mod:`smp_diffusion_encoder.formats.run_folder`; encoder export lives with the
+folder formats (:mod:`smp_diffusion_encoder.formats.export`).
 """
 
 import lazy_loader as _lazy

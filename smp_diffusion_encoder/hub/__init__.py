@@ -1,29 +1,50 @@
-"""The weights-folder format and its I/O: save, load, push, download, cache, export; safe by construction.
+"""The Hugging Face Hub: publish a folder and get the 40-hex commit to pin, or download one file.
 
-* :mod:`.weights`: the folder (``config.json`` + ``model.safetensors`` + ``README.md``) that smp, timm and
-  this package all load: :func:`save_encoder_weights`, :func:`load_encoder_weights`.
-* :mod:`.export`: a pretraining run -> such a folder (:func:`export_encoder`).
-* :mod:`.push`: publish a folder, get the 40-hex commit to pin; :mod:`.download`: one file via the cache.
-* :mod:`.pretrained`: whole fine-tuned smp models without re-downloads (:func:`save_finetuned`,
-  :func:`load_finetuned`).
-* :mod:`.packaged`: seeding packaged default weights into the HF cache, offline.
+* :mod:`.push`: :func:`push_folder` (any folder of ``config.json`` + ``model.safetensors``),
+  :func:`push_encoder_weights` (an encoder weights folder, validated first).
+* :mod:`.download`: :func:`download_file`, one file through the Hugging Face cache.
 
-Which names smp and timm know, and which weights they load by default, is decided in
-:mod:`smp_diffusion_encoder.registry`. Only safetensors are ever read; pickle files (``pytorch_model.bin``,
-``*.pt``, ``*.pth``) are refused.
+The folders themselves (encoder weights, fine-tuned models, packaged defaults, pretraining runs) are
+:mod:`smp_diffusion_encoder.formats`; their loaders take a local folder or a Hub repo alike. The names that used to
+live here (``save_encoder_weights``, ``load_finetuned``, ...) still work from here, with a
+``DeprecationWarning`` naming their new home.
 """
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import lazy_loader as _lazy
 
-__getattr__, __dir__, __all__ = _lazy.attach(
+_getattr, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "card": ["render_model_card"],
         "download": ["download_file"],
-        "export": ["export_encoder"],
-        "packaged": ["seed_hf_cache", "seed_packaged_weights"],
-        "pretrained": ["load_finetuned", "save_finetuned"],
         "push": ["push_encoder_weights", "push_folder"],
-        "weights": ["build_config", "hash_folder", "load_encoder_weights", "save_encoder_weights"],
     },
 )
+
+#: Names that moved to :mod:`smp_diffusion_encoder.formats` in 0.2 -> their module there.
+_MOVED = {
+    "build_config": "encoder_weights",
+    "load_encoder_weights": "encoder_weights",
+    "save_encoder_weights": "encoder_weights",
+    "render_model_card": "card",
+    "export_encoder": "export",
+    "hash_folder": "packaged",
+    "seed_hf_cache": "packaged",
+    "seed_packaged_weights": "packaged",
+    "load_finetuned": "model_folder",
+    "save_finetuned": "model_folder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import smp_diffusion_encoder.formats as formats
+
+        warnings.warn(f"smp_diffusion_encoder.hub.{name} moved to smp_diffusion_encoder.formats.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(formats, name)
+    return _getattr(name)

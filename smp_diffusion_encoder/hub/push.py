@@ -21,15 +21,15 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from smp_diffusion_encoder._hub import is_commit
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub.download import is_commit
-from smp_diffusion_encoder.hub.weights import (
+from smp_diffusion_encoder.formats.encoder_weights import open_encoder_weights
+from smp_diffusion_encoder.formats.folder import (
     CARD_NAME,
     CONFIG_NAME,
     PICKLE_SUFFIXES,
     WEIGHTS_NAME,
-    _no_safetensors_message,
-    load_encoder_weights,
+    no_safetensors_message,
     validate_safetensors,
 )
 
@@ -47,7 +47,8 @@ def push_folder(
 ) -> str:
     """Upload ``config.json`` + ``model.safetensors`` (+ ``README.md``) of ``folder``; return the commit sha.
 
-    Works for encoder weights folders and for whole models saved by :func:`save_finetuned`. Creates the
+    Works for encoder weights folders and for whole models saved by
+    :func:`~smp_diffusion_encoder.formats.save_finetuned`. Creates the
     repo (and ``branch``) if needed.
 
     Example:
@@ -60,7 +61,7 @@ def push_folder(
     names = [p.name for p in path.iterdir()]
     pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
     if WEIGHTS_NAME not in names:
-        raise WeightsError(_no_safetensors_message(str(path), names))
+        raise WeightsError(no_safetensors_message(str(path), names))
     if pickles:
         raise WeightsError(f"{path}: holds pickle weight files {pickles}; remove them before publishing")
     if CONFIG_NAME not in names:
@@ -104,5 +105,5 @@ def push_encoder_weights(
         >>> push_encoder_weights("out/ddpm-ct", "my-org/ddpm-ct-flare", branch="v1")  # doctest: +SKIP
         '3f1c...'
     """
-    load_encoder_weights(folder)  # raises WeightsError on anything unloadable
+    open_encoder_weights(folder).state_dict()  # raises WeightsError on anything unloadable
     return push_folder(folder, repo_id, branch=branch, token=token, private=private, commit_message=commit_message)

@@ -1,4 +1,5 @@
-"""Inference: model folders (whole smp models, probes) and whole-volume prediction to NIfTI, NRRD, MHA or DICOM SEG."""
+"""Inference: whole-volume prediction to NIfTI, NRRD, MHA or DICOM SEG; the model folders it runs are
+:mod:`smp_diffusion_encoder.formats.model_folder` (their names stay importable from here)."""
 
 import lazy_loader as _lazy
 

@@ -58,7 +58,7 @@ from smp_diffusion_encoder.data.volume import (
     write_volume_like,
 )
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
-from smp_diffusion_encoder.inference.model_dir import Segmenter
+from smp_diffusion_encoder.formats.model_folder import Segmenter
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
 

@@ -19,7 +19,7 @@ import segmentation_models_pytorch.encoders as smp_encoders
 
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.encoder.smp_encoder import DDPMEncoder
-from smp_diffusion_encoder.hub.packaged import seed_packaged_weights
+from smp_diffusion_encoder.formats.packaged import seed_packaged_weights
 from smp_diffusion_encoder.models.config import UNetConfig
 from smp_diffusion_encoder.registry.records import (
     EncoderRecord,

@@ -22,7 +22,7 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from smp_diffusion_encoder.encoder.timm_model import DDPMCTUNet
-from smp_diffusion_encoder.hub.weights import WEIGHTS_NAME, fetch_weights_file
+from smp_diffusion_encoder.formats.folder import WEIGHTS_NAME, fetch_weights
 from smp_diffusion_encoder.registry.records import all_records, resolve
 
 
@@ -56,7 +56,7 @@ def prepare_timm_pretrained(pretrained: bool, kwargs: dict[str, Any]) -> dict[st
     hub_id = cfg.get("hf_hub_id") if cfg.get("source") == "hf-hub" else None
     if pretrained and hub_id:
         repo, _, revision = str(hub_id).partition("@")
-        fetch_weights_file(repo, revision=revision or None)
+        fetch_weights(repo, revision=revision or None)
     return kwargs
 
 

@@ -7,36 +7,36 @@
   ``load_state_dict``); these functions validate the repo against the name's architecture, pin it to a
   40-hex commit and by default pre-download the files, so problems surface here as :class:`WeightsError`
   and the later smp call makes no request.
-* :func:`resolve_weights`, :func:`preprocessing_for`, :func:`load_weights`: what fine-tuning asks of a name
-  (which key is the default, the preprocessing the weights were trained with, the state dict).
+* :func:`load_encoder`: one call gives the encoder of a name with its weights (the folder read once) and their
+  preprocessing attached as ``encoder.pretrained_cfg`` (:class:`PretrainedCfg`), as timm models carry theirs;
+  fine-tuning and feature selection take the preprocessing from there. :func:`resolve_weights`,
+  :func:`preprocessing_for` and :func:`load_weights` answer one of those questions each, from the same reader.
 
 Example:
     >>> import segmentation_models_pytorch as smp
     >>> register_hub_weights("ddpm-ct", "my-org/ddpm-ct-flare", revision="0123abcd" * 5, key="flare")  # doctest: +SKIP
     >>> model = smp.Unet("ddpm-ct", encoder_weights="flare", in_channels=1, classes=14)              # doctest: +SKIP
+    >>> encoder = load_encoder("ddpm-ct-tiny", None)        # random weights: the preprocessing for its size
+    >>> encoder.pretrained_cfg.weights, encoder.pretrained_cfg.preprocessing.image_size
+    (None, 64)
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from torch import nn
 
+from smp_diffusion_encoder._hub import is_commit
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
-from smp_diffusion_encoder.encoder.features import encoder_state_dict
+from smp_diffusion_encoder.encoder.config import EncoderSpec
+from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.hub.download import download_file, is_commit
-from smp_diffusion_encoder.hub.weights import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    config_preprocessing,
-    config_spec,
-    fetch_weights_file,
-    read_config,
-    read_safetensors,
-)
+from smp_diffusion_encoder.formats.encoder_weights import EncoderWeights, open_encoder_weights
+from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry import smp_names
 from smp_diffusion_encoder.registry.records import PACKAGED_ORG, EncoderRecord, HubWeights, PackagedWeights, put, resolve
 
@@ -56,15 +56,15 @@ def register_hub_weights(name: str, repo_id: str, *, revision: str, key: str, pr
         record = resolve(name)
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
-    config = _fetch_config(repo_id, revision)
-    diff = record.spec.differences(config_spec(config, source=f"{repo_id}@{revision}"))
+    weights = _open_hub(repo_id, revision)
+    diff = record.spec.differences(weights.spec)
     if diff:
         raise WeightsError(
             f"{repo_id}@{revision}: config.json describes a different architecture than encoder {name!r} "
             f"({'; '.join(diff)}; encoder vs repo); use register_encoder_from_hub() to register it under a new name"
         )
     if prefetch:
-        fetch_weights_file(repo_id, revision=revision)
+        weights.folder.weights_path  # downloaded and checked now: the later smp call makes no request
     source = HubWeights(repo_id, revision)
     smp_names.write(put(record.with_weights(key, source)))
     return source
@@ -79,17 +79,16 @@ def register_encoder_from_hub(name: str, repo_id: str, *, revision: str, key: st
         >>> register_encoder_from_hub("ddpm-ct-flare", "my-org/ddpm-ct-flare", revision="ab" * 20)  # doctest: +SKIP
         'ddpm-ct-flare'
     """
-    config = _fetch_config(repo_id, revision)
-    spec = config_spec(config, source=f"{repo_id}@{revision}")
+    weights = _open_hub(repo_id, revision)
     if prefetch:
-        fetch_weights_file(repo_id, revision=revision)
-    smp_names.register_encoder(name, spec.unet, spec.features, {key: HubWeights(repo_id, revision)})
+        weights.folder.weights_path
+    smp_names.register_encoder(name, weights.spec.unet, weights.spec.features, {key: HubWeights(repo_id, revision)})
     return name
 
 
 def register_encoder_from_folder(name: str, folder: str | os.PathLike[str], *, key: str = "ct") -> str:
     """Register smp encoder ``name`` with the architecture and weights of a local weights folder (``config.json``
-    + ``model.safetensors``, e.g. written by :func:`~smp_diffusion_encoder.hub.export.export_encoder`).
+    + ``model.safetensors``, e.g. written by :func:`~smp_diffusion_encoder.formats.export.export_encoder`).
 
     ``smp.Unet(name, encoder_weights=key)`` then loads the folder's weights offline (seeded into the Hugging
     Face cache at a content revision the first time they are asked for), and fine-tuning with ``encoder=name``
@@ -101,12 +100,10 @@ def register_encoder_from_folder(name: str, folder: str | os.PathLike[str], *, k
         'ddpm-ct-mine'
     """
     folder = Path(folder)
-    config = read_config(folder / CONFIG_NAME, source=str(folder))
-    spec = config_spec(config, source=str(folder))
-    config_preprocessing(config, source=str(folder))  # fine-tuning needs it: refuse a folder without it now
-    read_safetensors(folder / WEIGHTS_NAME, source=str(folder / WEIGHTS_NAME))
+    weights = open_encoder_weights(folder, require_preprocessing=True)  # fine-tuning needs the preprocessing
+    weights.state_dict()  # refuse unreadable weights now, not when smp first asks for them
     source = PackagedWeights(folder.resolve(), f"{PACKAGED_ORG}-local/{name}")
-    smp_names.register_encoder(name, spec.unet, spec.features, {key: source})
+    smp_names.register_encoder(name, weights.spec.unet, weights.spec.features, {key: source})
     return name
 
 
@@ -121,6 +118,54 @@ def resolve_weights(encoder: str, encoder_weights: str | None) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What an encoder's weights come with, attached as ``encoder.pretrained_cfg`` by :func:`load_encoder`.
+
+    Attributes:
+        encoder: the encoder's name; ``spec`` its architecture (``None`` for an encoder that is not ours).
+        weights: the weights key loaded (``None``: random initialization).
+        source: where the weights came from, for messages (``"random initialization"`` without weights).
+        preprocessing: how CT becomes the encoder's input: from the weights' ``config.json``, else the default
+            for the U-Net's image size (256 for encoders that are not ours).
+    """
+
+    encoder: str
+    weights: str | None
+    source: str
+    preprocessing: PreprocessingConfig
+    spec: EncoderSpec | None = None
+
+
+def load_encoder(name: str, weights: str | None = "auto", *, image_size: int | None = None) -> nn.Module:
+    """The encoder ``name`` with its ``weights`` loaded and ``encoder.pretrained_cfg`` (:class:`PretrainedCfg`) set.
+
+    For a ``ddpm-ct`` name: a :class:`~smp_diffusion_encoder.encoder.features.DiffusionFeatureEncoder` whose U-Net
+    stops after the last feature block (what a weights folder holds), weights read once from their folder
+    (packaged or a pinned Hub snapshot) and checked against the name's architecture. For any other smp encoder
+    (e.g. ``resnet34`` for baselines): smp's own, with the default preprocessing. ``weights``: a key of the
+    name's weights, ``"auto"`` (its default CT weights when it has them, else random) or ``None`` (random).
+    ``image_size`` overrides the preprocessing's size (see :func:`preprocessing_for`).
+
+    Example:
+        >>> encoder = load_encoder("ddpm-ct-tiny", None, image_size=32)
+        >>> encoder.pretrained_cfg.preprocessing.image_size, encoder.strides[:3]
+        (32, (1, 2, 4))
+    """
+    cfg, opened = _pretrained(name, weights, image_size)
+    if cfg.spec is None:
+        import segmentation_models_pytorch as smp
+
+        encoder = smp.encoders.get_encoder(name, in_channels=1, weights=cfg.weights)
+    else:
+        encoder = DiffusionFeatureEncoder(DiffusionUNet(cfg.spec.unet), cfg.spec.features)
+        encoder.unet.truncate(max(encoder.blocks))
+        if opened is not None:
+            encoder.load_state_dict(opened.state_dict())
+    encoder.pretrained_cfg = cfg
+    return encoder
+
+
 def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessingConfig:
     """The preprocessing an encoder expects: from its weights' ``config.json``, else the default for its size.
 
@@ -129,53 +174,56 @@ def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int
     none). An encoder that is not ours (e.g. smp's ``resnet34``, for baselines) gets the default
     preprocessing at ``image_size`` (default 256).
     """
-    try:
-        record = resolve(encoder)
-    except KeyError:
-        return PreprocessingConfig(image_size=image_size or 256)
-    if encoder_weights is None:
-        return PreprocessingConfig(image_size=image_size or record.spec.unet.image_size)
-    config = _weights_config(record, encoder_weights)
-    prep = config_preprocessing(config, source=_describe(record, encoder_weights))
-    if image_size is None or image_size == prep.image_size:
-        return prep
-    return PreprocessingConfig(prep.hu_window, image_size, None if prep.spacing_mm is None else "auto")
+    return _pretrained(encoder, encoder_weights, image_size)[0].preprocessing
 
 
 def load_weights(encoder: str, encoder_weights: str) -> dict[str, torch.Tensor]:
     """The state dict (``unet.*`` keys, checked against the architecture) of ``encoder``'s weights ``key``."""
-    record = resolve(encoder)
-    source = _source(record, encoder_weights)
-    where = _describe(record, encoder_weights)
-    if isinstance(source, PackagedWeights):
-        path = source.folder / WEIGHTS_NAME
-    else:
-        path = fetch_weights_file(source.repo_id, revision=source.revision)
-    return encoder_state_dict(read_safetensors(path, source=str(path)), record.spec, source=where)
+    return open_weights(resolve(encoder), encoder_weights).state_dict()
 
 
-def _source(record: EncoderRecord, key: str) -> HubWeights | PackagedWeights:
+def open_weights(record: EncoderRecord, key: str) -> EncoderWeights:
+    """The weights folder of ``record``'s weights ``key`` (packaged, or a Hub snapshot at its pinned commit),
+    checked to hold exactly the record's architecture; its state dict is read on demand."""
     if key not in record.weights:
         raise WeightsError(f"encoder {record.smp_name!r} has no weights {key!r}; available: {sorted(record.weights)}")
-    return record.weights[key]
-
-
-def _describe(record: EncoderRecord, key: str) -> str:
-    return f"{record.smp_name} weights {key!r} ({_source(record, key).describe()})"
-
-
-def _weights_config(record: EncoderRecord, key: str) -> dict[str, Any]:
-    source = _source(record, key)
+    source = record.weights[key]
     if isinstance(source, PackagedWeights):
-        return read_config(source.folder / CONFIG_NAME, source=str(source.folder))
-    return _fetch_config(source.repo_id, source.revision)
+        opened = open_encoder_weights(source.folder)
+    else:
+        opened = _open_hub(source.repo_id, source.revision)
+    differences = record.spec.differences(opened.spec)
+    if differences:
+        raise WeightsError(f"{record.smp_name} weights {key!r} ({source.describe()}) do not match the encoder: "
+                           + "; ".join(differences))
+    return opened
 
 
-def _fetch_config(repo_id: str, revision: str) -> dict[str, Any]:
+def _pretrained(name: str, weights: str | None, image_size: int | None) -> tuple[PretrainedCfg, EncoderWeights | None]:
+    """The :class:`PretrainedCfg` of ``name`` with ``weights`` (``"auto"`` resolved), and the opened folder."""
+    key = resolve_weights(name, weights)
+    try:
+        record = resolve(name)
+    except KeyError:
+        return PretrainedCfg(name, key, f"smp weights {key!r}" if key else "random initialization",
+                             PreprocessingConfig(image_size=image_size or 256)), None
+    if key is None:
+        prep = PreprocessingConfig(image_size=image_size or record.spec.unet.image_size)
+        return PretrainedCfg(record.smp_name, None, "random initialization", prep, record.spec), None
+    opened = open_weights(record, key)
+    source = f"{record.smp_name} weights {key!r} ({record.weights[key].describe()})"
+    prep = opened.preprocessing
+    if prep is None:
+        raise WeightsError(f"{source}: {opened.source}/config.json records no 'preprocessing' (HU window, image size)")
+    if image_size is not None and image_size != prep.image_size:
+        prep = PreprocessingConfig(prep.hu_window, image_size, None if prep.spacing_mm is None else "auto")
+    return PretrainedCfg(record.smp_name, key, source, prep, record.spec), opened
+
+
+def _open_hub(repo_id: str, revision: str) -> EncoderWeights:
     if not is_commit(revision):
         raise ConfigError(
             f"revision {revision!r} of {repo_id} is not a 40-hex commit id; weights registered in code are "
             f"pinned to a commit (push_encoder_weights() returns it; `hf api` / the Hub page shows it)"
         )
-    path = Path(download_file(repo_id, CONFIG_NAME, revision=revision))
-    return read_config(path, source=f"{repo_id}@{revision}")
+    return open_encoder_weights(repo_id, revision=revision)

@@ -28,18 +28,16 @@ from typing import Any, Literal, Protocol
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.formats.folder import write_safetensors
+from smp_diffusion_encoder.formats.run_folder import CHECKPOINT_NAME, CURVES_NAME, METRICS_NAME, milestone_path
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from smp_diffusion_encoder.training.curves import plot_training_curves, write_metrics_csv
 from smp_diffusion_encoder.training.ema import EMA
 
-CHECKPOINT_NAME = "checkpoint.pt"
-MILESTONE_DIR = "milestones"
 #: ``loss.png`` is redrawn at a checkpoint at most this often (seconds), and always at the end of a run.
 PLOT_EVERY_S = 60.0
 Batch = Any
@@ -221,20 +219,16 @@ class Trainer:
 
     def milestone_path(self, step: int) -> Path:
         """Where the weights of milestone ``step`` go: ``out_dir/milestones/step-NNNNNNN.safetensors``."""
-        return self.out_dir / MILESTONE_DIR / f"step-{step:07d}.safetensors"
+        return milestone_path(self.out_dir, step)
 
     def save_milestone(self) -> Path | None:
         """Save the exportable weights (EMA if kept, else the model's) at a milestone step (rank 0)."""
         if self.global_step not in self.config.milestones or self.rank != 0:
             return None
         module = self.ema.module if self.ema is not None else self.bare
-        state = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-                 for k, v in module.state_dict().items()}
-        path = self.milestone_path(self.global_step)
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata={"step": str(self.global_step),
-                                                  "weights": "ema" if self.ema is not None else "model"})
-        return path
+        return write_safetensors(self.milestone_path(self.global_step), module.state_dict(),
+                                 metadata={"step": str(self.global_step),
+                                           "weights": "ema" if self.ema is not None else "model"})
 
     # ----- checkpoints -------------------------------------------------------------------------
     def resume(self, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
@@ -265,7 +259,7 @@ class Trainer:
                 extra["early_stopping"] = self.early_stopping.state_dict()
             save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
                             ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
-            write_metrics_csv(self.out_dir / "metrics.csv", self.history)
+            write_metrics_csv(self.out_dir / METRICS_NAME, self.history)
             self._plot(force=plot)
         if self.world_size > 1:
             dist.barrier()
@@ -273,7 +267,7 @@ class Trainer:
     def _plot(self, *, force: bool) -> None:
         now = time.monotonic()
         if self.rank == 0 and (force or now - self._last_plot >= PLOT_EVERY_S):
-            plot_training_curves(self.out_dir / "loss.png", self.history, title=self.config.title)
+            plot_training_curves(self.out_dir / CURVES_NAME, self.history, title=self.config.title)
             self._last_plot = now
 
     # ----- the loop ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.splits import read_split_json
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.finetune import FinetuneConfig, FinetuneResult, api, finetune, mean_slice_dice
-from smp_diffusion_encoder.inference.model_dir import load_model
+from smp_diffusion_encoder.formats.model_folder import load_model
 
 PROBE = dict(method="probe", encoder="ddpm-ct-tiny", budget="4", batch_size=2)
 VALIDATED = dict(val_fraction=0.5, min_val_slices=2)  # the phantom is small: allow validation on 2+ slices
@@ -185,8 +185,8 @@ def test_encoder_weights_and_their_preprocessing_are_used(root: Path, tmp_path: 
 
     from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
     from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid
-    from smp_diffusion_encoder.hub.packaged import seed_hf_cache
-    from smp_diffusion_encoder.hub.weights import save_encoder_weights
+    from smp_diffusion_encoder.formats.packaged import seed_hf_cache
+    from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
     from smp_diffusion_encoder.registry import HubWeights, register_encoder
 
     torch.manual_seed(1)

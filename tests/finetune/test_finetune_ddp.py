@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
-from smp_diffusion_encoder.inference.model_dir import load_model
+from smp_diffusion_encoder.formats.model_folder import load_model
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from tests.training.helpers import REPO, cli_env
 

@@ -11,7 +11,7 @@ import torch
 
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid
-from smp_diffusion_encoder.hub import save_encoder_weights
+from smp_diffusion_encoder.formats import save_encoder_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = "tiny"

@@ -12,7 +12,7 @@ from tests.hub.hub_helpers import folder_files
 from huggingface_hub import constants
 
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub import load_encoder_weights
+from smp_diffusion_encoder.formats import load_encoder_weights
 
 REPO = "org/ddpm-ct-tiny"
 

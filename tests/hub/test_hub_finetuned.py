@@ -12,7 +12,8 @@ from tests.hub.fake_hub import FakeHub
 from tests.hub.hub_helpers import folder_files, run_python
 
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub import load_finetuned, push_folder, save_finetuned
+from smp_diffusion_encoder.formats import load_finetuned, save_finetuned
+from smp_diffusion_encoder.hub import push_folder
 from smp_diffusion_encoder.registry import register_hub_weights
 
 ENC_REPO = "org/ddpm-ct-tiny"
@@ -63,7 +64,7 @@ def test_from_hub_in_a_fresh_process_without_re_downloading_encoder_weights(
     hub_online.requests.clear()
     code = f"""
 import torch, smp_diffusion_encoder
-from smp_diffusion_encoder.hub import load_finetuned
+from smp_diffusion_encoder.formats import load_finetuned
 model = load_finetuned("org/flare-unet", revision="{sha}")
 with torch.no_grad():
     y = model({X})
@@ -85,3 +86,12 @@ def test_pickle_only_whole_model_is_refused(hub_online: FakeHub, tmp_path: Path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
     with pytest.raises(WeightsError, match="only pickle-based weights"):
         load_finetuned(tmp_path)
+
+
+def test_names_that_moved_to_formats_still_work_from_hub() -> None:
+    import smp_diffusion_encoder.formats as formats
+    import smp_diffusion_encoder.hub as hub
+
+    for name in ("save_finetuned", "load_finetuned", "save_encoder_weights", "load_encoder_weights", "export_encoder"):
+        with pytest.warns(DeprecationWarning, match=f"formats.{name}"):
+            assert getattr(hub, name) is getattr(formats, name)

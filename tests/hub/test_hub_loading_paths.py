@@ -11,7 +11,7 @@ from tests.hub.fake_hub import FakeHub
 from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.hub.weights import WEIGHTS_NAME
+from smp_diffusion_encoder.formats.folder import WEIGHTS_NAME
 from smp_diffusion_encoder.registry import HubWeights, register_encoder_from_hub, register_hub_weights, resolve
 
 REPO = "org/ddpm-ct-tiny"

@@ -3,7 +3,7 @@
 smp's ``get_encoder`` only knows ``hf_hub_download(repo_id, file, revision=<40 hex>)``, and with a commit
 revision that is already in the Hugging Face cache no request is made. :func:`seed_packaged_weights` copies
 a packaged weights folder into the HF cache as a snapshot of a fixed repo id (``smp-diffusion/<smp
-name>``) at a revision derived from the content (:func:`~smp_diffusion_encoder.hub.weights.hash_folder`)
+name>``) at a revision derived from the content (:func:`hash_folder`)
 and returns that revision. The registry calls it the first time smp asks for the weights (never on
 import). Seeding is idempotent and atomic per file. If the HF cache is read-only, the snapshot goes to our
 own cache (``$SMP_DIFFUSION_CACHE``, default ``~/.cache/smp_diffusion_encoder/hub``) with a warning: smp
@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -25,10 +26,11 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
-from smp_diffusion_encoder._io import atomic_path, read_json_object
+from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.encoder.config import EncoderSpec
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub.weights import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, config_spec, hash_folder
+from smp_diffusion_encoder.formats.encoder_weights import config_spec
+from smp_diffusion_encoder.formats.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
 
 FALLBACK_CACHE_ENV = "SMP_DIFFUSION_CACHE"
 
@@ -36,6 +38,18 @@ FALLBACK_CACHE_ENV = "SMP_DIFFUSION_CACHE"
 def fallback_cache_dir() -> Path:
     env = os.environ.get(FALLBACK_CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "smp_diffusion_encoder" / "hub"
+
+
+def hash_folder(folder: str | os.PathLike[str], names: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> str:
+    """40-hex content revision of the files ``names`` in ``folder`` (SHA-1 over their SHA-256s)."""
+    outer = hashlib.sha1()
+    for name in names:
+        inner = hashlib.sha256()
+        with open(Path(folder) / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                inner.update(chunk)
+        outer.update(f"{name}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
 
 
 def seed_hf_cache(folder: str | os.PathLike[str], repo_id: str, revision: str, cache_dir: str | os.PathLike[str]) -> Path:
@@ -61,7 +75,7 @@ def seed_packaged_weights(folder: Path, repo_id: str, expected: EncoderSpec) -> 
     Raises :class:`WeightsError` when the folder's ``config.json`` is unreadable or describes another
     architecture (e.g. a ``$SMP_DIFFUSION_WEIGHTS_DIR`` folder made for another variant).
     """
-    config = read_json_object(folder / CONFIG_NAME, lambda problem: WeightsError(f"{folder / CONFIG_NAME}: {problem}"))
+    config = read_config(folder / CONFIG_NAME)
     differences = config_spec(config, source=str(folder)).differences(expected)
     if differences:
         raise WeightsError(f"packaged weights {folder} do not match their encoder: " + "; ".join(differences))
@@ -87,3 +101,6 @@ def seed_packaged_weights(folder: Path, repo_id: str, expected: EncoderSpec) -> 
                 stacklevel=2,
             )
     return revision
+
+
+__all__ = ["FALLBACK_CACHE_ENV", "fallback_cache_dir", "hash_folder", "seed_hf_cache", "seed_packaged_weights"]

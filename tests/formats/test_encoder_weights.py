@@ -14,8 +14,9 @@ from timm.models._pretrained import PretrainedCfg
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder import DDPMEncoder, EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub import load_encoder_weights, save_encoder_weights
-from smp_diffusion_encoder.hub.weights import config_preprocessing, read_safetensors
+from smp_diffusion_encoder.formats import load_encoder_weights, save_encoder_weights
+from smp_diffusion_encoder.formats.encoder_weights import config_preprocessing
+from smp_diffusion_encoder.formats.folder import read_safetensors
 from smp_diffusion_encoder.models import PRESETS
 
 

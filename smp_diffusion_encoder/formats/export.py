@@ -4,7 +4,7 @@ The encoder of a variant is a :class:`~smp_diffusion_encoder.encoder.FeaturePyra
 prefix ``unet.``, truncated after the last decoder block its features use (later blocks and the noise head
 are dropped). Export keeps exactly the pyramid's tensors of the run's full U-Net
 (:func:`~smp_diffusion_encoder.encoder.features.encoder_state_dict`, every shape checked) and writes the
-folder with :func:`~smp_diffusion_encoder.hub.weights.save_encoder_weights` together with the run's
+folder with :func:`~smp_diffusion_encoder.formats.encoder_weights.save_encoder_weights` together with the run's
 preprocessing and a model card (data, command, steps as recorded by the run; "not recorded" otherwise).
 
 The run's U-Net must be the variant's preset (fields that do not change what the encoder computes,
@@ -29,8 +29,8 @@ from smp_diffusion_encoder.encoder.config import EncoderSpec
 from smp_diffusion_encoder.encoder.features import encoder_state_dict
 from smp_diffusion_encoder.encoder.variants import get_variant
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.hub.weights import save_encoder_weights
-from smp_diffusion_encoder.training.run_folder import RunInfo, load_run
+from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
+from smp_diffusion_encoder.formats.run_folder import RunInfo, load_run
 
 
 def export_encoder(
@@ -52,7 +52,7 @@ def export_encoder(
         milestone: the weights the run kept at that step (``RUN_DIR/milestones/``) instead.
         license: the model card's license (``None``: "not recorded").
         command: overrides the pretraining command recorded in the run's ``config.json``.
-        card: further model card fields (see :func:`~smp_diffusion_encoder.hub.card.render_model_card`).
+        card: further model card fields (see :func:`~smp_diffusion_encoder.formats.card.render_model_card`).
 
     Returns the folder; ``load_encoder_weights(out_dir)`` then gives a state dict that
     ``smp.Unet(<variant>).encoder`` and ``timm.create_model(<timm name>)`` load strictly.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
-from smp_diffusion_encoder.training.run_folder import hours_at, load_run, read_run_config, training_hours
+from smp_diffusion_encoder.formats.run_folder import hours_at, load_run, read_run_config, training_hours
 from tests.training.run_helpers import write_run
 
 def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path) -> None:

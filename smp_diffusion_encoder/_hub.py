@@ -1,0 +1,116 @@
+"""Hub plumbing (private, as timm's ``_hub``): one file of a Hub repo through the Hugging Face cache.
+
+Errors become :class:`WeightsError`, and every failure names the repo, the revision and the file, and says
+what to do: a missing repo or file, an unknown revision, offline mode (``HF_HUB_OFFLINE=1``) without a cached
+copy, an unreachable server, a download cut short. No retries are added on top of huggingface_hub's own.
+A downloaded file is checked against the content hash the server announced (:func:`verify_cached_blob`).
+
+Nothing here knows a file format: which files a folder holds and how they are read is decided in
+:mod:`smp_diffusion_encoder.formats`; the public Hub functions (push, download) are
+:mod:`smp_diffusion_encoder.hub`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from smp_diffusion_encoder.errors import WeightsError
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_commit(revision: str | None) -> bool:
+    """True for a full 40-hex commit id (the only kind of revision we register in code)."""
+    return bool(revision and COMMIT_RE.match(revision))
+
+
+def download_file(repo_id: str, filename: str, *, revision: str | None = None) -> str:
+    """Local path of ``filename`` of Hub model repo ``repo_id`` at ``revision`` (cached, no re-download).
+
+    Example:
+        >>> download_file("my-org/ddpm-ct-flare", "config.json", revision="0123abcd" * 5)  # doctest: +SKIP
+        '/home/me/.cache/huggingface/hub/models--my-org--ddpm-ct-flare/snapshots/0123.../config.json'
+    """
+    where = f"{repo_id}@{revision or 'main'}/{filename}"
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except HFValidationError as err:
+        raise WeightsError(f"{repo_id!r} is neither an existing folder nor a valid Hub repo id ({err})") from err
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        if constants.is_offline_mode():
+            raise WeightsError(
+                f"{where}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                f"forbids downloading it. Run once online, or pre-download it with "
+                f"`hf download {repo_id} {filename}" + (f" --revision {revision}`" if revision else "`")
+            ) from err
+        raise WeightsError(
+            f"{where}: could not be downloaded (the Hub at {constants.ENDPOINT} was unreachable or the "
+            f"download failed) and there is no cached copy. Check the connection and retry, or pre-download "
+            f"it with `hf download {repo_id} {filename}`"
+        ) from err
+    except RevisionNotFoundError as err:
+        raise WeightsError(f"{where}: revision {revision!r} does not exist in {repo_id}") from err
+    except RepositoryNotFoundError as err:
+        raise WeightsError(
+            f"{where}: repository {repo_id} not found on {constants.ENDPOINT} (or it is private/gated: log in "
+            f"with `hf auth login`)"
+        ) from err
+    except EntryNotFoundError as err:
+        raise WeightsError(f"{where}: the repository has no file {filename!r}") from err
+    except Exception as err:  # HTTP errors, httpx transport errors (connection refused/reset), OSError
+        raise WeightsError(f"{where}: download failed ({type(err).__name__}: {err}); nothing was loaded") from err
+
+
+def list_repo_files_safely(repo_id: str, *, revision: str | None = None) -> list[str]:
+    """The repo's file names, or ``[]`` when they cannot be listed (offline, no server): never raises."""
+    if constants.is_offline_mode():
+        return []
+    try:
+        from huggingface_hub import HfApi
+
+        return list(HfApi().list_repo_files(repo_id, revision=revision))
+    except Exception:  # listing only improves an error message; never mask the original problem
+        return []
+
+
+def verify_cached_blob(path: str | os.PathLike[str], *, source: str) -> None:
+    """Check a downloaded file against its content hash and drop it from the cache if it differs.
+
+    In the Hugging Face cache a snapshot file links to ``blobs/<etag>``; for large (LFS) files the etag
+    is the SHA-256 of the content, so a file altered in transit is detected here. Non-hash etags (git
+    blob ids of small files) are left to the file format's own checks (e.g. the safetensors header).
+    """
+    real = Path(os.path.realpath(path))
+    etag = real.name
+    if real.parent.name != "blobs" or len(etag) != 64 or any(c not in "0123456789abcdef" for c in etag):
+        return
+    digest = hashlib.sha256()
+    with open(real, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != etag:
+        for p in (Path(path), real):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        raise WeightsError(
+            f"{source}: downloaded content has SHA-256 {digest.hexdigest()[:12]}..., the server announced "
+            f"{etag[:12]}...; the corrupted copy was removed from the cache, retry the download"
+        )
+
+
+__all__ = ["download_file", "is_commit", "list_repo_files_safely", "verify_cached_blob"]

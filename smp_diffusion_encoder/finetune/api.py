@@ -43,7 +43,7 @@ from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.splits import Split, write_split_json
-from smp_diffusion_encoder.errors import ConfigError, WeightsError
+from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import slice_dice
 from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
@@ -64,7 +64,7 @@ from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmente
 from smp_diffusion_encoder.heads.probe_model import ProbeModel
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.records import resolve
-from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights
+from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
 from smp_diffusion_encoder.training import EarlyStopping, TrainConfig, Trainer, load_checkpoint
 from smp_diffusion_encoder.training.curves import loss_flattened
 from smp_diffusion_encoder.training.distributed import barrier, init_distributed
@@ -168,8 +168,8 @@ def finetune(
         raise ConfigError(f"{ckpt} exists: pass resume=True to continue that run, or choose another out_dir")
     if resume and not ckpt.exists():
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
-    weights = resolve_weights(config.encoder, config.encoder_weights)
-    prep = preprocessing_for(config.encoder, weights, config.image_size)
+    encoder = load_encoder(config.encoder, config.encoder_weights, image_size=config.image_size)  # read once
+    weights, prep = encoder.pretrained_cfg.weights, encoder.pretrained_cfg.preprocessing
     volumes = load_cases(labeled_cases(root_or_cases), prep)
     if split is None:
         split = build_split({c: lab for c, (_, lab) in volumes.items()}, config.budget, config.seed,
@@ -197,12 +197,14 @@ def finetune(
 
     torch.manual_seed(config.seed)
     if config.method in ("probe", "mlp"):
-        model, cache, predict, save = _head(config, weights, prep, val, out, device, cache_dir, precision)
+        model, cache, predict, save = _head(config, encoder, prep, val, out, device, cache_dir, precision)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
-        segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
-                                     in_channels=1, classes=FLARE_NUM_CLASSES).to(device)
+        segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=None,
+                                     in_channels=1, classes=FLARE_NUM_CLASSES)
+        use_pretrained(segmenter.encoder, encoder)
+        segmenter.to(device)
         segmenter.encoder.requires_grad_(False)
         segmenter.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
         model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir, precision=precision)
@@ -284,7 +286,7 @@ def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopp
                           flat.flat, flat.text, plan.reason)
 
 
-def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path, device: torch.device,
+def _head(config: FinetuneConfig, encoder: nn.Module, prep: Any, val: LabeledSlices, out: Path, device: torch.device,
           cache_dir: str | os.PathLike[str] | None, precision: str
           ) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
     """The probe / MLP ensemble on a frozen registered encoder: trainable head, cache, predictor, saver."""
@@ -294,11 +296,7 @@ def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSl
         raise ConfigError(f"method {config.method!r} needs a ddpm-ct encoder: {err.args[0]}") from None
     probe_model = ProbeModel.build(spec.unet, spec.features, FLARE_NUM_CLASSES,
                                    head="linear" if config.method == "probe" else "mlp", num_models=config.mlp_members)
-    if weights is not None:
-        try:
-            probe_model.encoder.load_state_dict(load_weights(config.encoder, weights))
-        except RuntimeError as err:
-            raise WeightsError(f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})") from err
+    use_pretrained(probe_model.encoder, encoder)
     probe_model.to(device)
     probe_model.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
     cache = FeatureCache(probe_model.encoder, cache_dir, precision=precision)

@@ -52,7 +52,7 @@ from smp_diffusion_encoder.heads import FeatureCache, LinearProbe
 from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry.records import resolve
-from smp_diffusion_encoder.registry.weights import load_weights, preprocessing_for, resolve_weights
+from smp_diffusion_encoder.registry.weights import load_encoder
 from smp_diffusion_encoder.training import TrainConfig, Trainer
 
 SELECTION_NAME = "selection.json"
@@ -86,18 +86,15 @@ def select_features(root_or_cases: str | os.PathLike[str] | Sequence[Case], conf
     except KeyError as err:
         raise ConfigError(f"feature selection needs a ddpm-ct encoder: {err.args[0]}") from None
     spec = record.spec
-    weights = resolve_weights(config.encoder, config.encoder_weights)
-    prep = preprocessing_for(config.encoder, weights)
+    encoder = load_encoder(config.encoder, config.encoder_weights)  # weights and preprocessing, read once
+    prep = encoder.pretrained_cfg.preprocessing
     volumes = load_cases(labeled_cases(root_or_cases), prep)
     train_pairs, val_pairs = _split(volumes, config, pool)
     train, val = gather(volumes, train_pairs), gather(volumes, val_pairs)
     device = resolve_device(config.device)
-    unet = DiffusionUNet(spec.unet)
+    unet = encoder.unet  # truncated after the encoder's last block: what the weights hold
     base = spec.features.resolved_blocks(spec.unet)
-    unet.truncate(max(base))  # what the weights hold: the blocks up to the encoder's last one
     candidates = list(range(max(base) + 1))
-    if weights is not None:
-        unet.load_state_dict({k.removeprefix("unet."): v for k, v in load_weights(config.encoder, weights).items()})
     unet = unet.to(device, memory_format=torch.channels_last).eval()
     precision = resolve_precision(config.precision, device)
     timesteps = tuple(sorted(set(config.timesteps) | set(spec.features.timesteps)))

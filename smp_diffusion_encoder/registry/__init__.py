@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "smp_names": ["register_encoder"],
         "weights": ["PretrainedCfg", "load_encoder", "load_weights", "preprocessing_for",
                     "register_encoder_from_folder", "register_encoder_from_hub", "register_hub_weights",
-                    "resolve_weights"],
+                    "resolve_weights", "use_pretrained"],
         "hooks": ["install"],
     },
 )

@@ -166,6 +166,25 @@ def load_encoder(name: str, weights: str | None = "auto", *, image_size: int | N
     return encoder
 
 
+def use_pretrained(module: nn.Module, encoder: nn.Module) -> nn.Module:
+    """Give ``module`` (an encoder built without weights, e.g. an smp model's ``encoder`` or a
+    :class:`~smp_diffusion_encoder.heads.ProbeModel`'s) the weights and ``pretrained_cfg`` of ``encoder`` from
+    :func:`load_encoder`; random weights (``weights=None``) are left as ``module`` drew them. Returns ``module``.
+
+    ``smp.create_model(arch, encoder_name=name, encoder_weights=None, ...)`` then :func:`use_pretrained` gives the
+    same model as ``encoder_weights=key`` (the decoder draws the same random numbers) without reading the
+    weights a second time.
+    """
+    cfg = encoder.pretrained_cfg
+    if cfg.weights is not None:
+        try:
+            module.load_state_dict(encoder.state_dict())
+        except RuntimeError as err:
+            raise WeightsError(f"{cfg.source} do not fit {type(module).__name__} ({err})") from err
+    module.pretrained_cfg = cfg
+    return module
+
+
 def preprocessing_for(encoder: str, encoder_weights: str | None, image_size: int | None = None) -> PreprocessingConfig:
     """The preprocessing an encoder expects: from its weights' ``config.json``, else the default for its size.
 

@@ -2,8 +2,8 @@
 
 INPUT is a NIfTI, NRRD or MetaImage file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), a DICOM series folder,
 or a folder of them (searched recursively). MODEL_DIR is a whole smp model saved with
-``smp_diffusion_encoder.inference.save_segmenter`` (config.json, model.safetensors, preprocessing.json) or a
-linear probe saved with ``save_probe``. Each input gives OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly
+``smp_diffusion_encoder.formats.save_segmenter`` (config.json, model.safetensors, preprocessing.json) or a
+probe saved with ``formats.save_probe``. Each input gives OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly
 the input's geometry, and optionally <case>_probabilities.nii.gz (float32, classes on the last axis) and
 <case>_uncertainty.nii.gz (softmax entropy, nats). --output-format nrrd or mha writes those files as .nrrd or
 .mha; dicom-seg (DICOM series inputs only) writes <case>_seg.dcm, a DICOM Segmentation object that references
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smp_diffusion_encoder.cli._args import description
+from smp_diffusion_encoder.data.io_registry import output_formats
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
                         "AVX512-BF16 or AMX), else fp32 (default: auto)")
-    p.add_argument("--output-format", default="nifti", choices=("nifti", "nrrd", "mha", "dicom-seg"),
+    p.add_argument("--output-format", default="nifti", choices=output_formats(),
                    help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
                         "probabilities/uncertainty as NIfTI")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")

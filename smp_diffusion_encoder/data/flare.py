@@ -12,8 +12,9 @@ and 50 tuning scans::
 
 Folder names appear with and without the ``22`` (``FLARELabeledCase50``); every ``*UnlabeledCase*`` folder
 is unlabeled data (searched recursively). The case id is the image file name minus ``_0000.nii.gz``; label
-files carry no ``_0000``. As in nnU-Net, images and labels may also be NRRD or MetaImage files
-(``_0000.nrrd``, ``.mha``...). Only file names are read here: :func:`~.volume.read_volume` opens the files.
+files carry no ``_0000``. As in nnU-Net, images and labels may be in any format the table of formats reads
+(:mod:`~.io_registry`: also ``_0000.nrrd``, ``.mha``...). Only file names are read here:
+:func:`~.volume.read_volume` opens the files.
 
 Example:
     >>> ds = FlareDataset.discover("/data/FLARE22")                 # doctest: +SKIP
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smp_diffusion_encoder.data.dicom import is_dicom_file
-from smp_diffusion_encoder.data.volume import is_volume_file, strip_volume_suffix
+from smp_diffusion_encoder.data.io_registry import VOLUME_SUFFIXES, is_volume_file, strip_volume_suffix
 from smp_diffusion_encoder.errors import DatasetLayoutError
 
 _LABELED_DIR = re.compile(r"^FLARE(22)?_?LabeledCase\d*$", re.IGNORECASE)
@@ -99,10 +100,10 @@ class FlareDataset:
         return dataset
 
 
-#: Label-map file names of a case folder (:func:`find_labeled_cases`).
-CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz", "label.nrrd", "label.mha")
+#: Label-map file names of a case folder (:func:`find_labeled_cases`): these names in every format read.
+CASE_LABEL_NAMES = tuple(f"{stem}{end}" for stem in ("label", "labels", "segmentation") for end in VOLUME_SUFFIXES)
 #: Image file names of a case folder without a DICOM series, in order of preference.
-CASE_IMAGE_NAMES = ("image.nii.gz", "image.nii", "image.nrrd", "image.mha")
+CASE_IMAGE_NAMES = tuple(f"image{end}" for end in VOLUME_SUFFIXES)
 
 
 def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
@@ -130,8 +131,9 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
         folders = [path] if _case_label(path) else sorted(p for p in path.iterdir() if p.is_dir() and _case_label(p))
         cases = [_case_folder(p) for p in folders]
     if not cases:
-        raise DatasetLayoutError(path, f"holds no labeled case (a FLARE root, or folders with one of "
-                                       f"{list(CASE_LABEL_NAMES)} and a DICOM series or image.nii.gz)")
+        raise DatasetLayoutError(path, f"holds no labeled case (a FLARE root, or folders with a label map "
+                                       f"label.nii.gz (or labels/segmentation, {'/'.join(VOLUME_SUFFIXES)}) and a "
+                                       f"DICOM series or image.nii.gz)")
     _check_unique(path, cases)
     return cases
 
@@ -150,8 +152,8 @@ def _case_folder(folder: Path) -> Case:
         raise DatasetLayoutError(folder, f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); "
                                          f"a case folder has one image")
     if not image.exists():
-        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or one of "
-                                         f"{list(CASE_IMAGE_NAMES)})")
+        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or image with one "
+                                         f"of the endings {'/'.join(VOLUME_SUFFIXES)})")
     return Case(folder.name, image, label)
 
 
@@ -173,8 +175,8 @@ def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:
         if any(is_dicom_file(f) for f in files if not _is_volume(f)):
             found.append(here)
     if not found:
-        raise DatasetLayoutError(folder, "holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM "
-                                         "series folders")
+        raise DatasetLayoutError(folder, f"holds no volume files ({', '.join(VOLUME_SUFFIXES)}) or DICOM series "
+                                         f"folders")
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 

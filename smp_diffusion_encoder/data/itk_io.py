@@ -1,7 +1,9 @@
 """NRRD and MetaImage (MHA/MHD) volumes, read and written with SimpleITK as nnU-Net's SimpleITKIO does.
 
-Reading gives a NIfTI image in memory, so these files pass through the same checks and the same canonical
-reorientation as NIfTI files (:func:`~smp_diffusion_encoder.data.volume.read_volume`). The voxel axes
+Two formats of the table in :mod:`~smp_diffusion_encoder.data.io_registry`: :class:`NrrdIO` (``.nrrd``,
+``.nhdr``) and :class:`MetaImageIO` (``.mha``, ``.mhd``). Reading gives a NIfTI image in memory, so these files
+pass through the same checks and the same canonical reorientation as NIfTI files
+(:func:`~smp_diffusion_encoder.data.volume.read_volume`). The voxel axes
 ``(i, j, k)`` are ITK's index order (the file's), and the affine is built from ITK's geometry, which is LPS:
 
 ``world_RAS = diag(-1, -1, 1) @ (origin + direction @ diag(spacing) @ (i, j, k))``
@@ -28,37 +30,65 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import nibabel as nib
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from smp_diffusion_encoder._io import atomic_path
+from smp_diffusion_encoder.data.imageio import GridIO
 from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InvalidVolumeError
 
-#: File endings read through SimpleITK (header + data files ``.mhd``/``.nhdr`` are read, never written).
-ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
-#: File endings :func:`write_itk_like` writes, with the ITK ImageIO that writes each.
-ITK_WRITE_IOS: dict[str, str] = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_FORMAT_NAMES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage"}
+if TYPE_CHECKING:
+    import nibabel as nib
+    import numpy as np
+    from numpy.typing import DTypeLike
+
+    from smp_diffusion_encoder.data.volume import Volume
+
+#: ITK's world coordinates are LPS, NIfTI's RAS: x and y flip.
+_LPS_TO_RAS = ((-1.0, 0.0, 0.0, 0.0), (0.0, -1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 
 
-def is_itk_file(path: Path) -> bool:
-    """True for a file whose name ends in one of :data:`ITK_SUFFIXES` (case-insensitive)."""
-    return path.suffix.lower() in ITK_SUFFIXES
+class _ItkIO(GridIO):
+    """A single-file ITK format; the header + data file variant (``.nhdr``/``.mhd``) is read, never written (the
+    two files cannot be replaced atomically together)."""
+
+    kind: ClassVar[str] = ""
+    image_io: ClassVar[str] = ""
+
+    def read(self, path: Path) -> nib.Nifti1Image:
+        return read_itk_image(path, kind=self.kind)
+
+    def write_array(self, data: np.ndarray, reference: Volume, path: Path, dtype: DTypeLike) -> Path:
+        return write_itk_like(data.astype(dtype, copy=False), reference.affine, path, image_io=self.image_io)
 
 
-def read_itk_image(path: str | os.PathLike[str]) -> nib.Nifti1Image:
+class NrrdIO(_ItkIO):
+    name: ClassVar[str] = "nrrd"
+    endings: ClassVar[tuple[str, ...]] = (".nrrd", ".nhdr")
+    write_endings: ClassVar[tuple[str, ...]] = (".nrrd",)
+    kind: ClassVar[str] = "NRRD"
+    image_io: ClassVar[str] = "NrrdImageIO"
+
+
+class MetaImageIO(_ItkIO):
+    name: ClassVar[str] = "mha"
+    endings: ClassVar[tuple[str, ...]] = (".mha", ".mhd")
+    write_endings: ClassVar[tuple[str, ...]] = (".mha",)
+    kind: ClassVar[str] = "MetaImage"
+    image_io: ClassVar[str] = "MetaImageIO"
+
+
+def read_itk_image(path: str | os.PathLike[str], *, kind: str = "an ITK image") -> nib.Nifti1Image:
     """Read a NRRD / MetaImage file as an in-memory NIfTI image (voxels as stored, affine RAS mm, codes 1).
 
     Raises:
         CorruptFileError: SimpleITK cannot read the file (truncated, a missing ``.raw`` data file...).
         InvalidVolumeError: several values per voxel (colour or vector image), or not 2D-4D.
     """
+    import nibabel as nib
+    import numpy as np
     import SimpleITK as sitk
 
     path = Path(path)
-    kind = _FORMAT_NAMES.get(path.suffix.lower(), "an ITK image")
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -74,7 +104,7 @@ def read_itk_image(path: str | os.PathLike[str]) -> nib.Nifti1Image:
     n = min(dim, 3)
     lps[:n, :n] = direction[:n, :n] * np.array(img.GetSpacing()[:n])
     lps[:n, 3] = img.GetOrigin()[:n]
-    affine = _LPS_TO_RAS @ lps
+    affine = np.array(_LPS_TO_RAS) @ lps
     nifti = nib.Nifti1Image(data, affine)
     nifti.set_qform(affine, code=1)
     nifti.set_sform(affine, code=1)
@@ -82,20 +112,19 @@ def read_itk_image(path: str | os.PathLike[str]) -> nib.Nifti1Image:
     return nifti
 
 
-def write_itk_like(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """Write file-order ``(i, j, k)`` (or ``(i, j, k, C)``: a vector image) ``data`` as ``.nrrd``/``.mha`` on
-    the grid of the RAS ``affine``; zlib-compressed, atomically. Returns the path.
+def write_itk_like(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str], *, image_io: str) -> Path:
+    """Write file-order ``(i, j, k)`` (or ``(i, j, k, C)``: a vector image) ``data`` with ITK's ``image_io``
+    (``"NrrdImageIO"``, ``"MetaImageIO"``) on the grid of the RAS ``affine``; zlib-compressed, atomically.
+    Returns the path.
 
     Raises:
-        ConfigError: another ending, or a sheared affine (ITK grids are orthogonal).
+        ConfigError: a sheared affine (ITK grids are orthogonal).
     """
+    import numpy as np
     import SimpleITK as sitk
 
     path = Path(path)
-    io_name = ITK_WRITE_IOS.get(path.suffix.lower())
-    if io_name is None:
-        raise ConfigError(f"{path}: SimpleITK output must end in {' or '.join(ITK_WRITE_IOS)}")
-    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    lps = np.array(_LPS_TO_RAS) @ np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     direction = lps[:3, :3] / spacing
     if np.abs(direction.T @ direction - np.eye(3)).max() > 1e-6:
@@ -108,7 +137,7 @@ def write_itk_like(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike
     img.SetOrigin([float(v) for v in lps[:3, 3]])
     img.SetDirection([float(v) for v in direction.reshape(-1)])
     writer = sitk.ImageFileWriter()
-    writer.SetImageIO(io_name)
+    writer.SetImageIO(image_io)
     writer.UseCompressionOn()
     with atomic_path(path, keep_suffix=True) as tmp:
         writer.SetFileName(str(tmp))
@@ -122,3 +151,6 @@ def _itk_message(err: RuntimeError) -> str:
     text = text.split("ERROR:", 1)[1] if "ERROR:" in text else text
     text = " ".join(text.split())
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+__all__ = ["MetaImageIO", "NrrdIO", "read_itk_image", "write_itk_like"]

@@ -56,6 +56,12 @@ FLARE_LABELS: dict[int, str] = {
     13: "left kidney",
 }
 
+#: Display colour of each FLARE 2022 label id (figures, and files that record segment colours).
+FLARE_COLORS: dict[int, str] = {
+    1: "#e6194b", 2: "#3cb44b", 3: "#4363d8", 4: "#ffe119", 5: "#f58231", 6: "#911eb4", 7: "#42d4f4",
+    8: "#f032e6", 9: "#bfef45", 10: "#fabed4", 11: "#469990", 12: "#dcbeff", 13: "#9a6324",
+}
+
 #: Number of classes including background (0..13).
 FLARE_NUM_CLASSES: int = len(FLARE_ORGANS) + 1
 

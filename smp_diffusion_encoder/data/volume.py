@@ -13,9 +13,10 @@ orientation** so that slices from differently stored files look alike:
 The voxel axes are only permuted and flipped (to the closest of the file's axes for oblique scans, never
 resampled), so reading and writing are exact inverses: :func:`write_label_map` and
 :func:`write_volume_like` undo the reorientation and write a NIfTI file with exactly the reference's shape,
-voxel order, affine and qform/sform codes (or a NRRD/MHA file with its grid). Files: NIfTI, NRRD and
-MetaImage (SimpleITK), DICOM series folders (pydicom; a gantry-tilted series is the one input that is
-resampled, see :mod:`~smp_diffusion_encoder.data.dicom_geometry`). Units: image voxels are Hounsfield units (HU), spacings and
+voxel order, affine and qform/sform codes (or a NRRD/MHA file with its grid). Files: whatever the table of
+formats reads and writes (:mod:`~smp_diffusion_encoder.data.io_registry`: NIfTI, NRRD and MetaImage, DICOM series
+folders; a gantry-tilted series is the one input that is resampled, see
+:mod:`~smp_diffusion_encoder.data.dicom_geometry`). Units: image voxels are Hounsfield units (HU), spacings and
 affines millimetres (world coordinates RAS+, the NIfTI convention).
 
 Example:
@@ -31,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import zlib
@@ -44,9 +44,14 @@ import numpy as np
 from nibabel import orientations as ornt_lib
 from numpy.typing import DTypeLike
 
-from smp_diffusion_encoder._io import atomic_path
-from smp_diffusion_encoder.data.dicom import read_dicom_series
-from smp_diffusion_encoder.data.itk_io import ITK_SUFFIXES, ITK_WRITE_IOS, is_itk_file, read_itk_image, write_itk_like
+from smp_diffusion_encoder.data.imageio import LabelInfo
+from smp_diffusion_encoder.data.io_registry import (
+    VOLUME_SUFFIXES,
+    is_volume_file,
+    reader_for,
+    strip_volume_suffix,
+    writer_for,
+)
 from smp_diffusion_encoder.data.nifti_header import check_qform_sform
 from smp_diffusion_encoder.errors import (
     ConfigError,
@@ -63,27 +68,8 @@ VolumeKind = Literal["image", "label"]
 #: Canonical voxel axes (x, y, z) as NIfTI axis codes: x -> patient left, y -> posterior, z -> superior.
 CANONICAL_AXCODES: tuple[str, str, str] = ("L", "P", "S")
 _CANONICAL_ORNT = ornt_lib.axcodes2ornt(CANONICAL_AXCODES)
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
-#: Every volume file ending :func:`read_volume` reads: NIfTI, NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
-#: ``.mhd``). DICOM series are folders.
-VOLUME_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + ITK_SUFFIXES
-#: Endings the writers accept: NIfTI, and the single-file ITK formats.
-OUTPUT_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + tuple(ITK_WRITE_IOS)
 #: Tolerance (mm) when comparing the geometry of an image and its label map.
 GEOMETRY_TOLERANCE_MM: float = 1e-3
-
-
-def is_volume_file(path: Path) -> bool:
-    """True for a name :func:`read_volume` reads as a file: NIfTI, NRRD or MetaImage (not a DICOM file)."""
-    return path.name.endswith(NIFTI_SUFFIXES) or is_itk_file(path)
-
-
-def strip_volume_suffix(name: str) -> str:
-    """``"case_0000.nii.gz"`` -> ``"case_0000"``; also ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``."""
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,9 +122,10 @@ class Volume:
 def read_volume(
     path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True
 ) -> Volume:
-    """Read a NIfTI file (``.nii``/``.nii.gz``), a NRRD or MetaImage file (``.nrrd``/``.nhdr``/``.mha``/``.mhd``,
-    via SimpleITK: :mod:`~smp_diffusion_encoder.data.itk_io`) or a DICOM series folder into a canonical
-    :class:`Volume`. Every format gets the same checks and the same canonical orientation.
+    """Read a volume file or a DICOM series folder into a canonical :class:`Volume`, with the reader the table
+    of formats picks (:func:`~smp_diffusion_encoder.data.io_registry.reader_for`: NIfTI ``.nii``/``.nii.gz``,
+    NRRD ``.nrrd``/``.nhdr`` and MetaImage ``.mha``/``.mhd`` via SimpleITK, DICOM folders via pydicom). Every
+    format gets the same checks and the same canonical orientation.
 
     ``kind="image"``: ``float32`` HU with the file's ``scl_slope``/``scl_inter`` (DICOM ``RescaleSlope``/
     ``RescaleIntercept``) applied; checked with :func:`check_ct_hu` unless ``check_hu=False``.
@@ -155,15 +142,7 @@ def read_volume(
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "does not exist")
-    if path.is_dir():
-        img = read_dicom_series(path)
-    elif path.name.endswith(NIFTI_SUFFIXES):
-        img = _load_nifti(path)
-    elif is_itk_file(path):
-        img = read_itk_image(path)
-    else:
-        raise InputFileError(path, f"is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a DICOM series "
-                                   f"folder")
+    img = reader_for(path).read(path)
     volume = volume_from_nifti(img, path, kind=kind)
     if kind == "image" and check_hu:
         check_ct_hu(volume)
@@ -290,22 +269,22 @@ def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = 
         )
 
 
-def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
+def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str],
+                    info: LabelInfo | None = None) -> Path:
     """Write canonical ``(Z, Y, X)`` integer labels with exactly ``reference``'s file geometry.
 
-    The format follows ``path``'s ending: NIfTI (``.nii.gz``/``.nii``; shape, voxel order, affine and
-    qform/sform codes equal the reference file's) or NRRD / MetaImage (``.nrrd``/``.mha``; voxel order, size,
-    spacing, origin and direction equal the reference's). Ids are stored as ``uint8`` (``uint16``/``int32``
-    above 255/65535). Written atomically; returns the path.
+    The format follows ``path``'s ending (:func:`~smp_diffusion_encoder.data.io_registry.writer_for`): NIfTI
+    (``.nii.gz``/``.nii``; shape, voxel order, affine and qform/sform codes equal the reference file's), NRRD /
+    MetaImage (``.nrrd``/``.mha``; voxel order, size, spacing, origin and direction equal the reference's), or a
+    DICOM SEG (``_seg.dcm``, for a reference read from a DICOM series). Ids are stored as ``uint8``
+    (``uint16``/``int32`` above 255/65535). ``info``: what the ids are (default: the FLARE 2022 organs). Written
+    atomically; returns the path.
     """
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
-        raise ConfigError(f"write_label_map needs integer labels, got dtype {labels.dtype}")
-    if labels.size and int(labels.min()) < 0:
-        raise ConfigError(f"write_label_map got negative label ids (min {int(labels.min())})")
-    top = int(labels.max()) if labels.size else 0
-    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
-    return _write_like(labels.astype(dtype, copy=False), reference, path, dtype)
+    path = Path(path)
+    written = writer_for(path).write_labels(labels, reference, path, info or LabelInfo.flare())
+    if written is None:
+        raise ConfigError(f"{path}: nothing was written (see the warning)")
+    return written
 
 
 def write_volume_like(
@@ -317,45 +296,8 @@ def write_volume_like(
     """Write a canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``, stored as a 4D NIfTI with C last, or an NRRD/MHA
     vector image) float map (probabilities, uncertainty) with exactly ``reference``'s file geometry, in the
     format of ``path``'s ending (see :func:`write_label_map`). Written atomically."""
-    return _write_like(np.asarray(array).astype(dtype, copy=False), reference, path, dtype)
-
-
-def _write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike[str], dtype: DTypeLike) -> Path:
     path = Path(path)
-    if not path.name.endswith(OUTPUT_SUFFIXES):
-        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz, or a .nrrd or .mha file")
-    if array.ndim not in (3, 4) or array.shape[-3:] != reference.array.shape:
-        raise ConfigError(
-            f"{path}: array is {array.shape} but reference {reference.name} is (Z, Y, X) "
-            f"{reference.array.shape} (a leading class axis is allowed)"
-        )
-    data = reference.to_original(array)  # (i, j, k[, C]) in the reference file's voxel order
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        return write_itk_like(data.astype(dtype, copy=False), reference.affine, path)
-    header = reference.header.copy()
-    header.set_data_dtype(dtype)
-    header["cal_min"], header["cal_max"] = 0, 0
-    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-    img = klass(data, None, header=header)  # affine None: the header's qform/sform are kept verbatim
-    img.header.set_slope_inter(None, None)
-    with atomic_path(path) as tmp:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(tmp, "wb", compresslevel=1, mtime=0) as fh:
-                img.to_stream(fh)
-        else:
-            with open(tmp, "wb") as fh:
-                img.to_stream(fh)
-    return path
-
-
-def _load_nifti(path: Path) -> nib.Nifti1Image:
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises many types (ImageFileError, OSError, EOFError, ValueError)
-        raise CorruptFileError(path, f"cannot read as NIfTI ({type(err).__name__}: {err})") from err
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise CorruptFileError(path, f"is a {type(img).__name__}, not a NIfTI-1/2 image")
-    return img
+    return writer_for(path, maps=True).write_map(array, reference, path, dtype)
 
 
 def _to_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -406,3 +348,8 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 
 def _fmt_spacing(spacing: tuple[float, ...]) -> str:
     return "x".join(f"{s:.4g}" for s in spacing)
+
+
+__all__ = ["CANONICAL_AXCODES", "GEOMETRY_TOLERANCE_MM", "VOLUME_SUFFIXES", "Volume", "VolumeKind", "check_ct_hu",
+           "check_label_ids", "check_pair", "is_volume_file", "read_volume", "strip_volume_suffix", "volume_from_nifti",
+           "write_label_map", "write_volume_like"]

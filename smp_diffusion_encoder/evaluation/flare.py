@@ -40,6 +40,7 @@ from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.errors import (
     CorruptFileError,
     DatasetLayoutError,
+    InputFileError,
     InvalidVolumeError,
     LabelMismatchError,
 )
@@ -181,8 +182,9 @@ def case_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float]) 
 
 
 def load_label_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Read a label map as the official evaluator does (nibabel, file voxel order, no reorientation); NRRD and
-    MetaImage files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) through SimpleITK, in the file's index order.
+    """Read a label map as the official evaluator does (file voxel order, no reorientation), with the reader the
+    table of formats picks by ending (:func:`~smp_diffusion_encoder.data.io_registry.reader_for`: NIfTI through
+    nibabel; NRRD and MetaImage through SimpleITK, in the file's index order).
 
     Returns:
         ``(labels, spacing_mm)``: ``(X, Y, Z)`` uint8 array and ``header.get_zooms()[:3]`` as floats.
@@ -191,16 +193,14 @@ def load_label_map(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[floa
         CorruptFileError: the file cannot be read or decoded.
         InvalidVolumeError: not 3D, or values that are not integers in 0..255.
     """
-    import nibabel as nib  # deferred: keeps ``import smp_diffusion_encoder.evaluation`` light
-
-    from smp_diffusion_encoder.data.itk_io import is_itk_file, read_itk_image
+    from smp_diffusion_encoder.data.io_registry import reader_for
 
     path = Path(path)
     try:
-        image = read_itk_image(path) if is_itk_file(path) else nib.load(path)
+        image = reader_for(path).read(path)
         data = np.asanyarray(image.dataobj)
         zooms = image.header.get_zooms()
-    except (CorruptFileError, InvalidVolumeError):
+    except InputFileError:  # corrupt, invalid, or not a volume file at all: already names the file
         raise
     except Exception as err:  # nibabel raises many types (ImageFileError, OSError, EOFError, zlib.error...)
         raise CorruptFileError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from err
@@ -235,7 +235,7 @@ def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[
 
 def _label_files(folder: Path) -> dict[str, Path]:
     """Case name (file name without its ending) -> label map file, for every volume file in ``folder``."""
-    from smp_diffusion_encoder.data.volume import is_volume_file, strip_volume_suffix  # deferred (nibabel, pydicom)
+    from smp_diffusion_encoder.data.io_registry import is_volume_file, strip_volume_suffix
 
     if not folder.is_dir():
         raise DatasetLayoutError(folder, "is not a folder")

@@ -9,14 +9,15 @@ probabilities at the input's resolution (smoother organ boundaries than upsampli
 batch, so memory stays at one batch of full-resolution probabilities unless they are saved.
 
 Outputs in ``out_dir`` for case ``<case>`` (the file name without its ending (``.nii.gz``, ``.nrrd``...)
-and without FLARE's ``_0000`` channel suffix; a DICOM folder's name), in ``output_format``:
+and without FLARE's ``_0000`` channel suffix; a DICOM folder's name), in ``output_format``, one of the table
+of formats (:data:`~smp_diffusion_encoder.data.io_registry.OUTPUT_FORMATS`):
 
 * ``"nifti"`` (default): ``<case>.nii.gz`` (uint8 ids), optionally ``<case>_probabilities.nii.gz`` (float32,
   4D with the class axis last) and ``<case>_uncertainty.nii.gz`` (float32, entropy of the softmax in nats,
   0 = certain, at most ``log K``);
 * ``"nrrd"`` / ``"mha"``: the same files as ``.nrrd`` / ``.mha`` (probabilities as a vector image);
 * ``"dicom-seg"`` (DICOM series inputs only): ``<case>_seg.dcm``, a DICOM Segmentation object referencing
-  the source series (:func:`~smp_diffusion_encoder.data.dicom_seg.write_dicom_seg`); probabilities and
+  the source series (:class:`~smp_diffusion_encoder.data.dicom_seg.DicomSegIO`); probabilities and
   uncertainty, if asked for, as NIfTI. A prediction without any organ gets no SEG (it needs at least one
   segment): a warning says so.
 
@@ -33,11 +34,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -45,30 +44,18 @@ from tqdm import tqdm
 
 from smp_diffusion_encoder._device import Precision, autocast, resolve_device, resolve_precision
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
-from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.flare import discover_volumes
+from smp_diffusion_encoder.data.imageio import LabelInfo
+from smp_diffusion_encoder.data.io_registry import is_volume_file, output_writer, strip_volume_suffix
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
-from smp_diffusion_encoder.data.remap import FLARE_LABELS
-from smp_diffusion_encoder.data.volume import (
-    Volume,
-    is_volume_file,
-    read_volume,
-    strip_volume_suffix,
-    write_label_map,
-    write_volume_like,
-)
+from smp_diffusion_encoder.data.volume import Volume, read_volume
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.formats.model_folder import Segmenter
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
 
-OutputFormat = Literal["nifti", "nrrd", "mha", "dicom-seg"]
-OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
-#: File ending of the label map and of the float maps, per output format.
-_ENDINGS: dict[str, tuple[str, str]] = {
-    "nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha": (".mha", ".mha"),
-    "dicom-seg": ("_seg.dcm", ".nii.gz"),
-}
+#: An ``--output-format`` name: one of :data:`OUTPUT_FORMATS` (from the table of formats).
+OutputFormat = str
 
 
 @dataclass(frozen=True)
@@ -209,27 +196,17 @@ def predict_files(
     """Predict every input and write its files to ``out_dir`` in ``output_format`` (see the module docstring).
 
     Raises the first :class:`SmpDiffusionError` unless ``keep_going``. Refused before anything is written
-    (:class:`ConfigError`): two inputs with the same case name, an unknown ``output_format``, and
-    ``"dicom-seg"`` for an input that is not a DICOM series folder.
+    (:class:`ConfigError`): two inputs with the same case name, an unknown ``output_format``, and inputs or a
+    model the format cannot serve (e.g. ``"dicom-seg"`` for an input that is not a DICOM series folder).
     """
-    if output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}")
+    writer = output_writer(output_format)
     names = [case_name(p) for p in inputs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         clash = [str(p) for p, n in zip(inputs, names) if n == dupes[0]]
-        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}{_ENDINGS[output_format][0]}; "
+        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}{writer.label_ending}; "
                           f"predict them separately")
-    if output_format == "dicom-seg":
-        if model.num_classes > len(FLARE_LABELS) + 1:
-            raise ConfigError(f"{model.source}: --output-format dicom-seg names segments by FLARE 2022 ids 1..13, but "
-                              f"the model predicts {model.num_classes} classes")
-        not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
-        if not_dicom:
-            raise ConfigError(f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
-                              f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
-                              + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
-                              + "; use nifti, nrrd or mha for them")
+    writer.check_outputs(inputs, model.num_classes)
     resolve_precision(precision, resolve_device(device))  # a bad device or precision fails before any input
     out = Path(out_dir)
     report = PredictReport()
@@ -252,21 +229,18 @@ def predict_files(
 def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti",
                 model_name: str = "") -> list[Path]:
     """Extras first, label map last; on failure remove this case's files already written."""
-    labels_end, maps_end = _ENDINGS[output_format]
+    writer = output_writer(output_format)
+    maps = output_writer(writer.map_format) if writer.map_format else writer
     written: list[Path] = []
     try:
         if pred.probabilities is not None:
-            written.append(write_volume_like(pred.probabilities, volume, out / f"{name}_probabilities{maps_end}"))
+            path = out / f"{name}_probabilities{maps.label_ending}"
+            written.append(maps.write_map(pred.probabilities, volume, path))
         if pred.uncertainty is not None:
-            written.append(write_volume_like(pred.uncertainty, volume, out / f"{name}_uncertainty{maps_end}"))
-        if output_format != "dicom-seg":
-            written.append(write_label_map(pred.labels, volume, out / f"{name}{labels_end}"))
-        elif pred.labels.any():
-            algorithm = f"smp_diffusion_encoder {model_name}".strip()
-            written.append(write_dicom_seg(pred.labels, volume, out / f"{name}{labels_end}", algorithm_name=algorithm))
-        else:
-            warnings.warn(f"{volume.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
-                          f"{name}{labels_end} was not written", UserWarning, stacklevel=3)
+            written.append(maps.write_map(pred.uncertainty, volume, out / f"{name}_uncertainty{maps.label_ending}"))
+        info = LabelInfo.flare(f"smp_diffusion_encoder {model_name}".strip())
+        labels = writer.write_labels(pred.labels, volume, out / f"{name}{writer.label_ending}", info)
+        written += [labels] if labels is not None else []
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

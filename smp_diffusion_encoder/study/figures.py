@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from smp_diffusion_encoder._io import atomic_path
-from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS
+from smp_diffusion_encoder.data.remap import FLARE_COLORS, FLARE_NUM_CLASSES, FLARE_ORGANS
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import slice_dice
 from smp_diffusion_encoder.study.results import aggregate, budget_slices
@@ -27,10 +27,7 @@ from smp_diffusion_encoder.study.results import aggregate, budget_slices
 __all__ = ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"]
 
 #: Overlay colour of FLARE ids 1..13 (entry ``i`` is id ``i + 1``, organ ``FLARE_ORGANS[i]``).
-ORGAN_COLORS: tuple[str, ...] = (
-    "#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4",
-    "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324",
-)
+ORGAN_COLORS: tuple[str, ...] = tuple(FLARE_COLORS[i] for i in sorted(FLARE_COLORS))
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 

@@ -98,7 +98,7 @@ def test_write_rejects_wrong_shape_and_suffix(ct_nifti: Path, tmp_path: Path) ->
     ref = read_volume(ct_nifti)
     with pytest.raises(ConfigError, match=r"reference ct_0000.nii.gz"):
         write_label_map(np.zeros((8, 24, 21), np.uint8), ref, tmp_path / "x.nii.gz")
-    with pytest.raises(ConfigError, match=r"\.nii or \.nii\.gz"):
+    with pytest.raises(ConfigError, match=r"must end in one of \.nii\.gz, \.nii, \.nrrd, \.mha"):
         write_label_map(np.zeros(ref.array.shape, np.uint8), ref, tmp_path / "x.png")
     with pytest.raises(ConfigError, match="integer labels"):
         write_label_map(np.zeros(ref.array.shape, np.float32), ref, tmp_path / "x.nii.gz")
@@ -262,7 +262,7 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"nope\.nii\.gz: does not exist"):
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
+    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii\.gz, \.nii, \.nrrd, "
                                                r"\.nhdr, \.mha, \.mhd\) nor a DICOM"):
         read_volume(tmp_path / "a.png")
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from smp_diffusion_encoder._device import describe_machine
 
-__all__ = ["RESULTS", "append_result", "describe_machine", "today"]
+__all__ = ["RESULTS", "ROOT", "append_result", "describe_machine", "today"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: The repository root: benchmarks run from there as modules (``python -m benchmarks.NAME``).
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def today() -> str:

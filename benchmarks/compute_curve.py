@@ -13,7 +13,7 @@ pretraining. Writes ``OUT/results.csv`` (rows of every study, with ``step`` and 
 ``OUT/compute_curve.png`` (DSC against steps and against CPU-core hours). Resumable: finished (milestone,
 method, seed) runs are reused.
 
-    python benchmarks/compute_curve.py /work/runs/main128 ../shared/data/realct \\
+    python -m benchmarks.compute_curve /work/runs/main128 ../shared/data/realct \\
         --test ../shared/data/realct_extra/crosspatient --out benchmarks/results/compute_curve
 """
 
@@ -25,18 +25,15 @@ import time
 import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import available_milestones, milestone_encoder  # noqa: E402
-from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate, write_results_csv  # noqa: E402
-from smp_diffusion_encoder.formats.run_folder import hours_at, training_hours  # noqa: E402
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import available_milestones, milestone_encoder
+from smp_diffusion_encoder._io import atomic_path, atomic_write_text
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.results import aggregate, write_results_csv
+from smp_diffusion_encoder.formats.run_folder import hours_at, training_hours
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["ddpm-probe", "ddpm-unet"])
     p.add_argument("--budget", default="4")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variant", default="ddpm-ct", help="the encoder variant the run's U-Net is (default ddpm-ct)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--note", default="", help="text added to the summary")
     args = p.parse_args(argv)
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = holdout(args.root, config, tests=tests)
     rows = []
     for step in steps:
-        encoder = milestone_encoder(args.run, step, args.out / "weights")
+        encoder = milestone_encoder(args.run, step, args.out / "weights", args.variant)
         catalog = standard_methods(encoder, "ct")
         methods = [Method(name, catalog[name].label.replace(encoder, "ddpm-ct"), catalog[name].options)
                    for name in args.methods]
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                f"weights fine-tuned at budget {args.budget} with seeds {args.seeds} on {plan.description}. Machine: "
                f"{describe_machine(config.device)}; {today()}; this invocation took "
                f"{(time.perf_counter() - start) / 60:.1f} min (finished runs are reused). Command: "
-               f"`python benchmarks/compute_curve.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+               f"`python -m benchmarks.compute_curve {' '.join(argv if argv is not None else sys.argv[1:])}`. "
                f"{args.note}")
     what = (f"Mean ± std over {len(args.seeds)} seeds of the mean DSC over the organs present in each scored ground "
             f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights.")

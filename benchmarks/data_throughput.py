@@ -1,6 +1,6 @@
 """Data pipeline throughput: slice-store preparation (1 vs 2 workers) and DataLoader reads (store vs NIfTI).
 
-Usage: ``.venv/bin/python benchmarks/data_throughput.py [--phantoms 6] [--image-size 256]``
+Usage: ``.venv/bin/python -m benchmarks.data_throughput [--phantoms 6] [--image-size 256]``
 
 Volumes: ``--phantoms`` procedural phantoms (48x192x192) plus, when present, the 4 unlabeled real CT volumes
 of ``../shared/data/realct`` (or ``$SMP_DIFFUSION_REALCT``). Every number is measured in the same run, so
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks._machine import RESULTS
 from smp_diffusion_encoder.data.flare import FlareDataset
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
@@ -64,22 +65,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phantoms", type=int, default=24)
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--max-batches", type=int, default=150)
-    args = ap.parse_args()
+    ap.add_argument("--phantom-shape", type=int, nargs=3, default=(48, 192, 192), metavar=("Z", "Y", "X"))
+    ap.add_argument("--realct", type=Path, default=REALCT, help="real CT added when the folder exists")
+    ap.add_argument("--out", type=Path, default=RESULTS / "data_throughput.md")
+    args = ap.parse_args(argv)
     cfg = PreprocessingConfig(image_size=args.image_size)
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        ds = FlareDataset.discover(write_phantom_dataset(tmp_path / "ph", n_labeled=0, n_unlabeled=args.phantoms))
+        ds = FlareDataset.discover(write_phantom_dataset(tmp_path / "ph", n_labeled=0, n_unlabeled=args.phantoms,
+                                                         shape=tuple(args.phantom_shape)))
         volumes = [c.image for c in ds.unlabeled]
-        real = [c.image for c in FlareDataset.discover(REALCT).unlabeled] if REALCT.is_dir() else []
+        real = [c.image for c in FlareDataset.discover(args.realct).unlabeled] if args.realct.is_dir() else []
         volumes += real
         n_in = sum(read_volume(v).array.shape[0] for v in volumes)
-        desc = f"{args.phantoms} phantoms 48x192x192" + (f" + {len(real)} realct unlabeled" if real else "")
+        desc = f"{args.phantoms} phantoms {'x'.join(map(str, args.phantom_shape))}" + (f" + {len(real)} realct unlabeled" if real else "")
         prep = {}
         for workers in (1, 2):
             start = time.perf_counter()
@@ -102,7 +107,7 @@ def main() -> None:
                          f"batch 16, {args.max_batches * 16} random slices, float16 memmap"))
         rows.append(("read NIfTI + preprocess per item (reference)", f"{ref:.1f} slices/s", "batch 16, 32 slices"))
         rows.append(("store (num_workers=0) vs reference", f"{rates[0] / ref:.0f}x", ""))
-    cmd = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    cmd = " ".join(["python -m benchmarks.data_throughput", *(sys.argv[1:] if argv is None else argv)])
     head = (f"machine: {os.cpu_count()} CPUs, {cpu_model()}; torch {torch.__version__}; image size "
             f"{args.image_size}; date {dt.datetime.now().isoformat(timespec='minutes')}")
     width = max(len(r[0]) for r in rows)
@@ -113,7 +118,7 @@ def main() -> None:
           "| measurement | value | notes |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
           "The machine is shared (2 cores, several processes), so absolute numbers are noisy; the ratios are "
           "measured in the same run.", ""]
-    out = Path(__file__).resolve().parent / "results" / "data_throughput.md"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     print(f"wrote {out}")

@@ -10,7 +10,7 @@
 Writes ``OUT/selected/`` (the weights folder with ``selection.json``: every candidate's validation score),
 ``OUT/study/`` (results of both encoders) and ``OUT/summary.md``.
 
-    python benchmarks/feature_selection.py ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
+    python -m benchmarks.feature_selection ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
         --out benchmarks/results/feature_selection
 """
 
@@ -23,17 +23,16 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.finetune import SelectionConfig, select_features  # noqa: E402
-from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.finetune import SelectionConfig, select_features
+from smp_diffusion_encoder.registry import register_encoder_from_folder
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                f"slice DSC {selection['score']:.3f} vs {selection['baseline']:.3f} for the encoder's own selection, "
                f"{len(selection['trials'])} candidates scored, every score in `selected/selection.json`). "
                f"Machine: {describe_machine(config.device)}; {today()}; {elapsed / 60:.1f} min. Command: "
-               f"`python benchmarks/feature_selection.py {' '.join(argv if argv is not None else sys.argv[1:])}`.")
+               f"`python -m benchmarks.feature_selection {' '.join(argv if argv is not None else sys.argv[1:])}`.")
     summary = write_report(rows, args.out, title="Feature selection: default vs selected timesteps and blocks",
                            context=context)
     print(f"report -> {summary}")

@@ -20,9 +20,9 @@ Writes ``OUT/results.csv`` (one row per method, budget, seed and scored case), `
 mean ± std over seeds of DSC and NSD per budget, per-organ DSC; how the runs trained), ``OUT/dsc_vs_budget.png``;
 interrupted runs resume.
 
-    python benchmarks/fewshot.py ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
+    python -m benchmarks.fewshot ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
         --budgets 4 8 16 all --out benchmarks/results/fewshot_realct
-    python benchmarks/fewshot.py /data/FLARE22 --test-cases 10 --device cuda --out runs/fewshot_flare
+    python -m benchmarks.fewshot /data/FLARE22 --test-cases 10 --device cuda --out runs/fewshot_flare
 """
 
 from __future__ import annotations
@@ -33,19 +33,16 @@ import time
 import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.cli._args import add_config_arguments, given  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig  # noqa: E402
-from smp_diffusion_encoder.study.config import STANDARD_METHODS, StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate, read_results_csv  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder.cli._args import add_config_arguments, given
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
+from smp_diffusion_encoder.study.config import STANDARD_METHODS, StudyConfig
+from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
+from smp_diffusion_encoder.study.results import aggregate, read_results_csv
 
 
 def parse_postprocessing(name: str) -> PostprocessingConfig:
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     given_argv = list(argv if argv is not None else sys.argv[1:])
     if "--note" in given_argv:  # the note is printed once, after the command
         del given_argv[given_argv.index("--note"):given_argv.index("--note") + 2]
-    command = " ".join(["python benchmarks/fewshot.py", *given_argv])
+    command = " ".join(["python -m benchmarks.fewshot", *given_argv])
     what = ("rows merged from " + ", ".join(f"`{d}`" for d in [args.out, *args.include])) if args.report_only else (
         f"schedule rule of smp_diffusion_encoder.finetune.schedule, image size "
         f"{config.image_size or 'of the encoder'}, seeds {list(config.seeds)}; this invocation took "

@@ -7,7 +7,7 @@ on another scan (cross-patient). If the rule converges, doubling it changes the 
 noise; if half the rule does as well, the rule could be shorter. The report also gives whether each run's
 training loss had flattened.
 
-    python benchmarks/finetune_schedule.py ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
+    python -m benchmarks.finetune_schedule ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
         --run /work/runs/main128 --milestone 500 --out benchmarks/results/finetune_schedule
 """
 
@@ -19,17 +19,14 @@ import time
 import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import milestone_encoder  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate  # noqa: E402
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import milestone_encoder
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
+from smp_diffusion_encoder.study.results import aggregate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", default=["4", "all"])
     p.add_argument("--scales", nargs="+", type=float, default=[0.5, 1.0, 2.0], help="multiples of the rule")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default="ddpm-ct", help="the encoder variant the run's U-Net is (default ddpm-ct)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     start = time.perf_counter()
     encoder, weights = "ddpm-ct", "ct"
     if args.run is not None:
-        encoder = milestone_encoder(args.run, args.milestone, args.out / "weights")
+        encoder = milestone_encoder(args.run, args.milestone, args.out / "weights", args.variant)
     catalog = standard_methods(encoder, weights)
     methods = []
     for name in args.methods:
@@ -76,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {protocol} | {name} | {budget} | {cells} | {lengths} |")
     context = (f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
                f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
-               f"Command: `python benchmarks/finetune_schedule.py {' '.join(argv or sys.argv[1:])}`.\n\n"
+               f"Command: `python -m benchmarks.finetune_schedule {' '.join(argv or sys.argv[1:])}`.\n\n"
                "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines))
     summary = write_report(rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule",
                            context=context)

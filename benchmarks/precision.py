@@ -5,34 +5,32 @@ Each pair runs alternately in one process (median of ``--repeats`` after warm-up
 machine hit both alike; the ratio is fp32 time / bf16 time (> 1: bf16 faster). The library's ``precision="auto"``
 (:mod:`smp_diffusion_encoder._device`) takes bf16 where oneDNN reports native bf16 kernels (printed below).
 
-    python benchmarks/precision.py            # appends to benchmarks/results/precision.md
+    python -m benchmarks.precision            # appends to benchmarks/results/precision.md
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import segmentation_models_pytorch as smp  # noqa: E402
+import segmentation_models_pytorch as smp
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers ddpm-ct)
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
-from benchmarks.train_step_options import cpu_flags  # noqa: E402
-from smp_diffusion_encoder._device import cpu_supports_bf16  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct)
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from benchmarks.train_step_options import cpu_flags
+from smp_diffusion_encoder._device import cpu_supports_bf16
 
 CL = torch.channels_last
 
 
-def encoder_forward(batch: int) -> Callable[[bool], None]:
-    encoder = smp.Unet("ddpm-ct", encoder_weights=None, in_channels=1, classes=14).encoder.eval().to(memory_format=CL)
-    x = torch.randn(batch, 1, 128, 128).contiguous(memory_format=CL)
+def encoder_forward(batch: int, encoder_name: str = "ddpm-ct", size: int = 128) -> Callable[[bool], None]:
+    encoder = smp.Unet(encoder_name, encoder_weights=None, in_channels=1, classes=14).encoder.eval().to(memory_format=CL)
+    x = torch.randn(batch, 1, size, size).contiguous(memory_format=CL)
 
     def run(bf16: bool) -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -57,30 +55,34 @@ def train_step(model: torch.nn.Module, inputs: Callable[[], object], forward: Ca
     return run
 
 
-def decoder_step(batch: int) -> Callable[[bool], None]:
-    model = smp.Unet("ddpm-ct", encoder_weights=None, in_channels=1, classes=14)
+def decoder_step(batch: int, encoder_name: str = "ddpm-ct", size: int = 128) -> Callable[[bool], None]:
+    model = smp.Unet(encoder_name, encoder_weights=None, in_channels=1, classes=14)
     model.encoder.requires_grad_(False)
     with torch.no_grad():
-        feats = model.encoder(torch.randn(batch, 1, 128, 128))
+        feats = model.encoder(torch.randn(batch, 1, size, size))
     return train_step(model, lambda: feats, lambda f: model.segmentation_head(model.decoder(f)))
 
 
-def resnet34_step(batch: int) -> Callable[[bool], None]:
+def resnet34_step(batch: int, size: int = 128) -> Callable[[bool], None]:
     model = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=14).to(memory_format=CL)
-    x = torch.randn(batch, 1, 128, 128).contiguous(memory_format=CL)
+    x = torch.randn(batch, 1, size, size).contiguous(memory_format=CL)
     return train_step(model, lambda: x, model)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--encoder", default="ddpm-ct")
+    p.add_argument("--size", type=int, default=128, help="slice size in pixels")
     p.add_argument("--out", type=Path, default=RESULTS / "precision.md")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.manual_seed(0)
     cases = {
-        "ddpm-ct encoder features, 8 slices (inference, feature cache)": encoder_forward(8),
-        "smp Unet decoder step on cached ddpm-ct features, batch 4 (fine-tuning)": decoder_step(4),
-        "smp Unet resnet34 step, batch 4 (from-scratch baseline)": resnet34_step(4),
+        f"{args.encoder} encoder features, 8 slices (inference, feature cache)": encoder_forward(8, args.encoder,
+                                                                                                 args.size),
+        f"smp Unet decoder step on cached {args.encoder} features, batch 4 (fine-tuning)": decoder_step(
+            4, args.encoder, args.size),
+        "smp Unet resnet34 step, batch 4 (from-scratch baseline)": resnet34_step(4, args.size),
     }
     rows = []
     for name, run in cases.items():
@@ -101,8 +103,8 @@ def main() -> None:
 - Machine: {describe_machine("cpu")}; CPU flags: {cpu_flags()}; oneDNN bf16
   kernels: {"yes" if cpu_supports_bf16() else "no"} (so `precision="auto"` takes
   {"bf16" if cpu_supports_bf16() else "fp32"} here)
-- Command: `python benchmarks/precision.py --repeats {args.repeats}`
-- Median seconds of {args.repeats} alternating runs, 128 px slices, channels-last; speed-up = fp32 / bf16.
+- Command: `python -m benchmarks.precision --repeats {args.repeats}`
+- Median seconds of {args.repeats} alternating runs, {args.size} px slices, channels-last; speed-up = fp32 / bf16.
 
 | what | fp32 | bf16 autocast | speed-up |
 | --- | --- | --- | --- |

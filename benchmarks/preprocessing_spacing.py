@@ -10,7 +10,7 @@ physical preprocessing and once with ``spacing_mm=None`` (legacy), registered as
 ``--methods`` at 4 labeled slices of the training scan (``--seeds``), then scored within-volume and on the
 ``--test`` scans (cross-patient, DICOM in).
 
-    python benchmarks/preprocessing_spacing.py ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
+    python -m benchmarks.preprocessing_spacing ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
         --run runs/main128 --out benchmarks/results/preprocessing_spacing
 """
 
@@ -23,19 +23,18 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import milestone_encoder  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.formats.folder import CONFIG_NAME  # noqa: E402
-from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import milestone_encoder
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.formats.folder import CONFIG_NAME
+from smp_diffusion_encoder.registry import register_encoder_from_folder
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
 
 
 def legacy_copy(folder: Path, out: Path) -> Path:
@@ -58,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True, help="pretraining run whose step-0 (random) weights to use")
     p.add_argument("--methods", nargs="+", default=["ddpm-unet", "ddpm-probe"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variant", default="ddpm-ct", help="the encoder variant the run's U-Net is (default ddpm-ct)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     start = time.perf_counter()
-    physical = milestone_encoder(args.run, 0, args.out / "weights")
+    physical = milestone_encoder(args.run, 0, args.out / "weights", args.variant)
     folder = args.out / "weights" / "step-0000000"
     legacy = register_encoder_from_folder("ddpm-ct-step0-legacy", legacy_copy(folder, args.out / "weights" / "legacy"))
     config = StudyConfig(budgets=("4",), seeds=tuple(args.seeds))
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     context = (f"Data: `{args.root.name}`; {plan.description}. Both layouts use the same random encoder weights "
                f"(step 0 of `{args.run.name}`) and the same training; only the slice layout differs. Machine: "
                f"{describe_machine(config.device)}; {today()}; {(time.perf_counter() - start) / 60:.1f} min. Command: "
-               f"`python benchmarks/preprocessing_spacing.py {' '.join(argv if argv is not None else sys.argv[1:])}`.")
+               f"`python -m benchmarks.preprocessing_spacing {' '.join(argv if argv is not None else sys.argv[1:])}`.")
     summary = write_report(rows, args.out, title="Preprocessing: physical pixel spacing vs whole field of view",
                            context=context)
     print(f"report -> {summary}")

@@ -23,7 +23,7 @@ Inference. ``smp.Unet("ddpm-ct")`` (random weights, 14 classes) at 128 px on a 5
 :func:`~smp_diffusion_encoder.inference.predict_files` (read, preprocess, predict, map back, write);
 a volume of ``--z`` slices is timed and the time extrapolated linearly to 100 slices.
 
-    python benchmarks/probe_memory.py                  # both, writes results/probe_memory.md
+    python -m benchmarks.probe_memory                  # both, writes results/probe_memory.md
 """
 
 from __future__ import annotations
@@ -39,20 +39,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig  # noqa: E402
-from smp_diffusion_encoder.heads import LinearProbe  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet  # noqa: E402
+from benchmarks._machine import RESULTS, ROOT, describe_machine, today
+from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig
+from smp_diffusion_encoder.heads import LinearProbe
+from smp_diffusion_encoder.models import DiffusionUNet
 
 SIZE, CLASSES, TIMESTEPS = 256, 14, (50, 150, 250)
 SELECTIONS = {"default": None, "baranchuk": (5, 6, 7, 8, 12)}
 
 
-def feature_shapes(selection: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``(channels, strides)`` of the small preset's features (computed on the meta device)."""
+def feature_shapes(selection: str, preset: str = "small") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(channels, strides)`` of a preset's features (computed on the meta device)."""
     with torch.device("meta"):
-        enc = DiffusionFeatureEncoder(DiffusionUNet("small"), FeatureConfig(TIMESTEPS, SELECTIONS[selection]),
+        enc = DiffusionFeatureEncoder(DiffusionUNet(preset), FeatureConfig(TIMESTEPS, SELECTIONS[selection]),
                                       channels_last=False)
     return enc.channels, enc.strides
 
@@ -64,27 +63,27 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _native_maps(channels: tuple[int, ...], strides: tuple[int, ...]) -> list[torch.Tensor]:
-    """One slice's features at native resolution, ``[(1, C_s, 256 / s, 256 / s)]`` float32."""
-    return [torch.randn(1, c, SIZE // s, SIZE // s) for c, s in zip(channels, strides)]
+def _native_maps(channels: tuple[int, ...], strides: tuple[int, ...], size: int) -> list[torch.Tensor]:
+    """One slice's features at native resolution, ``[(1, C_s, size / s, size / s)]`` float32."""
+    return [torch.randn(1, c, size // s, size // s) for c, s in zip(channels, strides)]
 
 
-def child(method: str, n: int, selection: str, micro: int) -> dict:
+def child(method: str, n: int, selection: str, micro: int, preset: str = "small", size: int = SIZE) -> dict:
     """Build the cache and run one training step; return peak memory growth (MiB) and step time."""
     torch.manual_seed(0)
     Path("/proc/self/clear_refs").write_text("5")
     base = _status_kib("VmRSS")
-    channels, strides = feature_shapes(selection)
-    labels = torch.randint(0, CLASSES, (n, SIZE, SIZE))
+    channels, strides = feature_shapes(selection, preset)
+    labels = torch.randint(0, CLASSES, (n, size, size))
     if method == "ours":
-        cache = [torch.randn(n, c, SIZE // s, SIZE // s, dtype=torch.float16) for c, s in zip(channels, strides)]
+        cache = [torch.randn(n, c, size // s, size // s, dtype=torch.float16) for c, s in zip(channels, strides)]
         probe = LinearProbe(channels, strides, CLASSES)
         params = list(probe.parameters())
-        logits_of = lambda sl: probe([f[sl] for f in cache], (SIZE, SIZE))  # noqa: E731
+        logits_of = lambda sl: probe([f[sl] for f in cache], (size, size))  # noqa: E731
     else:
-        stack = torch.empty(n, sum(channels), SIZE, SIZE)  # Baranchuk: preallocated, filled image by image
+        stack = torch.empty(n, sum(channels), size, size)  # Baranchuk: preallocated, filled image by image
         for i in range(n):
-            ups = [F.interpolate(f, size=(SIZE, SIZE), mode="bilinear") for f in _native_maps(channels, strides)]
+            ups = [F.interpolate(f, size=(size, size), mode="bilinear") for f in _native_maps(channels, strides, size)]
             torch.cat(ups, dim=1, out=stack[i : i + 1])
         weight = torch.nn.Parameter(torch.randn(CLASSES, sum(channels), 1, 1) * sum(channels) ** -0.5)
         bias = torch.nn.Parameter(torch.zeros(CLASSES))
@@ -102,14 +101,15 @@ def child(method: str, n: int, selection: str, micro: int) -> dict:
     return {"peak_mib": (_status_kib("VmHWM") - base) / 1024, "step_s": step}
 
 
-def measure(method: str, n: int, selection: str, micro: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", method, "--n", str(n), "--selection", selection, "--micro", str(micro)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+def measure(method: str, n: int, selection: str, micro: int, preset: str = "small", size: int = SIZE) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.probe_memory", "--child", method, "--n", str(n), "--selection", selection,
+           "--micro", str(micro), "--preset", preset, "--size", str(size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def time_inference(z: int) -> dict:
-    """Seconds for predict_files on a (z, 512, 512) phantom with smp.Unet("ddpm-ct") at 128 px."""
+def time_inference(z: int, encoder: str = "ddpm-ct", side: int = 512) -> dict:
+    """Seconds for predict_files on a (z, side, side) phantom with smp.Unet(encoder) at its U-Net's size."""
     import segmentation_models_pytorch as smp
 
     import smp_diffusion_encoder  # noqa: F401
@@ -118,10 +118,11 @@ def time_inference(z: int) -> dict:
     from smp_diffusion_encoder.inference import load_model, predict_files, save_segmenter
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_phantom_dataset(Path(tmp) / "ct", n_labeled=1, n_unlabeled=0, shape=(z, 512, 512))
+        root = write_phantom_dataset(Path(tmp) / "ct", n_labeled=1, n_unlabeled=0, shape=(z, side, side))
         image = next((root / "Training/FLARE22_LabeledCase50/images").glob("*.nii.gz"))
-        model = smp.Unet("ddpm-ct", encoder_weights=None, in_channels=1, classes=CLASSES)
-        save_segmenter(model, Path(tmp) / "model", PreprocessingConfig(image_size=128))
+        model = smp.Unet(encoder, encoder_weights=None, in_channels=1, classes=CLASSES)
+        size = model.encoder.unet.config.image_size
+        save_segmenter(model, Path(tmp) / "model", PreprocessingConfig(image_size=size))
         loaded = load_model(Path(tmp) / "model")
         runs = []
         for _ in range(2):  # best of 2: other users' load on a shared machine only ever adds time
@@ -139,45 +140,51 @@ def _available_mib() -> float:
     return 0.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=50, help="labeled slices")
     p.add_argument("--naive-n", default="1,2,4,8", help="slice counts tried for the naive stack")
     p.add_argument("--micro", type=int, default=1, help="slices per micro-batch in the training step")
     p.add_argument("--z", type=int, default=12, help="slices of the timed inference volume")
+    p.add_argument("--preset", default="small", help="U-Net preset whose feature shapes are used")
+    p.add_argument("--size", type=int, default=SIZE, help="slice size in pixels")
+    p.add_argument("--encoder", default="ddpm-ct", help="encoder of the timed volume inference")
+    p.add_argument("--volume-side", type=int, default=512, help="in-plane size of the timed phantom volume")
     p.add_argument("--child", choices=("ours", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--selection", default="default", choices=sorted(SELECTIONS), help=argparse.SUPPRESS)
+    p.add_argument("--selections", nargs="+", default=list(SELECTIONS), choices=sorted(SELECTIONS),
+                   help="feature selections measured (default: both)")
     p.add_argument("--no-write", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.n, args.selection, args.micro)))
+        print(json.dumps(child(args.child, args.n, args.selection, args.micro, args.preset, args.size)))
         return
 
     lines, rows = [], []
-    for selection in SELECTIONS:
-        channels, strides = feature_shapes(selection)
+    for selection in args.selections:
+        channels, strides = feature_shapes(selection, args.preset)
         d = sum(channels)
-        ours = measure("ours", args.n, selection, args.micro)
+        ours = measure("ours", args.n, selection, args.micro, args.preset, args.size)
         naive_pts = []
         for n in (int(v) for v in args.naive_n.split(",")):
-            if n * d * SIZE * SIZE * 4 / 2**20 > _available_mib() / 3:
+            if n * d * args.size * args.size * 4 / 2**20 > _available_mib() / 3:
                 break
-            naive_pts.append((n, measure("naive", n, selection, args.micro)))
+            naive_pts.append((n, measure("naive", n, selection, args.micro, args.preset, args.size)))
         (n1, a), (n2, b) = naive_pts[-2], naive_pts[-1]
         slope = (b["peak_mib"] - a["peak_mib"]) / (n2 - n1)
         naive_50 = b["peak_mib"] + slope * (args.n - n2)
-        same_n = measure("ours", n2, selection, args.micro)
+        same_n = measure("ours", n2, selection, args.micro, args.preset, args.size)
         rows.append((selection, channels, strides, d, ours, naive_pts, naive_50, same_n))
         print(selection, d, ours, naive_pts, f"naive@{args.n}~{naive_50:.0f} MiB", flush=True)
-    inf = time_inference(args.z)
+    inf = time_inference(args.z, args.encoder, args.volume_side)
     print(inf, flush=True)
 
     lines += [
         "# Linear probe memory (native-resolution logits vs upsampled stack) and volume inference time", "",
         f"- Date: {today()}",
         f"- Machine: {describe_machine()}",
-        f"- Command: `python benchmarks/probe_memory.py --n {args.n} --naive-n {args.naive_n} --micro {args.micro} --z {args.z}`",
-        f"- Setup: linear probe (K={CLASSES}) on N={args.n} labeled {SIZE}x{SIZE} slices, `small` preset features at "
+        f"- Command: `python -m benchmarks.probe_memory --n {args.n} --naive-n {args.naive_n} --micro {args.micro} --z {args.z}`",
+        f"- Setup: linear probe (K={CLASSES}) on N={args.n} labeled {args.size}x{args.size} slices, `{args.preset}` preset features at "
         f"timesteps {TIMESTEPS}; one training step (forward + backward + Adam) over all N slices in micro-batches "
         f"of {args.micro}; peak RSS growth (VmHWM after clear_refs) in a fresh subprocess, caches included. "
         "Step times are not reported: on this shared machine they varied tenfold with other users' load. "
@@ -198,18 +205,18 @@ def main() -> None:
     for selection, channels, strides, d, ours, pts, naive_50, same_n in rows:
         n2, r2 = pts[-1]
         lines.append(
-            f"- {selection}: the naive stack alone is {args.n * d * SIZE * SIZE * 4 / 2**20:.0f} MiB at N={args.n} "
-            f"(N x D x 256 x 256 x 4 bytes); ours caches {args.n * sum(c * (SIZE // s) ** 2 for c, s in zip(channels, strides)) * 2 / 2**20:.0f} MiB. "
+            f"- {selection}: the naive stack alone is {args.n * d * args.size * args.size * 4 / 2**20:.0f} MiB at N={args.n} "
+            f"(N x D x 256 x 256 x 4 bytes); ours caches {args.n * sum(c * (args.size // s) ** 2 for c, s in zip(channels, strides)) * 2 / 2**20:.0f} MiB. "
             f"At the largest measured N={n2} both ran: ours {same_n['peak_mib']:.0f} MiB, naive "
             f"{r2['peak_mib']:.0f} MiB: {r2['peak_mib'] / same_n['peak_mib']:.1f}x."
         )
     d0 = rows[0]
-    share = d0[1][0] * SIZE**2 / sum(c * (SIZE // st) ** 2 for c, st in zip(d0[1], d0[2]))
+    share = d0[1][0] * args.size**2 / sum(c * (args.size // st) ** 2 for c, st in zip(d0[1], d0[2]))
     lines += [
         "",
         "Why the `ddpm-ct` default stays below 20x: its features include a full-resolution (stride-1) block, "
         f"{share:.0%} of the native cache, which no method can shrink; the element ratio of stack to cache "
-        f"is then {d0[3] * SIZE**2 / sum(c * (SIZE // st) ** 2 for c, st in zip(d0[1], d0[2])):.1f}x, and "
+        f"is then {d0[3] * args.size**2 / sum(c * (args.size // st) ** 2 for c, st in zip(d0[1], d0[2])):.1f}x, and "
         "float16 storage doubles it, so even a zero-overhead step could reach only about twice that. "
         "Baranchuk et al.'s block choice has no stride-1 block and clears 20x with a wide margin.",
         "",

@@ -5,7 +5,7 @@ all alike; the table gives the median wall time and the median peak resident mem
 child), and the ratio to ``import torch`` measured in the same run (what every command paid before the
 redesign: the first release imported torch, smp and timm for ``--help``).
 
-    python benchmarks/startup.py            # appends to benchmarks/results/startup.md
+    python -m benchmarks.startup            # appends to benchmarks/results/startup.md
 """
 
 from __future__ import annotations
@@ -42,20 +42,22 @@ def run_once(argv: list[str]) -> tuple[float, float]:
     return time.perf_counter() - tick, usage.ru_maxrss / 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--only", nargs="+", default=list(COMMANDS), choices=list(COMMANDS), metavar="COMMAND",
+                   help="time only these commands (default: all)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.md")
-    args = p.parse_args()
-    times: dict[str, list[float]] = {k: [] for k in COMMANDS}
-    memory: dict[str, list[float]] = {k: [] for k in COMMANDS}
+    args = p.parse_args(argv)
+    commands = {k: v for k, v in COMMANDS.items() if k in args.only or k == "import torch (reference)"}
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    memory: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(args.repeats):
-        for name, argv in COMMANDS.items():
-            seconds, peak = run_once(argv)
+        for name, command in commands.items():
+            seconds, peak = run_once(command)
             times[name].append(seconds)
             memory[name].append(peak)
     # only now import what imports torch: a child's peak memory counts its parent's from before the exec
-    sys.path.insert(0, str(ROOT))
     from benchmarks._machine import append_result, describe_machine, today
 
     ref = statistics.median(times["import torch (reference)"])
@@ -65,7 +67,7 @@ def main() -> None:
 ## {today()}
 
 - Machine: {describe_machine("cpu")}; load average at start {os.getloadavg()[0]:.1f}
-- Command: `python benchmarks/startup.py --repeats {args.repeats}`
+- Command: `python -m benchmarks.startup --repeats {args.repeats}`
 - Median wall time of {args.repeats} fresh processes (alternating); time relative to `import torch`; median peak
   resident memory of the process.
 

@@ -12,8 +12,8 @@ and the ratio diffusers / ours is printed (> 1 means ours is faster). On CUDA th
 autocast and the achieved TFLOP/s (from ``torch.utils.flop_counter``) is compared with the GPU's bf16 peak.
 diffusers is only a benchmark dependency (``pip install diffusers``).
 
-    python benchmarks/train_step.py                               # small preset, CPU, batch 4
-    python benchmarks/train_step.py --device cuda --preset adm-256 --batch 16 --peak-tflops 989
+    python -m benchmarks.train_step                               # small preset, CPU, batch 4
+    python -m benchmarks.train_step --device cuda --preset adm-256 --batch 16 --peak-tflops 989
 
 ``--options --store STORE`` instead times the CPU speed options of the real pretraining step (bf16 autocast,
 torch.compile, threads) against the first release's fp32 channels-last step and checks that the loss curve stays
@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet, UNetConfig, get_preset  # noqa: E402
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from smp_diffusion_encoder.models import DiffusionUNet, UNetConfig, get_preset
 
 
 def diffusers_twin(cfg: UNetConfig) -> torch.nn.Module:
@@ -77,7 +75,7 @@ def timed(step, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small")
     p.add_argument("--batch", type=int, default=4)
@@ -89,7 +87,9 @@ def main() -> None:
     p.add_argument("--options", action="store_true", help="compare the CPU speed options instead (needs --store)")
     p.add_argument("--store", type=Path, default=None, help="with --options: a 128 px slice store (pretraining data)")
     p.add_argument("--loss-steps", type=int, default=200, help="with --options: steps of the loss-curve check")
-    args = p.parse_args()
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --options: also time torch.compile (default: on)")
+    args = p.parse_args(argv)
     if args.options:
         if args.store is None:
             p.error("--options needs --store (a `smp-diffusion prepare-slices` folder)")
@@ -148,7 +148,7 @@ def main() -> None:
 ## {args.preset}, batch {args.batch}, {dev}{', channels-last' if args.channels_last else ''}
 
 - Date: {today()}; machine: {describe_machine(dev)}
-- Command: `python benchmarks/train_step.py --preset {args.preset} --batch {args.batch} --device {dev}{' --channels-last' if args.channels_last else ''}`
+- Command: `python -m benchmarks.train_step --preset {args.preset} --batch {args.batch} --device {dev}{' --channels-last' if args.channels_last else ''}`
 - Matched configuration (`{args.preset}` with conv resampling): parameters ours {n_ours / 1e6:.3f} M, diffusers
   {n_theirs / 1e6:.3f} M; forward GFLOP per image ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}
 

@@ -14,7 +14,7 @@ The loss check trains two copies from the same initialization on the same batche
 each window of 25 steps: equal within noise means the difference between the curves is no larger than the
 spread of the loss between windows.
 
-    python benchmarks/train_step.py --options --store runs/store128   # a `smp-diffusion prepare-slices` store
+    python -m benchmarks.train_step --options --store runs/store128   # a `smp-diffusion prepare-slices` store
 """
 
 from __future__ import annotations
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import append_result, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.data.slice_store import SliceStore  # noqa: E402
-from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet  # noqa: E402
-from smp_diffusion_encoder.training.ddpm import DDPMStep  # noqa: E402
-from smp_diffusion_encoder.training.precision import cpu_supports_bf16  # noqa: E402
+from benchmarks._machine import append_result, describe_machine, today
+from smp_diffusion_encoder.data.slice_store import SliceStore
+from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule
+from smp_diffusion_encoder.models import DiffusionUNet
+from smp_diffusion_encoder.training.ddpm import DDPMStep
+from smp_diffusion_encoder.training.precision import cpu_supports_bf16
 
 
 def cpu_flags() -> str:
@@ -68,13 +66,15 @@ def compare(args: argparse.Namespace) -> str:
     x0 = torch.stack([store[i] for i in range(args.batch)])
     batch = (x0.contiguous(memory_format=torch.channels_last), torch.arange(args.batch))
     step = DDPMStep(GaussianDiffusion(NoiseSchedule()))
-    base = DiffusionUNet("small")
+    base = DiffusionUNet(args.preset)
     variants = {}
     for name, layout, bf16, compiled in (("fp32, NCHW", torch.contiguous_format, False, False),
                                          ("fp32, channels-last (first release)", torch.channels_last, False, False),
                                          ("bf16 autocast, channels-last", torch.channels_last, True, False),
                                          ("fp32, channels-last, torch.compile", torch.channels_last, False, True),
                                          ("bf16 autocast, channels-last, torch.compile", torch.channels_last, True, True)):
+        if compiled and not args.compile:
+            continue
         model = copy.deepcopy(base).to(memory_format=layout)
         forward = torch.compile(model) if compiled else model
         variants[name] = make_step(model, forward, step, batch, bf16)
@@ -105,11 +105,11 @@ def compare(args: argparse.Namespace) -> str:
                 f"{ref / statistics.median(single):.2f}x | – |")
     loss_text = loss_check(base, store, step, args.batch, args.loss_steps)
     text = f"""
-## CPU speed options, `small` preset, batch {args.batch}, 128 px
+## CPU speed options, `{args.preset}` preset, batch {args.batch}, {base.config.image_size} px
 
 - Date: {today()}; machine: {describe_machine("cpu")}; CPU flags: {cpu_flags()}; oneDNN bf16 kernels:
   {"yes" if cpu_supports_bf16() else "no"}
-- Command: `python benchmarks/train_step.py --options --store STORE --batch {args.batch} --repeats {args.repeats} --loss-steps {args.loss_steps}`
+- Command: `python -m benchmarks.train_step --options --store STORE --batch {args.batch} --repeats {args.repeats} --loss-steps {args.loss_steps}`
 - Each row: median seconds per training step (forward, backward, AdamW) of {args.repeats} runs, timed alternately;
   speed relative to the first release's fp32 channels-last step; first-two-steps time (compilation, warm-up).
 

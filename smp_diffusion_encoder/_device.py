@@ -17,14 +17,17 @@ import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from smp_diffusion_encoder.errors import ConfigError
 
+#: What a caller asks for (``auto``: decided by the device, :func:`resolve_precision`) ...
 Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: ... and what runs.
+ResolvedPrecision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -72,7 +75,7 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
+def resolve_precision(precision: str, device: torch.device) -> ResolvedPrecision:
     """``"auto"`` -> ``"bf16"`` where ``device`` has native bf16 arithmetic, else ``"fp32"`` (see the module
     docstring); ``"fp32"`` and ``"bf16"`` are kept (bf16 then runs even where it is emulated).
 

@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 from typing import Any, TypeVar
 
 from smp_diffusion_encoder.errors import ConfigError
@@ -40,6 +42,30 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
         raise TypeError("use an immutable default (tuple) for config options")
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "type": type,
                                                         "cli": cli, "fixed": fixed})
+
+
+#: The one ``--device`` help: every command takes the same values (:func:`parse_device`).
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N (GPU N)"
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse_device(text: str) -> str:
+    """A ``--device`` value (``auto``, ``cpu``, ``cuda``, ``cuda:N``), checked for its form without importing torch
+    (whether the GPU exists is :func:`smp_diffusion_encoder._device.resolve_device`'s question).
+
+    Example:
+        >>> parse_device("cuda:1")
+        'cuda:1'
+    """
+    if not _DEVICE_RE.match(str(text)):
+        raise argparse.ArgumentTypeError(f"device must be {DEVICE_HELP.replace(' (CUDA when available)', '')}, "
+                                         f"got {text!r}")
+    return str(text)
+
+
+def device_option() -> Any:
+    """The ``device`` setting of a job config (default ``auto``)."""
+    return option("auto", DEVICE_HELP, type=parse_device)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

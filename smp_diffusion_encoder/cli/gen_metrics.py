@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from smp_diffusion_encoder._options import DEVICE_HELP, parse_device
 from smp_diffusion_encoder.cli._args import description
 
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="local Inception-V3 weights (.pth or .safetensors); default $SMP_DIFFUSION_INCEPTION")
     p.add_argument("--max-images", type=int, default=None, help="seeded random subset of each set (default: all images)")
     p.add_argument("--batch-size", type=int, default=32, help="images per Inception forward pass (default: 32)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)")
+    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-images subsets (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON (default: none)")
     p.set_defaults(func=run)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smp_diffusion_encoder._options import DEVICE_HELP, parse_device
 from smp_diffusion_encoder.cli._args import description
 from smp_diffusion_encoder.data.io_registry import output_formats
 
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="saved model folder")
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the predictions")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:index] (default: auto)")
+    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
                         "AVX512-BF16 or AMX), else fp32 (default: auto)")

@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from smp_diffusion_encoder._options import DEVICE_HELP, parse_device
 from smp_diffusion_encoder.cli._args import add_config_arguments, description, given
 from smp_diffusion_encoder.training.config import PretrainConfig
 
@@ -26,8 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", type=Path, metavar="DATA", help="slice store, FLARE 2022 root or folder of volumes")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
     add_config_arguments(p, PretrainConfig)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: CUDA when available (default: auto)")
+    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR's checkpoint exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smp_diffusion_encoder._options import DEVICE_HELP, parse_device
 from smp_diffusion_encoder.cli._args import add_config_arguments, description, given
 from smp_diffusion_encoder.generation.config import SampleConfig
 
@@ -26,8 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)")
     p.add_argument("--config", type=Path, default=None,
                    help="run config JSON (default: config.json beside the weights)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: CUDA when available (default: auto)")
+    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 

@@ -192,21 +192,17 @@ def _paired_cases(folder: Path, *, labels_optional: bool = False) -> list[Case]:
             return [Case(cid, path) for cid, path in images.items()]
         raise DatasetLayoutError(folder, "has images/ but no labels/ folder")
     labels = {_label_id(p): p for p in sorted(labels_dir.iterdir()) if _is_volume(p)}
-    no_label = sorted(set(images) - set(labels))
-    if no_label:
-        names = ", ".join(images[c].name for c in no_label[:5]) + (" ..." if len(no_label) > 5 else "")
-        raise DatasetLayoutError(
-            labels_dir,
-            f"{len(no_label)} images have no label ({names}); expected e.g. labels/{no_label[0]}.nii.gz",
-        )
-    no_image = sorted(set(labels) - set(images))
-    if no_image:
-        names = ", ".join(labels[c].name for c in no_image[:5]) + (" ..." if len(no_image) > 5 else "")
-        raise DatasetLayoutError(
-            images_dir,
-            f"{len(no_image)} labels have no image ({names}); expected e.g. images/{no_image[0]}_0000.nii.gz",
-        )
+    _check_paired(labels_dir, images, labels, "images have no label", "labels/{}.nii.gz")
+    _check_paired(images_dir, labels, images, "labels have no image", "images/{}_0000.nii.gz")
     return [Case(cid, images[cid], labels[cid]) for cid in sorted(images)]
+
+
+def _check_paired(where: Path, these: dict[str, Path], others: dict[str, Path], problem: str, expected: str) -> None:
+    """Refuse case ids in ``these`` that ``others`` lacks, naming up to 5 files and the name ``expected``."""
+    missing = sorted(set(these) - set(others))
+    if missing:
+        names = ", ".join(these[c].name for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DatasetLayoutError(where, f"{len(missing)} {problem} ({names}); expected e.g. {expected.format(missing[0])}")
 
 
 def _check_unique(root: Path, cases: list[Case]) -> None:

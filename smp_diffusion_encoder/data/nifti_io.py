@@ -27,7 +27,7 @@ class NiftiIO(GridIO):
     """NIfTI files: read as stored, written with the reference file's header."""
 
     name: ClassVar[str] = "nifti"
-    endings: ClassVar[tuple[str, ...]] = (".nii.gz", ".nii")
+    endings: ClassVar[tuple[str, ...]] = (".nii", ".nii.gz")
     write_endings: ClassVar[tuple[str, ...]] = (".nii.gz", ".nii")
 
     def read(self, path: Path) -> nib.Nifti1Image:

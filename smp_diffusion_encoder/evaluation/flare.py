@@ -62,7 +62,9 @@ __all__ = [
     "evaluate_folder",
     "load_label_map",
     "format_summary_markdown",
+    "mean_slice_dice",
     "slice_dice",
+    "slice_organ_dice",
     "summarize",
     "write_metrics_csv",
     "write_summary_markdown",
@@ -374,3 +376,32 @@ def slice_dice(gt2d: np.ndarray, pred2d: np.ndarray, num_classes: int) -> np.nda
     intersection = np.bincount(gt_flat[gt_flat == pred_flat], minlength=num_classes)
     total = gt_count + pred_count
     return np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
+
+def slice_organ_dice(gt2d: np.ndarray, pred2d: np.ndarray, num_classes: int) -> float:
+    """Mean DSC of one slice over the organs present in its ground truth or its prediction; ``nan`` when neither
+    holds an organ.
+
+    The one rule for scoring slices (validation, feature selection, figures): an organ absent from both is left
+    out (its 1.0 from :func:`slice_dice` would inflate the score); a slice without any organ in either has no
+    organ score: :func:`mean_slice_dice` counts it 1.0 (nothing to find, nothing found), figures say "no organ".
+
+    Example:
+        >>> slice_organ_dice(np.array([[0, 1], [2, 2]]), np.array([[0, 1], [0, 2]]), 4)
+        0.8333333333333333
+        >>> slice_organ_dice(np.zeros((2, 2), int), np.zeros((2, 2), int), 4)
+        nan
+    """
+    present = np.zeros(num_classes, dtype=bool)
+    present[np.unique(gt2d)] = present[np.unique(pred2d)] = True
+    present[0] = False
+    return float(slice_dice(gt2d, pred2d, num_classes)[present].mean()) if present.any() else math.nan
+
+
+def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Mean over slices of :func:`slice_organ_dice`, an empty slice counting 1.0; ``nan`` for no slices.
+
+    ``gt``, ``pred``: ``(N, H, W)`` label ids.
+    """
+    scores = [slice_organ_dice(g, p, num_classes) for g, p in zip(gt, pred)]
+    return float(np.mean([1.0 if math.isnan(x) else x for x in scores])) if scores else math.nan
+

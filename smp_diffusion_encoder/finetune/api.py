@@ -44,7 +44,7 @@ from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.evaluation import slice_dice
+from smp_diffusion_encoder.evaluation import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.finetune.data import (
@@ -61,7 +61,7 @@ from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmenter, write_postprocessing
-from smp_diffusion_encoder.heads.probe_model import ProbeModel
+from smp_diffusion_encoder.heads.probe_model import ProbeModel, predict_classes
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.records import resolve
 from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
@@ -106,21 +106,6 @@ class FinetuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "model_dir": str(self.model_dir)}
-
-
-def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    """Mean over slices of the mean organ DSC (:func:`~smp_diffusion_encoder.evaluation.slice_dice`).
-
-    ``gt``, ``pred``: ``(N, H, W)`` ids. Per slice, organs absent from both gt and prediction are skipped
-    (their 1.0 would inflate the score); a slice with no organ in either scores 1.0.
-    """
-    scores = []
-    for g, p in zip(gt, pred):
-        dice = slice_dice(g, p, num_classes)[1:]
-        present = np.zeros(num_classes, bool)
-        present[np.unique(g)] = present[np.unique(p)] = True
-        scores.append(float(dice[present[1:]].mean()) if present[1:].any() else 1.0)
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 def finetune(
@@ -320,12 +305,7 @@ def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices,
     val_features = cache.features(list(val.ids), val.images) if len(val) else []
 
     def predict() -> np.ndarray:
-        dev = next(probe.parameters()).device
-        probe.eval()  # the MLP ensemble's BatchNorm uses its running statistics
-        with torch.no_grad(), autocast(dev, precision):
-            return np.concatenate([
-                probe([f[i:i + 8].to(dev) for f in val_features], val.labels.shape[-2:]).argmax(1).cpu().numpy()
-                for i in range(0, len(val), 8)])
+        return predict_classes(probe, val_features, val.labels.shape[-2:], precision=precision).numpy()
 
     return predict
 

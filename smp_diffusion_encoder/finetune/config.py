@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder._options import device_option, option
 from smp_diffusion_encoder.data.augment import STRENGTHS
 from smp_diffusion_encoder.data.splits import LabelBudget
 from smp_diffusion_encoder.errors import ConfigError
@@ -65,7 +65,7 @@ class FinetuneConfig:
     pixel_sampling: Literal["balanced", "uniform"] = option(
         "balanced", "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly "
                     "(Baranchuk et al.)")
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    device: str = device_option()
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "auto: bfloat16 autocast for the encoder's features and the head's training where the device "
                 "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32")

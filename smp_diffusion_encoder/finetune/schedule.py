@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.training.lr import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,9 @@ class SchedulePlan:
     reason: str
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        """Multiplier of the peak learning rate at optimizer step ``step`` (0-based): warm-up, then cosine decay
+        (:func:`~smp_diffusion_encoder.training.lr.warmup_cosine`)."""
+        return warmup_cosine(step, warmup=self.warmup, steps=self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

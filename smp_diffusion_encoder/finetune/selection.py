@@ -42,13 +42,13 @@ from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, encoder_state_dict
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.finetune.api import mean_slice_dice
+from smp_diffusion_encoder.evaluation import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import slice_batches
 from smp_diffusion_encoder.data.splits import eligible_slices
 from smp_diffusion_encoder.finetune.data import gather, labeled_cases, load_cases
 from smp_diffusion_encoder.finetune.selection_config import SelectionConfig
 from smp_diffusion_encoder.finetune.steps import ProbeStep
-from smp_diffusion_encoder.heads import FeatureCache, LinearProbe
+from smp_diffusion_encoder.heads import FeatureCache, LinearProbe, predict_classes
 from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry.records import resolve
@@ -195,10 +195,7 @@ def _probe_score(acts: Mapping[tuple[int, int], torch.Tensor], timesteps: Sequen
                                                                     log_every=config.steps, ema_decay=None,
                                                                     progress=False), device=device)
         trainer.fit(slice_batches(train, train_maps, 4, config.seed, 0, 1, needs_image=False, unfreeze_at=None))
-    probe.eval()
-    with torch.no_grad():
-        pred = torch.cat([probe([m[i:i + 8].to(device) for m in val_maps], val.labels.shape[-2:]).argmax(1).cpu()
-                          for i in range(0, len(val), 8)])
+    pred = predict_classes(probe, val_maps, val.labels.shape[-2:])
     return mean_slice_dice(val.labels.numpy(), pred.numpy(), FLARE_NUM_CLASSES)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder._options import device_option, option
 from smp_diffusion_encoder.errors import ConfigError
 
 
@@ -23,7 +23,7 @@ class SelectionConfig:
                            "(one slice dropped between them)")
     steps: int = option(300, "probe training steps per candidate")
     seed: int = option(0, "seed of the split and the probes")
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    device: str = device_option()
     precision: str = option("auto", "auto: bfloat16 autocast for the U-Net's activations where the device computes "
                                      "bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or fp32, bf16")
 

@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "feature_cache": ["FeatureCache", "encoder_fingerprint"],
         "linear_probe": ["LinearProbe", "naive_linear_logits"],
         "mlp_ensemble": ["EnsembleHead", "EnsemblePrediction", "MLPEnsemble", "pixel_mlp"],
-        "probe_model": ["HeadKind", "ProbeModel"],
+        "probe_model": ["HeadKind", "ProbeModel", "predict_classes"],
     },
 )

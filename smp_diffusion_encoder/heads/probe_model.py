@@ -3,11 +3,13 @@ the MLP ensemble). Saved and loaded as a probe model folder by :mod:`smp_diffusi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from smp_diffusion_encoder._device import autocast
 from smp_diffusion_encoder.encoder.config import FeatureConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder
 from smp_diffusion_encoder.errors import ConfigError
@@ -83,4 +85,18 @@ class ProbeModel(nn.Module):
         raise ConfigError(f"head must be 'linear' or 'mlp', got {head!r}")
 
 
-__all__ = ["HeadKind", "ProbeModel"]
+@torch.no_grad()
+def predict_classes(head: nn.Module, maps: Sequence[torch.Tensor], size: tuple[int, int] | torch.Size, *,
+                    precision: str = "fp32", batch_size: int = 8) -> torch.Tensor:
+    """Class ids ``(N, H, W)`` (long, CPU) of a probe or MLP-ensemble ``head`` on cached features: ``maps`` holds one
+    ``(N, C_s, h_s, w_s)`` tensor per stride; slices go through in batches of ``batch_size`` on the head's device,
+    in eval mode, under ``precision`` (``"bf16"``: bfloat16 autocast)."""
+    device = next(head.parameters()).device
+    head.eval()  # the MLP ensemble's BatchNorm uses its running statistics
+    n = len(maps[0]) if maps else 0
+    with autocast(device, precision):
+        return torch.cat([head([m[i:i + batch_size].to(device) for m in maps], size).argmax(1).cpu()
+                          for i in range(0, n, batch_size)])
+
+
+__all__ = ["HeadKind", "ProbeModel", "predict_classes"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
@@ -88,22 +89,15 @@ def push_folder(
     return sha
 
 
-def push_encoder_weights(
-    folder: str | os.PathLike[str],
-    repo_id: str,
-    *,
-    branch: str | None = None,
-    token: str | None = None,
-    private: bool = False,
-    commit_message: str | None = None,
-) -> str:
+def push_encoder_weights(folder: str | os.PathLike[str], repo_id: str, **options: Any) -> str:
     """Validate an encoder weights folder (config, header, strict architecture check) and push it.
 
-    Returns the 40-hex commit sha to pin in ``register_hub_weights`` and record in CHANGELOG.md.
+    ``options``: those of :func:`push_folder` (``branch``, ``token``, ``private``, ``commit_message``). Returns the
+    40-hex commit sha to pin in ``register_hub_weights`` and record in CHANGELOG.md.
 
     Example:
         >>> push_encoder_weights("out/ddpm-ct", "my-org/ddpm-ct-flare", branch="v1")  # doctest: +SKIP
         '3f1c...'
     """
     open_encoder_weights(folder).state_dict()  # raises WeightsError on anything unloadable
-    return push_folder(folder, repo_id, branch=branch, token=token, private=private, commit_message=commit_message)
+    return push_folder(folder, repo_id, **options)

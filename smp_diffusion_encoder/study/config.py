@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder._options import device_option, option
 from smp_diffusion_encoder.data.splits import LabelBudget
 from smp_diffusion_encoder.errors import ConfigError
 
@@ -30,7 +30,7 @@ class StudyConfig:
     gap: int = option(2, "one labeled case: slices dropped between train and evaluated blocks")
     holdout_seed: int = option(0, "seed of the held-out choice (cases or the block phase)")
     keep_models: bool = option(False, "keep every run's model folder and checkpoint")
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda")
+    device: str = device_option()
     precision: str = option("auto", "auto: bfloat16 autocast for features, training and prediction where the device "
                                      "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or "
                                      "fp32, bf16")

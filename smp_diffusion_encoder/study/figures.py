@@ -21,7 +21,7 @@ import numpy as np
 from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.remap import FLARE_COLORS, FLARE_NUM_CLASSES, FLARE_ORGANS
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.evaluation import slice_dice
+from smp_diffusion_encoder.evaluation import slice_organ_dice
 from smp_diffusion_encoder.study.results import aggregate, budget_slices
 
 __all__ = ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"]
@@ -164,7 +164,7 @@ def render_overlays(
                     ax.imshow(lut[labels[i]], interpolation="nearest")
                 text = [textwrap.fill(name, 26)] if i == 0 else []
                 if j >= 2:
-                    dice = _slice_organ_dice(maps[reference][i], labels[i])
+                    dice = slice_organ_dice(maps[reference][i], labels[i], FLARE_NUM_CLASSES)
                     text.append("no organ" if math.isnan(dice) else f"slice DSC {dice:.2f}")
                 ax.set_title("\n".join(text), fontsize=9)
                 ax.set_xticks([])
@@ -181,11 +181,3 @@ def render_overlays(
         return _save(fig, path, dpi=100)
     finally:
         plt.close(fig)
-
-
-def _slice_organ_dice(gt2d: np.ndarray, pred2d: np.ndarray) -> float:
-    """Mean DSC over the organs present in ``gt2d`` or ``pred2d`` (``nan`` when there are none)."""
-    present = np.zeros(FLARE_NUM_CLASSES, dtype=bool)
-    present[np.unique(gt2d)] = present[np.unique(pred2d)] = True
-    present[0] = False
-    return float(slice_dice(gt2d, pred2d, FLARE_NUM_CLASSES)[present].mean()) if present.any() else math.nan

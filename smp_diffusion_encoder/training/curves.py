@@ -1,5 +1,5 @@
-"""A run's training curves: ``metrics.csv``, the titled ``loss.png`` (loss and validation), and whether the
-loss had flattened by the end.
+"""A run's training curves: ``metrics.csv`` (:func:`write_history_csv`), the titled ``loss.png`` (loss and
+validation), and whether the loss had flattened by the end.
 
 Flattening (:func:`loss_flattened`): the mean training loss over the last 10% of logged rows is compared with
 the 10% before; a relative drop below 5% counts as flat. With the cosine learning-rate decay of few-shot
@@ -54,8 +54,11 @@ def loss_flattened(history: list[dict[str, Any]], *, window: float = FLAT_WINDOW
     return Flatness(flat, last, before, text)
 
 
-def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
-    """Write the history as CSV atomically: ``step, loss, lr, images_per_s`` first, then other columns."""
+def write_history_csv(history: list[dict[str, Any]], path: str | Path) -> None:
+    """Write the logged rows as CSV atomically: ``step, loss, lr, images_per_s`` first, then other columns.
+
+    (Data first, then the file, as :func:`~smp_diffusion_encoder.evaluation.write_metrics_csv` and
+    :func:`~smp_diffusion_encoder.study.results.write_results_csv`; that name is the evaluation's per-case metrics.)"""
     first = ["step", "loss", "lr", "images_per_s"]
     rest = sorted({k for row in history for k in row} - set(first))
     buf = io.StringIO()

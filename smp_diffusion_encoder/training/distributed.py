@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from smp_diffusion_encoder.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,12 +32,19 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment (if any) and pick this process's device.
 
     Args:
-        device: ``"cpu"`` or ``"cuda"`` to force a device type; ``None`` or ``"auto"``: CUDA when available.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to force a device; ``None`` or ``"auto"``: CUDA when
+            available. Under torchrun each process takes its ``LOCAL_RANK``'s GPU (``cuda:N`` is refused there);
+            a single process takes GPU ``N``.
     """
     use_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    index = torch.device(device).index if use_cuda and device not in (None, "auto") else None
+    if index is not None and world > 1:
+        raise ConfigError(f"device {device!r}: under torchrun every process uses its LOCAL_RANK's GPU; pass cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    dev = torch.device("cuda", local_rank if index is None else index) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

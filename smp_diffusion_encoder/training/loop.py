@@ -35,7 +35,7 @@ from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.formats.folder import write_safetensors
 from smp_diffusion_encoder.formats.run_folder import CHECKPOINT_NAME, CURVES_NAME, METRICS_NAME, milestone_path
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from smp_diffusion_encoder.training.curves import plot_training_curves, write_metrics_csv
+from smp_diffusion_encoder.training.curves import plot_training_curves, write_history_csv
 from smp_diffusion_encoder.training.ema import EMA
 
 #: ``loss.png`` is redrawn at a checkpoint at most this often (seconds), and always at the end of a run.
@@ -259,7 +259,7 @@ class Trainer:
                 extra["early_stopping"] = self.early_stopping.state_dict()
             save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
                             ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
-            write_metrics_csv(self.out_dir / METRICS_NAME, self.history)
+            write_history_csv(self.history, self.out_dir / METRICS_NAME)
             self._plot(force=plot)
         if self.world_size > 1:
             dist.barrier()

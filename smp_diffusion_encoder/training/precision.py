@@ -21,14 +21,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from smp_diffusion_encoder._device import cpu_supports_bf16
-
-Precision = Literal["fp32", "bf16"]
+from smp_diffusion_encoder._device import ResolvedPrecision, cpu_supports_bf16
 #: bf16 must be at least this much faster (time ratio) to be chosen: below it, fp32's exactness wins.
 MIN_SPEEDUP = 1.05
 
@@ -37,7 +35,7 @@ MIN_SPEEDUP = 1.05
 class PrecisionChoice:
     """The chosen precision, the measured seconds per step (``{}`` when not measured) and a readable note."""
 
-    precision: Precision
+    precision: ResolvedPrecision
     seconds: dict[str, float]
     note: str
 
@@ -75,7 +73,7 @@ def choose_precision(model: nn.Module, step: Callable[[nn.Module, Any], tuple[to
     model.train(was_training)
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["fp32"] / med["bf16"]
-    chosen: Precision = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
+    chosen: ResolvedPrecision = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
     note = (f"{'bf16 autocast' if chosen == 'bf16' else 'fp32'} chosen: bf16 autocast is {speedup:.2f}x the speed "
             f"of fp32 (median {med['bf16']:.3g} s vs {med['fp32']:.3g} s per forward+backward, {repeats} "
             f"alternating runs; bf16 needs >= {MIN_SPEEDUP}x)")

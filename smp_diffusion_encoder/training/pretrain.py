@@ -37,6 +37,7 @@ from smp_diffusion_encoder.training.config import PretrainConfig
 from smp_diffusion_encoder.training.ddpm import DDPMStep
 from smp_diffusion_encoder.training.distributed import DistInfo, barrier, init_distributed
 from smp_diffusion_encoder.training.loop import CHECKPOINT_NAME, TrainConfig, Trainer
+from smp_diffusion_encoder.training.lr import warmup_cosine
 from smp_diffusion_encoder.training.precision import choose_precision
 from smp_diffusion_encoder.training.run_folder import RUN_CONFIG_NAME, read_run_config, write_run_config
 from smp_diffusion_encoder.training.sampler import InfiniteBatchSampler, PositionedDataset
@@ -119,7 +120,7 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     scheduler = None
     if config.warmup_steps:
         warmup = config.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup=warmup))
     per_rank = config.batch_size // info.world_size
     step_fn = DDPMStep(GaussianDiffusion(config.noise_schedule), seed=config.seed, vlb_weight=config.vlb_weight,
                        min_snr_gamma=config.min_snr_gamma)

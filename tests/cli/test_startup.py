@@ -59,3 +59,21 @@ def test_every_subcommand_has_a_one_line_description_and_options_state_defaults(
             if action.option_strings and action.help and action.dest not in ("help",) and not action.required:
                 flag = action.__class__.__name__ in ("_StoreTrueAction", "BooleanOptionalAction")
                 assert flag or "default" in action.help, f"{name} {action.option_strings}: {action.help}"
+
+
+def test_every_device_option_takes_the_same_values() -> None:
+    """``--device`` accepts auto, cpu, cuda and cuda:N in every subcommand that has it (checked without torch)."""
+    import pytest
+
+    from smp_diffusion_encoder.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    with_device = {name: p for name, p in sub.choices.items()
+                   if any("--device" in a.option_strings for a in p._actions)}
+    assert {"pretrain", "sample", "predict", "gen-metrics", "finetune", "select-features"} <= set(with_device)
+    for name, p in with_device.items():
+        action = next(a for a in p._actions if "--device" in a.option_strings)
+        assert action.choices is None and action.type("cuda:1") == "cuda:1" and action.type("auto") == "auto", name
+        with pytest.raises(Exception, match="device must be auto, cpu, cuda or cuda:N"):
+            action.type("gpu")

@@ -100,6 +100,6 @@ def test_discover_volumes_finds_nifti_and_dicom_series_sorted(tmp_path: Path) ->
 
 def test_discover_volumes_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetLayoutError, match=r"empty: holds no volume files \(\.nii\.gz, \.nii, \.nrrd, "
+    with pytest.raises(DatasetLayoutError, match=r"empty: holds no volume files \(\.nii, \.nii\.gz, \.nrrd, "
                                                   r"\.nhdr, \.mha, \.mhd\) or DICOM"):
         discover_volumes(tmp_path / "empty")

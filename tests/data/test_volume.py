@@ -262,7 +262,7 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"nope\.nii\.gz: does not exist"):
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii\.gz, \.nii, \.nrrd, "
+    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
                                                r"\.nhdr, \.mha, \.mhd\) nor a DICOM"):
         read_volume(tmp_path / "a.png")
 

@@ -26,7 +26,7 @@ from smp_diffusion_encoder.study import (
     write_report,
     write_results_csv,
 )
-from smp_diffusion_encoder.study.figures import _slice_organ_dice
+from smp_diffusion_encoder.evaluation import slice_organ_dice
 
 LABELS = {"ddpm-unet": "ddpm-ct + Unet decoder (frozen)", "imagenet-unet": "ImageNet + Unet"}
 BUDGETS = {"4": 4, "10%": 6, "1": 1}  # deliberately not in slice order
@@ -280,9 +280,9 @@ def test_slice_organ_dice_averages_present_organs() -> None:
     gt[:2, :2] = 1
     pred = gt.copy()
     pred[3, 3] = 5  # a false-positive aorta pixel: liver 1.0, aorta 0.0, the 11 absent organs are ignored
-    assert _slice_organ_dice(gt, pred) == pytest.approx(0.5)
-    assert _slice_organ_dice(gt, gt) == 1.0
-    assert math.isnan(_slice_organ_dice(np.zeros_like(gt), np.zeros_like(gt)))
+    assert slice_organ_dice(gt, pred, 14) == pytest.approx(0.5)
+    assert slice_organ_dice(gt, gt, 14) == 1.0
+    assert math.isnan(slice_organ_dice(np.zeros_like(gt), np.zeros_like(gt), 14))
 
 
 def test_write_report(tmp_path: Path) -> None:

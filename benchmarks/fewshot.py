@@ -52,9 +52,11 @@ from smp_diffusion_encoder.study.results import aggregate, read_results_csv  # n
 
 
 def parse_postprocessing(name: str) -> PostprocessingConfig:
-    """``"lcc"``, ``"z3"`` (mm), ``"lcc+z3"`` -> :class:`PostprocessingConfig`."""
+    """``"none"``, ``"lcc"``, ``"z3"`` (mm), ``"lcc+z3"`` -> :class:`PostprocessingConfig`."""
     largest, z_mm = False, 0.0
     for part in name.split("+"):
+        if part == "none":
+            continue
         if part == "lcc":
             largest = True
         elif part.startswith("z") and part[1:].replace(".", "", 1).isdigit():
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlp-members", type=int, default=10)
     p.add_argument("--unfreeze-at", type=int, default=250, help="ddpm-unet-ft: step the encoder unfreezes")
     p.add_argument("--postprocessing", nargs="+", default=[], metavar="VARIANT",
-                   help="also score every model with these post-processing variants (no retraining): lcc (largest "
+                   help="also score every model with these post-processing variants (no retraining): none, lcc (largest "
                         "3D component per organ), zN (probabilities averaged with the slices N mm above and below), "
                         "or both joined by +, e.g. lcc z3 lcc+z3")
     p.add_argument("--override", nargs="+", default=[], metavar="FIELD=VALUE",

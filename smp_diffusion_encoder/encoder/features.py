@@ -24,6 +24,7 @@ from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
+from smp_diffusion_encoder.models.layers import InputConv
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 
 #: Side length of the canonical noise field; larger inputs tile it.
@@ -167,8 +168,7 @@ class FeaturePyramid(DiffusionFeatureEncoder):
             raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
         with torch.no_grad():
             mean_w = stem.weight.mean(dim=1, keepdim=True)  # (out, 1, k, k)
-            new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, padding=stem.padding,
-                            device=stem.weight.device, dtype=stem.weight.dtype)
+            new = InputConv(in_channels, stem.out_channels, device=stem.weight.device, dtype=stem.weight.dtype)
             if not stem.weight.is_meta:
                 new.weight.copy_(mean_w.repeat(1, in_channels, 1, 1) * (stem.in_channels / in_channels))
                 new.bias.copy_(stem.bias)
@@ -189,7 +189,7 @@ class FeaturePyramid(DiffusionFeatureEncoder):
             raise ConfigError(f"feature levels {levels} were pruned: this model keeps levels {self.min_level}.."
                               f"{len(self.strides) - 1} (build it with features_only=True for finer maps)")
         h, w = x.shape[-2], x.shape[-1]
-        m = self.unet.config.max_stride
+        m = self.unet.max_stride
         padded = nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m), value=-1.0)
         cap = self.output_stride_cap
         out = []

@@ -32,7 +32,7 @@ def _cfg(timm_name: str) -> dict[str, Any]:
     return {
         "num_classes": 0,
         "input_size": (record.spec.unet.in_channels, size, size),
-        "pool_size": (size // record.spec.unet.max_stride, size // record.spec.unet.max_stride),
+        "pool_size": (size, size),  # forward_features is the stride-1 map (the trunk's last)
         "crop_pct": 1.0,
         "interpolation": "bilinear",
         "mean": (0.5,),
@@ -64,7 +64,6 @@ def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> DDPMCTUN
     spec = resolve(timm_name).spec
     kwargs.setdefault("unet", spec.unet.to_dict())
     kwargs.setdefault("features", spec.features.to_dict())
-    kwargs.setdefault("head_only", not kwargs.get("features_only", False))  # model(x) uses every parameter
     kwargs = prepare_timm_pretrained(pretrained, kwargs)
     return build_model_with_cfg(DDPMCTUNet, timm_name, pretrained,
                                 feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))), **kwargs)

@@ -64,9 +64,9 @@ class PretrainConfig:
         "auto", "where each sample's timestep and noise are drawn: cpu (a seeded CPU generator per sample, copied "
                 "over), device (a counter-based hash computed on the training device, no host work); auto: device "
                 "on CUDA, cpu on CPUs (a resumed run keeps its choice)")
-    compile: bool = option(False, "torch.compile the U-Net (forward and backward); pays on long GPU runs, costs "
-                                  "a compilation in each session's first step; a resumed run is exact with the "
-                                  "same setting")
+    compile: bool = option(False, "torch.compile the U-Net (forward and backward): faster steps after a "
+                                  "compilation in each session's first step; resume with the same setting "
+                                  "(compiled and eager kernels round differently)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unet", resolve_config(self.unet))

@@ -101,7 +101,8 @@ class PositionedDataset(Dataset):
         return self.dataset[index], position
 
 
-def device_batches(data: torch.Tensor, sampler: Iterable[list[tuple[int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def device_batches(data: torch.Tensor,
+                   sampler: Iterable[list[tuple[int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``(x (B, ...) float32, positions (B,) int64)`` indexed from ``data`` on its own device (e.g. a
     store's :meth:`~smp_diffusion_encoder.data.slice_store.SliceStore.load_all` moved to the GPU once): the
     same values and positions as a ``DataLoader`` over :class:`PositionedDataset` with ``sampler``. Only the

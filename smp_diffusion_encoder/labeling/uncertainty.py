@@ -144,18 +144,28 @@ def measure_slices(model: Segmenter, volume: Volume, zs: Sequence[int], measure:
             p = _shift(p, -dy, -dx, fill=0.0) + (_shift(np.zeros_like(p[:, :1]), -dy, -dx, fill=1.0) * background)
             mean += p / views
             votes += np.eye(k, dtype=np.float32)[p.argmax(1)].transpose(0, 3, 1, 2)
-        pixel = 1.0 - votes.max(1) / views
-        prob = mean
+        return _summarize(images, mean, 1.0 - votes.max(1) / views, area)
+    return from_probabilities(images, run(images), measure, area)  # type: ignore[arg-type]
+
+
+def from_probabilities(images: np.ndarray, prob: np.ndarray, measure: Literal["error", "entropy"],
+                       area_cm2: float) -> SliceUncertainty:
+    """The single-pass measures from softmax probabilities ``(N, K, S, S)`` of ``images`` (one forward pass can
+    serve both)."""
+    if measure == "error":
+        pixel = 1.0 - prob.max(1)
+    elif measure == "entropy":
+        q = np.clip(prob, 1e-12, 1.0)
+        pixel = np.maximum(-(q * np.log(q)).sum(1), 0.0)
     else:
-        prob = run(images)
-        if measure == "error":
-            pixel = 1.0 - prob.max(1)
-        else:
-            q = np.clip(prob, 1e-12, 1.0)
-            pixel = np.maximum(-(q * np.log(q)).sum(1), 0.0)
+        raise ConfigError(f"from_probabilities computes error or entropy, not {measure!r}")
+    return _summarize(images, prob, pixel, area_cm2)
+
+
+def _summarize(images: np.ndarray, prob: np.ndarray, pixel: np.ndarray, area_cm2: float) -> SliceUncertainty:
     labels = prob.argmax(1).astype(np.uint8)
-    return SliceUncertainty(images, labels, pixel.astype(np.float32), pixel.reshape(len(pixel), -1).sum(1) * area,
-                            organ_share(prob, pixel), area)
+    return SliceUncertainty(images, labels, pixel.astype(np.float32), pixel.reshape(len(pixel), -1).sum(1) * area_cm2,
+                            organ_share(prob, pixel), area_cm2)
 
 
 def organ_share(prob: np.ndarray, pixel: np.ndarray) -> np.ndarray:

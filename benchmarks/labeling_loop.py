@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=int, default=StudyConfig().gap)
     p.add_argument("--holdout-seed", type=int, default=0)
     p.add_argument("--keep-models", action="store_true")
-    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report OUT/results.csv")
+    p.add_argument("--note", default="", help="text added to the report's context (e.g. how the rows were made)")
     add_config_arguments(p, FinetuneConfig, exclude=("budget", "seed", "val_fraction", "label_table"))
     args = p.parse_args(argv)
     cfg = given(args, FinetuneConfig)
@@ -228,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             rows = run_seed(plan, pool, images, truth, rounds, seed, rows, cfg, args, csv_path)
     elapsed = time.perf_counter() - start_time
-    command = " ".join(["python benchmarks/labeling_loop.py", *(argv if argv is not None else sys.argv[1:])])
+    given_argv = list(argv if argv is not None else sys.argv[1:])
+    if "--note" in given_argv:  # the note is printed once, after the command
+        del given_argv[given_argv.index("--note"):given_argv.index("--note") + 2]
+    command = " ".join(["python benchmarks/labeling_loop.py", *given_argv])
     context = (f"Data: `{args.root}`; {plan.description}. Loop: {args.start} evenly spaced slices of the pool, "
                f"+{args.step} per round up to {args.max}; strategies {', '.join(args.strategies)}; suggest measure "
                f"`{args.measure}`, min distance {args.min_distance_mm:g} mm (stepping down where the pool is too "
                f"small). Fine-tuning: FinetuneConfig defaults{' with ' + str(cfg) if cfg else ''}. Machine: "
                f"{describe_machine(args.device)}; {today()}; this invocation took {elapsed / 60:.1f} min (rounds "
-               f"already in results.csv are reused). Command: `{command}`.")
+               f"already in results.csv are reused). Command: `{command}`. {args.note}")
     if rows:
         summary = write_report(rows, args.out, title="The labeling loop: DSC against labeled slices per strategy",
                                context=context)

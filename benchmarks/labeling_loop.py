@@ -59,7 +59,9 @@ from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
 from smp_diffusion_encoder.evaluation import slice_dice  # noqa: E402
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune  # noqa: E402
 from smp_diffusion_encoder.inference import Segmenter, load_model  # noqa: E402
+from smp_diffusion_encoder.data.labeled_slices import slice_positions_mm  # noqa: E402
 from smp_diffusion_encoder.labeling import Scan, SuggestConfig, measure_slices, suggest  # noqa: E402
+from smp_diffusion_encoder.labeling.ranking import Candidate, rank_slices  # noqa: E402
 from smp_diffusion_encoder.labeling.uncertainty import (  # noqa: E402
     MEASURES,
     from_probabilities,
@@ -109,18 +111,29 @@ def random_next(pool: dict[str, list[int]], labeled: Sequence[Pair], n: int, see
 
 def suggest_next(model: Segmenter, cases: Sequence[Case], images: dict[str, Volume], pool: dict[str, list[int]],
                  labeled: Sequence[Pair], n: int, args: argparse.Namespace, seed: int) -> tuple[list[Pair], float]:
-    """``n`` picks of :func:`suggest` on the pool; the largest distance (of ``--min-distance-mm`` x 1, 0.6, 0.4,
-    0.2, 0) that still gives ``n`` picks, and it."""
+    """``n`` picks of :func:`suggest` on the pool, and the distance kept: ``--min-distance-mm``, or where that
+    leaves fewer than ``n`` slices the largest of its x0.6, x0.4, x0.2, x0 that does (the same scores ranked again
+    by the same rule, :func:`~smp_diffusion_encoder.labeling.ranking.rank_slices`)."""
     scans = [Scan(c.case_id, c.image) for c in cases]
     have = {c.case_id: [z for cc, z in labeled if cc == c.case_id] for c in cases}
-    for factor in (1.0, 0.6, 0.4, 0.2, 0.0):
-        distance = args.min_distance_mm * factor
-        config = SuggestConfig(n=n, measure=args.measure, min_distance_mm=distance, seed=seed, sheet_slices=0,
-                               device=args.device, precision=args.precision)
-        result = suggest(model, scans, config, labeled=have, images=images, candidates=pool)
-        if len(result.suggestions) >= n or factor == 0.0:
-            return sorted((s.scan, s.z) for s in result.suggestions), distance
-    raise AssertionError("unreachable")
+    config = SuggestConfig(n=n, measure=args.measure, min_distance_mm=args.min_distance_mm, seed=seed,
+                           sheet_slices=0, device=args.device, precision=args.precision)
+    result = suggest(model, scans, config, labeled=have, images=images, candidates=pool)
+    picks = [(s.scan, s.z) for s in result.suggestions]
+    distance = args.min_distance_mm
+    if len(picks) < n:
+        positions = {c: slice_positions_mm(images[c]) for c in result.scores}
+        candidates = [Candidate(c, z, float(positions[c][z]), v) for c, zs in result.scores.items()
+                      for z, v in sorted(zs.items())]
+        labeled_mm = {c: [float(slice_positions_mm(images[c])[z]) for z in zs] for c, zs in have.items()}
+        for factor in (0.6, 0.4, 0.2, 0.0):
+            distance = args.min_distance_mm * factor
+            ranked = rank_slices(candidates, labeled_mm, n, min_distance_mm=distance, scan_decay=config.scan_decay,
+                                 seed=seed, labeled_z=have)
+            picks = [(p.candidate.scan, p.candidate.z) for p in ranked]
+            if len(picks) >= n:
+                break
+    return sorted(picks), distance
 
 
 def measure_check(model: Segmenter, images: dict[str, Volume], truth: dict[str, Volume],

@@ -143,6 +143,8 @@ def measure_check(model: Segmenter, images: dict[str, Volume], truth: dict[str, 
     only: no strategy sees it)."""
     from scipy.stats import spearmanr
 
+    if not args.check_measures:
+        return {}
     scores: dict[str, list[float]] = {m: [] for m in MEASURES}
     errors: dict[str, list[float]] = {m: [] for m in MEASURES}
     for case_id, zs in free.items():
@@ -154,13 +156,15 @@ def measure_check(model: Segmenter, images: dict[str, Volume], truth: dict[str, 
         prob = probabilities(model, slices, device=args.device, precision=args.precision)  # one pass, two measures
         area = pixel_area_cm2(model, image)
         found = {m: from_probabilities(slices, prob, m, area) for m in ("error", "entropy")}
-        found["tta"] = measure_slices(model, image, zs, "tta", seed=seed, device=args.device, precision=args.precision)
+        if "tta" in args.check_measures:
+            found["tta"] = measure_slices(model, image, zs, "tta", seed=seed, device=args.device,
+                                          precision=args.precision)
         real = [1.0 - _slice_dsc(t, p) for t, p in zip(gt, found["error"].labels)]  # what predict would give
         for m, u in found.items():
             scores[m] += u.scores.tolist()
             errors[m] += real
     out: dict[str, float] = {}
-    for m in MEASURES:
+    for m in args.check_measures:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             enough = len(scores[m]) >= 3
@@ -218,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=StudyConfig().block, help="held-out z blocks (study.holdout)")
     p.add_argument("--gap", type=int, default=StudyConfig().gap)
     p.add_argument("--holdout-seed", type=int, default=0)
+    p.add_argument("--check-measures", nargs="*", default=list(MEASURES), choices=MEASURES,
+                   help="measures whose rank correlation with the real slice error is reported (tta: 4 more passes)")
     p.add_argument("--keep-models", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report OUT/results.csv")
     p.add_argument("--note", default="", help="text added to the report's context (e.g. how the rows were made)")

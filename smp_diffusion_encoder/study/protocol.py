@@ -290,7 +290,8 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
     if len(zs):
         image = read_volume(case.image)
         check_pair(image, label)
-        pred_full = predict_volume(model, image, device=device, precision=precision).labels  # as a user would
+        # as a user would: predict_volume predicts the whole volume when post-processing looks at other slices
+        pred_full[index] = predict_volume(model, image, device=device, precision=precision, slices=index).labels
     else:
         with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
             report = predict_files([case.image], model, tmp, device=device, progress=False, precision=precision)

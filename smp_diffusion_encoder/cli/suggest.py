@@ -64,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
     for s in result.suggestions:
         print(f"{s.rank:3d}. {s.scan} z={s.z} (slice {s.slice_in_file} in the file, S {s.position_mm:.1f} mm): {s.why}")
     if len(result.suggestions) < config.n:
-        print(f"only {len(result.suggestions)} of {config.n} slices could be suggested: the others are labeled or within "
-              f"{config.min_distance_mm:g} mm of a labeled or suggested slice (lower --min-distance-mm for more)")
+        print(f"only {len(result.suggestions)} of {config.n} slices could be suggested: the others are labeled or "
+              f"within {config.min_distance_mm:g} mm of a labeled or suggested slice (lower --min-distance-mm for more)")
     n_labeled = sum(len(z) for z in labeled.values())
+    files = [p.name for p in written if p.parent.name != "sidecars"]
+    sidecars = len(written) - len(files)
     print(f"{result.candidates} unlabeled slices of {len(scans)} scans scored ({n_labeled} labeled slices avoided) in "
-          f"{time.perf_counter() - tick:.1f} s -> {args.out}: " + ", ".join(p.name for p in written[:3])
-          + (f", sidecars/ ({len(written) - 3} scans)" if len(written) > 3 else ""))
+          f"{time.perf_counter() - tick:.1f} s -> {args.out}: " + ", ".join(files)
+          + (f", sidecars/ ({sidecars} scans)" if sidecars else ""))
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from smp_diffusion_encoder._io import read_json_object
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
-from smp_diffusion_encoder.data.flare import CASE_IMAGE_NAMES, CASE_LABEL_NAMES, discover_volumes
+from smp_diffusion_encoder.data.flare import CASE_IMAGE_NAMES, CASE_LABEL_NAMES, FlareDataset, discover_volumes
 from smp_diffusion_encoder.data.labeled_slices import SIDECAR_SUFFIX, read_label_map, read_sidecar
 from smp_diffusion_encoder.data.slicer_seg import SEG_NRRD_SUFFIX
 from smp_diffusion_encoder.data.splits import SPLIT_FORMAT, read_split_json
@@ -70,6 +70,8 @@ def _scans_in(path: Path) -> list[Scan]:
         return [Scan(case_name(path), path)]
     if is_dicom_folder(path):
         return [Scan(path.name, path)]
+    if (path / "Training").is_dir() or (path / "Tuning").is_dir():  # a FLARE root: its cases, labels with them
+        return [Scan(c.case_id, c.image, c.label) for c in FlareDataset.discover(path).cases]
     case = _case_folder(path)
     if case is not None:
         return [case]
@@ -127,7 +129,8 @@ def labeled_slices(scans: Sequence[Scan], images: Mapping[str, Volume], given: S
         if not path.exists():
             raise InputFileError(path, "does not exist")
         if path.name.endswith(SIDECAR_SUFFIX):
-            scan_id = _owner(path, path.name[: -len(SIDECAR_SUFFIX)], "label", by_id)
+            stem = path.name[: -len(SIDECAR_SUFFIX)]
+            scan_id = _owner(path, stem, by_id, in_case_folder=stem == "label")
             out[scan_id] |= set(read_sidecar(path, images[scan_id]))
         elif path.suffix == ".json":
             out_of_scans = _from_split(path, out)
@@ -137,18 +140,19 @@ def labeled_slices(scans: Sequence[Scan], images: Mapping[str, Volume], given: S
         elif is_volume_file(path) or path.name.lower().endswith(SEG_NRRD_SUFFIX):
             stem = case_name(path)
             stem = stem[: -len(".seg")] if path.name.lower().endswith(SEG_NRRD_SUFFIX) else stem
-            scan_id = _owner(path, stem, stem, by_id)
+            scan_id = _owner(path, stem, by_id, in_case_folder=_is_label_name(path))
             out[scan_id] |= _from_label_map(path, images[scan_id], table)
         else:
             raise InputFileError(path, "is neither a split (.json), a sidecar (.slices.json) nor a label map")
     return out
 
 
-def _owner(path: Path, stem: str, folder_stem: str, by_id: Mapping[str, Scan]) -> str:
-    """The scan a sidecar or label map belongs to: named after it, or inside its case folder."""
+def _owner(path: Path, stem: str, by_id: Mapping[str, Scan], *, in_case_folder: bool) -> str:
+    """The scan a sidecar or label map belongs to: named after it, or (a case folder's ``label.*`` file) inside
+    its case folder."""
     if stem in by_id:
         return stem
-    if stem == folder_stem and path.parent.name in by_id:
+    if in_case_folder and path.parent.name in by_id:
         return path.parent.name
     raise InputFileError(path, f"belongs to no scan given (scans: {sorted(by_id)}); name it <scan>{SIDECAR_SUFFIX} "
                                f"/ <scan>.nii.gz or keep it in the scan's case folder")

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "smp_diffusion_encoder"
 #: Bottom to top. ``_io``, ``_options``, ``_device`` and ``errors`` are the base everything may use.
 LAYERS = ("errors", "_io", "_options", "_device", "models", "diffusion", "data", "evaluation", "heads", "encoder",
-          "training", "hub", "registry", "inference", "generation", "finetune", "study", "cli")
+          "training", "hub", "registry", "inference", "generation", "finetune", "study", "labeling", "cli")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

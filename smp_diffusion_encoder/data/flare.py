@@ -100,7 +100,8 @@ class FlareDataset:
 
 
 #: Label-map file names of a case folder (:func:`find_labeled_cases`).
-CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz", "label.nrrd", "label.mha")
+CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz", "label.nrrd", "label.mha",
+                    "label.seg.nrrd")
 #: Image file names of a case folder without a DICOM series, in order of preference.
 CASE_IMAGE_NAMES = ("image.nii.gz", "image.nii", "image.nrrd", "image.mha")
 
@@ -225,7 +226,8 @@ def _is_volume(path: Path) -> bool:
 
 
 def _label_id(path: Path) -> str:
-    return strip_volume_suffix(path.name)
+    stem = strip_volume_suffix(path.name)  # a 3D Slicer segmentation CASE.seg.nrrd labels CASE
+    return stem[: -len(".seg")] if path.name.lower().endswith(".seg.nrrd") else stem
 
 
 def _case_id(path: Path) -> str:

@@ -57,6 +57,9 @@ class FinetuneConfig:
                    "intensity set; spatial-intensity = without contrast phases (other label conventions); none")
     augment_views: int | None = option(None, "views per labeled slice: the slice + augmented copies, each encoded "
                                              "once (none: 128 views in all, 4..32 per slice)")
+    label_table: str | None = option(None, "JSON file {\"segment name\": FLARE id} for 3D Slicer .seg.nrrd label "
+                                           "maps (none: the FLARE organ names, e.g. liver, right kidney, RK)",
+                                     metavar="FILE")
     largest_component: bool = option(False, "predict keeps each organ's largest 3D connected component (tubular "
                                             "organs: every large one; off: it removed true organs on validation "
                                             "data); recorded in the model folder")

@@ -28,6 +28,8 @@ interrupted runs resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -38,17 +40,20 @@ from benchmarks._machine import describe_machine, today
 from smp_diffusion_encoder.cli._args import add_config_arguments, given
 from smp_diffusion_encoder.data.flare import find_labeled_cases
 from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.study.config import STANDARD_METHODS, StudyConfig
-from smp_diffusion_encoder.study.protocol import holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
 from smp_diffusion_encoder.study.report import write_report
 from smp_diffusion_encoder.study.results import aggregate, read_results_csv
 
 
 def parse_postprocessing(name: str) -> PostprocessingConfig:
-    """``"lcc"``, ``"z3"`` (mm), ``"lcc+z3"`` -> :class:`PostprocessingConfig`."""
+    """``"none"``, ``"lcc"``, ``"z3"`` (mm), ``"lcc+z3"`` -> :class:`PostprocessingConfig`."""
     largest, z_mm = False, 0.0
     for part in name.split("+"):
+        if part == "none":
+            continue
         if part == "lcc":
             largest = True
         elif part.startswith("z") and part[1:].replace(".", "", 1).isdigit():
@@ -56,6 +61,23 @@ def parse_postprocessing(name: str) -> PostprocessingConfig:
         else:
             raise SystemExit(f"--postprocessing: unknown variant part {part!r} in {name!r} (lcc, zN, joined by +)")
     return PostprocessingConfig(largest_component=largest, z_context_mm=z_mm)
+
+
+def with_overrides(method: Method, overrides: list[str]) -> Method:
+    """``method`` with FinetuneConfig fields set from ``FIELD=VALUE`` strings (JSON values, else text)."""
+    if not overrides:
+        return method
+    options = dict(method.options)
+    for item in overrides:
+        field, sep, text = item.partition("=")
+        if not sep or field not in {f.name for f in dataclasses.fields(FinetuneConfig)}:
+            raise SystemExit(f"--override: {item!r} is not FIELD=VALUE with a FinetuneConfig field")
+        try:
+            options[field] = json.loads(text)
+        except json.JSONDecodeError:
+            options[field] = text
+    tag = " ".join(overrides)
+    return Method(f"{method.name}[{tag}]", f"{method.label} [{tag}]", options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlp-members", type=int, default=10)
     p.add_argument("--unfreeze-at", type=int, default=250, help="ddpm-unet-ft: step the encoder unfreezes")
     p.add_argument("--postprocessing", nargs="+", default=[], metavar="VARIANT",
-                   help="also score every model with these post-processing variants (no retraining): lcc (largest "
+                   help="also score every model with these post-processing variants (no retraining): none, lcc (largest "
                         "3D component per organ), zN (probabilities averaged with the slices N mm above and below), "
                         "or both joined by +, e.g. lcc z3 lcc+z3")
+    p.add_argument("--override", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="FinetuneConfig fields set for every method (an ablation of one setting), e.g. steps_scale=2 "
+                        "augment_views=64; the methods are renamed '<method>[FIELD=VALUE ...]'")
     p.add_argument("--include", nargs="+", type=Path, default=[], metavar="DIR",
                    help="also report the rows of these studies' results.csv (e.g. methods run in parallel)")
     p.add_argument("--report-only", action="store_true", help="train nothing: report OUT's and --include rows")
@@ -93,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_results_csv(csv_path) if csv_path.is_file() else []
     else:
         variants = {name: parse_postprocessing(name) for name in args.postprocessing}
-        rows = run_study(plan, args.out, [catalog[n] for n in args.methods], config, progress=False,
+        methods = [with_overrides(catalog[n], args.override) for n in args.methods]
+        rows = run_study(plan, args.out, methods, config, progress=False,
                          postprocessing=variants)
     for folder in args.include:
         rows += read_results_csv(folder / "results.csv")

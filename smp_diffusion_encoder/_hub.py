@@ -3,7 +3,8 @@
 Errors become :class:`WeightsError`, and every failure names the repo, the revision and the file, and says
 what to do: a missing repo or file, an unknown revision, offline mode (``HF_HUB_OFFLINE=1``) without a cached
 copy, an unreachable server, a download cut short. No retries are added on top of huggingface_hub's own.
-A downloaded file is checked against the content hash the server announced (:func:`verify_cached_blob`).
+A file missing from the cache raises :class:`NotCachedError`, which timm's ``hf-hub:`` path raises too
+(:mod:`smp_diffusion_encoder.registry.timm_names`). A downloaded file is checked against the content hash the server announced (:func:`verify_cached_blob`).
 
 Nothing here knows a file format: which files a folder holds and how they are read is decided in
 :mod:`smp_diffusion_encoder.formats`; the public Hub functions (push, download) are
@@ -37,6 +38,28 @@ def is_commit(revision: str | None) -> bool:
     return bool(revision and COMMIT_RE.match(revision))
 
 
+class NotCachedError(WeightsError, LocalEntryNotFoundError):
+    """A Hub file that is not in the local cache and cannot be downloaded (``HF_HUB_OFFLINE=1``, or the Hub is
+    unreachable). Also a huggingface_hub ``LocalEntryNotFoundError``, so code that catches that still does."""
+
+
+def not_cached_error(repo_id: str, filename: str, *, revision: str | None = None, fill: str = "",
+                     cache_dir: str | None = None) -> NotCachedError:
+    """The error for ``filename`` of ``repo_id@revision`` missing from the cache: it names the repo, the cache and
+    the command that fills it (``hf download REPO [fill] [--revision REV]``; ``fill=""``: the whole repo)."""
+    where = f"{repo_id}@{revision or 'main'}/{filename}"
+    command = " ".join(["hf download", repo_id, *([fill] if fill else []), *(["--revision", revision] if revision else [])])
+    if constants.is_offline_mode():
+        return NotCachedError(
+            f"{where}: not in the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}) and "
+            f"HF_HUB_OFFLINE=1 forbids downloading it. Run once online, or pre-download it with `{command}`"
+        )
+    return NotCachedError(
+        f"{where}: could not be downloaded (the Hub at {constants.ENDPOINT} was unreachable or the download "
+        f"failed) and there is no cached copy. Check the connection and retry, or pre-download it with `{command}`"
+    )
+
+
 def download_file(repo_id: str, filename: str, *, revision: str | None = None) -> str:
     """Local path of ``filename`` of Hub model repo ``repo_id`` at ``revision`` (cached, no re-download).
 
@@ -50,17 +73,7 @@ def download_file(repo_id: str, filename: str, *, revision: str | None = None) -
     except HFValidationError as err:
         raise WeightsError(f"{repo_id!r} is neither an existing folder nor a valid Hub repo id ({err})") from err
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
-        if constants.is_offline_mode():
-            raise WeightsError(
-                f"{where}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
-                f"forbids downloading it. Run once online, or pre-download it with "
-                f"`hf download {repo_id} {filename}" + (f" --revision {revision}`" if revision else "`")
-            ) from err
-        raise WeightsError(
-            f"{where}: could not be downloaded (the Hub at {constants.ENDPOINT} was unreachable or the "
-            f"download failed) and there is no cached copy. Check the connection and retry, or pre-download "
-            f"it with `hf download {repo_id} {filename}`"
-        ) from err
+        raise not_cached_error(repo_id, filename, revision=revision, fill=filename) from err
     except RevisionNotFoundError as err:
         raise WeightsError(f"{where}: revision {revision!r} does not exist in {repo_id}") from err
     except RepositoryNotFoundError as err:
@@ -113,4 +126,5 @@ def verify_cached_blob(path: str | os.PathLike[str], *, source: str) -> None:
         )
 
 
-__all__ = ["download_file", "is_commit", "list_repo_files_safely", "verify_cached_blob"]
+__all__ = ["NotCachedError", "download_file", "is_commit", "list_repo_files_safely", "not_cached_error",
+           "verify_cached_blob"]

@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "smp_diffusion_encoder"
 #: Bottom to top. ``errors``, ``_io``, ``_options``, ``_device`` and ``_hub`` are the base everything may use.
 LAYERS = ("errors", "_io", "_options", "_device", "_hub", "models", "diffusion", "data", "evaluation", "encoder",
-          "heads", "formats", "training", "hub", "registry", "inference", "generation", "finetune", "study", "cli")
+          "heads", "formats", "training", "hub", "registry", "inference", "generation", "finetune", "study", "labeling",
+          "cli")
 
 
 def _imports(path: Path, *, runtime: bool = False) -> list[tuple[int, str]]:

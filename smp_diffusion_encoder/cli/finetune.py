@@ -5,7 +5,11 @@ features, or an smp decoder on the frozen encoder (unet, the default), through t
 schedule follows from the amount of labeled data and the head (--steps overrides it). Writes DIR/split.json,
 DIR/config.json, DIR/checkpoint.pt, DIR/metrics.csv, DIR/loss.png, DIR/summary.json and the model folder
 DIR/model, which smp-diffusion predict --model DIR/model runs. --split FILE trains on a given split
-(smp-diffusion split JSON; its evaluation slices validate). Several processes:
+(smp-diffusion split JSON; its evaluation slices validate). ROOT is a FLARE 2022 root, a case folder (a label map
+and its image: a DICOM series folder or image.nii.gz) or a folder of case folders. Partly labeled scans: a
+sidecar beside the label map lists its labeled axial slices (label.slices.json: see
+smp_diffusion_encoder.data.labeled_slices); only those train, empty ones included; --budget all trains on every
+one. Label maps may be 3D Slicer .seg.nrrd files (segment names mapped by --label-table). Several processes:
 torchrun --nproc_per_node=N -m smp_diffusion_encoder.cli.main finetune ...
 """
 
@@ -21,7 +25,7 @@ from smp_diffusion_encoder.finetune.config import FinetuneConfig
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("finetune", help="train a probe, MLP ensemble or smp decoder on a few labeled slices",
                               description=description(__doc__))
-    p.add_argument("root", type=Path, metavar="ROOT", help="FLARE 2022 root with labeled training cases")
+    p.add_argument("root", type=Path, metavar="ROOT", help="labeled training cases: a FLARE 2022 root, a case folder or a folder of case folders")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (model in DIR/model)")
     add_config_arguments(p, FinetuneConfig)
     p.add_argument("--split", type=Path, default=None, metavar="FILE",

@@ -32,6 +32,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "smp_diffusion_encoder.cli.finetune",
     "smp_diffusion_encoder.cli.select_features",
     "smp_diffusion_encoder.cli.predict",
+    "smp_diffusion_encoder.cli.suggest",
     "smp_diffusion_encoder.cli.sample",
     "smp_diffusion_encoder.cli.export",
     "smp_diffusion_encoder.cli.gen_metrics",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smp_diffusion_encoder.data.dicom import is_dicom_file
-from smp_diffusion_encoder.data.io_registry import VOLUME_SUFFIXES, is_volume_file, strip_volume_suffix
+from smp_diffusion_encoder.data.io_registry import IMAGE_SUFFIXES, VOLUME_SUFFIXES, is_volume_file, strip_volume_suffix
 from smp_diffusion_encoder.errors import DatasetLayoutError
 
 _LABELED_DIR = re.compile(r"^FLARE(22)?_?LabeledCase\d*$", re.IGNORECASE)
@@ -100,10 +100,11 @@ class FlareDataset:
         return dataset
 
 
-#: Label-map file names of a case folder (:func:`find_labeled_cases`): these names in every format read.
+#: Label-map file names of a case folder (:func:`find_labeled_cases`): these names in every format read (a 3D
+#: Slicer segmentation too: ``label.seg.nrrd``).
 CASE_LABEL_NAMES = tuple(f"{stem}{end}" for stem in ("label", "labels", "segmentation") for end in VOLUME_SUFFIXES)
 #: Image file names of a case folder without a DICOM series, in order of preference.
-CASE_IMAGE_NAMES = tuple(f"image{end}" for end in VOLUME_SUFFIXES)
+CASE_IMAGE_NAMES = tuple(f"image{end}" for end in IMAGE_SUFFIXES)
 
 
 def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
@@ -223,7 +224,7 @@ def _is_volume(path: Path) -> bool:
 
 
 def _label_id(path: Path) -> str:
-    return strip_volume_suffix(path.name)
+    return strip_volume_suffix(path.name)  # a 3D Slicer segmentation CASE.seg.nrrd labels CASE
 
 
 def _case_id(path: Path) -> str:

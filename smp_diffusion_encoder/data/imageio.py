@@ -66,6 +66,8 @@ class VolumeIO:
     endings: ClassVar[tuple[str, ...]] = ()
     #: It reads folders (a DICOM series) rather than files.
     folder: ClassVar[bool] = False
+    #: Its files can be images (``False``: label maps only, e.g. 3D Slicer segmentations).
+    images: ClassVar[bool] = True
     #: File endings it writes (``()``: it does not write); the first is what ``predict`` appends to a case name.
     write_endings: ClassVar[tuple[str, ...]] = ()
     #: The format (its ``name``) that writes float maps beside its label maps; ``None``: this one.

@@ -14,6 +14,7 @@ class                  reads                   ``--output-format``         label
 ``MetaImageIO``        ``.mha``, ``.mhd``      ``mha``                     ``<case>.mha``
 ``DicomSeriesIO``      DICOM series folders
 ``DicomSegIO``                                 ``dicom-seg``               ``<case>_seg.dcm`` (maps: NIfTI)
+``SlicerSegIO``        ``.seg.nrrd`` (labels)
 =====================  ======================  ==========================  =================================
 
 Example:
@@ -31,11 +32,12 @@ from smp_diffusion_encoder.data.dicom_io import DicomSegIO, DicomSeriesIO
 from smp_diffusion_encoder.data.imageio import VolumeIO, matching_ending
 from smp_diffusion_encoder.data.itk_io import MetaImageIO, NrrdIO
 from smp_diffusion_encoder.data.nifti_io import NiftiIO
+from smp_diffusion_encoder.data.slicer_io import SlicerSegIO
 from smp_diffusion_encoder.errors import ConfigError, InputFileError
 
 #: Every format, one instance each; the order is the order of the ``--output-format`` choices.
-FORMATS: tuple[VolumeIO, ...] = (NiftiIO(), NrrdIO(), MetaImageIO(), DicomSeriesIO(), DicomSegIO())
-
+FORMATS: tuple[VolumeIO, ...] = (NiftiIO(), NrrdIO(), MetaImageIO(), DicomSeriesIO(), DicomSegIO(),
+                                SlicerSegIO())
 
 
 def volume_suffixes() -> tuple[str, ...]:
@@ -43,13 +45,19 @@ def volume_suffixes() -> tuple[str, ...]:
     return tuple(e for f in FORMATS for e in f.endings)
 
 
+def image_suffixes() -> tuple[str, ...]:
+    """The file endings of :func:`volume_suffixes` that may hold images (not those of label maps only)."""
+    return tuple(e for f in FORMATS if f.images for e in f.endings)
+
+
 def output_formats() -> tuple[str, ...]:
     """The ``--output-format`` choices: every format of :data:`FORMATS` that writes label maps."""
     return tuple(f.name for f in FORMATS if f.write_endings)
 
 
-#: :func:`volume_suffixes` and :func:`output_formats` of the table as shipped.
+#: :func:`volume_suffixes`, :func:`image_suffixes` and :func:`output_formats` of the table as shipped.
 VOLUME_SUFFIXES: tuple[str, ...] = volume_suffixes()
+IMAGE_SUFFIXES: tuple[str, ...] = image_suffixes()
 OUTPUT_FORMATS: tuple[str, ...] = output_formats()
 
 
@@ -97,5 +105,5 @@ def strip_volume_suffix(name: str) -> str:
     return name[: -len(ending)] if ending else name
 
 
-__all__ = ["FORMATS", "OUTPUT_FORMATS", "VOLUME_SUFFIXES", "is_volume_file", "output_formats", "output_writer",
-           "reader_for", "strip_volume_suffix", "volume_suffixes", "writer_for"]
+__all__ = ["FORMATS", "IMAGE_SUFFIXES", "OUTPUT_FORMATS", "VOLUME_SUFFIXES", "image_suffixes", "is_volume_file",
+           "output_formats", "output_writer", "reader_for", "strip_volume_suffix", "volume_suffixes", "writer_for"]

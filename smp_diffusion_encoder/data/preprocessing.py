@@ -42,14 +42,16 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from smp_diffusion_encoder.data.volume import Volume
 from smp_diffusion_encoder.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the store and training need no volume readers (nibabel, SimpleITK)
+    from smp_diffusion_encoder.data.volume import Volume
 
 #: Field of view (mm) of the default physical layout: ``spacing_mm = DEFAULT_FIELD_OF_VIEW_MM / image_size``.
 #: 384 mm holds an adult abdomen (FLARE 2022 scans span 330-390 mm) with a margin.

@@ -42,7 +42,6 @@ from tqdm.auto import tqdm
 
 from smp_diffusion_encoder._io import atomic_path, atomic_write_json, read_json_object
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, volume_to_model_slices
-from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InputFileError
 
 STORE_FORMAT = "smp_diffusion_encoder.slice_store"
@@ -85,6 +84,9 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 def _prepare_one(source: str, shard: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Worker: one volume -> one shard (written atomically). Errors come back as data (always picklable)."""
+    # Imported here: reading a store (training) needs none of the volume readers (nibabel, SimpleITK, pydicom).
+    from smp_diffusion_encoder.data.volume import read_volume
+
     path = Path(source)
     try:
         slices = volume_to_model_slices(read_volume(path), PreprocessingConfig.from_dict(cfg))
@@ -273,6 +275,18 @@ class SliceStore(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         shard, row = self._where(index)
         return torch.from_numpy(np.asarray(self._shard(shard)[row], dtype=np.float32))[None]
+
+    def load_all(self) -> torch.Tensor:
+        """Every slice at once, ``(N, 1, S, S)`` float16 as stored (item ``i`` is ``load_all()[i].float()``).
+
+        Example:
+            >>> SliceStore("store").load_all().to("cuda").shape                             # doctest: +SKIP
+            torch.Size([604, 1, 128, 128])
+        """
+        size = self.config.image_size
+        parts = [np.asarray(self._shard(i)) for i in range(len(self.shards))]
+        data = np.concatenate(parts) if parts else np.empty((0, size, size), np.float16)
+        return torch.from_numpy(data.astype(np.float16, copy=False))[:, None]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}

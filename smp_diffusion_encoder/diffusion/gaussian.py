@@ -110,10 +110,15 @@ class GaussianDiffusion:
             raise ConfigError(f"timesteps {values} are outside 0..{self.num_steps - 1}")
 
     # ----- forward process -----------------------------------------------------------------------
-    def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """``x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) noise`` for per-sample ``k`` of shape ``(B,)``."""
+    def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+        """``x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) noise`` for per-sample ``k`` of shape ``(B,)``.
+
+        ``check=False`` skips :meth:`check_steps`, which reads ``k`` back to the host (on a GPU a
+        synchronization): for callers whose ``k`` is in range by construction, as the training step's.
+        """
         k = k.to(x0.device)
-        self.check_steps(k)
+        if check:
+            self.check_steps(k)
         a = self.at("sqrt_alphas_cumprod", k, x0.dim()).to(x0.dtype)
         s = self.at("sqrt_one_minus_alphas_cumprod", k, x0.dim()).to(x0.dtype)
         return a * x0 + s * noise

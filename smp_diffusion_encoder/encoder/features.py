@@ -12,8 +12,9 @@ map: timestep-major, ``[t0: block_a, block_b, ..., t1: block_a, ...]``.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.models.config import UNetConfig
+from smp_diffusion_encoder.models.layers import InputConv
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 
 #: Side length of the canonical noise field; larger inputs tile it.
@@ -66,6 +68,10 @@ class DiffusionFeatureEncoder(nn.Module):
         self.channels: tuple[int, ...] = tuple(
             n_t * sum(cfg.decoder_block_channels(b) for b in bs) for bs in self._blocks_by_stride
         )
+        # what forward reads, as plain ints and lists (TorchScript reads neither dataclasses nor ragged tuples)
+        self.num_timesteps, self.num_noise = n_t, self.features.num_noise
+        self._level_strides: list[int] = list(self.strides)
+        self._level_blocks: list[list[int]] = [list(bs) for bs in self._blocks_by_stride]
         diffusion = GaussianDiffusion(NoiseSchedule(self.features.schedule, self.features.num_timesteps))
         a, s = diffusion.coefficients(self.features.timesteps)
         self.register_buffer("timesteps", torch.tensor(self.features.timesteps), persistent=False)
@@ -82,23 +88,23 @@ class DiffusionFeatureEncoder(nn.Module):
 
         Written without shape-dependent branches so it traces under ``torch.compile``/``torch.export``.
         """
-        dev = self.noise_field.device
-        rows = torch.arange(height, device=dev) % NOISE_FIELD_SIZE
-        cols = torch.arange(width, device=dev) % NOISE_FIELD_SIZE
+        dev, size = self.noise_field.device, self.noise_field.shape[-1]  # NOISE_FIELD_SIZE, read where TorchScript can
+        rows = torch.arange(height, device=dev) % size
+        cols = torch.arange(width, device=dev) % size
         return self.noise_field.index_select(2, rows).index_select(3, cols)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.maps(x)
 
-    def maps(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+    def maps(self, x: torch.Tensor, levels: list[int] | None = None) -> list[torch.Tensor]:
         """Maps of ``x`` ``(B, C, H, W)`` (H, W multiples of the U-Net's deepest stride).
 
         ``levels``: indices into :attr:`strides` of the maps wanted (default: all), ascending in the
         output; the U-Net stops after the last decoder block they need (coarse maps are cheap).
         """
-        levels = range(len(self.strides)) if levels is None else sorted(set(levels))
+        wanted = [i for i in range(len(self._level_blocks))] if levels is None else sorted_levels(levels)
         b, c, h, w = x.shape
-        n_t, n_k = len(self.features.timesteps), self.features.num_noise
+        n_t, n_k = self.num_timesteps, self.num_noise
         noise = self.noise(h, w).to(dtype=x.dtype)  # (K, 1, H, W), broadcast over channels
         a = self.signal_scale.to(x.dtype).view(n_t, 1, 1, 1, 1, 1)
         s = self.noise_scale.to(x.dtype).view(n_t, 1, 1, 1, 1, 1)
@@ -107,10 +113,13 @@ class DiffusionFeatureEncoder(nn.Module):
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         t = self.timesteps.repeat_interleave(n_k * b)
-        acts = self.unet.decoder_features(x_t, t, [i for level in levels for i in self._blocks_by_stride[level]])
-        out = []
-        for level in levels:
-            blocks = self._blocks_by_stride[level]
+        needed: list[int] = []
+        for level in wanted:
+            needed.extend(self._level_blocks[level])
+        acts = self.unet.decoder_features(x_t, t, needed)
+        out: list[torch.Tensor] = []
+        for level in wanted:
+            blocks = self._level_blocks[level]
             f = torch.cat([acts[i] for i in blocks], dim=1) if len(blocks) > 1 else acts[blocks[0]]
             # explicit sizes, no *-unpacking: torch.fx can trace this
             f = f.reshape(n_t, n_k, b, f.shape[1], f.shape[2], f.shape[3]).mean(dim=1)  # average noise draws
@@ -135,10 +144,14 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         depth: int | None = None,
         output_stride: int = 32,
         in_channels: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if isinstance(features, dict):
             features = FeatureConfig.from_dict(features)
-        super().__init__(DiffusionUNet(unet), features)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            unet_module = DiffusionUNet(unet)  # parameters made where they will live (e.g. "meta": no memory)
+        super().__init__(unet_module, features)
         full = tuple(2**i for i in range(len(self.strides)))
         if self.strides != full:
             raise ConfigError(
@@ -156,6 +169,8 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         self.unet.truncate(max(self.blocks))
         if in_channels is not None:
             self.adapt_in_channels(in_channels)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)  # the buffers (noise field, schedule), computed on the CPU
 
     def adapt_in_channels(self, in_channels: int) -> None:
         """Rebuild the stem for ``in_channels`` inputs by averaging: a grey image repeated on every
@@ -167,14 +182,13 @@ class FeaturePyramid(DiffusionFeatureEncoder):
             raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
         with torch.no_grad():
             mean_w = stem.weight.mean(dim=1, keepdim=True)  # (out, 1, k, k)
-            new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, padding=stem.padding,
-                            device=stem.weight.device, dtype=stem.weight.dtype)
+            new = InputConv(in_channels, stem.out_channels, device=stem.weight.device, dtype=stem.weight.dtype)
             if not stem.weight.is_meta:
                 new.weight.copy_(mean_w.repeat(1, in_channels, 1, 1) * (stem.in_channels / in_channels))
                 new.bias.copy_(stem.bias)
         self.unet.input_blocks[0][0] = new
 
-    def pyramid(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+    def pyramid(self, x: torch.Tensor, levels: list[int] | None = None) -> list[torch.Tensor]:
         """Maps at strides ``1 .. 2**depth`` (``levels``: indices of the wanted ones; default all ``depth + 1``).
 
         Any input size works, as with smp's own encoders: ``x`` ``(B, C, H, W)`` is padded at the bottom and
@@ -184,19 +198,20 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         ``output_stride`` are bilinearly upsampled to it instead (DeepLab's dilation would change what the
         pretrained U-Net computes).
         """
-        levels = list(range(self.depth + 1)) if levels is None else sorted(set(levels))
-        if levels[0] < self.min_level:
-            raise ConfigError(f"feature levels {levels} were pruned: this model keeps levels {self.min_level}.."
-                              f"{len(self.strides) - 1} (build it with features_only=True for finer maps)")
+        wanted = [i for i in range(self.depth + 1)] if levels is None else sorted_levels(levels)
+        if wanted[0] < self.min_level:
+            raise ConfigError(f"feature levels {wanted} were pruned (prune_intermediate_layers): this model keeps "
+                              f"levels {self.min_level}..{len(self._level_strides) - 1}")
         h, w = x.shape[-2], x.shape[-1]
-        m = self.unet.config.max_stride
+        m = self.unet.max_stride
         padded = nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m), value=-1.0)
         cap = self.output_stride_cap
-        out = []
-        for f, level in zip(self.maps(padded, levels), levels):
-            stride = self.strides[level]
+        maps = self.maps(padded, wanted)
+        out: list[torch.Tensor] = []
+        for i, level in enumerate(wanted):
+            f, stride = maps[i], self._level_strides[level]
             if stride > cap:
-                f = nn.functional.interpolate(f, size=(padded.shape[-2] // cap, padded.shape[-1] // cap),
+                f = nn.functional.interpolate(f, size=[padded.shape[-2] // cap, padded.shape[-1] // cap],
                                               mode="bilinear", align_corners=False)
                 stride = cap
             out.append(f[..., : (h + stride - 1) // stride, : (w + stride - 1) // stride])
@@ -224,6 +239,15 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         keeps only what the deepest map needs); :meth:`pyramid` then serves levels ``>= level`` only."""
         self.unet.truncate(max(self._blocks_by_stride[level]))
         self.min_level = level
+
+
+def sorted_levels(levels: list[int]) -> list[int]:
+    """``sorted(set(levels))``, in the subset of Python that TorchScript compiles."""
+    out: list[int] = []
+    for level in sorted(levels):
+        if len(out) == 0 or out[-1] != level:
+            out.append(level)
+    return out
 
 
 def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec, *, source: str,

@@ -8,9 +8,14 @@ U-Net decoder's full-resolution block), not the input. ``out_channels`` lists th
 
 ``output_stride`` 8/16 (DeepLab family): maps deeper than the stride are bilinearly upsampled to it
 instead of dilating convolutions (dilation would change what the pretrained U-Net computes).
+
+The encoder, and every smp model smp itself declares scriptable, compiles with ``torch.jit.script``,
+``torch.export``, ``torch.compile(fullgraph=True, dynamic=True)`` and ``torch.fx`` with eager's outputs
+(``tests/encoder/test_smp_host_tests.py``, smp's own encoder and model testers).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: torch.fx copies forward's annotations into the code it generates,
+# and TorchScript (scripting a traced model, as timm's tests do) needs them as types, not strings.
 
 from typing import Any
 
@@ -30,7 +35,7 @@ class DDPMEncoder(FeaturePyramid, EncoderMixin):
         torch.Size([1, 14, 64, 64])
     """
 
-    _is_torch_scriptable = False  # dataclass configs and dict-valued control flow
+    _is_torch_scriptable = True  # smp's own encoder tests hold every flag to what it claims
     _is_torch_exportable = True
     _is_torch_compilable = True
 

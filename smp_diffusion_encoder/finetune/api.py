@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from torch import nn
 from smp_diffusion_encoder._device import autocast, resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
+from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.errors import ConfigError
@@ -53,7 +55,7 @@ from smp_diffusion_encoder.finetune.data import (
     build_split,
     gather,
     labeled_cases,
-    load_cases,
+    load_labeled,
     split_path,
     views_per_slice,
 )
@@ -155,15 +157,17 @@ def finetune(
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
     encoder = load_encoder(config.encoder, config.encoder_weights, image_size=config.image_size)  # read once
     weights, prep = encoder.pretrained_cfg.weights, encoder.pretrained_cfg.preprocessing
-    volumes = load_cases(labeled_cases(root_or_cases), prep)
+    table = read_label_table(config.label_table) if config.label_table else None
+    volumes, labeled = load_labeled(labeled_cases(root_or_cases), prep, label_table=table)
     if split is None:
         split = build_split({c: lab for c, (_, lab) in volumes.items()}, config.budget, config.seed,
-                            val_fraction=config.val_fraction, pool=pool)
+                            val_fraction=config.val_fraction, pool=pool, labeled=labeled)
+        _warn_unused_labels(split, labeled)
     else:
-        _check_split(split, volumes)
+        _check_split(split, volumes, labeled)
     plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
                          batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
-                         steps=config.steps, scale=config.steps_scale)
+                         steps=config.steps, scale=config.steps_scale, augmented=config.augment != "none")
     views = config.augment_views or views_per_slice(len(split.train))
     settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
                 "preprocessing": prep.to_dict(), "schedule": plan.to_dict(), "views_per_slice": views}
@@ -186,12 +190,13 @@ def finetune(
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.resolved_lr)
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
+        extra = {} if config.decoder_channels is None else {"decoder_channels": list(config.decoder_channels)}
         segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=None,
-                                     in_channels=1, classes=FLARE_NUM_CLASSES)
+                                     in_channels=1, classes=FLARE_NUM_CLASSES, **extra)
         use_pretrained(segmenter.encoder, encoder)
         segmenter.to(device)
         segmenter.encoder.requires_grad_(False)
-        segmenter.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
+        segmenter.to(memory_format=torch.channels_last)  # faster convolutions (1.26x a decoder step); saved contiguous
         model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir, precision=precision)
         optimizer = torch.optim.AdamW(decoder_param_groups(segmenter, config.resolved_lr, config.encoder_lr_scale))
         step = DecoderStep(config.unfreeze_at)
@@ -289,8 +294,10 @@ def _head(config: FinetuneConfig, encoder: nn.Module, prep: Any, val: LabeledSli
             lambda: _with_postprocessing(save_probe(probe_model, out / MODEL_DIR_NAME, prep), config))
 
 
-def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """A given split must name loaded cases and existing slices, and train on at least one slice."""
+def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 labeled: Mapping[str, Sequence[int]]) -> None:
+    """A given split must name loaded cases and existing slices (labeled ones, in a partly labeled case), and
+    train on at least one slice."""
     if not split.train:
         raise ConfigError("the given split has no training slice")
     for c, z in (*split.train, *split.evaluation):
@@ -298,6 +305,18 @@ def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarra
             raise ConfigError(f"the split names case {c!r}, which is not among the labeled cases {sorted(volumes)}")
         if not 0 <= z < volumes[c][1].shape[0]:
             raise ConfigError(f"the split names slice z={z} of {c!r}, which has {volumes[c][1].shape[0]} slices")
+        if c in labeled and z not in labeled[c]:
+            raise ConfigError(f"the split names slice z={z} of {c!r}, which its sidecar does not list as labeled "
+                              f"(labeled: {sorted(labeled[c])})")
+
+
+def _warn_unused_labels(split: Split, labeled: Mapping[str, Sequence[int]]) -> None:
+    """A slice-count budget below the stated labeled slices leaves labels unused: say so."""
+    total = sum(len(zs) for zs in labeled.values())
+    used = sum(1 for c, _ in (*split.train, *split.evaluation) if c in labeled)
+    if used < total:
+        warnings.warn(f"budget {split.budget!r} trains on {used} of the {total} slices the sidecars list as labeled; "
+                      f"budget 'all' uses every one", UserWarning, stacklevel=3)
 
 
 def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices,

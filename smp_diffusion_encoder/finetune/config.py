@@ -33,6 +33,8 @@ class FinetuneConfig:
     encoder_weights: str | None = option("auto", "weights key; auto: the encoder's default CT weights when it has "
                                                  "them, else random; none: random")
     architecture: str = option("Unet", "smp architecture of the decoder (method unet)")
+    decoder_channels: tuple[int, ...] | None = option(None, "channels of a Unet-family decoder's blocks, coarse to "
+                                                            "fine (none: smp's 256 128 64 32 16)", metavar="C")
     budget: str = option("4", "label budget: a slice count (4), a share of the labeled slices (1%), whole cases "
                               "(2cases) or all")
     seed: int = option(0, "seed of the split and the initialization")
@@ -55,10 +57,15 @@ class FinetuneConfig:
                    "intensity set; spatial-intensity = without contrast phases (other label conventions); none")
     augment_views: int | None = option(None, "views per labeled slice: the slice + augmented copies, each encoded "
                                              "once (none: 128 views in all, 4..32 per slice)")
+    label_table: str | None = option(None, "JSON file {\"segment name\": FLARE id} for 3D Slicer .seg.nrrd label "
+                                           "maps (none: the FLARE organ names, e.g. liver, right kidney, RK)",
+                                     metavar="FILE")
     largest_component: bool = option(False, "predict keeps each organ's largest 3D connected component (tubular "
-                                            "organs: every large one); recorded in the model folder")
-    z_context_mm: float = option(0.0, "predict averages each slice's probabilities with the slices this many mm "
-                                      "above and below (0: off); recorded in the model folder")
+                                            "organs: every large one; off: it removed true organs on validation "
+                                            "data); recorded in the model folder")
+    z_context_mm: float = option(6.0, "predict averages each slice's probabilities with the slices this many mm "
+                                      "above and below (0: off; 6 helped on validation data); recorded in the "
+                                      "model folder")
     unfreeze_at: int | None = option(None, "train the encoder too from this step (method unet)")
     encoder_lr_scale: float = option(0.1, "encoder learning rate = lr x this, once unfrozen")
     mlp_members: int = option(10, "MLP ensemble size (method mlp)")
@@ -85,6 +92,10 @@ class FinetuneConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.steps_scale <= 0:
             raise ConfigError(f"steps_scale must be > 0, got {self.steps_scale}")
+        if self.decoder_channels is not None:
+            object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
+            if not self.decoder_channels or min(self.decoder_channels) < 1:
+                raise ConfigError(f"decoder_channels must be positive integers, got {self.decoder_channels}")
         for name in ("steps", "batch_size", "augment_views"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -5,6 +5,10 @@ seeded, spread along z). Validation slices are drawn (seeded) from the *other* e
 closer than ``gap + 1`` slices in z to a training slice of the same case, so neighbouring, nearly identical
 slices do not leak into validation. Both parts go into one :class:`~smp_diffusion_encoder.data.splits.Split`
 (``train`` / ``evaluation``), written as ``split.json``.
+
+Partly labeled scans (a few slices labeled inside a whole scan, the others empty) take part with exactly the
+slices their sidecar lists (:mod:`~smp_diffusion_encoder.data.labeled_slices`): those are their eligible slices,
+the ones labeled as holding no organ included, and nothing else of them ever trains or validates.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 import torch
 
 from smp_diffusion_encoder.data.augment import Strength, build_augmentation
-from smp_diffusion_encoder.data.flare import Case, FlareDataset
+from smp_diffusion_encoder.data.flare import Case, FlareDataset, find_labeled_cases
+from smp_diffusion_encoder.data.labeled_slices import read_label_map
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.splits import Split, eligible_slices, select_slices
 from smp_diffusion_encoder.data.volume import read_volume
@@ -43,9 +48,13 @@ class LabeledSlices:
 
 
 def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> list[Case]:
-    """The labeled cases of a FLARE root (or the labeled ones of a given list); at least one is required."""
+    """The labeled training cases of a FLARE root, of a case folder or a folder of case folders
+    (:func:`~smp_diffusion_encoder.data.flare.find_labeled_cases`), or the labeled ones of a given list; at
+    least one is required."""
     if isinstance(root_or_cases, (str, os.PathLike)):
-        cases = FlareDataset.discover(root_or_cases).labeled
+        path = Path(root_or_cases)
+        flare = (path / "Training").is_dir() or (path / "Tuning").is_dir()
+        cases = FlareDataset.discover(path).labeled if flare else find_labeled_cases(path)
         where = str(root_or_cases)
     else:
         cases, where = list(root_or_cases), "the given cases"
@@ -55,21 +64,38 @@ def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> lis
     return cases
 
 
-def load_cases(cases: Sequence[Case], prep: PreprocessingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_cases(cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{case_id: (images (Z, S, S) float32, labels (Z, S, S) uint8)}`` preprocessed with ``prep``."""
-    out = {}
+    return load_labeled(cases, prep, label_table=label_table)[0]
+
+
+def load_labeled(cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[int]]]:
+    """:func:`load_cases` and ``{case_id: labeled z}`` of the partly labeled cases among them (the slices their
+    sidecars list: :mod:`~smp_diffusion_encoder.data.labeled_slices`). Label maps may be any volume format or
+    3D Slicer ``.seg.nrrd`` files (segment names mapped through ``label_table``); each must lie on its
+    image's grid."""
+    out, labeled = {}, {}
     for case in cases:
         assert case.label is not None
         image = read_volume(case.image)
-        labels = read_volume(case.label, kind="label")
+        label = read_label_map(case.label, image, table=label_table)
         geometry = SliceGeometry.of(image, prep)
-        out[case.case_id] = (geometry.image_slices(image, prep), geometry.label_slices(labels))
-    return out
+        out[case.case_id] = (geometry.image_slices(image, prep), geometry.label_slices(label.volume))
+        if label.labeled is not None:
+            labeled[case.case_id] = list(label.labeled)
+    return out, labeled
 
 
 def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *, val_fraction: float = 0.2,
-                gap: int = 2, max_val_slices: int = 64, pool: Mapping[str, Iterable[int]] | None = None) -> Split:
+                gap: int = 2, max_val_slices: int = 64, pool: Mapping[str, Iterable[int]] | None = None,
+                labeled: Mapping[str, Sequence[int]] | None = None) -> Split:
     """Few-shot training slices under ``budget`` plus seeded validation slices (see the module docstring).
+
+    Both are drawn from each case's eligible slices: its slices with an organ (a fully labeled scan), or, for
+    the partly labeled cases in ``labeled`` (``{case_id: stated labeled z}``), exactly its labeled slices,
+    those labeled as holding no organ included.
 
     ``val_fraction`` of the eligible slices that are more than ``gap`` slices from every training slice
     (at least 1, at most ``max_val_slices``); ``val_fraction=0`` gives no validation. ``pool``
@@ -83,13 +109,14 @@ def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *,
     """
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    eligible = {c: eligible_slices(lab) for c, lab in label_maps.items()}
+    stated = labeled or {}
+    eligible = {c: sorted(stated[c]) if c in stated else eligible_slices(lab) for c, lab in label_maps.items()}
     if pool is not None:
         allowed = {c: {int(z) for z in zs} for c, zs in pool.items()}
         eligible = {c: [z for z in zs if z in allowed.get(c, ())] for c, zs in eligible.items()}
         eligible = {c: zs for c, zs in eligible.items() if zs}
         if not eligible:
-            raise ConfigError("the slice pool holds no eligible (organ-containing) labeled slice")
+            raise ConfigError("the slice pool holds no eligible labeled slice (with an organ, or listed as labeled)")
     split = select_slices(eligible, budget, seed)
     if val_fraction == 0:
         return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})

@@ -108,7 +108,7 @@ class DecoderStep:
         bare.encoder.requires_grad_(trainable)
         bare.encoder.train(trainable)
         if not trainable and "features" in batch:
-            features = [f.float() for f in batch["features"]]
+            features = [f.float().contiguous(memory_format=torch.channels_last) for f in batch["features"]]
         elif "image" not in batch:
             raise ConfigError("DecoderStep needs batch['image'] when features are not cached or the encoder trains")
         elif trainable:

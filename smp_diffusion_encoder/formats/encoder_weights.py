@@ -64,7 +64,7 @@ def build_config(spec: EncoderSpec, preprocessing: PreprocessingConfig, *, licen
     """
     arch, smp_name = architecture_for(spec)
     with torch.device("meta"):
-        num_features = FeaturePyramid(spec.unet, spec.features).channels[-1]
+        num_features = FeaturePyramid(spec.unet, spec.features).channels[0]  # the timm model's final map: stride 1
     size, channels = preprocessing.image_size, spec.unet.in_channels
     return {
         "architecture": arch,

@@ -9,7 +9,9 @@ and ``loss.png`` under the names defined here (a fine-tuning run folder shares t
                             "preprocessing": PreprocessingConfig.to_dict(), "schedule": {"name", "num_timesteps"},
                             "pretrain": PretrainConfig.to_dict(), "train": TrainConfig.to_dict(),
                             "data": {"store", "n_slices", "volumes"}, "command": str,
-                            "precision_choice": {"precision", "seconds_per_step", "note"} or null}
+                            "precision_choice": {"precision", "seconds_per_step", "note"} or null,
+                            "runtime": {"preload", "noise_rng", "compile", "device", "world_size", "torch",
+                                        "flops_per_sample" (CUDA)} or absent}
                            (runs written before 0.2 say "preprocess" instead of "preprocessing")
       checkpoint.pt        the Trainer's checkpoint (:mod:`~smp_diffusion_encoder.training.checkpoint`):
                             {"step", "model": U-Net state dict, "ema": EMA.state_dict(), ...}
@@ -111,7 +113,7 @@ def milestone_path(run_dir: str | os.PathLike[str], step: int) -> Path:
 
 def write_run_config(run_dir: str | os.PathLike[str], config: _PretrainSettings, train: _Settings,
                      preprocessing: PreprocessingConfig, data: dict[str, Any], *, command: str | None,
-                     precision_choice: dict[str, Any] | None) -> Path:
+                     precision_choice: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/config.json`` (layout in the module docstring) atomically; returns its path.
 
     ``config`` is the :class:`~smp_diffusion_encoder.training.config.PretrainConfig`, ``train`` the
@@ -121,6 +123,7 @@ def write_run_config(run_dir: str | os.PathLike[str], config: _PretrainSettings,
         "format": RUN_FORMAT, "unet": config.unet.to_dict(), "preprocessing": preprocessing.to_dict(),
         "schedule": config.noise_schedule.to_dict(), "pretrain": config.to_dict(), "train": train.to_dict(),
         "data": data, "command": command, "precision_choice": precision_choice,
+        **({"runtime": runtime} if runtime is not None else {}),
     })
     return path
 

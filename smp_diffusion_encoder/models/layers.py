@@ -32,36 +32,59 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class TimestepBlock(nn.Module):
-    """A module whose forward takes the time embedding as a second argument."""
+    """A layer of the U-Net's blocks: ``forward(x, emb)``.
+
+    Every layer of a :class:`TimestepSequential` takes the time embedding, whether it uses it
+    (:class:`ResBlock`) or not (the input convolution, attention, resampling), so a block runs its layers as a
+    plain chain with one typed signature: no per-layer type dispatch in ``forward``, which TorchScript,
+    ``torch.fx``, ``torch.export`` and ``torch.compile`` all compile.
+    """
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
 class TimestepSequential(nn.Sequential):
-    """Sequential that passes ``emb`` to the children that need it."""
+    """Layers applied in order, each given ``emb`` (every one is a :class:`TimestepBlock`, checked once here)."""
+
+    def __init__(self, *layers: TimestepBlock) -> None:
+        for layer in layers:
+            if not isinstance(layer, TimestepBlock):
+                raise TypeError(f"a TimestepSequential holds TimestepBlock layers, got {type(layer).__name__}")
+        super().__init__(*layers)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+            x = layer(x, emb)
         return x
 
 
-class Downsample(nn.Module):
+class InputConv(nn.Conv2d, TimestepBlock):
+    """The U-Net's first 3x3 convolution (an ``nn.Conv2d``: timm's ``first_conv``); ``emb`` is not used."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+class Downsample(TimestepBlock):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         return self.op(x)
 
 
-class Upsample(nn.Module):
+class Upsample(TimestepBlock):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -114,7 +137,7 @@ class ResBlock(TimestepBlock):
         return self.skip(x) + h
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(TimestepBlock):
     """Multi-head self-attention over all spatial positions (``scaled_dot_product_attention``).
 
     Projections are ``nn.Linear`` on a ``(B, H*W, C)`` view (a free view for channels-last inputs); 1x1
@@ -128,7 +151,7 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_module(nn.Linear(channels, channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, N, C)
         qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)

@@ -7,15 +7,15 @@ noise schedules.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import torch
 from torch import nn
 
+from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
 from smp_diffusion_encoder.models.layers import (
     AttentionBlock,
     Downsample,
+    InputConv,
     ResBlock,
     TimestepSequential,
     Upsample,
@@ -30,7 +30,7 @@ def check_input_size(x: torch.Tensor, stride: int) -> None:
     branching on traced sizes, and the traced module checks real inputs.
     """
     if x.shape[-1] % stride or x.shape[-2] % stride:
-        raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of {stride}")
+        raise ValueError(f"input size ({x.shape[-2]}, {x.shape[-1]}) must be a multiple of {stride}")
 
 
 torch.fx.wrap("check_input_size")
@@ -41,6 +41,8 @@ class DiffusionUNet(nn.Module):
 
     ``H`` and ``W`` must be multiples of ``config.max_stride``. Decoder blocks are numbered
     ``0 .. config.num_decoder_blocks - 1`` from the coarsest; see :meth:`UNetConfig.decoder_block_stride`.
+    Every block is a :class:`~.layers.TimestepSequential` of layers with one signature ``(x, emb)``, so the
+    U-Net compiles with TorchScript, ``torch.fx``, ``torch.export`` and ``torch.compile`` alike.
 
     Example:
         >>> net = DiffusionUNet("tiny")
@@ -53,6 +55,8 @@ class DiffusionUNet(nn.Module):
         super().__init__()
         cfg = self.config = resolve_config(config)
         mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
+        # the config's numbers that forward needs, as plain ints (TorchScript does not read dataclasses)
+        self.model_channels, self.max_stride, self.num_decoder_blocks = mc, cfg.max_stride, cfg.num_decoder_blocks
 
         def res(cin: int, cout: int, **kw: bool) -> ResBlock:
             return ResBlock(
@@ -65,7 +69,7 @@ class DiffusionUNet(nn.Module):
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
-        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
+        self.input_blocks = nn.ModuleList([TimestepSequential(InputConv(cfg.in_channels, mc))])
         skip_channels, ch, stride = [mc], mc, 1
         for level, width in enumerate(cfg.level_channels):
             for _ in range(cfg.num_res_blocks):
@@ -104,9 +108,9 @@ class DiffusionUNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        check_input_size(x, self.config.max_stride)
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
-        skips = []
+        check_input_size(x, self.max_stride)
+        emb = self.time_embed(timestep_embedding(t, self.model_channels).to(x.dtype))
+        skips: list[torch.Tensor] = []
         h = x
         for block in self.input_blocks:
             h = block(h, emb)
@@ -128,31 +132,33 @@ class DiffusionUNet(nn.Module):
         self.out = None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.out is None:
+        out = self.out  # a local, so TorchScript knows it is not None below
+        if out is None:
             raise RuntimeError("this U-Net was truncated to an encoder and cannot predict noise")
         h, emb, skips = self._encode(x, t)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        return out(h)
 
-    def decoder_features(
-        self, x: torch.Tensor, t: torch.Tensor, blocks: Collection[int]
-    ) -> dict[int, torch.Tensor]:
-        """Outputs of the chosen decoder blocks; computation stops after the last one needed.
+    @torch.jit.export
+    def decoder_features(self, x: torch.Tensor, t: torch.Tensor, blocks: list[int]) -> dict[int, torch.Tensor]:
+        """Outputs of the chosen decoder blocks (a list of indices); computation stops after the last one needed.
 
         Returns ``{block: (B, config.decoder_block_channels(block), H / stride, W / stride)}``.
         """
-        wanted = sorted(set(blocks))
-        if not wanted:
-            return {}
-        for b in wanted:
-            self.config.decoder_block_stride(b)  # raises ConfigError on a bad index
-        if wanted[-1] >= len(self.output_blocks):
-            raise ValueError(f"decoder block {wanted[-1]} was removed by truncate()")
-        h, emb, skips = self._encode(x, t)
         out: dict[int, torch.Tensor] = {}
-        for i, block in enumerate(self.output_blocks[: wanted[-1] + 1]):
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
-            if i in wanted:
-                out[i] = h
+        if len(blocks) == 0:
+            return out
+        last = max(blocks)
+        for b in blocks:
+            if b < 0 or b >= self.num_decoder_blocks:
+                raise ConfigError(f"decoder block {b} does not exist (0..{self.num_decoder_blocks - 1})")
+        if last >= len(self.output_blocks):
+            raise ValueError(f"decoder block {last} was removed by truncate()")
+        h, emb, skips = self._encode(x, t)
+        for i, block in enumerate(self.output_blocks):  # TorchScript unrolls this loop: no break, a guard
+            if i <= last:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                if i in blocks:
+                    out[i] = h
         return out

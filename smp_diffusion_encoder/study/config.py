@@ -29,6 +29,8 @@ class StudyConfig:
     block: int = option(8, "one labeled case: z blocks of this many train and evaluated slices alternate")
     gap: int = option(2, "one labeled case: slices dropped between train and evaluated blocks")
     holdout_seed: int = option(0, "seed of the held-out choice (cases or the block phase)")
+    label_table: str | None = option(None, "JSON file {\"segment name\": FLARE id} for 3D Slicer .seg.nrrd label "
+                                           "maps (none: the FLARE organ names)", metavar="FILE")
     keep_models: bool = option(False, "keep every run's model folder and checkpoint")
     device: str = device_option()
     precision: str = option("auto", "auto: bfloat16 autocast for features, training and prediction where the device "

@@ -11,6 +11,10 @@ Held-out data (:func:`holdout`), chosen once per study and never trained or vali
 * **other scans** (``tests``: a FLARE root or case folders, e.g. another patient's DICOM series, see
   :func:`~smp_diffusion_encoder.data.flare.find_labeled_cases`): scored whole (protocol ``"cross-patient"``).
 
+A partly labeled scan (a sidecar lists its labeled slices: :mod:`~smp_diffusion_encoder.data.labeled_slices`)
+takes part with those slices only: its held-out blocks are cut from them, and as a held-out or other scan only
+they are scored.
+
 Every trained model is scored on all of them: one training, several evaluations. Scoring goes through the
 user's path: whole scans are segmented by :func:`~smp_diffusion_encoder.inference.predict_files` (DICOM or
 NIfTI in, a NIfTI label map with the input's geometry out, as ``smp-diffusion predict`` does) and scored
@@ -47,7 +51,9 @@ from torch import nn
 
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
-from smp_diffusion_encoder.data.splits import eligible_slices, heldout_split, read_split_json
+from smp_diffusion_encoder.data.labeled_slices import labeled_or_organ_slices, read_label_map
+from smp_diffusion_encoder.data.slicer_seg import is_slicer_segmentation, read_label_table
+from smp_diffusion_encoder.data.splits import heldout_split, read_split_json
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import case_metrics
@@ -77,7 +83,8 @@ class Method:
 
     def config(self, budget: str, seed: int, study: StudyConfig) -> FinetuneConfig:
         size = study.image_size if study.image_size is not None else self.options.get("image_size")
-        return FinetuneConfig(**{**self.options, "budget": budget, "seed": seed, "image_size": size,
+        return FinetuneConfig(**{"label_table": study.label_table, **self.options, "budget": budget, "seed": seed,
+                                 "image_size": size,
                                  "device": study.device, "precision": study.precision})
 
 
@@ -110,7 +117,7 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
             **base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"}),
         Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
         Method("ddpm-unet-noaug", f"{encoder} + Unet decoder, no augmentation (the 0.2 recipe)",
-               {**base, "method": "unet", "augment": "none"}),
+               {**base, "method": "unet", "augment": "none", "z_context_mm": 0.0}),
         Method("ddpm-unet-nocontrast", f"{encoder} + Unet decoder, spatial + intensity augmentation only",
                {**base, "method": "unet", "augment": "spatial-intensity"}),
         Method("ddpm-unet-contrast", f"{encoder} + Unet decoder, contrast phases only",
@@ -168,10 +175,11 @@ def holdout(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: Stud
             raise ConfigError("within_volume=False needs other scans to score (tests)")
         return Holdout(tuple(cases), {}, (), CROSS_PATIENT, f"every slice of {', '.join(c.case_id for c in cases)} "
                        f"may train; nothing of it is scored{test_text}", tuple(tests), {"within_volume": False})
+    table = read_label_table(config.label_table) if config.label_table else None
     if len(cases) == 1:
         (case,) = cases
-        labels = read_volume(case.label, kind="label").array  # type: ignore[arg-type]
-        split = heldout_split(case.case_id, eligible_slices(labels), block=config.block, gap=config.gap,
+        label = read_label_map(case.label, read_volume(case.image), table=table)  # type: ignore[arg-type]
+        split = heldout_split(case.case_id, labeled_or_organ_slices(label), block=config.block, gap=config.gap,
                               seed=config.holdout_seed)
         text = (f"one labeled case ({case.case_id}): alternating z blocks of {config.block} train / {config.block} "
                 f"evaluated slices with {config.gap} slices dropped between them (phase seed {config.holdout_seed}); "
@@ -185,7 +193,7 @@ def holdout(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: Stud
     order = np.random.default_rng(config.holdout_seed).permutation(len(cases))
     test = sorted((cases[i] for i in order[:config.test_cases]), key=lambda c: c.case_id)
     train = tuple(sorted((cases[i] for i in order[config.test_cases:]), key=lambda c: c.case_id))
-    evaluation = tuple((case, ()) for case in test)  # () = the whole case
+    evaluation = tuple((case, labeled_slices(case, table)) for case in test)  # () = the whole case
     text = (f"{len(cases)} labeled cases: {len(test)} held out whole (seed {config.holdout_seed}), budgets drawn from "
             f"the other {len(train)}{test_text}")
     return Holdout(train, {}, evaluation, HELD_OUT_CASES, text, tuple(tests),
@@ -216,6 +224,8 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
     rows = read_results_csv(csv_path) if csv_path.is_file() else []
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     jobs = [(b, s, m) for b in config.budgets for s in config.seeds for m in methods]
+    table = read_label_table(config.label_table) if config.label_table else None
+    test_slices = {case.case_id: labeled_slices(case, table) for case in plan.tests}  # () = the whole scan
     for i, (budget, seed, method) in enumerate(jobs, 1):
         if (method.name, budget, seed) in done:
             continue
@@ -236,10 +246,11 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
             memo = _MemoModule(model.module)
             variants = [(m, dataclasses.replace(v, module=memo)) for m, v in variants]
         scored = [(plan.protocol, case, zs) for case, zs in plan.evaluation]
-        scored += [(CROSS_PATIENT, case, ()) for case in plan.tests]
+        scored += [(CROSS_PATIENT, case, test_slices[case.case_id]) for case in plan.tests]
         for protocol, case, zs in scored:
             for shown, variant in variants:
-                metrics, gt, pred, z = score(variant, case, zs, device=config.device, precision=config.precision)
+                metrics, gt, pred, z = score(variant, case, zs, device=config.device, precision=config.precision,
+                                             label_table=table)
                 rows.append(_row(shown, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
                                  present=organs_present(gt), errors=(volume_ratios(gt, pred),
                                                                      confusion_matrix(gt, pred))))
@@ -252,7 +263,14 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
     return rows
 
 
-def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str = "auto", precision: str = "auto"
+def labeled_slices(case: Case, table: Mapping[str, int] | None = None) -> tuple[int, ...]:
+    """The slices of ``case`` to score: those its sidecar lists when it is partly labeled, else ``()`` (all)."""
+    label = read_label_map(case.label, read_volume(case.image), table=table)  # type: ignore[arg-type]
+    return label.labeled or ()
+
+
+def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str = "auto", precision: str = "auto",
+          label_table: Mapping[str, int] | None = None
           ) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
     """FLARE metrics of ``model`` on ``case``: the whole scan (``zs`` empty) or its slices ``zs`` only.
 
@@ -263,13 +281,17 @@ def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str =
     the scored slices. Returns ``(metrics, gt, pred, z)`` with the canonical ``(len(z), Y, X)`` label maps of
     the scored slices.
     """
-    label = read_volume(case.label, kind="label")  # type: ignore[arg-type]
+    if is_slicer_segmentation(case.label):  # type: ignore[arg-type]  # a 3D Slicer segmentation: on the image's grid
+        label = read_label_map(case.label, read_volume(case.image), table=label_table).volume  # type: ignore[arg-type]
+    else:
+        label = read_volume(case.label, kind="label")  # type: ignore[arg-type]
     index = np.arange(label.array.shape[0]) if not len(zs) else np.asarray(zs, dtype=np.int64)
     pred_full = np.zeros_like(label.array)
     if len(zs):
         image = read_volume(case.image)
         check_pair(image, label)
-        pred_full = predict_volume(model, image, device=device, precision=precision).labels  # as a user would
+        # as a user would: predict_volume predicts the whole volume when post-processing looks at other slices
+        pred_full[index] = predict_volume(model, image, device=device, precision=precision, slices=index).labels
     else:
         with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
             report = predict_files([case.image], model, tmp, device=device, progress=False, precision=precision)

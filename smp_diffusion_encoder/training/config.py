@@ -49,11 +49,33 @@ class PretrainConfig:
     ckpt_every: int = option(1000, "checkpoint every N steps (and at the end)")
     milestones: tuple[int, ...] = option((), "steps whose EMA weights are kept in RUN_DIR/milestones/ "
                                               "(a compute curve)", metavar="STEP")
+    max_minutes: float | None = option(None, "also stop after this many minutes of the training clock (wall time "
+                                             "without each session's first step, where compilation and "
+                                             "autotuning happen; a resumed run continues up to it)")
+    milestone_minutes: tuple[float, ...] = option((), "points of the training clock (minutes) whose EMA weights are "
+                                                      "also kept in RUN_DIR/milestones/ (named by the step each "
+                                                      "falls on)", metavar="MIN")
     workers: int = option(0, "DataLoader worker processes per training process (0: read in the main process)")
+    preload: Literal["auto", "on", "off"] = option(
+        "auto", "hold the whole slice store (float16) in the training device's memory and index batches there "
+                "instead of reading them through a DataLoader; auto: on CUDA when it takes at most a quarter of "
+                "the free GPU memory")
+    noise_rng: Literal["auto", "cpu", "device"] = option(
+        "auto", "where each sample's timestep and noise are drawn: cpu (a seeded CPU generator per sample, copied "
+                "over), device (a counter-based hash computed on the training device, no host work); auto: device "
+                "on CUDA, cpu on CPUs (a resumed run keeps its choice)")
+    compile: bool = option(False, "torch.compile the U-Net (forward and backward): faster steps after a "
+                                  "compilation in each session's first step; resume with the same setting "
+                                  "(compiled and eager kernels round differently)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unet", resolve_config(self.unet))
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "milestone_minutes", tuple(float(m) for m in self.milestone_minutes))
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes must be > 0 or none, got {self.max_minutes}")
+        if any(m < 0 for m in self.milestone_minutes):
+            raise ConfigError(f"milestone_minutes must be >= 0, got {list(self.milestone_minutes)}")
         NoiseSchedule(self.schedule, self.num_timesteps)  # validates the schedule
         if self.batch_size < 1 or self.lr <= 0 or self.warmup_steps < 0 or self.vlb_weight < 0 or self.steps < 1:
             raise ConfigError(f"bad pretraining settings: batch_size={self.batch_size}, lr={self.lr}, "

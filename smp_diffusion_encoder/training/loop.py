@@ -8,9 +8,17 @@ uses another step with the same :class:`Trainer`.
 Per optimizer step: forward under bf16 autocast if asked (CUDA or CPU), backward, optional
 gradient-norm clipping, optimizer step, optional LR-scheduler step, EMA update. Every ``log_every`` steps a
 row ``step, loss, lr, images_per_s, grad_norm, <step metrics>`` is logged (loss and metrics averaged over
-the window and over ranks); every ``ckpt_every`` steps and at the end a checkpoint, ``metrics.csv`` and
-``loss.png`` are written atomically to ``out_dir`` (rank 0 only). With ``torch.distributed`` initialized
-the model is wrapped in ``DistributedDataParallel`` and every rank must run the same number of steps.
+the window and over ranks) with the window's speed: ``step_s``, ``time_s`` (the training clock below),
+``tflop_s`` when the FLOPs of a sample are known, ``max_mem_gib`` on CUDA, and ``warmup_s`` (the session's
+first step) in a session's first row; every ``ckpt_every`` steps and at the end a checkpoint,
+``metrics.csv`` and ``loss.png`` are written atomically to ``out_dir`` (rank 0 only). With
+``torch.distributed`` initialized the model is wrapped in ``DistributedDataParallel`` and every rank must run
+the same number of steps.
+
+The **training clock** is the wall time of the loop without each session's first step (where
+``torch.compile`` compiles and cuDNN autotunes), summed over resumed sessions and checkpointed:
+``time_limit_s`` stops a run on it and ``milestone_seconds`` keep weights at points of it. A resumed run's
+weights at a given step do not depend on the clock; which step a point of the clock falls on does.
 
 Example:
     >>> trainer = Trainer(model, torch.optim.AdamW(model.parameters()), step, TrainConfig(100, "run"))  # doctest: +SKIP
@@ -74,6 +82,12 @@ class TrainConfig:
         milestones: steps (0 = before the first update) at which the weights that would be exported (EMA
             when kept, else the model's) are also saved as ``out_dir/milestones/step-NNNNNNN.safetensors``
             (kept for good, unlike the rolling checkpoint): the points of a compute curve.
+        milestone_seconds: points of the training clock (seconds) whose weights are saved the same way, at
+            the first step the clock reaches each (files named by that step, the clock in their metadata).
+        time_limit_s: stop once the training clock reaches this many seconds (``None``: run to ``max_steps``).
+        compile: ``torch.compile`` the model's forward in place (``nn.Module.compile``; its backward is
+            compiled with it) after the EMA copy is made; state-dict keys are unchanged.
+        flops_per_sample: FLOPs of one training step per sample (forward + backward), to log ``tflop_s``.
         title: title of ``loss.png``.
     """
 
@@ -88,6 +102,10 @@ class TrainConfig:
     ema_decay: float | None = 0.9999
     progress: bool = True
     milestones: tuple[int, ...] = ()
+    milestone_seconds: tuple[float, ...] = ()
+    time_limit_s: float | None = None
+    compile: bool = False
+    flops_per_sample: float | None = None
     title: str = ""
 
     def __post_init__(self) -> None:
@@ -98,10 +116,16 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(sorted({int(m) for m in self.milestones})))
         if any(m < 0 for m in self.milestones):
             raise ConfigError(f"milestones must be steps >= 0, got {self.milestones}")
+        object.__setattr__(self, "milestone_seconds", tuple(sorted({float(s) for s in self.milestone_seconds})))
+        if any(s < 0 for s in self.milestone_seconds):
+            raise ConfigError(f"milestone_seconds must be >= 0, got {self.milestone_seconds}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ConfigError(f"time_limit_s must be > 0 or None, got {self.time_limit_s}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["milestone_seconds"] = list(self.milestone_seconds)
         return d
 
 
@@ -195,6 +219,8 @@ class Trainer:
         self.rank, self.world_size = _rank_world()
         self.bare = model
         self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
+        if config.compile:  # after the EMA's deep copy, which stays eager (it is only averaged and saved)
+            model.compile()
         self.manual_sync = self.world_size > 1 and bool(getattr(step, "calls_submodules", False))
         if self.manual_sync:
             for t in model.state_dict().values():  # DDP's start-up broadcast, done by hand
@@ -206,6 +232,8 @@ class Trainer:
         self.extra_state, self.validate, self.early_stopping = extra_state, validate, early_stopping
         self.use_bf16 = config.precision == "bf16"
         self.global_step = 0
+        self.train_seconds = 0.0  # the training clock (module docstring), checkpointed
+        self._due_seconds: list[float] = list(config.milestone_seconds)  # clock points not yet saved
         self.history: list[dict[str, Any]] = []
         self._last_plot = -math.inf
         # Metric sums of the current log window (checkpointed, so a resumed run logs the same rows).
@@ -222,13 +250,18 @@ class Trainer:
         return milestone_path(self.out_dir, step)
 
     def save_milestone(self) -> Path | None:
-        """Save the exportable weights (EMA if kept, else the model's) at a milestone step (rank 0)."""
-        if self.global_step not in self.config.milestones or self.rank != 0:
+        """Save the exportable weights (EMA if kept, else the model's) if this step is a milestone step or the
+        first step the training clock reached a milestone point at (rank 0)."""
+        clock_due = bool(self._due_seconds) and self.train_seconds >= self._due_seconds[0]
+        while self._due_seconds and self.train_seconds >= self._due_seconds[0]:
+            self._due_seconds.pop(0)
+        if (self.global_step not in self.config.milestones and not clock_due) or self.rank != 0:
             return None
         module = self.ema.module if self.ema is not None else self.bare
         return write_safetensors(self.milestone_path(self.global_step), module.state_dict(),
                                  metadata={"step": str(self.global_step),
-                                           "weights": "ema" if self.ema is not None else "model"})
+                                           "weights": "ema" if self.ema is not None else "model",
+                                           "train_seconds": f"{self.train_seconds:.3f}"})
 
     # ----- checkpoints -------------------------------------------------------------------------
     def resume(self, source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
@@ -240,6 +273,8 @@ class Trainer:
         self.global_step = restore_checkpoint(state, model=self.bare, optimizer=self.optimizer, ema=self.ema,
                                               scheduler=self.scheduler)
         self.history = list(state["history"])
+        self.train_seconds = float(state["extra"].get("train_seconds", 0.0))
+        self._due_seconds = [s for s in self.config.milestone_seconds if s > self.train_seconds]
         window = state["extra"].get("log_window", {"n": 0, "sums": {}})
         self._n_window = int(window["n"])
         self._window = {k: v.to(self.device) for k, v in window["sums"].items()}
@@ -254,6 +289,7 @@ class Trainer:
         if self.rank == 0:
             extra = self.extra_state(self.global_step) if self.extra_state else {}
             extra = {**extra, "train": self.config.to_dict(), "world_size": self.world_size,
+                     "train_seconds": self.train_seconds,
                      "log_window": {"n": self._n_window, "sums": {k: v.cpu() for k, v in self._window.items()}}}
             if self.early_stopping is not None and hasattr(self.early_stopping, "state_dict"):
                 extra["early_stopping"] = self.early_stopping.state_dict()
@@ -278,12 +314,14 @@ class Trainer:
         """
         cfg = self.config
         self.model.train()
-        images, tick = 0, time.perf_counter()
+        images, window_steps, tick = 0, 0, time.perf_counter()
+        clock_base, clock_start, session_steps = self.train_seconds, math.nan, 0  # the training clock
+        warmup_s: float | None = None  # this session's first step, logged in its first row
         bar = tqdm(total=cfg.max_steps, initial=self.global_step, unit="step", desc="train",
                    disable=None if cfg.progress and self.rank == 0 else True,  # None: off when not a terminal
                    dynamic_ncols=True)
         batches = iter(data(self.global_step))
-        stop = False
+        stop = cfg.time_limit_s is not None and self.train_seconds >= cfg.time_limit_s
         if self.global_step == 0:
             self.save_milestone()
         try:
@@ -305,15 +343,28 @@ class Trainer:
                     self.ema.update(self.bare)
                 self.global_step += 1
                 self._n_window += 1
+                window_steps += 1
+                session_steps += 1
                 images += _batch_size(batch) * self.world_size
                 for k, v in {"loss": loss, "grad_norm": grad_norm, **metrics}.items():
                     v = torch.as_tensor(v, device=self.device).detach().float()
                     self._window[k] = self._window.get(k, torch.zeros((), device=self.device)) + v
+                now = time.perf_counter()
+                if session_steps == 1:  # the warm-up step: not on the training clock
+                    warmup_s, clock_start = now - tick, now
+                self.train_seconds = clock_base + (now - clock_start if session_steps > 1 else 0.0)
+                log_now = self.global_step % cfg.log_every == 0 or self.global_step == cfg.max_steps
+                time_up = cfg.time_limit_s is not None and self.train_seconds >= cfg.time_limit_s
+                if self.world_size > 1:  # ranks' clocks differ: rank 0 decides, at log steps (already a sync)
+                    time_up = log_now and self._agree(time_up)
                 row: dict[str, Any] = {}
-                if self.global_step % cfg.log_every == 0 or self.global_step == cfg.max_steps:
-                    row = self._window_row(lr, images / max(time.perf_counter() - tick, 1e-9))
-                    images, tick = 0, time.perf_counter()
+                if log_now or time_up:
+                    seconds = max(now - tick, 1e-9)
+                    row = self._window_row(lr, images / seconds)
+                    row.update(self._speed(seconds / window_steps, row["images_per_s"], warmup_s))
+                    images, window_steps, tick, warmup_s = 0, 0, time.perf_counter(), None
                     bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.1f}")
+                stop = stop or time_up
                 if cfg.val_every and self.validate is not None and self.global_step % cfg.val_every == 0:
                     val = {k: float(v) for k, v in self.validate(self.bare, self.ema.module if self.ema else None,
                                                                  self.global_step).items()}
@@ -344,6 +395,17 @@ class Trainer:
             flat /= self.world_size
             for g, part in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(part.view_as(g))
+
+    def _speed(self, step_s: float, images_per_s: float, warmup_s: float | None) -> dict[str, float]:
+        """The speed columns of a logged row (see the module docstring)."""
+        speed = {"step_s": step_s, "time_s": self.train_seconds}
+        if self.config.flops_per_sample:
+            speed["tflop_s"] = self.config.flops_per_sample * images_per_s / 1e12
+        if self.device.type == "cuda":
+            speed["max_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if warmup_s is not None:
+            speed["warmup_s"] = warmup_s
+        return speed
 
     def _window_row(self, lr: float, images_per_s: float) -> dict[str, Any]:
         keys = sorted(self._window)

@@ -12,6 +12,14 @@ seeded :class:`~smp_diffusion_encoder.training.sampler.InfiniteBatchSampler`, th
 ``batch_size / N`` samples per step, and the run trains on the same samples with the same noise as a single
 process would (see the sampler), so results agree up to floating-point reduction order and a checkpoint can
 be resumed at any world size that divides the global batch.
+
+On a GPU nothing in a step waits for the host: the store is held in GPU memory (``preload``) and indexed
+there (:func:`~smp_diffusion_encoder.training.sampler.device_batches`), each sample's noise is drawn on the GPU
+(``noise_rng``, :func:`~smp_diffusion_encoder.training.ddpm.counter_noise`), steps run under bf16 autocast in
+channels-last with cuDNN autotuning, optionally compiled (``compile``), and the logged rows carry
+``tflop_s`` (the step's FLOPs counted once, :mod:`~smp_diffusion_encoder.training.throughput`) and
+``max_mem_gib``. ``auto`` settings are resolved at the start, recorded under ``runtime`` in the run's
+``config.json`` and kept by a resumed run.
 """
 
 from __future__ import annotations
@@ -26,9 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
-from smp_diffusion_encoder.data.slice_store import MANIFEST, SliceStore, build_slice_store
+from smp_diffusion_encoder.data.slice_store import MANIFEST, SliceStore
 from smp_diffusion_encoder.diffusion.gaussian import GaussianDiffusion
 from smp_diffusion_encoder.errors import ConfigError, DatasetLayoutError, InputFileError
 from smp_diffusion_encoder.models.unet import DiffusionUNet
@@ -40,12 +47,19 @@ from smp_diffusion_encoder.training.loop import CHECKPOINT_NAME, TrainConfig, Tr
 from smp_diffusion_encoder.training.lr import warmup_cosine
 from smp_diffusion_encoder.training.precision import choose_precision
 from smp_diffusion_encoder.training.run_folder import RUN_CONFIG_NAME, read_run_config, write_run_config
-from smp_diffusion_encoder.training.sampler import InfiniteBatchSampler, PositionedDataset
+from smp_diffusion_encoder.training.sampler import InfiniteBatchSampler, PositionedDataset, device_batches
+from smp_diffusion_encoder.training.throughput import unet_flops_per_sample
+
+#: ``preload="auto"`` holds the store on a GPU when it takes at most this share of the free GPU memory.
+PRELOAD_MAX_SHARE = 0.25
 
 
 def source_volumes(data: Path, *, include_labeled: bool = False) -> list[Path]:
     """Volumes to pretrain on: a FLARE root's unlabeled images (plus its labeled training images with
     ``include_labeled``), else every volume under ``data`` (a folder), or ``data`` itself (a file)."""
+    # Imported here: training on a prepared store needs none of the volume readers (nibabel, pydicom, ...).
+    from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
+
     if data.is_file():
         return [data]
     if (data / "Training").is_dir():
@@ -71,6 +85,8 @@ def prepare_store(data: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     if (data / MANIFEST).is_file():
         store = data
     else:
+        from smp_diffusion_encoder.data.slice_store import build_slice_store
+
         store = Path(run_dir) / "slices"
         build_slice_store(source_volumes(data), store, PreprocessingConfig(image_size=image_size), workers=workers,
                           progress=progress)
@@ -81,6 +97,25 @@ def prepare_store(data: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     if len(ds) == 0:
         raise InputFileError(store, "the slice store holds no usable slices")
     return store
+
+
+def resolve_runtime(config: PretrainConfig, device: torch.device, store_bytes: int,
+                    saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``auto`` settings resolved for ``device``: ``{"preload": bool, "noise_rng": "cpu" | "device"}``.
+
+    ``saved`` is a checkpoint's record: a resumed run keeps its noise source (a checkpoint written before
+    ``noise_rng`` existed drew on the CPU). Preloading does not change what is trained, so it is decided anew.
+    """
+    noise = config.noise_rng
+    if noise == "auto":
+        if saved is not None:
+            noise = saved.get("noise_rng", "cpu")
+        else:
+            noise = "device" if device.type == "cuda" else "cpu"
+    preload = config.preload == "on"
+    if config.preload == "auto" and device.type == "cuda":
+        preload = store_bytes <= PRELOAD_MAX_SHARE * torch.cuda.mem_get_info(device)[0]
+    return {"preload": preload, "noise_rng": noise}
 
 
 def seed_everything(seed: int) -> None:
@@ -116,28 +151,38 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     seed_everything(config.seed)
     # channels-last: ~10% faster training steps on CPU (benchmarks/results/train_step.md), NHWC tensor cores on GPU
     model = DiffusionUNet(config.unet).to(info.device, memory_format=torch.channels_last)
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: each convolution's fastest algorithm, found once
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = None
     if config.warmup_steps:
         warmup = config.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup=warmup))
     per_rank = config.batch_size // info.world_size
+    state = load_checkpoint(ckpt) if resume and ckpt.exists() else None
+    size = preprocessing.image_size
+    runtime = resolve_runtime(config, info.device, len(store) * size * size * 2,
+                              saved=state["extra"].get("runtime", {}) if state is not None else None)
     step_fn = DDPMStep(GaussianDiffusion(config.noise_schedule), seed=config.seed, vlb_weight=config.vlb_weight,
-                       min_snr_gamma=config.min_snr_gamma)
+                       min_snr_gamma=config.min_snr_gamma, noise_rng=runtime["noise_rng"])
+    on_device = store.load_all().to(info.device) if runtime["preload"] else None
 
     def sampler(start_step: int) -> InfiniteBatchSampler:
         return InfiniteBatchSampler(len(store), per_rank, seed=config.seed, rank=info.rank,
                                     world_size=info.world_size, start_step=start_step)
 
     def batches(start_step: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        if on_device is not None:
+            return device_batches(on_device, sampler(start_step))
         # Its own generator: creating the loader must not draw from the global RNG (exact resume).
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + start_step)
         return DataLoader(PositionedDataset(store), batch_sampler=sampler(start_step), num_workers=config.workers,
                           pin_memory=info.device.type == "cuda", generator=gen)
 
-    state = load_checkpoint(ckpt) if resume and ckpt.exists() else None
     if state is not None:
         check_resumable(ckpt, state["extra"], config, preprocessing, sampler(0).position(0))
+    if info.device.type == "cuda":  # counting needs torch._dynamo (4 s to import): only where TFLOP/s matter
+        runtime["flops_per_sample"] = unet_flops_per_sample(model, step_fn, size)
     precision, choice = config.precision, None
     if precision == "auto":
         saved = (state or {}).get("extra", {}).get("train", {}).get("precision")
@@ -150,11 +195,14 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     train = TrainConfig(max_steps=config.steps, out_dir=str(run_dir), grad_clip=config.grad_clip,
                         precision=precision,  # type: ignore[arg-type]
                         log_every=config.log_every, ckpt_every=config.ckpt_every, seed=config.seed,
-                        ema_decay=config.ema_decay, progress=progress, milestones=config.milestones)
+                        ema_decay=config.ema_decay, progress=progress, milestones=config.milestones,
+                        milestone_seconds=tuple(60 * m for m in config.milestone_minutes),
+                        time_limit_s=None if config.max_minutes is None else 60 * config.max_minutes,
+                        compile=config.compile, flops_per_sample=runtime.get("flops_per_sample"))
 
     def extra_state(step: int) -> dict[str, Any]:
         return {"pretrain": config.to_dict(), "preprocessing": preprocessing.to_dict(),
-                "data": sampler(0).position(step)}
+                "data": sampler(0).position(step), "runtime": runtime}
 
     trainer = Trainer(model, optimizer, step_fn, train, scheduler=scheduler, device=info.device,
                       extra_state=extra_state)
@@ -166,8 +214,11 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
         old = read_run_config(run_dir / RUN_CONFIG_NAME) if (run_dir / RUN_CONFIG_NAME).is_file() else {}
         data = {"store": str(Path(store_dir).resolve()), "n_slices": len(store),
                 "volumes": [Path(sh["source"]).name for sh in store.shards]}
+        device_name = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else "cpu"
         write_run_config(run_dir, config, train, preprocessing, data, command=command or old.get("command"),
-                         precision_choice=choice.to_dict() if choice else old.get("precision_choice"))
+                         precision_choice=choice.to_dict() if choice else old.get("precision_choice"),
+                         runtime={**runtime, "compile": config.compile, "device": device_name,
+                                  "world_size": info.world_size, "torch": torch.__version__})
         if choice is not None:
             print(f"precision: {choice.note}", flush=True)
     barrier()

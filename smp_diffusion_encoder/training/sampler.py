@@ -12,6 +12,9 @@ the contiguous block ``[s * G + r * B, s * G + (r + 1) * B)``. Hence:
 - every sample carries its stream position, from which the training step derives its own randomness
   (noise, timestep), making that independent of world size and of interruptions as well.
 
+The batches come from a ``DataLoader(PositionedDataset(store), batch_sampler=sampler)`` or, with the whole
+store held on the training device, from :func:`device_batches`: the same samples, no host copies.
+
 Example:
     >>> s = InfiniteBatchSampler(10, batch_size=2, seed=0, rank=1, world_size=2)
     >>> [p for _, p in next(iter(s))]
@@ -20,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -96,3 +99,25 @@ class PositionedDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, position = item
         return self.dataset[index], position
+
+
+def device_batches(data: torch.Tensor,
+                   sampler: Iterable[list[tuple[int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(x (B, ...) float32, positions (B,) int64)`` indexed from ``data`` on its own device (e.g. a
+    store's :meth:`~smp_diffusion_encoder.data.slice_store.SliceStore.load_all` moved to the GPU once): the
+    same values and positions as a ``DataLoader`` over :class:`PositionedDataset` with ``sampler``. Only the
+    indices travel (pinned, asynchronously); nothing waits for the device.
+
+    Example:
+        >>> data = torch.arange(6.0).reshape(6, 1)
+        >>> x, pos = next(device_batches(data, InfiniteBatchSampler(6, 2, seed=0)))
+        >>> x.shape, pos.dtype
+        (torch.Size([2, 1]), torch.int64)
+    """
+    pin = data.device.type == "cuda"
+    for batch in sampler:
+        pairs = torch.tensor(batch, dtype=torch.long)  # (B, 2): index, position
+        if pin:
+            pairs = pairs.pin_memory()
+        pairs = pairs.to(data.device, non_blocking=True)
+        yield data[pairs[:, 0]].float(), pairs[:, 1]

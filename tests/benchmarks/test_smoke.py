@@ -19,6 +19,7 @@ from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.data.slice_store import build_slice_store
 from smp_diffusion_encoder.finetune import schedule
 from smp_diffusion_encoder.registry import register_encoder_from_folder
+from smp_diffusion_encoder.study.results import read_results_csv
 from tests.hub.hub_helpers import write_tiny_weights
 from tests.training.run_helpers import write_run
 
@@ -53,7 +54,12 @@ def tiny_encoder(tmp_path: Path, registry_snapshot: None, monkeypatch: pytest.Mo
 
 
 def test_every_benchmark_has_a_smoke_test() -> None:
+    """A test named after each script (here, or its own file ``test_NAME.py`` beside this one) imports it;
+    ``train_step_options`` runs through ``train_step --options``."""
+    here = Path(__file__).resolve().parent
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    tested |= {p.stem.removeprefix("test_") for p in here.glob("test_*.py")
+               if f"from benchmarks import {p.stem.removeprefix('test_')}" in p.read_text()}
     assert set(BENCHMARKS) <= tested | {"train_step_options"}, sorted(set(BENCHMARKS) - tested)
 
 
@@ -118,8 +124,14 @@ def test_fewshot(tmp_path: Path, phantom: Path, tiny_encoder: str) -> None:
     from benchmarks import fewshot
 
     fewshot.main([str(phantom), "--out", str(tmp_path / "out"), "--encoder", tiny_encoder, "--weights", "ct",
-                  "--methods", "ddpm-probe", "--budgets", "2", "--block", "3", "--gap", "1", *STUDY])
-    assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "results.csv").is_file()
+                  "--methods", "ddpm-probe", "--budgets", "2", "--block", "3", "--gap", "1", *STUDY,
+                  "--postprocessing", "none", "lcc+z3", "--override", "augment_views=2"])
+    assert (tmp_path / "out" / "summary.md").is_file()
+    rows = read_results_csv(tmp_path / "out" / "results.csv")
+    assert {r["method"] for r in rows} == {"ddpm-probe[augment_views=2]", "ddpm-probe[augment_views=2]/none",
+                                           "ddpm-probe[augment_views=2]/lcc+z3"}
+    with pytest.raises(SystemExit, match="unknown variant part 'x'"):
+        fewshot.parse_postprocessing("lcc+x")
 
 
 def test_feature_selection(tmp_path: Path, phantom: Path, tiny_encoder: str) -> None:

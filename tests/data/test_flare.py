@@ -101,5 +101,5 @@ def test_discover_volumes_finds_nifti_and_dicom_series_sorted(tmp_path: Path) ->
 def test_discover_volumes_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match=r"empty: holds no volume files \(\.nii, \.nii\.gz, \.nrrd, "
-                                                  r"\.nhdr, \.mha, \.mhd\) or DICOM"):
+                                                  r"\.nhdr, \.mha, \.mhd, \.seg\.nrrd\) or DICOM"):
         discover_volumes(tmp_path / "empty")

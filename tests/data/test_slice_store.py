@@ -148,3 +148,12 @@ def test_dataloader_with_two_workers_streams_all_slices(tmp_path, volumes) -> No
     np.testing.assert_array_equal(torch.cat(batches)[17].numpy(), store[17].numpy())
     with pytest.raises(InputFileError, match="manifest"):
         SliceStore(tmp_path / "nothing")
+
+
+def test_load_all_holds_every_item_in_float16(tmp_path, volumes) -> None:
+    build_slice_store(volumes[:2], tmp_path / "s", CFG, workers=1, progress=False)
+    store = SliceStore(tmp_path / "s")
+    everything = store.load_all()
+    assert everything.shape == (len(store), 1, 32, 32) and everything.dtype == torch.float16
+    for i in (0, 17, len(store) - 1):  # float16 -> float32 is exact: the same values as the items
+        assert torch.equal(everything[i].float(), store[i])

@@ -263,7 +263,7 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
-                                               r"\.nhdr, \.mha, \.mhd\) nor a DICOM"):
+                                               r"\.nhdr, \.mha, \.mhd, \.seg\.nrrd\) nor a DICOM"):
         read_volume(tmp_path / "a.png")
 
 

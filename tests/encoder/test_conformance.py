@@ -3,7 +3,8 @@
 Each contract is run on every built-in name that fits a CPU test (``ddpm-ct-adm``'s 553 M parameters do not;
 it is built from the same code and its registration is checked). Sources of the contracts: timm's
 ``tests/test_models.py`` (every parameter used by ``model(x)``, ``reset_classifier(0, "")`` gives the unpooled
-map, ``features_only``, torch.fx tracing) and smp's model tests (inputs of any size, e.g. 67 x 71).
+map, ``features_only``, torch.fx tracing) and smp's model tests (inputs of any size, e.g. 67 x 71); the host
+projects' own tests, restated, are ``test_timm_host_tests.py`` and ``test_smp_host_tests.py``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ def test_every_builtin_name_is_registered_with_both_libraries() -> None:
         assert r.timm_name in timm_names and r.smp_name in smp.encoders.get_encoder_names()
 
 
-def test_timm_model_uses_every_parameter_and_computes_only_what_it_needs(record) -> None:
+def test_timm_model_uses_every_parameter_and_features_only_keeps_only_what_it_needs(record) -> None:
+    """``model(x)`` reads the trunk's final (stride-1) map, so every block is used; ``features_only`` with coarse
+    ``out_indices`` drops the decoder blocks of the finer maps and the classifier (timm's pruning contract)."""
     model = timm.create_model(record.timm_name, num_classes=3)
     model(torch.randn(2, 1, SIZE, SIZE)).mean().backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert not unused, f"{len(unused)} parameters get no gradient, e.g. {unused[:3]}"
-    full = timm.create_model(record.timm_name, features_only=True)
-    n_model, n_full = (sum(p.numel() for p in m.parameters()) for m in (model, full))
-    assert n_model < n_full  # the blocks of finer maps are not kept for the stride-32 output
+    coarse = timm.create_model(record.timm_name, features_only=True, out_indices=(3, 4, 5))
+    coarse(torch.randn(1, 1, SIZE, SIZE))[0].sum().backward()
+    assert not [n for n, p in coarse.named_parameters() if p.grad is None]
+    n_model, n_coarse = (sum(p.numel() for p in m.parameters()) for m in (model, coarse))
+    assert n_coarse < n_model
 
 
 def test_unpooled_features_as_in_every_timm_model(record) -> None:

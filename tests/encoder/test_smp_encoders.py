@@ -2,7 +2,8 @@
 
 Every smp architecture is built on the ddpm-ct encoder for each in_channels / depth / output_stride the
 decoder allows, then run forward and backward. Architectures that cannot work are listed in
-``UNSUPPORTED`` with the reason (the README repeats it).
+``UNSUPPORTED`` with the reason (the README repeats it). smp's own encoder and model testers (torch flags,
+TorchScript, export, compile, save/load) are restated in ``test_smp_host_tests.py``.
 """
 
 from __future__ import annotations
@@ -113,42 +114,3 @@ def test_registration_is_idempotent_and_custom_names_work():
 def test_unknown_weights_name_lists_what_exists():
     with pytest.raises(KeyError, match="Wrong pretrained weights"):
         smp.Unet(ENCODER, encoder_weights="no-such-weights", in_channels=1)
-
-
-# --- truthful torch flags, tested the way smp's encoder tests do ---------------------------------
-def _tiny_encoder():
-    return get_encoder(ENCODER, in_channels=1, depth=5).eval()
-
-
-def test_torchscript_flag_is_truthful():
-    enc = _tiny_encoder()
-    if enc._is_torch_scriptable:
-        torch.jit.script(enc)
-    else:
-        with pytest.raises(Exception):
-            torch.jit.script(enc)
-
-
-@pytest.mark.slow
-def test_torch_export_flag_is_truthful():
-    enc, x = _tiny_encoder(), torch.randn(1, 1, 64, 64)
-    if not enc._is_torch_exportable:
-        with pytest.raises(Exception):
-            torch.export.export(enc, (x,), strict=True)
-        return
-    exported = torch.export.export(enc, (x,), strict=True)
-    for a, b in zip(exported.module()(x), enc(x)):
-        torch.testing.assert_close(a, b)
-
-
-@pytest.mark.slow
-def test_torch_compile_flag_is_truthful():
-    enc, x = _tiny_encoder(), torch.randn(1, 1, 64, 64)
-    torch._dynamo.reset()
-    compiled = torch.compile(enc, fullgraph=True, dynamic=True, backend="eager")
-    if not enc._is_torch_compilable:
-        with pytest.raises(Exception):
-            compiled(x)
-        return
-    for a, b in zip(compiled(x), enc(x)):
-        torch.testing.assert_close(a, b)

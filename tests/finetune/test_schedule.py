@@ -53,3 +53,13 @@ def test_validation_only_with_enough_slices() -> None:
     assert given.steps == 7 and given.warmup == 7 and "7 steps given" in given.reason
     with pytest.raises(ConfigError):
         plan_schedule("unet", n_slices=0, image_size=128, batch_size=4, n_val=0, min_val_slices=8)
+
+
+def test_augmented_views_double_the_decoders_rule_only() -> None:
+    kw = dict(image_size=128, batch_size=4, n_val=0, min_val_slices=8)
+    assert plan_schedule("unet", n_slices=4, augmented=True, **kw).steps == 500  # min steps 500
+    assert plan_schedule("unet", n_slices=16, augmented=True, **kw).steps == 1280  # 320 epochs of 16 at batch 4
+    assert plan_schedule("unet", n_slices=16, **kw).steps == 640
+    assert "augmented views" in plan_schedule("unet", n_slices=4, augmented=True, **kw).reason
+    for method in ("probe", "mlp"):  # no measurement for these heads: their rule stays
+        assert plan_schedule(method, n_slices=4, augmented=True, **kw) == plan_schedule(method, n_slices=4, **kw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from tests.hub.fake_hub import FakeHub
@@ -122,18 +123,38 @@ def test_offline_without_cache_fails_fast_and_clearly(hub_online: FakeHub, monke
     assert hub_online.requests == []
 
 
-def test_offline_timm_hf_hub_fails_inside_timm_and_our_path_names_the_repo(
-        hub_online: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the README says about ``HF_HUB_OFFLINE=1`` with an empty cache: timm's ``hf-hub:`` path fails while
-    timm reads ``config.json``, before any code of ours runs, with huggingface_hub's own error; loading through
-    this package (``register_hub_weights`` + the smp name, or ``load_encoder_weights``) raises a
-    :class:`WeightsError` that names the repo."""
+def test_offline_timm_hf_hub_names_the_repo_and_the_command_like_our_paths(
+        hub_online: FakeHub, tiny_weights, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README says about ``HF_HUB_OFFLINE=1`` with an empty cache: timm's ``hf-hub:`` path (which reads
+    ``config.json`` before any model code runs) and our paths (``load_encoder_weights``) raise a ``WeightsError``
+    naming the repo, the revision and the ``hf download`` command; it is still huggingface_hub's
+    ``LocalEntryNotFoundError`` for code that catches that. With the cache filled, timm loads with no request."""
     import timm
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    from smp_diffusion_encoder.hub.download import NotCachedError
+
+    folder, expected = tiny_weights
+    sha = hub_online.commit(REPO, folder_files(folder))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(LocalEntryNotFoundError):
-        timm.create_model(f"hf-hub:{REPO}@{'a' * 40}", pretrained=True, features_only=True)
+    for name in (f"hf-hub:{REPO}@{sha}", f"hf-hub:{REPO}"):
+        with pytest.raises(WeightsError) as err:
+            timm.create_model(name, pretrained=True, features_only=True)
+        assert isinstance(err.value, NotCachedError) and isinstance(err.value, LocalEntryNotFoundError)
+        msg = str(err.value)
+        assert f"{REPO}@{sha if '@' in name else 'main'}/config.json" in msg and "HF_HUB_OFFLINE=1" in msg
+        assert (f"`hf download {REPO} --revision {sha}`" if "@" in name else f"`hf download {REPO}`") in msg
     with pytest.raises(WeightsError, match=REPO):
         load_encoder_weights(REPO, revision="a" * 40)
+    with pytest.raises(LocalEntryNotFoundError):  # huggingface_hub's own type, as before
+        timm.create_model(f"hf-hub:{REPO}@{sha}", pretrained=True)
     assert hub_online.requests == []
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # what `hf download REPO --revision SHA` does
+    huggingface_hub.snapshot_download(REPO, revision=sha)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    n = len(hub_online.requests)
+    model = timm.create_model(f"hf-hub:{REPO}@{sha}", pretrained=True, features_only=True)
+    assert len(hub_online.requests) == n
+    assert torch.equal(model.state_dict()["model.unet.input_blocks.0.0.weight"],
+                       expected["unet.input_blocks.0.0.weight"])

@@ -63,3 +63,48 @@ def test_truncate_removes_unused_blocks_and_the_noise_head():
         net(torch.zeros(1, 1, 64, 64), torch.tensor([1]))
     with pytest.raises(ValueError, match="removed by truncate"):
         net.decoder_features(torch.zeros(1, 1, 64, 64), torch.tensor([1]), [7])
+
+
+#: sha256 of "key shape" lines of the state dict, computed at release 7ea93bf: weights on disk (packaged, Hub,
+#: pretraining runs) refer to these names, so a refactoring of the blocks must not change them
+STATE_DICT_LAYOUT = {
+    "tiny": "2dca4dd844d0121462b571a1eb6a1932d41bb6e7274f1e0d8159f9c09cba6adb",
+    "small": "c213636afeaddadec7294d9e3358bdd711dfb4c45d31669812d3513e87042bda",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(STATE_DICT_LAYOUT))
+def test_state_dict_layout_is_unchanged(preset):
+    import hashlib
+
+    with torch.device("meta"):
+        sd = DiffusionUNet(preset).state_dict()
+    text = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
+    assert hashlib.sha256(text.encode()).hexdigest() == STATE_DICT_LAYOUT[preset]
+
+
+def test_torchscript_gives_eager_outputs(net):
+    """Blocks are chains of layers with one signature (x, emb): TorchScript compiles the U-Net as it is."""
+    import warnings
+
+    x, t = torch.randn(2, 1, 64, 64), torch.tensor([10, 500])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.*is deprecated", category=FutureWarning)
+        scripted = torch.jit.script(net)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x, t), net(x, t), rtol=0, atol=0)
+        ours, eager = scripted.decoder_features(x, t, [1, 4, 7]), net.decoder_features(x, t, [1, 4, 7])
+    assert sorted(ours) == [1, 4, 7]
+    for k in eager:
+        torch.testing.assert_close(ours[k], eager[k], rtol=0, atol=0)
+
+
+def test_blocks_hold_only_timestep_layers():
+    from smp_diffusion_encoder.models.layers import TimestepBlock, TimestepSequential
+
+    net = DiffusionUNet("tiny")
+    blocks = [*net.input_blocks, net.middle_block, *net.output_blocks]
+    assert all(isinstance(layer, TimestepBlock) for block in blocks for layer in block)
+    assert isinstance(net.input_blocks[0][0], torch.nn.Conv2d)  # still timm's `first_conv`
+    with pytest.raises(TypeError, match="TimestepBlock"):
+        TimestepSequential(torch.nn.Conv2d(1, 1, 3))

@@ -170,3 +170,24 @@ def test_spread_slices_cover_the_scan() -> None:
     gt[2:18, 1, 1] = 1
     assert spread_slices(gt) == [4, 10, 15]  # not three neighbours
     assert spread_slices(np.zeros((2, 4, 4), np.uint8)) == [0, 1]
+
+
+def test_a_partly_labeled_scan_is_held_out_and_scored_on_its_labeled_slices_only(tmp_path: Path) -> None:
+    from smp_diffusion_encoder.data.labeled_slices import write_sidecar
+    from smp_diffusion_encoder.data.volume import read_volume, write_label_map
+
+    root = write_phantom_dataset(tmp_path / "phantom", n_labeled=3, n_unlabeled=0, shape=(16, 32, 32))
+    cases = FlareDataset.discover(root).labeled
+    listed = [1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14]
+    for case in cases:  # every case partly labeled: the others' organs erased, slice 14 labeled as empty
+        label = read_volume(case.label, kind="label")
+        keep = np.zeros_like(label.array)
+        keep[listed[:-1]] = label.array[listed[:-1]]
+        write_label_map(keep, label, case.label)
+        write_sidecar(case.label.with_name(f"{case.case_id}.slices.json"), listed)
+    plan = holdout([cases[0]], StudyConfig(block=2, gap=1))
+    (case, evaluated), = plan.evaluation
+    assert set(evaluated) <= set(listed) and set(plan.pool[case.case_id]) <= set(listed)
+    plan = holdout(cases, StudyConfig(test_cases=1))
+    ((held, scored),) = plan.evaluation
+    assert scored == tuple(listed)  # a held-out partly labeled case: its labeled slices, not the whole scan

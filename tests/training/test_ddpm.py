@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from smp_diffusion_encoder.diffusion.gaussian import GaussianDiffusion, discretized_gaussian_log_likelihood, normal_kl
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule
+from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.models import DiffusionUNet, get_preset
-from smp_diffusion_encoder.training.ddpm import DDPMStep, sample_noise
+from smp_diffusion_encoder.training.ddpm import DDPMStep, counter_noise, sample_noise
 
 
 def test_noise_is_a_function_of_the_stream_position() -> None:
@@ -18,6 +21,66 @@ def test_noise_is_a_function_of_the_stream_position() -> None:
     t3, n3 = sample_noise(torch.tensor([7]), (1, 4, 4), 1000, seed=1)
     assert torch.equal(t1[2:], t2) and torch.equal(n1[2:], n2) and not torch.equal(n2, n3)
     assert not torch.equal(n1[0], n1[1]) and t1.dtype == torch.int64 and ((t1 >= 0) & (t1 < 1000)).all()
+
+
+def test_device_noise_is_a_function_of_seed_and_position_only() -> None:
+    t1, n1 = counter_noise(torch.tensor([5, 6, 7, 2**40 + 7]), (1, 4, 4), 1000, seed=0)
+    t2, n2 = counter_noise(torch.tensor([7]), (1, 4, 4), 1000, seed=0)
+    t3, n3 = counter_noise(torch.tensor([7]), (1, 4, 4), 1000, seed=1)
+    t4, n4 = counter_noise(torch.tensor([7]), (1, 4, 4), 1000, seed=2**32)  # the seed's high half counts
+    assert torch.equal(t1[2:3], t2) and torch.equal(n1[2:3], n2)  # whatever batch the sample is in
+    assert not torch.equal(n2, n3) and not torch.equal(n2, n4) and not torch.equal(n1[2], n1[3])
+    assert t1.dtype == torch.int64 and n1.dtype == torch.float32 and n1.shape == (4, 1, 4, 4)
+    _, odd = counter_noise(torch.tensor([7]), (1, 3, 5), 1000, seed=0)  # an odd element count
+    assert odd.shape == (1, 1, 3, 5) and torch.isfinite(odd).all()
+
+
+def test_device_noise_is_standard_normal_and_timesteps_uniform() -> None:
+    t, eps = counter_noise(torch.arange(1000, 1064), (1, 128, 128), 1000, seed=3)
+    x = eps.flatten().double()  # 1M draws: standard errors 0.001 (mean), 0.0007 (std)
+    assert abs(x.mean()) < 0.005 and abs(x.std() - 1) < 0.005 and abs(((x - x.mean()) ** 4).mean() - 3) < 0.03
+    q = torch.tensor([0.001, 0.05, 0.5, 0.95, 0.999], dtype=torch.double)
+    normal = math.sqrt(2) * torch.special.erfinv(2 * q - 1)
+    assert (torch.quantile(x[:500_000], q) - normal).abs().max() < 0.03
+    flat = eps.flatten(1).double()  # no correlation between neighbouring elements, pair halves or samples
+    for a, b in ((flat[:, 1:], flat[:, :-1]), (flat[:, :8192], flat[:, 8192:]), (flat[1:], flat[:-1])):
+        assert abs((a * b).mean()) < 0.005
+    t, _ = counter_noise(torch.arange(100_000), (1,), 1000, seed=0)
+    counts = torch.bincount(t, minlength=1000).double()
+    assert t.min() >= 0 and t.max() <= 999 and ((counts - 100) ** 2 / 100).sum() < 1200  # chi2, 999 dof
+
+
+def test_step_with_device_noise_skips_the_host_check_and_uses_counter_noise() -> None:
+    torch.manual_seed(0)
+    model = DiffusionUNet("tiny")  # zero-initialized head: loss = E[eps^2] of the noise drawn
+    batch = (torch.zeros(4, 1, 64, 64), torch.arange(4))
+    loss, _ = DDPMStep(GaussianDiffusion(NoiseSchedule("cosine", 100)), noise_rng="device")(model, batch)
+    _, noise = counter_noise(torch.arange(4), (1, 64, 64), 100, seed=0)
+    assert torch.allclose(loss, (noise**2).mean())
+    with pytest.raises(ConfigError, match="noise_rng"):
+        DDPMStep(GaussianDiffusion(NoiseSchedule()), noise_rng="gpu")  # type: ignore[arg-type]
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of tensor values back to Python (on a GPU each one waits for the device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_step_with_device_noise_never_reads_values_back() -> None:
+    model = DiffusionUNet("tiny")
+    batch = (torch.zeros(2, 1, 64, 64), torch.arange(2))
+    for noise_rng, host_reads in (("cpu", True), ("device", False)):
+        with HostReads() as reads:
+            loss, _ = DDPMStep(GaussianDiffusion(NoiseSchedule()), noise_rng=noise_rng)(model, batch)
+            loss.backward()
+        assert (reads.count > 0) == host_reads, (noise_rng, reads.count)
 
 
 def test_eps_loss_is_mse_of_noise_prediction() -> None:

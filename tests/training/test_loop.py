@@ -126,3 +126,63 @@ def test_milestones_keep_the_exported_weights_of_those_steps(tmp_path) -> None:
         for k in saved:  # the EMA weights of that step (step 0: the initialization)
             torch.testing.assert_close(saved[k], first[k] if step == 0 else snapshots[step][k], rtol=0, atol=0)
     assert not torch.equal(load_file(tmp_path / "milestones" / files[1])["weight"], first["weight"])
+
+
+class Clock:
+    """A fake ``time.perf_counter``: each training step takes 10 s."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TenSecondStep(RegressionStep):
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def __call__(self, model, batch):
+        self.clock.now += 10.0
+        return super().__call__(model, batch)
+
+
+def test_training_clock_limits_the_run_and_places_milestones(tmp_path, monkeypatch) -> None:
+    from safetensors import safe_open
+
+    from smp_diffusion_encoder.training import loop
+
+    clock = Clock()
+    monkeypatch.setattr(loop.time, "perf_counter", clock)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+
+    def trainer(limit: float, points: tuple[float, ...]) -> Trainer:
+        cfg = TrainConfig(max_steps=100, out_dir=str(tmp_path), log_every=2, ckpt_every=0, ema_decay=0.5,
+                          progress=False, time_limit_s=limit, milestone_seconds=points, flops_per_sample=1e12)
+        return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), TenSecondStep(clock), cfg)
+
+    first = trainer(35.0, (25.0, 0.0, 15.0))
+    history = first.fit(_data)
+    # the first step (10 s) is warm-up, off the clock; then 10 s per step: step k is at 10 (k - 1) s
+    assert first.global_step == 5 and first.train_seconds == 40.0
+    assert [r["step"] for r in history] == [2, 4, 5]  # the step the limit falls on is logged too
+    assert history[0]["warmup_s"] == 10.0 and "warmup_s" not in history[1]
+    assert [r["time_s"] for r in history] == [10.0, 30.0, 40.0] and history[1]["step_s"] == 10.0
+    assert history[1]["tflop_s"] == pytest.approx(1e12 * history[1]["images_per_s"] / 1e12)
+    kept = {p.name: p for p in (tmp_path / "milestones").iterdir()}
+    assert sorted(kept) == ["step-0000000.safetensors", "step-0000003.safetensors", "step-0000004.safetensors"]
+    with safe_open(str(kept["step-0000003.safetensors"]), "pt") as fh:
+        assert fh.metadata()["train_seconds"] == "20.000"
+
+    resumed = trainer(65.0, (25.0, 0.0, 15.0, 55.0))
+    resumed.resume()
+    assert resumed.train_seconds == 40.0
+    resumed.fit(_data)  # step 6 is this session's warm-up (clock stays 40), then 50, 60, 70 >= 65
+    assert resumed.global_step == 9 and resumed.train_seconds == 70.0
+    assert "step-0000008.safetensors" in {p.name for p in (tmp_path / "milestones").iterdir()}
+    assert len(list((tmp_path / "milestones").iterdir())) == 4
+    with pytest.raises(ConfigError, match="time_limit_s"):
+        TrainConfig(max_steps=1, out_dir=str(tmp_path), time_limit_s=0)
+    with pytest.raises(ConfigError, match="milestone_seconds"):
+        TrainConfig(max_steps=1, out_dir=str(tmp_path), milestone_seconds=(-1.0,))

@@ -1,0 +1,56 @@
+"""benchmarks/labeling_loop.py on tiny arguments (phantom, tiny encoder): the loop's rows, its invariants, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import labeling_loop
+from smp_diffusion_encoder.data.phantom import write_phantom_dataset
+from smp_diffusion_encoder.study.results import read_results_csv
+
+TINY = ["--encoder", "ddpm-ct-tiny", "--encoder-weights", "none", "--steps", "2", "--batch-size", "2",
+        "--augment-views", "2", "--device", "cpu", "--precision", "fp32"]
+
+
+def test_evenly_and_random_picks_follow_their_rules() -> None:
+    pool = {"A": list(range(10, 30))}
+    assert labeling_loop.evenly_start(pool, 4) == [("A", 12), ("A", 17), ("A", 22), ("A", 27)]
+    assert labeling_loop.evenly_next(pool, [("A", 12), ("A", 27)], 2) == [("A", 19), ("A", 23)]
+    picks = labeling_loop.random_next(pool, [("A", 12)], 5, seed=0, round_=1)
+    assert len(set(picks)) == 5 and ("A", 12) not in picks
+    assert picks == labeling_loop.random_next(pool, [("A", 12)], 5, seed=0, round_=1)
+
+
+def test_the_loop_runs_resumes_and_reveals_only_pool_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_phantom_dataset(tmp_path / "phantom", n_labeled=1, n_unlabeled=0, shape=(20, 48, 48))
+    out = tmp_path / "loop"
+    argv = [str(root), "--out", str(out), "--seeds", "0", "--start", "2", "--step", "2", "--max", "4",
+            "--block", "3", "--gap", "1", "--min-distance-mm", "30", *TINY]
+    assert labeling_loop.main(argv) == 0
+    rows = read_results_csv(out / "results.csv")
+    assert {(r["method"], r["n_train_slices"]) for r in rows} == {(s, n) for s in labeling_loop.STRATEGIES
+                                                                  for n in (2, 4)}
+    pool = {z for r in rows for _, z in json.loads(r["labeled"])}
+    for r in rows:
+        labeled, nxt = json.loads(r["labeled"]), json.loads(r["next"])
+        assert len(labeled) == r["n_train_slices"] and not {tuple(p) for p in labeled} & {tuple(p) for p in nxt}
+        assert len(nxt) == (2 if r["n_train_slices"] == 2 else 0)
+        assert all(-1 <= float(r[f"rho_{m}"]) <= 1 or r[f"rho_{m}"] != r[f"rho_{m}"] for m in ("error", "tta"))
+    for s in labeling_loop.STRATEGIES:  # round 2's labeled = round 1's labeled + what it added
+        first = next(r for r in rows if r["method"] == s and r["n_train_slices"] == 2)
+        second = next(r for r in rows if r["method"] == s and r["n_train_slices"] == 4)
+        grown = {tuple(p) for p in json.loads(first["labeled"]) + json.loads(first["next"])}
+        assert grown == {tuple(p) for p in json.loads(second["labeled"])}
+        pool |= {z for _, z in json.loads(second["labeled"])}
+    summary = (out / "summary.md").read_text()
+    assert "The loop's questions" in summary and (out / "dsc_vs_budget.png").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished round was trained again")
+
+    monkeypatch.setattr(labeling_loop, "finetune", no_training)
+    assert labeling_loop.main(argv) == 0  # resumed: everything is in results.csv
+    assert len(read_results_csv(out / "results.csv")) == len(rows)

@@ -39,7 +39,9 @@ def reference_features(unet: DiffusionUNet, x: torch.Tensor, noise: torch.Tensor
     """The published recipe: one full forward per t, hooks, upsample to full size, concatenate."""
     diffusion, size = GaussianDiffusion(NoiseSchedule()), x.shape[-2:]
     captured: dict[int, torch.Tensor] = {}
-    hooks = [unet.output_blocks[b].register_forward_hook(lambda m, i, o, b=b: captured.__setitem__(b, o)) for b in blocks]
+    hooks = [
+        unet.output_blocks[b].register_forward_hook(lambda m, i, o, b=b: captured.__setitem__(b, o)) for b in blocks
+    ]
     try:
         per_t = []
         for t in timesteps:
@@ -85,7 +87,11 @@ def _sync(device: str) -> None:
 def run_one(args) -> dict:
     """Runs in a subprocess: time and peak memory of one method."""
     unet, enc, x, noise = _setup(args)
-    fn = (lambda: enc(x)) if args.method == "ours" else (lambda: reference_features(unet, x, noise, args.blocks, TIMESTEPS))
+    fn = (
+        (lambda: enc(x))
+        if args.method == "ours"
+        else (lambda: reference_features(unet, x, noise, args.blocks, TIMESTEPS))
+    )
     with torch.inference_mode():
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -102,8 +108,9 @@ def run_one(args) -> dict:
             fn()
             _sync(args.device)
             times.append(time.perf_counter() - t0)
-        peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
-                else _proc_status_bytes("VmHWM")) - base
+        peak = (
+            torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else _proc_status_bytes("VmHWM")
+        ) - base
     return {"method": args.method, "seconds": statistics.median(times), "peak_bytes": peak}
 
 
@@ -130,8 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--blocks", type=int, nargs="+", default=list(BARANCHUK_BLOCKS),
-                   help="decoder blocks read (default: Baranchuk et al.'s, for presets with 2 res blocks per level)")
+    p.add_argument(
+        "--blocks",
+        type=int,
+        nargs="+",
+        default=list(BARANCHUK_BLOCKS),
+        help="decoder blocks read (default: Baranchuk et al.'s, for presets with 2 res blocks per level)",
+    )
     p.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=RESULTS / "feature_extraction.md")
     args = p.parse_args(argv)
@@ -143,9 +155,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"max |ours (upsampled) - reference| = {max_err:.2e}")
     results = {}
     for method in METHODS:
-        cmd = [sys.executable, "-m", "benchmarks.feature_extraction", "--method", method, "--preset", args.preset,
-               "--size", str(args.size), "--batch", str(args.batch), "--repeats", str(args.repeats), "--device",
-               args.device, "--blocks", *map(str, args.blocks)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.feature_extraction",
+            "--method",
+            method,
+            "--preset",
+            args.preset,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--repeats",
+            str(args.repeats),
+            "--device",
+            args.device,
+            "--blocks",
+            *map(str, args.blocks),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
         results[method] = json.loads(out)
         r = results[method]
@@ -154,11 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     speed = ref["seconds"] / ours["seconds"]
     speed_same_layout = nhwc["seconds"] / ours["seconds"]
     mem = ref["peak_bytes"] / max(ours["peak_bytes"], 1)
-    print(f"speed-up {speed:.2f}x vs the reference ({speed_same_layout:.2f}x vs the reference in the same "
-          f"channels-last layout), peak-memory ratio {mem:.2f}x (reference / ours)")
+    print(
+        f"speed-up {speed:.2f}x vs the reference ({speed_same_layout:.2f}x vs the reference in the same "
+        f"channels-last layout), peak-memory ratio {mem:.2f}x (reference / ours)"
+    )
 
     cmdline = "python -m benchmarks.feature_extraction " + " ".join(
-        f"--{k} {v}" for k, v in [("preset", args.preset), ("size", args.size), ("batch", args.batch), ("device", args.device)])
+        f"--{k} {v}"
+        for k, v in [("preset", args.preset), ("size", args.size), ("batch", args.batch), ("device", args.device)]
+    )
     text = f"""# Multi-timestep feature extraction: ours vs the Baranchuk recipe
 
 - Date: {today()}
@@ -172,11 +204,11 @@ def main(argv: list[str] | None = None) -> None:
 
 | method | time / batch (median of {args.repeats}) | peak memory |
 | --- | --- | --- |
-| reference (default NCHW layout) | {ref['seconds']:.3f} s | {ref['peak_bytes'] / 2**20:.1f} MiB |
-| reference, U-Net in channels-last | {nhwc['seconds']:.3f} s | {nhwc['peak_bytes'] / 2**20:.1f} MiB |
-| ours | {ours['seconds']:.3f} s | {ours['peak_bytes'] / 2**20:.1f} MiB |
+| reference (default NCHW layout) | {ref["seconds"]:.3f} s | {ref["peak_bytes"] / 2**20:.1f} MiB |
+| reference, U-Net in channels-last | {nhwc["seconds"]:.3f} s | {nhwc["peak_bytes"] / 2**20:.1f} MiB |
+| ours | {ours["seconds"]:.3f} s | {ours["peak_bytes"] / 2**20:.1f} MiB |
 | **ratio reference / ours** | **{speed:.2f}x faster** | **{mem:.2f}x less** |
-| ratio reference-channels-last / ours (algorithm only) | {speed_same_layout:.2f}x faster | {nhwc['peak_bytes'] / max(ours['peak_bytes'], 1):.2f}x less |
+| ratio reference-channels-last / ours (algorithm only) | {speed_same_layout:.2f}x faster | {nhwc["peak_bytes"] / max(ours["peak_bytes"], 1):.2f}x less |
 
 Where the speed comes from: the encoder keeps the U-Net channels-last (a layout choice the reference
 could also make: the second row), runs all timesteps in one batch, stops after decoder block

@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods:
         m = catalog[name]
         for scale in args.scales:
-            methods.append(Method(scaled(name, scale), f"{m.label}, rule" + (f" x {scale:g}" if scale != 1 else ""),
-                                  {**m.options, "steps_scale": scale}))
+            methods.append(
+                Method(
+                    scaled(name, scale),
+                    f"{m.label}, rule" + (f" x {scale:g}" if scale != 1 else ""),
+                    {**m.options, "steps_scale": scale},
+                )
+            )
     config = StudyConfig(budgets=tuple(args.budgets), seeds=(args.seed,))
     tests = [c for path in args.test for c in find_labeled_cases(path)]
     plan = holdout(args.root, config, tests=tests)
@@ -72,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
                 cells = " | ".join(f"{f.dsc_mean:.3f}" for f in found)
                 lengths = " / ".join(str(steps.get((scaled(name, s), budget), "")) for s in args.scales)
                 lines.append(f"| {protocol} | {name} | {budget} | {cells} | {lengths} |")
-    context = (f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
-               f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
-               f"Command: `python -m benchmarks.finetune_schedule {' '.join(argv or sys.argv[1:])}`.\n\n"
-               "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines))
-    summary = write_report(rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule",
-                           context=context)
+    context = (
+        f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
+        f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
+        f"Command: `python -m benchmarks.finetune_schedule {' '.join(argv or sys.argv[1:])}`.\n\n"
+        "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines)
+    )
+    summary = write_report(
+        rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule", context=context
+    )
     print("\n".join(lines))
     print(f"report -> {summary}")
     return 0

@@ -29,7 +29,9 @@ CL = torch.channels_last
 
 
 def encoder_forward(batch: int, encoder_name: str = "ddpm-ct", size: int = 128) -> Callable[[bool], None]:
-    encoder = smp.Unet(encoder_name, encoder_weights=None, in_channels=1, classes=14).encoder.eval().to(memory_format=CL)
+    encoder = (
+        smp.Unet(encoder_name, encoder_weights=None, in_channels=1, classes=14).encoder.eval().to(memory_format=CL)
+    )
     x = torch.randn(batch, 1, size, size).contiguous(memory_format=CL)
 
     def run(bf16: bool) -> None:
@@ -39,8 +41,9 @@ def encoder_forward(batch: int, encoder_name: str = "ddpm-ct", size: int = 128) 
     return run
 
 
-def train_step(model: torch.nn.Module, inputs: Callable[[], object], forward: Callable[[object], torch.Tensor]
-               ) -> Callable[[bool], None]:
+def train_step(
+    model: torch.nn.Module, inputs: Callable[[], object], forward: Callable[[object], torch.Tensor]
+) -> Callable[[bool], None]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, 1e-3)
 
@@ -78,10 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     cases = {
-        f"{args.encoder} encoder features, 8 slices (inference, feature cache)": encoder_forward(8, args.encoder,
-                                                                                                 args.size),
+        f"{args.encoder} encoder features, 8 slices (inference, feature cache)": encoder_forward(
+            8, args.encoder, args.size
+        ),
         f"smp Unet decoder step on cached {args.encoder} features, batch 4 (fine-tuning)": decoder_step(
-            4, args.encoder, args.size),
+            4, args.encoder, args.size
+        ),
         "smp Unet resnet34 step, batch 4 (from-scratch baseline)": resnet34_step(4, args.size),
     }
     rows = []

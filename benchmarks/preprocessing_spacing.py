@@ -71,15 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         catalog = standard_methods(encoder, "ct")
         for name in args.methods:
             m = catalog[name]
-            methods.append(Method(f"{name}-{'legacy' if encoder == legacy else 'physical'}",
-                                  m.label.replace(encoder, "ddpm-ct (random weights)") + f", {tag}", m.options))
+            methods.append(
+                Method(
+                    f"{name}-{'legacy' if encoder == legacy else 'physical'}",
+                    m.label.replace(encoder, "ddpm-ct (random weights)") + f", {tag}",
+                    m.options,
+                )
+            )
     rows = run_study(plan, args.out / "study", methods, config, progress=False)
-    context = (f"Data: `{args.root.name}`; {plan.description}. Both layouts use the same random encoder weights "
-               f"(step 0 of `{args.run.name}`) and the same training; only the slice layout differs. Machine: "
-               f"{describe_machine(config.device)}; {today()}; {(time.perf_counter() - start) / 60:.1f} min. Command: "
-               f"`python -m benchmarks.preprocessing_spacing {' '.join(argv if argv is not None else sys.argv[1:])}`.")
-    summary = write_report(rows, args.out, title="Preprocessing: physical pixel spacing vs whole field of view",
-                           context=context)
+    context = (
+        f"Data: `{args.root.name}`; {plan.description}. Both layouts use the same random encoder weights "
+        f"(step 0 of `{args.run.name}`) and the same training; only the slice layout differs. Machine: "
+        f"{describe_machine(config.device)}; {today()}; {(time.perf_counter() - start) / 60:.1f} min. Command: "
+        f"`python -m benchmarks.preprocessing_spacing {' '.join(argv if argv is not None else sys.argv[1:])}`."
+    )
+    summary = write_report(
+        rows, args.out, title="Preprocessing: physical pixel spacing vs whole field of view", context=context
+    )
     print(f"report -> {summary}")
     return 0
 

@@ -51,8 +51,9 @@ SELECTIONS = {"default": None, "baranchuk": (5, 6, 7, 8, 12)}
 def feature_shapes(selection: str, preset: str = "small") -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(channels, strides)`` of a preset's features (computed on the meta device)."""
     with torch.device("meta"):
-        enc = DiffusionFeatureEncoder(DiffusionUNet(preset), FeatureConfig(TIMESTEPS, SELECTIONS[selection]),
-                                      channels_last=False)
+        enc = DiffusionFeatureEncoder(
+            DiffusionUNet(preset), FeatureConfig(TIMESTEPS, SELECTIONS[selection]), channels_last=False
+        )
     return enc.channels, enc.strides
 
 
@@ -102,8 +103,23 @@ def child(method: str, n: int, selection: str, micro: int, preset: str = "small"
 
 
 def measure(method: str, n: int, selection: str, micro: int, preset: str = "small", size: int = SIZE) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.probe_memory", "--child", method, "--n", str(n), "--selection", selection,
-           "--micro", str(micro), "--preset", preset, "--size", str(size)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.probe_memory",
+        "--child",
+        method,
+        "--n",
+        str(n),
+        "--selection",
+        selection,
+        "--micro",
+        str(micro),
+        "--preset",
+        preset,
+        "--size",
+        str(size),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -152,8 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--volume-side", type=int, default=512, help="in-plane size of the timed phantom volume")
     p.add_argument("--child", choices=("ours", "naive"), help=argparse.SUPPRESS)
     p.add_argument("--selection", default="default", choices=sorted(SELECTIONS), help=argparse.SUPPRESS)
-    p.add_argument("--selections", nargs="+", default=list(SELECTIONS), choices=sorted(SELECTIONS),
-                   help="feature selections measured (default: both)")
+    p.add_argument(
+        "--selections",
+        nargs="+",
+        default=list(SELECTIONS),
+        choices=sorted(SELECTIONS),
+        help="feature selections measured (default: both)",
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     if args.child:
@@ -180,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     print(inf, flush=True)
 
     lines += [
-        "# Linear probe memory (native-resolution logits vs upsampled stack) and volume inference time", "",
+        "# Linear probe memory (native-resolution logits vs upsampled stack) and volume inference time",
+        "",
         f"- Date: {today()}",
         f"- Machine: {describe_machine()}",
         f"- Command: `python -m benchmarks.probe_memory --n {args.n} --naive-n {args.naive_n} --micro {args.micro} --z {args.z}`",
@@ -222,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "## Full-volume inference on CPU",
         "",
-        f"`smp.Unet(\"ddpm-ct\")` (random weights) at 128 px, batch 8, via `predict_files` (read NIfTI, window, "
+        f'`smp.Unet("ddpm-ct")` (random weights) at 128 px, batch 8, via `predict_files` (read NIfTI, window, '
         f"resize, predict, map probabilities back to 512x512, argmax, write the label map). Timed on a "
         f"{inf['z']}x512x512 phantom and extrapolated linearly to 100 slices (not run at 100 slices on this "
         f"shared 2-core machine): **{inf['per_slice']:.2f} s/slice, about {inf['per_100']:.0f} s per 512x512x100 volume** "

@@ -56,8 +56,9 @@ def make_model(folder: Path, encoder: str, weights: str | None) -> Path:
 
     config = FinetuneConfig(encoder=encoder, encoder_weights=weights)
     resolved = resolve_weights(config.encoder, config.encoder_weights)
-    model = smp.create_model(config.architecture, encoder_name=encoder, encoder_weights=resolved, in_channels=1,
-                             classes=FLARE_NUM_CLASSES)
+    model = smp.create_model(
+        config.architecture, encoder_name=encoder, encoder_weights=resolved, in_channels=1, classes=FLARE_NUM_CLASSES
+    )
     return save_segmenter(model, folder / "model", preprocessing_for(encoder, resolved))
 
 
@@ -86,15 +87,32 @@ def main(argv: list[str] | None = None) -> int:
         for measure in args.measures:
             before = resource.getrusage(resource.RUSAGE_SELF)
             tick = time.perf_counter()
-            code = cli(["suggest", str(work / "scans"), "--model", str(model), "--out", str(work / measure), "--n",
-                        "8", "--measure", measure, "--device", "cpu", "--no-progress"])
+            code = cli(
+                [
+                    "suggest",
+                    str(work / "scans"),
+                    "--model",
+                    str(model),
+                    "--out",
+                    str(work / measure),
+                    "--n",
+                    "8",
+                    "--measure",
+                    measure,
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                ]
+            )
             wall = time.perf_counter() - tick
             after = resource.getrusage(resource.RUSAGE_SELF)
             if code:
                 raise SystemExit(f"suggest failed with status {code}")
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            rows.append(f"| `{measure}` | {len(scans)} x {args.slices} | {wall:.1f} s | {cpu:.1f} s | "
-                        f"{torch.get_num_threads()} |")
+            rows.append(
+                f"| `{measure}` | {len(scans)} x {args.slices} | {wall:.1f} s | {cpu:.1f} s | "
+                f"{torch.get_num_threads()} |"
+            )
     text = f"""
 ## {today()}
 
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 - Scans: {args.scans} copies of `{args.source.name}` cut to {args.slices} slices; model: smp Unet on `{args.encoder}`
   (weights {args.encoder_weights}); `smp-diffusion suggest SCANS --n 8 --measure M --device cpu` in-process,
   everything included (reading, scoring every slice, ranking, CSV/JSON/contact sheet/sidecars).
-- Command: `python -m benchmarks.suggest_time {' '.join(argv if argv is not None else sys.argv[1:])}`
+- Command: `python -m benchmarks.suggest_time {" ".join(argv if argv is not None else sys.argv[1:])}`
 
 | measure | scans x slices | wall time | CPU time (user + system) | torch threads |
 | --- | --- | --- | --- | --- |

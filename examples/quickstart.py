@@ -37,8 +37,9 @@ def main() -> None:
 
     (train,) = find_labeled_cases(DEMO_DATA / "train")  # one labeled scan (NIfTI)
     (other,) = find_labeled_cases(DEMO_DATA / "test")  # another scan: a DICOM series and its label map
-    config = FinetuneConfig(method="unet", encoder=args.encoder, budget=args.budget, steps=args.steps,
-                            image_size=args.image_size)
+    config = FinetuneConfig(
+        method="unet", encoder=args.encoder, budget=args.budget, steps=args.steps, image_size=args.image_size
+    )
     result = finetune([train], config, out_dir=args.out / "finetune")
     print(f"trained on {args.budget} labeled slices of {train.case_id}: {result.describe()}")
 
@@ -48,8 +49,10 @@ def main() -> None:
     write_metrics_csv([scores], args.out / "metrics.csv")
     dsc = [scores.dsc(o) for o in FLARE_ORGANS]  # an organ absent from scan and prediction scores 1.0 (FLARE rule)
     print(" ".join(f"{o}={d:.2f}" for o, d in zip(FLARE_ORGANS, dsc)))
-    print(f"mean DSC {np.nanmean(dsc):.3f} over the 13 organs on {other.case_id} (another scan); metrics in "
-          f"{args.out / 'metrics.csv'}; {time.perf_counter() - start:.0f} s")
+    print(
+        f"mean DSC {np.nanmean(dsc):.3f} over the 13 organs on {other.case_id} (another scan); metrics in "
+        f"{args.out / 'metrics.csv'}; {time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix if keep_suffix else "",
-                                    dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.tmp-", suffix=path.suffix if keep_suffix else "", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

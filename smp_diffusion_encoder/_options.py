@@ -26,8 +26,16 @@ from smp_diffusion_encoder.errors import ConfigError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None, type: Any = None,
-           cli: bool = True, fixed: bool = False) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    type: Any = None,
+    cli: bool = True,
+    fixed: bool = False,
+) -> Any:
     """A config field with command-line metadata.
 
     Args:
@@ -40,8 +48,10 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use an immutable default (tuple) for config options")
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "type": type,
-                                                        "cli": cli, "fixed": fixed})
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "flag": flag, "metavar": metavar, "type": type, "cli": cli, "fixed": fixed},
+    )
 
 
 #: The one ``--device`` help: every command takes the same values (:func:`parse_device`).
@@ -58,8 +68,9 @@ def parse_device(text: str) -> str:
         'cuda:1'
     """
     if not _DEVICE_RE.match(str(text)):
-        raise argparse.ArgumentTypeError(f"device must be {DEVICE_HELP.replace(' (CUDA when available)', '')}, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"device must be {DEVICE_HELP.replace(' (CUDA when available)', '')}, got {text!r}"
+        )
     return str(text)
 
 
@@ -106,5 +117,8 @@ def differences(saved: dict[str, Any], config: Any, names: tuple[str, ...]) -> l
     """``["name: saved X, now Y", ...]`` over ``names``; a name absent from ``saved`` counts as its default."""
     now = to_dict(config)
     defaults = {f.name: _plain(f.default) for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-    return [f"{name}: saved {saved.get(name, defaults.get(name))!r}, now {now[name]!r}"
-            for name in names if saved.get(name, defaults.get(name)) != now[name]]
+    return [
+        f"{name}: saved {saved.get(name, defaults.get(name))!r}, now {now[name]!r}"
+        for name in names
+        if saved.get(name, defaults.get(name)) != now[name]
+    ]

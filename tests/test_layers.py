@@ -14,9 +14,29 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "smp_diffusion_encoder"
 #: Bottom to top. ``errors``, ``_io``, ``_options``, ``_device`` and ``_hub`` are the base everything may use.
-LAYERS = ("errors", "_io", "_options", "_device", "_hub", "models", "diffusion", "data", "evaluation", "encoder",
-          "heads", "formats", "training", "hub", "registry", "inference", "generation", "finetune", "study", "labeling",
-          "cli")
+LAYERS = (
+    "errors",
+    "_io",
+    "_options",
+    "_device",
+    "_hub",
+    "models",
+    "diffusion",
+    "data",
+    "evaluation",
+    "encoder",
+    "heads",
+    "formats",
+    "training",
+    "hub",
+    "registry",
+    "inference",
+    "generation",
+    "finetune",
+    "study",
+    "labeling",
+    "cli",
+)
 
 
 def _imports(path: Path, *, runtime: bool = False) -> list[tuple[int, str]]:
@@ -53,8 +73,7 @@ def test_no_import_points_upward(path: Path) -> None:
     rel = path.relative_to(PACKAGE)
     own = rel.parts[0].removesuffix(".py")
     assert own in LAYERS, f"{rel}: add its layer to LAYERS"
-    upward = [f"line {line}: {name}" for line, name in _imports(path)
-              if LAYERS.index(_layer(name)) > LAYERS.index(own)]
+    upward = [f"line {line}: {name}" for line, name in _imports(path) if LAYERS.index(_layer(name)) > LAYERS.index(own)]
     assert not upward, f"{rel} ({own}) imports from higher layers: {upward}"
 
 
@@ -80,8 +99,10 @@ def test_no_import_cycles() -> None:
             name = name.rpartition(".")[0]
         return name or None
 
-    graph = {_module_name(p): {t for _, n in _imports(p, runtime=True) if (t := target(n)) and t != _module_name(p)}
-             for p in paths}
+    graph = {
+        _module_name(p): {t for _, n in _imports(p, runtime=True) if (t := target(n)) and t != _module_name(p)}
+        for p in paths
+    }
     graph["smp_diffusion_encoder"] = set()  # the root facade names everything by design
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -91,7 +112,7 @@ def test_no_import_cycles() -> None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()

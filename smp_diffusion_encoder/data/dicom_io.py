@@ -43,21 +43,29 @@ class DicomSegIO(VolumeIO):
         from smp_diffusion_encoder.data.remap import FLARE_LABELS
 
         if num_classes > len(FLARE_LABELS) + 1:
-            raise ConfigError(f"--output-format dicom-seg names segments by FLARE 2022 ids 1..13, but the model "
-                              f"predicts {num_classes} classes")
+            raise ConfigError(
+                f"--output-format dicom-seg names segments by FLARE 2022 ids 1..13, but the model "
+                f"predicts {num_classes} classes"
+            )
         not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
         if not_dicom:
-            raise ConfigError(f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
-                              f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
-                              + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
-                              + "; use nifti, nrrd or mha for them")
+            raise ConfigError(
+                f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
+                f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
+                + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
+                + "; use nifti, nrrd or mha for them"
+            )
 
     def write_labels(self, labels: np.ndarray, reference: Volume, path: Path, info: LabelInfo) -> Path | None:
         from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 
         if not labels.any():
-            warnings.warn(f"{reference.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
-                          f"{path.name} was not written", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"{reference.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
+                f"{path.name} was not written",
+                UserWarning,
+                stacklevel=4,
+            )
             return None
         return write_dicom_seg(labels, reference, path, algorithm_name=info.algorithm)
 

@@ -132,9 +132,12 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
         folders = [path] if _case_label(path) else sorted(p for p in path.iterdir() if p.is_dir() and _case_label(p))
         cases = [_case_folder(p) for p in folders]
     if not cases:
-        raise DatasetLayoutError(path, f"holds no labeled case (a FLARE root, or folders with a label map "
-                                       f"label.nii.gz (or labels/segmentation, {'/'.join(VOLUME_SUFFIXES)}) and a "
-                                       f"DICOM series or image.nii.gz)")
+        raise DatasetLayoutError(
+            path,
+            f"holds no labeled case (a FLARE root, or folders with a label map "
+            f"label.nii.gz (or labels/segmentation, {'/'.join(VOLUME_SUFFIXES)}) and a "
+            f"DICOM series or image.nii.gz)",
+        )
     _check_unique(path, cases)
     return cases
 
@@ -150,11 +153,16 @@ def _case_folder(folder: Path) -> Case:
     files = [folder / n for n in CASE_IMAGE_NAMES if (folder / n).is_file()]
     image = series[0] if len(series) == 1 else files[0] if files else folder / CASE_IMAGE_NAMES[0]
     if len(series) > 1:
-        raise DatasetLayoutError(folder, f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); "
-                                         f"a case folder has one image")
+        raise DatasetLayoutError(
+            folder,
+            f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); a case folder has one image",
+        )
     if not image.exists():
-        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or image with one "
-                                         f"of the endings {'/'.join(VOLUME_SUFFIXES)})")
+        raise DatasetLayoutError(
+            folder,
+            f"has {label.name} but no image (a DICOM series folder or image with one "
+            f"of the endings {'/'.join(VOLUME_SUFFIXES)})",
+        )
     return Case(folder.name, image, label)
 
 
@@ -176,8 +184,9 @@ def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:
         if any(is_dicom_file(f) for f in files if not _is_volume(f)):
             found.append(here)
     if not found:
-        raise DatasetLayoutError(folder, f"holds no volume files ({', '.join(VOLUME_SUFFIXES)}) or DICOM series "
-                                         f"folders")
+        raise DatasetLayoutError(
+            folder, f"holds no volume files ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folders"
+        )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -203,14 +212,18 @@ def _check_paired(where: Path, these: dict[str, Path], others: dict[str, Path], 
     missing = sorted(set(these) - set(others))
     if missing:
         names = ", ".join(these[c].name for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DatasetLayoutError(where, f"{len(missing)} {problem} ({names}); expected e.g. {expected.format(missing[0])}")
+        raise DatasetLayoutError(
+            where, f"{len(missing)} {problem} ({names}); expected e.g. {expected.format(missing[0])}"
+        )
 
 
 def _check_unique(root: Path, cases: list[Case]) -> None:
     seen: dict[str, Path] = {}
     for case in cases:
         if case.case_id in seen:
-            raise DatasetLayoutError(root, f"case id {case.case_id} appears twice: {seen[case.case_id]} and {case.image}")
+            raise DatasetLayoutError(
+                root, f"case id {case.case_id} appears twice: {seen[case.case_id]} and {case.image}"
+            )
         seen[case.case_id] = case.image
 
 

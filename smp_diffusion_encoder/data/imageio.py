@@ -91,8 +91,9 @@ class VolumeIO:
 
     def write_map(self, array: np.ndarray, reference: Volume, path: Path, dtype: DTypeLike = "float32") -> Path:
         """Write a canonical float map, ``(Z, Y, X)`` or ``(C, Z, Y, X)``, for ``reference``."""
-        raise NotImplementedError(f"{type(self).__name__} does not write float maps (it writes them as "
-                                  f"{self.map_format})")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not write float maps (it writes them as {self.map_format})"
+        )
 
 
 class GridIO(VolumeIO):

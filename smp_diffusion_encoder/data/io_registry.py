@@ -36,8 +36,7 @@ from smp_diffusion_encoder.data.slicer_io import SlicerSegIO
 from smp_diffusion_encoder.errors import ConfigError, InputFileError
 
 #: Every format, one instance each; the order is the order of the ``--output-format`` choices.
-FORMATS: tuple[VolumeIO, ...] = (NiftiIO(), NrrdIO(), MetaImageIO(), DicomSeriesIO(), DicomSegIO(),
-                                SlicerSegIO())
+FORMATS: tuple[VolumeIO, ...] = (NiftiIO(), NrrdIO(), MetaImageIO(), DicomSeriesIO(), DicomSegIO(), SlicerSegIO())
 
 
 def volume_suffixes() -> tuple[str, ...]:
@@ -72,8 +71,9 @@ def reader_for(path: Path) -> VolumeIO:
         return next(f for f in FORMATS if f.folder)
     ending = matching_ending(path.name, volume_suffixes())
     if ending is None:
-        raise InputFileError(path, f"is neither a volume file ({', '.join(volume_suffixes())}) nor a DICOM series "
-                                   f"folder")
+        raise InputFileError(
+            path, f"is neither a volume file ({', '.join(volume_suffixes())}) nor a DICOM series folder"
+        )
     return next(f for f in FORMATS if ending in f.endings)
 
 
@@ -105,5 +105,17 @@ def strip_volume_suffix(name: str) -> str:
     return name[: -len(ending)] if ending else name
 
 
-__all__ = ["FORMATS", "IMAGE_SUFFIXES", "OUTPUT_FORMATS", "VOLUME_SUFFIXES", "image_suffixes", "is_volume_file",
-           "output_formats", "output_writer", "reader_for", "strip_volume_suffix", "volume_suffixes", "writer_for"]
+__all__ = [
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "OUTPUT_FORMATS",
+    "VOLUME_SUFFIXES",
+    "image_suffixes",
+    "is_volume_file",
+    "output_formats",
+    "output_writer",
+    "reader_for",
+    "strip_volume_suffix",
+    "volume_suffixes",
+    "writer_for",
+]

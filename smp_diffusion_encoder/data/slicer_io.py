@@ -71,14 +71,17 @@ def read_label_table(path: str | os.PathLike[str]) -> dict[str, int]:
     table: dict[str, int] = {}
     for name, value in raw.items():
         if type(value) is not int or not 0 <= value < FLARE_NUM_CLASSES:
-            raise InputFileError(path, f"label table: segment {name!r} maps to {value!r}; ids are integers "
-                                       f"0..{FLARE_NUM_CLASSES - 1} (FLARE 2022 ids, 0 leaves the segment out)")
+            raise InputFileError(
+                path,
+                f"label table: segment {name!r} maps to {value!r}; ids are integers "
+                f"0..{FLARE_NUM_CLASSES - 1} (FLARE 2022 ids, 0 leaves the segment out)",
+            )
         key = normalize_name(name)
         if table.get(key, value) != value:
             raise InputFileError(path, f"label table: {name!r} is given twice with different ids")
         table[key] = value
     if not table:
-        raise InputFileError(path, "label table is empty (expected {\"segment name\": id, ...})")
+        raise InputFileError(path, 'label table is empty (expected {"segment name": id, ...})')
     return table
 
 
@@ -110,8 +113,9 @@ class SlicerSegIO(VolumeIO):
         try:
             seg = slicerio.read_segmentation(str(path))
         except Exception as err:  # slicerio raises IOError, ValueError, nrrd errors
-            raise CorruptFileError(path, f"cannot read as a 3D Slicer segmentation ({type(err).__name__}: "
-                                         f"{err})") from err
+            raise CorruptFileError(
+                path, f"cannot read as a 3D Slicer segmentation ({type(err).__name__}: {err})"
+            ) from err
         voxels = seg.get("voxels")
         if voxels is None or voxels.ndim not in (3, 4):
             raise CorruptFileError(path, "holds no 3D voxel array (expected a 3D Slicer .seg.nrrd)")
@@ -120,9 +124,12 @@ class SlicerSegIO(VolumeIO):
         unknown = sorted({n for n in names if normalize_name(n) not in table})
         if unknown:
             accepted = sorted(table) if len(table) <= 30 else sorted(table)[:30] + ["..."]
-            raise LabelMismatchError(path, f"segments {unknown} are not in the label table (accepted names: "
-                                           f"{', '.join(accepted)}); give a table {{\"segment name\": id}} "
-                                           f"(--label-table FILE) or rename the segments")
+            raise LabelMismatchError(
+                path,
+                f"segments {unknown} are not in the label table (accepted names: "
+                f'{", ".join(accepted)}); give a table {{"segment name": id}} '
+                f"(--label-table FILE) or rename the segments",
+            )
         shape = voxels.shape[-3:]
         labels = np.zeros(shape, dtype=np.uint8)
         owner = np.full(shape, -1, dtype=np.int16)  # which segment claimed each voxel
@@ -134,9 +141,12 @@ class SlicerSegIO(VolumeIO):
             clash = mask & (owner >= 0) & (labels != target)
             if clash.any():
                 other = names[int(owner[clash].flat[0])]
-                raise LabelMismatchError(path, f"segments {other!r} and {name!r} overlap in {int(clash.sum())} "
-                                               f"voxels but map to different ids ({labels[clash].flat[0]} and "
-                                               f"{target}); a voxel has one label: fix the overlap in 3D Slicer")
+                raise LabelMismatchError(
+                    path,
+                    f"segments {other!r} and {name!r} overlap in {int(clash.sum())} "
+                    f"voxels but map to different ids ({labels[clash].flat[0]} and "
+                    f"{target}); a voxel has one label: fix the overlap in 3D Slicer",
+                )
             labels[mask] = target
             owner[mask] = index
         affine = np.asarray(_LPS_TO_RAS) @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
@@ -146,5 +156,11 @@ class SlicerSegIO(VolumeIO):
         return nifti
 
 
-__all__ = ["SEG_NRRD_SUFFIX", "SlicerSegIO", "default_label_table", "is_slicer_segmentation", "normalize_name",
-           "read_label_table"]
+__all__ = [
+    "SEG_NRRD_SUFFIX",
+    "SlicerSegIO",
+    "default_label_table",
+    "is_slicer_segmentation",
+    "normalize_name",
+    "read_label_table",
+]

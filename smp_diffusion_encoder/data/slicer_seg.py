@@ -45,8 +45,9 @@ from smp_diffusion_encoder.data.volume import GEOMETRY_TOLERANCE_MM, Volume, che
 from smp_diffusion_encoder.errors import LabelMismatchError
 
 
-def read_slicer_segmentation(path: str | os.PathLike[str], image: Volume,
-                             table: Mapping[str, int] | None = None) -> Volume:
+def read_slicer_segmentation(
+    path: str | os.PathLike[str], image: Volume, table: Mapping[str, int] | None = None
+) -> Volume:
     """The ``.seg.nrrd`` file ``path`` as a canonical label :class:`Volume` on ``image``'s grid.
 
     ``table``: normalized segment name -> id (:func:`read_label_table`; default :func:`default_label_table`).
@@ -80,9 +81,16 @@ def on_image_grid(label: Volume, image: Volume) -> Volume:
     if not (same_axes and whole and inside):
         check_pair(image, label)  # raises with the shapes, spacings or affines that differ
     array = np.zeros(image.array.shape, dtype=label.array.dtype)
-    array[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = label.array
+    array[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = label.array
     return dataclasses.replace(image, array=array, source=label.source)
 
 
-__all__ = ["SEG_NRRD_SUFFIX", "default_label_table", "is_slicer_segmentation", "normalize_name", "on_image_grid",
-           "read_label_table", "read_slicer_segmentation"]
+__all__ = [
+    "SEG_NRRD_SUFFIX",
+    "default_label_table",
+    "is_slicer_segmentation",
+    "normalize_name",
+    "on_image_grid",
+    "read_label_table",
+    "read_slicer_segmentation",
+]

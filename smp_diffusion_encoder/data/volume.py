@@ -119,9 +119,7 @@ class Volume:
         return np.ascontiguousarray(ornt_lib.apply_orientation(xyz, inverse))
 
 
-def read_volume(
-    path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True
-) -> Volume:
+def read_volume(path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True) -> Volume:
     """Read a volume file or a DICOM series folder into a canonical :class:`Volume`, with the reader the table
     of formats picks (:func:`~smp_diffusion_encoder.data.io_registry.reader_for`: NIfTI ``.nii``/``.nii.gz``,
     NRRD ``.nrrd``/``.nhdr`` and MetaImage ``.mha``/``.mhd`` via SimpleITK, DICOM folders via pydicom). Every
@@ -226,8 +224,7 @@ def check_ct_hu(volume: Volume) -> None:
     if p_low > -500:
         raise InvalidVolumeError(
             where,
-            f"{not_ct}: no air ({value_range}, 0.5th percentile {p_low:g}); CT has air at about "
-            f"-1000 HU. An MR image?",
+            f"{not_ct}: no air ({value_range}, 0.5th percentile {p_low:g}); CT has air at about -1000 HU. An MR image?",
         )
 
 
@@ -269,8 +266,9 @@ def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = 
         )
 
 
-def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str],
-                    info: LabelInfo | None = None) -> Path:
+def write_label_map(
+    labels: np.ndarray, reference: Volume, path: str | os.PathLike[str], info: LabelInfo | None = None
+) -> Path:
     """Write canonical ``(Z, Y, X)`` integer labels with exactly ``reference``'s file geometry.
 
     The format follows ``path``'s ending (:func:`~smp_diffusion_encoder.data.io_registry.writer_for`): NIfTI
@@ -350,6 +348,19 @@ def _fmt_spacing(spacing: tuple[float, ...]) -> str:
     return "x".join(f"{s:.4g}" for s in spacing)
 
 
-__all__ = ["CANONICAL_AXCODES", "GEOMETRY_TOLERANCE_MM", "VOLUME_SUFFIXES", "Volume", "VolumeKind", "check_ct_hu",
-           "check_label_ids", "check_pair", "is_volume_file", "read_volume", "strip_volume_suffix", "volume_from_nifti",
-           "write_label_map", "write_volume_like"]
+__all__ = [
+    "CANONICAL_AXCODES",
+    "GEOMETRY_TOLERANCE_MM",
+    "VOLUME_SUFFIXES",
+    "Volume",
+    "VolumeKind",
+    "check_ct_hu",
+    "check_label_ids",
+    "check_pair",
+    "is_volume_file",
+    "read_volume",
+    "strip_volume_suffix",
+    "volume_from_nifti",
+    "write_label_map",
+    "write_volume_like",
+]

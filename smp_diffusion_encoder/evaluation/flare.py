@@ -79,9 +79,7 @@ Z_RESTRICTED_ORGANS: tuple[str, ...] = ("Aorta", "IVC", "Esophagus")
 #: Below this DSC the NSD is set to 0.
 NSD_MIN_DSC = 0.2
 #: Column names of the official per-case CSV.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "Name", *(f"{o}_DSC" for o in FLARE_ORGANS), *(f"{o}_NSD" for o in FLARE_ORGANS)
-)
+METRIC_COLUMNS: tuple[str, ...] = ("Name", *(f"{o}_DSC" for o in FLARE_ORGANS), *(f"{o}_NSD" for o in FLARE_ORGANS))
 
 
 @dataclass(frozen=True)
@@ -246,8 +244,9 @@ def _label_files(folder: Path) -> dict[str, Path]:
         if p.is_file() and not p.name.startswith(".") and is_volume_file(p):
             case = strip_volume_suffix(p.name)
             if case in found:
-                raise DatasetLayoutError(folder, f"holds two label maps for case {case}: {found[case].name} and "
-                                                 f"{p.name}")
+                raise DatasetLayoutError(
+                    folder, f"holds two label maps for case {case}: {found[case].name} and {p.name}"
+                )
             found[case] = p
     return found
 
@@ -307,8 +306,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, tuple[float, float, fl
             [np.nanmean(dsc, 0), np.nanstd(dsc, 0), np.nanmean(nsd, 0), np.nanstd(nsd, 0)], axis=1
         )  # (organs, 4)
         per_case_dsc, per_case_nsd = np.nanmean(dsc, 1), np.nanmean(nsd, 1)  # (cases,)
-        overall = (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd),
-                   np.nanstd(per_case_nsd))
+        overall = (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd), np.nanstd(per_case_nsd))
     table = {organ: tuple(float(v) for v in row) for organ, row in zip(FLARE_ORGANS, stats, strict=True)}
     table["Mean"] = tuple(float(v) for v in overall)
     return table  # type: ignore[return-value]
@@ -334,8 +332,13 @@ def format_summary_markdown(results: Sequence[CaseResult]) -> str:
             row += f" {np.mean(ratios):.2f} |" if ratios else " – |"
         lines.append(row)
     if errors:
-        lines += ["", format_confusion_markdown(summed_confusion([r.confusion for r in results]),  # type: ignore[misc]
-                                                title="Where each true organ's voxels were predicted (all cases)")]
+        lines += [
+            "",
+            format_confusion_markdown(
+                summed_confusion([r.confusion for r in results]),  # type: ignore[misc]
+                title="Where each true organ's voxels were predicted (all cases)",
+            ),
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -377,6 +380,7 @@ def slice_dice(gt2d: np.ndarray, pred2d: np.ndarray, num_classes: int) -> np.nda
     total = gt_count + pred_count
     return np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
 
+
 def slice_organ_dice(gt2d: np.ndarray, pred2d: np.ndarray, num_classes: int) -> float:
     """Mean DSC of one slice over the organs present in its ground truth or its prediction; ``nan`` when neither
     holds an organ.
@@ -404,4 +408,3 @@ def mean_slice_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float
     """
     scores = [slice_organ_dice(g, p, num_classes) for g, p in zip(gt, pred)]
     return float(np.mean([1.0 if math.isnan(x) else x for x in scores])) if scores else math.nan
-

@@ -55,7 +55,9 @@ def architecture_for(spec: EncoderSpec) -> tuple[str, str | None]:
     return VARIANTS[0].timm_name, None
 
 
-def build_config(spec: EncoderSpec, preprocessing: PreprocessingConfig, *, license: str | None = None) -> dict[str, Any]:
+def build_config(
+    spec: EncoderSpec, preprocessing: PreprocessingConfig, *, license: str | None = None
+) -> dict[str, Any]:
     """The ``config.json`` dict: what timm's hf-hub loader, smp's ``get_preprocessing_params`` and we read.
 
     ``mean = std = 0.5`` on ``input_range [0, 1]`` maps smp's ``preprocess_input`` output to [-1, 1],
@@ -119,7 +121,11 @@ def save_encoder_weights(
     """
     card = dict(card or {})
     config = build_config(spec, preprocessing, license=card.get("license"))
-    sd = encoder_or_state_dict.state_dict() if isinstance(encoder_or_state_dict, torch.nn.Module) else encoder_or_state_dict
+    sd = (
+        encoder_or_state_dict.state_dict()
+        if isinstance(encoder_or_state_dict, torch.nn.Module)
+        else encoder_or_state_dict
+    )
     sd = encoder_state_dict({k: v for k, v in sd.items() if k.startswith("unet.")}, spec, source=str(out_dir))
     return write_folder(out_dir, sd, config, card=render_model_card(config, card))
 
@@ -145,13 +151,17 @@ class EncoderWeights:
         return encoder_state_dict(self.folder.state_dict(), self.spec, source=self.source)
 
 
-def open_encoder_weights(path_or_repo: str | os.PathLike[str], *, revision: str | None = None,
-                         require_preprocessing: bool = False) -> EncoderWeights:
+def open_encoder_weights(
+    path_or_repo: str | os.PathLike[str], *, revision: str | None = None, require_preprocessing: bool = False
+) -> EncoderWeights:
     """Open a weights folder or Hub repo: its config is checked (a ``ddpm-ct`` architecture with
     ``model_args``) and parsed; the weights are read when :meth:`EncoderWeights.state_dict` is called."""
     folder = open_folder(path_or_repo, revision=revision, check=check_config)
-    prep = (config_preprocessing(folder.config, source=folder.source)
-            if require_preprocessing or "preprocessing" in folder.config else None)
+    prep = (
+        config_preprocessing(folder.config, source=folder.source)
+        if require_preprocessing or "preprocessing" in folder.config
+        else None
+    )
     return EncoderWeights(folder, config_spec(folder.config, source=folder.source), prep)
 
 

@@ -80,8 +80,12 @@ class Folder:
         return read_safetensors(self.weights_path, source=f"{self.source}/{WEIGHTS_NAME}")
 
 
-def open_folder(path_or_repo: str | os.PathLike[str], *, revision: str | None = None,
-                check: Callable[[dict[str, Any], str], None] | None = None) -> Folder:
+def open_folder(
+    path_or_repo: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    check: Callable[[dict[str, Any], str], None] | None = None,
+) -> Folder:
     """Open a local folder or a Hub repo holding ``config.json`` + ``model.safetensors``.
 
     A local folder must hold both files (its safetensors header is validated now); from the Hub only
@@ -127,8 +131,13 @@ def fetch_weights(repo_id: str, *, revision: str | None = None) -> Path:
     return path
 
 
-def read_config(path: str | os.PathLike[str], *, source: str | None = None, what: str = "",
-                error: Callable[[str], Exception] = WeightsError) -> dict[str, Any]:
+def read_config(
+    path: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    what: str = "",
+    error: Callable[[str], Exception] = WeightsError,
+) -> dict[str, Any]:
     """The JSON object in a ``config.json``; any problem raises ``error(message)`` naming ``source/config.json``
     (or ``path``) and ``what`` it is (e.g. ``"run config"``)."""
     where = f"{source}/{Path(path).name}" if source is not None else str(path)
@@ -184,8 +193,9 @@ def validate_safetensors(path: str | os.PathLike[str], *, source: str) -> None:
         )
 
 
-def write_safetensors(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], *,
-                      metadata: Mapping[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None
+) -> Path:
     """Write tensors atomically as safetensors (CPU, contiguous: channels-last tensors save too); returns the path."""
     from safetensors.torch import save_file
 
@@ -195,8 +205,13 @@ def write_safetensors(path: str | os.PathLike[str], state_dict: Mapping[str, tor
     return Path(path)
 
 
-def write_folder(out_dir: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any],
-                 *, card: str | None = None) -> Path:
+def write_folder(
+    out_dir: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    card: str | None = None,
+) -> Path:
     """``model.safetensors``, then ``README.md`` (when given), then ``config.json`` into ``out_dir``, each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,6 +231,18 @@ def no_safetensors_message(source: str, names: list[str]) -> str:
     return msg + ". Convert them to safetensors with a trusted copy of the model, then save_encoder_weights()."
 
 
-__all__ = ["CARD_NAME", "CONFIG_NAME", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "Folder", "fetch_weights",
-           "no_safetensors_message", "open_folder", "read_config", "read_safetensors", "validate_safetensors",
-           "write_folder", "write_safetensors"]
+__all__ = [
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "PICKLE_SUFFIXES",
+    "WEIGHTS_NAME",
+    "Folder",
+    "fetch_weights",
+    "no_safetensors_message",
+    "open_folder",
+    "read_config",
+    "read_safetensors",
+    "validate_safetensors",
+    "write_folder",
+    "write_safetensors",
+]

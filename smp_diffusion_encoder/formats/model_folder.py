@@ -187,8 +187,11 @@ def load_probe(model_dir: str | os.PathLike[str]) -> Segmenter:
         head = config["probe"]
         prep = PreprocessingConfig.from_dict(config["preprocessing"])
         kind = head.get("kind", "linear")
-        extra = ({"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
-                 if kind == "mlp" else {})
+        extra = (
+            {"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
+            if kind == "mlp"
+            else {}
+        )
         model = ProbeModel.build(unet, features, int(head["num_classes"]), head=kind, **extra)
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise WeightsError(f"{where}: malformed probe config ({err})") from err
@@ -228,7 +231,9 @@ def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
     head = getattr(module, "segmentation_head", None)
     num_classes = head[0].out_channels if isinstance(head, nn.Sequential) else int(config.get("classes", 1))
     if num_classes < 2:
-        raise WeightsError(f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}")
+        raise WeightsError(
+            f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}"
+        )
     return Segmenter(module, prep, num_classes, "smp", folder, read_postprocessing(folder))
 
 
@@ -258,6 +263,18 @@ def _check_probe_config(config: dict[str, Any], source: str) -> None:
         raise WeightsError(f"{source}/{CONFIG_NAME}: unsupported probe format_version {config.get('format_version')!r}")
 
 
-__all__ = ["POSTPROCESSING_NAME", "PREPROCESSING_NAME", "PROBE_FORMAT", "PROBE_FORMAT_VERSION", "Segmenter",
-           "load_finetuned", "load_model", "load_probe", "read_postprocessing", "save_finetuned", "save_probe",
-           "save_segmenter", "write_postprocessing"]
+__all__ = [
+    "POSTPROCESSING_NAME",
+    "PREPROCESSING_NAME",
+    "PROBE_FORMAT",
+    "PROBE_FORMAT_VERSION",
+    "Segmenter",
+    "load_finetuned",
+    "load_model",
+    "load_probe",
+    "read_postprocessing",
+    "save_finetuned",
+    "save_probe",
+    "save_segmenter",
+    "write_postprocessing",
+]

@@ -52,7 +52,9 @@ def hash_folder(folder: str | os.PathLike[str], names: tuple[str, ...] = (CONFIG
     return outer.hexdigest()
 
 
-def seed_hf_cache(folder: str | os.PathLike[str], repo_id: str, revision: str, cache_dir: str | os.PathLike[str]) -> Path:
+def seed_hf_cache(
+    folder: str | os.PathLike[str], repo_id: str, revision: str, cache_dir: str | os.PathLike[str]
+) -> Path:
     """Copy ``folder`` into ``cache_dir`` as the snapshot ``repo_id@revision``; return the snapshot dir.
 
     Idempotent (files already present are kept: the revision is a content hash) and atomic per file;

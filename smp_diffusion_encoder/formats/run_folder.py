@@ -111,20 +111,37 @@ def milestone_path(run_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(run_dir) / MILESTONE_DIR / f"step-{step:07d}.safetensors"
 
 
-def write_run_config(run_dir: str | os.PathLike[str], config: _PretrainSettings, train: _Settings,
-                     preprocessing: PreprocessingConfig, data: dict[str, Any], *, command: str | None,
-                     precision_choice: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> Path:
+def write_run_config(
+    run_dir: str | os.PathLike[str],
+    config: _PretrainSettings,
+    train: _Settings,
+    preprocessing: PreprocessingConfig,
+    data: dict[str, Any],
+    *,
+    command: str | None,
+    precision_choice: dict[str, Any] | None,
+    runtime: dict[str, Any] | None = None,
+) -> Path:
     """Write ``run_dir/config.json`` (layout in the module docstring) atomically; returns its path.
 
     ``config`` is the :class:`~smp_diffusion_encoder.training.config.PretrainConfig`, ``train`` the
     :class:`~smp_diffusion_encoder.training.loop.TrainConfig` of the run."""
     path = Path(run_dir) / RUN_CONFIG_NAME
-    atomic_write_json(path, {
-        "format": RUN_FORMAT, "unet": config.unet.to_dict(), "preprocessing": preprocessing.to_dict(),
-        "schedule": config.noise_schedule.to_dict(), "pretrain": config.to_dict(), "train": train.to_dict(),
-        "data": data, "command": command, "precision_choice": precision_choice,
-        **({"runtime": runtime} if runtime is not None else {}),
-    })
+    atomic_write_json(
+        path,
+        {
+            "format": RUN_FORMAT,
+            "unet": config.unet.to_dict(),
+            "preprocessing": preprocessing.to_dict(),
+            "schedule": config.noise_schedule.to_dict(),
+            "pretrain": config.to_dict(),
+            "train": train.to_dict(),
+            "data": data,
+            "command": command,
+            "precision_choice": precision_choice,
+            **({"runtime": runtime} if runtime is not None else {}),
+        },
+    )
     return path
 
 
@@ -150,8 +167,15 @@ def saved_settings(run_dir: str | os.PathLike[str], fields: Collection[str]) -> 
         return {}
     config = read_run_config(path)
     train = config.get("train", {})
-    loop_keys = {"steps": "max_steps", "ema_decay": "ema_decay", "precision": "precision", "grad_clip": "grad_clip",
-                 "log_every": "log_every", "ckpt_every": "ckpt_every", "milestones": "milestones"}
+    loop_keys = {
+        "steps": "max_steps",
+        "ema_decay": "ema_decay",
+        "precision": "precision",
+        "grad_clip": "grad_clip",
+        "log_every": "log_every",
+        "ckpt_every": "ckpt_every",
+        "milestones": "milestones",
+    }
     saved = {**{new: train[old] for new, old in loop_keys.items() if old in train}, **config.get("pretrain", {})}
     return {k: v for k, v in saved.items() if k in fields}
 
@@ -301,6 +325,24 @@ def hours_at(hours: dict[int, float], step: int) -> float:
     return hours[below] + (hours[nxt] - hours[below]) * (step - below) / (nxt - below)
 
 
-__all__ = ["CHECKPOINT_NAME", "CHECKPOINT_PATHS", "CURVES_NAME", "EMA_WEIGHTS_NAME", "METRICS_NAME", "MILESTONE_DIR",
-           "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RUN_FORMAT", "RunInfo", "WeightsKind", "hours_at", "load_run",
-           "milestone_path", "milestones", "read_run_config", "saved_settings", "training_hours", "write_run_config"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CHECKPOINT_PATHS",
+    "CURVES_NAME",
+    "EMA_WEIGHTS_NAME",
+    "METRICS_NAME",
+    "MILESTONE_DIR",
+    "MODEL_WEIGHTS_NAME",
+    "RUN_CONFIG_NAME",
+    "RUN_FORMAT",
+    "RunInfo",
+    "WeightsKind",
+    "hours_at",
+    "load_run",
+    "milestone_path",
+    "milestones",
+    "read_run_config",
+    "saved_settings",
+    "training_hours",
+    "write_run_config",
+]

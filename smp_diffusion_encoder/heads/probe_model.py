@@ -52,8 +52,16 @@ class ProbeModel(nn.Module):
         self.probe = probe
 
     @classmethod
-    def build(cls, unet: UNetConfig | str | dict[str, Any], features: FeatureConfig | None, num_classes: int, *,
-              head: HeadKind = "linear", num_models: int = 10, hidden: tuple[int, ...] = (128, 32)) -> ProbeModel:
+    def build(
+        cls,
+        unet: UNetConfig | str | dict[str, Any],
+        features: FeatureConfig | None,
+        num_classes: int,
+        *,
+        head: HeadKind = "linear",
+        num_models: int = 10,
+        hidden: tuple[int, ...] = (128, 32),
+    ) -> ProbeModel:
         """A new model: ``DiffusionUNet(unet)`` features (random weights) and a head with derived shapes.
 
         ``num_models`` and ``hidden`` apply to ``head="mlp"`` only.
@@ -64,9 +72,12 @@ class ProbeModel(nn.Module):
     @property
     def head_config(self) -> dict[str, Any]:
         """The ``"probe"`` entry of the folder's ``config.json``."""
-        out: dict[str, Any] = {"kind": "linear" if isinstance(self.probe, LinearProbe) else "mlp",
-                               "num_classes": self.probe.num_classes, "channels": list(self.probe.channels),
-                               "strides": list(self.probe.strides)}
+        out: dict[str, Any] = {
+            "kind": "linear" if isinstance(self.probe, LinearProbe) else "mlp",
+            "num_classes": self.probe.num_classes,
+            "channels": list(self.probe.channels),
+            "strides": list(self.probe.strides),
+        }
         if isinstance(self.probe, EnsembleHead):
             out.update(num_models=self.probe.ensemble.num_models, hidden=list(self.probe.ensemble.hidden))
         return out
@@ -75,8 +86,15 @@ class ProbeModel(nn.Module):
         return self.probe(self.encoder(x), x.shape[-2:])
 
     @classmethod
-    def for_encoder(cls, encoder: DiffusionFeatureEncoder, num_classes: int, *, head: HeadKind = "linear",
-                    num_models: int = 10, hidden: tuple[int, ...] = (128, 32)) -> ProbeModel:
+    def for_encoder(
+        cls,
+        encoder: DiffusionFeatureEncoder,
+        num_classes: int,
+        *,
+        head: HeadKind = "linear",
+        num_models: int = 10,
+        hidden: tuple[int, ...] = (128, 32),
+    ) -> ProbeModel:
         """A new head (random weights, derived shapes) on ``encoder`` (e.g. one with pretrained weights)."""
         if head == "linear":
             return cls(encoder, LinearProbe(encoder.channels, encoder.strides, num_classes))
@@ -86,8 +104,14 @@ class ProbeModel(nn.Module):
 
 
 @torch.no_grad()
-def predict_classes(head: nn.Module, maps: Sequence[torch.Tensor], size: tuple[int, int] | torch.Size, *,
-                    precision: str = "fp32", batch_size: int = 8) -> torch.Tensor:
+def predict_classes(
+    head: nn.Module,
+    maps: Sequence[torch.Tensor],
+    size: tuple[int, int] | torch.Size,
+    *,
+    precision: str = "fp32",
+    batch_size: int = 8,
+) -> torch.Tensor:
     """Class ids ``(N, H, W)`` (long, CPU) of a probe or MLP-ensemble ``head`` on cached features: ``maps`` holds one
     ``(N, C_s, h_s, w_s)`` tensor per stride; slices go through in batches of ``batch_size`` on the head's device,
     in eval mode, under ``precision`` (``"bf16"``: bfloat16 autocast)."""
@@ -95,8 +119,12 @@ def predict_classes(head: nn.Module, maps: Sequence[torch.Tensor], size: tuple[i
     head.eval()  # the MLP ensemble's BatchNorm uses its running statistics
     n = len(maps[0]) if maps else 0
     with autocast(device, precision):
-        return torch.cat([head([m[i:i + batch_size].to(device) for m in maps], size).argmax(1).cpu()
-                          for i in range(0, n, batch_size)])
+        return torch.cat(
+            [
+                head([m[i : i + batch_size].to(device) for m in maps], size).argmax(1).cpu()
+                for i in range(0, n, batch_size)
+            ]
+        )
 
 
 __all__ = ["HeadKind", "ProbeModel", "predict_classes"]

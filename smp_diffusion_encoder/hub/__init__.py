@@ -44,7 +44,10 @@ def __getattr__(name: str) -> Any:
     if name in _MOVED:
         import smp_diffusion_encoder.formats as formats
 
-        warnings.warn(f"smp_diffusion_encoder.hub.{name} moved to smp_diffusion_encoder.formats.{name}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"smp_diffusion_encoder.hub.{name} moved to smp_diffusion_encoder.formats.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(formats, name)
     return _getattr(name)

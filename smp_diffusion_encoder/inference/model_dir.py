@@ -16,6 +16,18 @@ from smp_diffusion_encoder.formats.model_folder import (
 )
 from smp_diffusion_encoder.heads.probe_model import HeadKind, ProbeModel
 
-__all__ = ["POSTPROCESSING_NAME", "PREPROCESSING_NAME", "PROBE_FORMAT", "PROBE_FORMAT_VERSION", "HeadKind", "ProbeModel",
-           "Segmenter", "load_model", "load_probe", "read_postprocessing", "save_probe", "save_segmenter",
-           "write_postprocessing"]
+__all__ = [
+    "POSTPROCESSING_NAME",
+    "PREPROCESSING_NAME",
+    "PROBE_FORMAT",
+    "PROBE_FORMAT_VERSION",
+    "HeadKind",
+    "ProbeModel",
+    "Segmenter",
+    "load_model",
+    "load_probe",
+    "read_postprocessing",
+    "save_probe",
+    "save_segmenter",
+    "write_postprocessing",
+]

@@ -10,5 +10,10 @@ from smp_diffusion_encoder.data.postprocess import (
     smooth_along_z,
 )
 
-__all__ = ["TUBULAR_KEEP_FRACTION", "TUBULAR_ORGANS", "PostprocessingConfig", "keep_largest_components",
-           "smooth_along_z"]
+__all__ = [
+    "TUBULAR_KEEP_FRACTION",
+    "TUBULAR_ORGANS",
+    "PostprocessingConfig",
+    "keep_largest_components",
+    "smooth_along_z",
+]

@@ -108,12 +108,23 @@ def predict_volume(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     post = model.postprocessing if postprocessing is None else postprocessing
     if slices is not None and post.needs_volume:
-        whole = predict_volume(model, volume, batch_size=batch_size, device=device, probabilities=probabilities,
-                               uncertainty=uncertainty, progress=progress, precision=precision, postprocessing=post)
+        whole = predict_volume(
+            model,
+            volume,
+            batch_size=batch_size,
+            device=device,
+            probabilities=probabilities,
+            uncertainty=uncertainty,
+            progress=progress,
+            precision=precision,
+            postprocessing=post,
+        )
         index = np.asarray(slices, dtype=np.int64)
-        return VolumePrediction(whole.labels[index],
-                                None if whole.probabilities is None else whole.probabilities[:, index],
-                                None if whole.uncertainty is None else whole.uncertainty[index])
+        return VolumePrediction(
+            whole.labels[index],
+            None if whole.probabilities is None else whole.probabilities[:, index],
+            None if whole.uncertainty is None else whole.uncertainty[index],
+        )
     dev = resolve_device(str(device))
     precision = resolve_precision(precision, dev)
     module = model.module.to(dev, memory_format=torch.channels_last).eval()
@@ -133,15 +144,20 @@ def predict_volume(
         with autocast(dev, precision):
             logits = module(x.contiguous(memory_format=torch.channels_last))
         if logits.shape[1] != model.num_classes:
-            raise ConfigError(f"{model.source}: model gives {logits.shape[1]} classes, its config says "
-                              f"{model.num_classes}")
+            raise ConfigError(
+                f"{model.source}: model gives {logits.shape[1]} classes, its config says {model.num_classes}"
+            )
         return logits.float().softmax(dim=1).cpu().numpy()  # (b, K, S, S)
 
     starts = range(0, z, batch_size)
     bar = tqdm(starts, desc=volume.name, unit="batch", disable=not progress, file=sys.stderr)
     if post.z_context_mm > 0:  # every slice's probabilities first: a slice needs its neighbours'
-        smoothed = smooth_along_z(np.concatenate([model_probabilities(s) for s in bar]), float(volume.spacing[0]),
-                                  post.z_context_mm, post.z_context_weight)
+        smoothed = smooth_along_z(
+            np.concatenate([model_probabilities(s) for s in bar]),
+            float(volume.spacing[0]),
+            post.z_context_mm,
+            post.z_context_weight,
+        )
         batches = ((s, smoothed[s : s + batch_size]) for s in starts)
     else:
         batches = ((s, model_probabilities(s)) for s in bar)
@@ -204,8 +220,9 @@ def predict_files(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         clash = [str(p) for p, n in zip(inputs, names) if n == dupes[0]]
-        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}{writer.label_ending}; "
-                          f"predict them separately")
+        raise ConfigError(
+            f"inputs {clash} would all be written as {dupes[0]}{writer.label_ending}; predict them separately"
+        )
     writer.check_outputs(inputs, model.num_classes)
     resolve_precision(precision, resolve_device(device))  # a bad device or precision fails before any input
     out = Path(out_dir)
@@ -214,8 +231,13 @@ def predict_files(
         try:
             volume = read_volume(path)
             pred = predict_volume(
-                model, volume, batch_size=batch_size, device=device,
-                probabilities=save_probabilities, uncertainty=save_uncertainty, progress=progress,
+                model,
+                volume,
+                batch_size=batch_size,
+                device=device,
+                probabilities=save_probabilities,
+                uncertainty=save_uncertainty,
+                progress=progress,
                 precision=precision,
             )
             report.written[name] = _write_case(pred, volume, out, name, output_format, model.source.name)
@@ -226,8 +248,9 @@ def predict_files(
     return report
 
 
-def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti",
-                model_name: str = "") -> list[Path]:
+def _write_case(
+    pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti", model_name: str = ""
+) -> list[Path]:
     """Extras first, label map last; on failure remove this case's files already written."""
     writer = output_writer(output_format)
     maps = output_writer(writer.map_format) if writer.map_format else writer

@@ -38,7 +38,14 @@ from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.formats.encoder_weights import EncoderWeights, open_encoder_weights
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry import smp_names
-from smp_diffusion_encoder.registry.records import PACKAGED_ORG, EncoderRecord, HubWeights, PackagedWeights, put, resolve
+from smp_diffusion_encoder.registry.records import (
+    PACKAGED_ORG,
+    EncoderRecord,
+    HubWeights,
+    PackagedWeights,
+    put,
+    resolve,
+)
 
 
 def register_hub_weights(name: str, repo_id: str, *, revision: str, key: str, prefetch: bool = True) -> HubWeights:
@@ -213,8 +220,10 @@ def open_weights(record: EncoderRecord, key: str) -> EncoderWeights:
         opened = _open_hub(source.repo_id, source.revision)
     differences = record.spec.differences(opened.spec)
     if differences:
-        raise WeightsError(f"{record.smp_name} weights {key!r} ({source.describe()}) do not match the encoder: "
-                           + "; ".join(differences))
+        raise WeightsError(
+            f"{record.smp_name} weights {key!r} ({source.describe()}) do not match the encoder: "
+            + "; ".join(differences)
+        )
     return opened
 
 
@@ -224,8 +233,12 @@ def _pretrained(name: str, weights: str | None, image_size: int | None) -> tuple
     try:
         record = resolve(name)
     except KeyError:
-        return PretrainedCfg(name, key, f"smp weights {key!r}" if key else "random initialization",
-                             PreprocessingConfig(image_size=image_size or 256)), None
+        return PretrainedCfg(
+            name,
+            key,
+            f"smp weights {key!r}" if key else "random initialization",
+            PreprocessingConfig(image_size=image_size or 256),
+        ), None
     if key is None:
         prep = PreprocessingConfig(image_size=image_size or record.spec.unet.image_size)
         return PretrainedCfg(record.smp_name, None, "random initialization", prep, record.spec), None

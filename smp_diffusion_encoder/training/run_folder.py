@@ -32,6 +32,19 @@ def saved_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return _format.saved_settings(run_dir, {f.name for f in dataclasses.fields(PretrainConfig)})
 
 
-__all__ = ["CHECKPOINT_PATHS", "EMA_WEIGHTS_NAME", "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RUN_FORMAT", "RunInfo",
-           "WeightsKind", "hours_at", "load_run", "milestones", "read_run_config", "saved_settings", "training_hours",
-           "write_run_config"]
+__all__ = [
+    "CHECKPOINT_PATHS",
+    "EMA_WEIGHTS_NAME",
+    "MODEL_WEIGHTS_NAME",
+    "RUN_CONFIG_NAME",
+    "RUN_FORMAT",
+    "RunInfo",
+    "WeightsKind",
+    "hours_at",
+    "load_run",
+    "milestones",
+    "read_run_config",
+    "saved_settings",
+    "training_hours",
+    "write_run_config",
+]

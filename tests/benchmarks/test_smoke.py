@@ -58,8 +58,11 @@ def test_every_benchmark_has_a_smoke_test() -> None:
     ``train_step_options`` runs through ``train_step --options``."""
     here = Path(__file__).resolve().parent
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
-    tested |= {p.stem.removeprefix("test_") for p in here.glob("test_*.py")
-               if f"from benchmarks import {p.stem.removeprefix('test_')}" in p.read_text()}
+    tested |= {
+        p.stem.removeprefix("test_")
+        for p in here.glob("test_*.py")
+        if f"from benchmarks import {p.stem.removeprefix('test_')}" in p.read_text()
+    }
     assert set(BENCHMARKS) <= tested | {"train_step_options"}, sorted(set(BENCHMARKS) - tested)
 
 
@@ -71,24 +74,76 @@ def test_no_benchmark_edits_sys_path() -> None:
 def test_feature_extraction(tmp_path: Path) -> None:
     from benchmarks import feature_extraction
 
-    feature_extraction.main(["--preset", "tiny", "--size", "64", "--batch", "1", "--repeats", "1",
-                             "--blocks", "3", "4", "5", "6", "--out", str(tmp_path / "r.md")])
+    feature_extraction.main(
+        [
+            "--preset",
+            "tiny",
+            "--size",
+            "64",
+            "--batch",
+            "1",
+            "--repeats",
+            "1",
+            "--blocks",
+            "3",
+            "4",
+            "5",
+            "6",
+            "--out",
+            str(tmp_path / "r.md"),
+        ]
+    )
     assert "ratio reference / ours" in (tmp_path / "r.md").read_text()
 
 
 def test_probe_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import probe_memory
 
-    probe_memory.main(["--preset", "tiny", "--size", "32", "--n", "2", "--naive-n", "1,2", "--z", "2",
-                       "--encoder", "ddpm-ct-tiny", "--volume-side", "48", "--selections", "default", "--no-write"])
+    probe_memory.main(
+        [
+            "--preset",
+            "tiny",
+            "--size",
+            "32",
+            "--n",
+            "2",
+            "--naive-n",
+            "1,2",
+            "--z",
+            "2",
+            "--encoder",
+            "ddpm-ct-tiny",
+            "--volume-side",
+            "48",
+            "--selections",
+            "default",
+            "--no-write",
+        ]
+    )
     assert "Full-volume inference on CPU" in capsys.readouterr().out
 
 
 def test_data_throughput(tmp_path: Path) -> None:
     from benchmarks import data_throughput
 
-    data_throughput.main(["--phantoms", "2", "--phantom-shape", "6", "48", "48", "--image-size", "32",
-                          "--max-batches", "1", "--realct", str(tmp_path / "none"), "--out", str(tmp_path / "r.md")])
+    data_throughput.main(
+        [
+            "--phantoms",
+            "2",
+            "--phantom-shape",
+            "6",
+            "48",
+            "48",
+            "--image-size",
+            "32",
+            "--max-batches",
+            "1",
+            "--realct",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "r.md"),
+        ]
+    )
     assert "store (num_workers=0) vs reference" in (tmp_path / "r.md").read_text()
 
 
@@ -112,8 +167,24 @@ def test_train_step(tmp_path: Path, phantom: Path) -> None:
     store = tmp_path / "store"
     volumes = sorted((phantom / "Training").rglob("PHANTOM_Un_*.nii.gz"))
     build_slice_store(volumes, store, PreprocessingConfig(image_size=64), workers=1, progress=False)
-    train_step.main(["--options", "--store", str(store), "--preset", "tiny", "--batch", "2", "--repeats", "1",
-                     "--loss-steps", "2", "--no-compile", "--out", str(tmp_path / "options.md")])
+    train_step.main(
+        [
+            "--options",
+            "--store",
+            str(store),
+            "--preset",
+            "tiny",
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            "--loss-steps",
+            "2",
+            "--no-compile",
+            "--out",
+            str(tmp_path / "options.md"),
+        ]
+    )
     assert "CPU speed options, `tiny` preset" in (tmp_path / "options.md").read_text()
     pytest.importorskip("diffusers", reason="the comparison with diffusers needs pip install -e '.[bench]'")
     train_step.main(["--preset", "tiny", "--batch", "1", "--repeats", "1", "--out", str(tmp_path / "r.md")])
@@ -123,13 +194,38 @@ def test_train_step(tmp_path: Path, phantom: Path) -> None:
 def test_fewshot(tmp_path: Path, phantom: Path, tiny_encoder: str) -> None:
     from benchmarks import fewshot
 
-    fewshot.main([str(phantom), "--out", str(tmp_path / "out"), "--encoder", tiny_encoder, "--weights", "ct",
-                  "--methods", "ddpm-probe", "--budgets", "2", "--block", "3", "--gap", "1", *STUDY,
-                  "--postprocessing", "none", "lcc+z3", "--override", "augment_views=2"])
+    fewshot.main(
+        [
+            str(phantom),
+            "--out",
+            str(tmp_path / "out"),
+            "--encoder",
+            tiny_encoder,
+            "--weights",
+            "ct",
+            "--methods",
+            "ddpm-probe",
+            "--budgets",
+            "2",
+            "--block",
+            "3",
+            "--gap",
+            "1",
+            *STUDY,
+            "--postprocessing",
+            "none",
+            "lcc+z3",
+            "--override",
+            "augment_views=2",
+        ]
+    )
     assert (tmp_path / "out" / "summary.md").is_file()
     rows = read_results_csv(tmp_path / "out" / "results.csv")
-    assert {r["method"] for r in rows} == {"ddpm-probe[augment_views=2]", "ddpm-probe[augment_views=2]/none",
-                                           "ddpm-probe[augment_views=2]/lcc+z3"}
+    assert {r["method"] for r in rows} == {
+        "ddpm-probe[augment_views=2]",
+        "ddpm-probe[augment_views=2]/none",
+        "ddpm-probe[augment_views=2]/lcc+z3",
+    }
     with pytest.raises(SystemExit, match="unknown variant part 'x'"):
         fewshot.parse_postprocessing("lcc+x")
 
@@ -137,31 +233,94 @@ def test_fewshot(tmp_path: Path, phantom: Path, tiny_encoder: str) -> None:
 def test_feature_selection(tmp_path: Path, phantom: Path, tiny_encoder: str) -> None:
     from benchmarks import feature_selection
 
-    feature_selection.main([str(phantom), "--encoder", tiny_encoder, "--weights", "ct", "--methods", "ddpm-probe",
-                            "--budgets", "2", "--seeds", "0", "--selection-steps", "2", "--timesteps", "50", "150",
-                            "--out", str(tmp_path / "out")])
+    feature_selection.main(
+        [
+            str(phantom),
+            "--encoder",
+            tiny_encoder,
+            "--weights",
+            "ct",
+            "--methods",
+            "ddpm-probe",
+            "--budgets",
+            "2",
+            "--seeds",
+            "0",
+            "--selection-steps",
+            "2",
+            "--timesteps",
+            "50",
+            "150",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert (tmp_path / "out" / "selected" / "selection.json").is_file()
 
 
 def test_compute_curve(tmp_path: Path, phantom: Path, tiny_run: Path, tiny_encoder: str) -> None:
     from benchmarks import compute_curve
 
-    compute_curve.main([str(tiny_run), str(phantom), "--variant", "ddpm-ct-tiny", "--methods", "ddpm-probe",
-                        "--budget", "2", "--seeds", "0", "--out", str(tmp_path / "out")])
+    compute_curve.main(
+        [
+            str(tiny_run),
+            str(phantom),
+            "--variant",
+            "ddpm-ct-tiny",
+            "--methods",
+            "ddpm-probe",
+            "--budget",
+            "2",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert (tmp_path / "out" / "compute_curve.png").is_file()
 
 
 def test_finetune_schedule(tmp_path: Path, phantom: Path, tiny_run: Path, tiny_encoder: str) -> None:
     from benchmarks import finetune_schedule
 
-    finetune_schedule.main([str(phantom), "--run", str(tiny_run), "--milestone", "0", "--variant", "ddpm-ct-tiny",
-                            "--methods", "ddpm-probe", "--budgets", "2", "--scales", "1", "--out", str(tmp_path / "out")])
+    finetune_schedule.main(
+        [
+            str(phantom),
+            "--run",
+            str(tiny_run),
+            "--milestone",
+            "0",
+            "--variant",
+            "ddpm-ct-tiny",
+            "--methods",
+            "ddpm-probe",
+            "--budgets",
+            "2",
+            "--scales",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert (tmp_path / "out" / "summary.md").is_file()
 
 
 def test_preprocessing_spacing(tmp_path: Path, phantom: Path, tiny_run: Path, tiny_encoder: str) -> None:
     from benchmarks import preprocessing_spacing
 
-    preprocessing_spacing.main([str(phantom), "--run", str(tiny_run), "--variant", "ddpm-ct-tiny",
-                                "--methods", "ddpm-probe", "--seeds", "0", "--out", str(tmp_path / "out")])
+    preprocessing_spacing.main(
+        [
+            str(phantom),
+            "--run",
+            str(tiny_run),
+            "--variant",
+            "ddpm-ct-tiny",
+            "--methods",
+            "ddpm-probe",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert (tmp_path / "out" / "summary.md").is_file()

@@ -88,8 +88,9 @@ def test_variable_spacing_and_tilt_are_reported(tmp_path: Path, capsys: pytest.C
     z = [1.25 * k for k in range(6)] + [8.75 + 2.5 * k for k in range(6)]
     write_dicom_series(tmp_path / "a_variable", ct, slice_positions=z)
     theta = np.radians(18.5)
-    write_dicom_series(tmp_path / "b_tilted", ct, orientation=(1, 0, 0, 0, np.cos(theta), -np.sin(theta)),
-                       slice_direction=(0, 0, 1))
+    write_dicom_series(
+        tmp_path / "b_tilted", ct, orientation=(1, 0, 0, 0, np.cos(theta), -np.sin(theta)), slice_direction=(0, 0, 1)
+    )
     nifti = write_nifti(tmp_path / "c.nii.gz", synthetic_ct())
     sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "c.nrrd"))
     nifti.unlink()

@@ -67,7 +67,9 @@ def test_channels_last_weights_save_as_they_are(tmp_path: Path) -> None:
     assert all(torch.equal(sd[k], v) for k, v in enc.state_dict().items())
 
 
-def test_legacy_preprocessing_is_kept_from_an_old_weights_folder(tiny_weights: tuple[Path, dict], tmp_path: Path) -> None:
+def test_legacy_preprocessing_is_kept_from_an_old_weights_folder(
+    tiny_weights: tuple[Path, dict], tmp_path: Path
+) -> None:
     """A folder written before physical preprocessing (no spacing_mm) keeps the whole-field-of-view layout."""
     import shutil
 

@@ -75,8 +75,7 @@ def test_old_run_folder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(OLD / "run", run)
     info = load_run(run)
-    assert (info.weights_kind, info.step, info.unet_config, info.preprocessing) == ("ema", 4, UNetConfig(**MICRO),
-                                                                                      PREP)
+    assert (info.weights_kind, info.step, info.unet_config, info.preprocessing) == ("ema", 4, UNetConfig(**MICRO), PREP)
     assert list(milestones(run)) == [4]
     kept = load_run(run, milestone=4)
     assert kept.step == 4 and _same(kept.state_dict, load_file(run / "milestones" / "step-0000004.safetensors"))
@@ -86,6 +85,7 @@ def test_old_run_folder(tmp_path: Path) -> None:
     state = load_checkpoint(run / "checkpoint.pt")  # --resume reads it
     model = DiffusionUNet(MICRO)
     ema = EMA(model, decay=0.9)
-    step = restore_checkpoint(state, model=model, optimizer=torch.optim.AdamW(model.parameters()), ema=ema,
-                              restore_rng=False)
+    step = restore_checkpoint(
+        state, model=model, optimizer=torch.optim.AdamW(model.parameters()), ema=ema, restore_rng=False
+    )
     assert step == 4 and _same(ema.module.state_dict(), info.state_dict)

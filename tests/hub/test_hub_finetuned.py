@@ -33,8 +33,14 @@ def _finetuned(hub: FakeHub, tiny_weights) -> torch.nn.Module:
     return model.eval()
 
 
-def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_round_trip(
+    hub_online: FakeHub,
+    tiny_weights,
+    registry_snapshot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     model = _finetuned(hub_online, tiny_weights)
     x = eval(X)
     save_finetuned(model, tmp_path / "ft")
@@ -74,7 +80,11 @@ print(torch.equal(y, torch.load({str(tmp_path / "expected.pt")!r})))
     assert run_python(code, env).strip().splitlines()[-1] == "True"
     assert hub_online.count(ENC_REPO) == 0  # encoder weights were not fetched again
     assert sorted(hub_online.requests) == sorted(
-        [(m, f"/org/flare-unet/resolve/{sha}/{f}") for m in ("HEAD", "GET") for f in ("config.json", "model.safetensors")]
+        [
+            (m, f"/org/flare-unet/resolve/{sha}/{f}")
+            for m in ("HEAD", "GET")
+            for f in ("config.json", "model.safetensors")
+        ]
     )
 
 

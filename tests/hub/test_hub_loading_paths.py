@@ -54,8 +54,9 @@ def test_native_name_with_registered_hub_weights(hub_online: FakeHub, tiny_weigh
     assert smp.encoders.get_preprocessing_params("ddpm-ct-tiny", "mykey")["mean"] == [0.5]
 
 
-def test_register_hub_weights_rejects_other_architectures_and_branch_names(hub_online: FakeHub, tiny_weights,
-                                                                          registry_snapshot) -> None:
+def test_register_hub_weights_rejects_other_architectures_and_branch_names(
+    hub_online: FakeHub, tiny_weights, registry_snapshot
+) -> None:
     folder, _ = tiny_weights
     sha = hub_online.commit(REPO, folder_files(folder))
     with pytest.raises(WeightsError, match="different architecture than encoder 'ddpm-ct'.*unet.model_channels"):

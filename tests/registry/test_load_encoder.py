@@ -34,7 +34,11 @@ def test_packaged_weights_come_with_their_preprocessing() -> None:
 
 def test_random_weights_and_encoders_that_are_not_ours() -> None:
     cfg = load_encoder("ddpm-ct-tiny", None).pretrained_cfg
-    assert (cfg.weights, cfg.source, cfg.preprocessing) == (None, "random initialization", PreprocessingConfig(image_size=64))
+    assert (cfg.weights, cfg.source, cfg.preprocessing) == (
+        None,
+        "random initialization",
+        PreprocessingConfig(image_size=64),
+    )
     baseline = load_encoder("resnet34", "auto")  # not ours: "auto" means random, smp's encoder
     assert baseline.pretrained_cfg.weights is None and baseline.pretrained_cfg.preprocessing.image_size == 256
     assert baseline.out_channels[-1] == 512

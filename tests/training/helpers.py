@@ -21,5 +21,4 @@ def pretrain_cmd(*args: str | Path) -> list[str]:
 
 
 def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(pretrain_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run(pretrain_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)

@@ -51,11 +51,15 @@ def test_ema_equals_the_update_runs_always_had() -> None:
 
 @pytest.mark.parametrize("steps,n_slices", [(None, 4), (None, 24), (37, 4)])
 def test_one_schedule_rule_equals_both_it_replaced(steps: int | None, n_slices: int) -> None:
-    plan = plan_schedule("unet", n_slices=n_slices, image_size=128, batch_size=4, n_val=0, min_val_slices=8,
-                         steps=steps)
+    plan = plan_schedule(
+        "unet", n_slices=n_slices, image_size=128, batch_size=4, n_val=0, min_val_slices=8, steps=steps
+    )
     for step in range(plan.steps + 3):
-        before = ((step + 1) / plan.warmup if step < plan.warmup else
-                  0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - plan.warmup) / max(1, plan.steps - plan.warmup)))))
+        before = (
+            (step + 1) / plan.warmup
+            if step < plan.warmup
+            else 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - plan.warmup) / max(1, plan.steps - plan.warmup))))
+        )
         assert plan.lr_factor(step) == before
     for warmup in (1, 7):  # pretraining's --warmup-steps: linear, then constant
         assert all(warmup_cosine(s, warmup=warmup) == min(1.0, (s + 1) / warmup) for s in range(30))

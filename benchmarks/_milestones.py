@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from smp_diffusion_encoder.formats.export import export_encoder
-from smp_diffusion_encoder.registry import register_encoder_from_folder
 from smp_diffusion_encoder.formats.run_folder import milestones
+from smp_diffusion_encoder.registry import register_encoder_from_folder
 
 
 def milestone_encoder(run_dir: Path, step: int, weights_root: Path, variant: str = "ddpm-ct") -> str:

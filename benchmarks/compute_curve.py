@@ -30,10 +30,10 @@ from benchmarks._milestones import available_milestones, milestone_encoder
 from smp_diffusion_encoder._io import atomic_path, atomic_write_text
 from smp_diffusion_encoder.data.flare import find_labeled_cases
 from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.formats.run_folder import hours_at, training_hours
 from smp_diffusion_encoder.study.config import StudyConfig
 from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
 from smp_diffusion_encoder.study.results import aggregate, write_results_csv
-from smp_diffusion_encoder.formats.run_folder import hours_at, training_hours
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import time
 import warnings
 from pathlib import Path
 
-
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
 from benchmarks._machine import describe_machine, today
 from smp_diffusion_encoder.data.flare import find_labeled_cases

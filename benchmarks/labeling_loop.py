@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
-from smp_diffusion_encoder._io import atomic_write_text
 from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.cli._args import add_config_arguments, given
 from smp_diffusion_encoder.data.flare import Case, find_labeled_cases
+from smp_diffusion_encoder.data.labeled_slices import slice_positions_mm
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS
 from smp_diffusion_encoder.data.splits import Split
@@ -56,7 +57,6 @@ from smp_diffusion_encoder.errors import one_line_warning
 from smp_diffusion_encoder.evaluation import slice_dice
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
 from smp_diffusion_encoder.inference import Segmenter, load_model
-from smp_diffusion_encoder.data.labeled_slices import slice_positions_mm
 from smp_diffusion_encoder.labeling import Scan, SuggestConfig, measure_slices, suggest
 from smp_diffusion_encoder.labeling.ranking import Candidate, rank_slices
 from smp_diffusion_encoder.labeling.uncertainty import (
@@ -439,7 +439,7 @@ def run_seed(
                 done[(s, seed, n)] = rows[-1]
             write_results_csv(rows, csv_path)
             print(
-                f"  scored: "
+                "  scored: "
                 + ", ".join(f"{r['protocol']} {r['present_DSC']:.3f}" for r in scored)
                 + "; rho "
                 + ", ".join(f"{k[4:]} {v:.2f}" for k, v in checks.items()),

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 import segmentation_models_pytorch as smp
+import torch
 
 import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct)
 from benchmarks._machine import RESULTS, append_result, describe_machine, today

@@ -25,7 +25,6 @@ warm-ups), the figure the share of peak is read against beside ``--peak-tflops``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smp_diffusion_encoder.cli._args import description
-
 from smp_diffusion_encoder.data.remap import CONVENTIONS
 from smp_diffusion_encoder.errors import SmpDiffusionError
 

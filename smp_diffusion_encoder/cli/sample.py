@@ -45,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smp_diffusion_encoder._device import resolve_device
+    from smp_diffusion_encoder.formats.run_folder import load_run
     from smp_diffusion_encoder.generation.outputs import save_samples
     from smp_diffusion_encoder.generation.sampling import sample
-    from smp_diffusion_encoder.formats.run_folder import load_run
 
     config = SampleConfig(**given(args, SampleConfig))
     info = load_run(args.source, use_ema=args.use_ema, config_path=args.config, milestone=args.milestone)

@@ -42,8 +42,8 @@ from torch import nn
 from smp_diffusion_encoder._device import autocast, resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
+from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import mean_slice_dice
@@ -61,8 +61,8 @@ from smp_diffusion_encoder.finetune.data import (
 )
 from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
-from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.heads.probe_model import ProbeModel, predict_classes
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.records import resolve

@@ -39,17 +39,17 @@ from smp_diffusion_encoder._device import resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
+from smp_diffusion_encoder.data.splits import eligible_slices
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, encoder_state_dict
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import slice_batches
-from smp_diffusion_encoder.data.splits import eligible_slices
 from smp_diffusion_encoder.finetune.data import gather, labeled_cases, load_cases
 from smp_diffusion_encoder.finetune.selection_config import SelectionConfig
 from smp_diffusion_encoder.finetune.steps import ProbeStep
-from smp_diffusion_encoder.heads import FeatureCache, LinearProbe, predict_classes
 from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
+from smp_diffusion_encoder.heads import FeatureCache, LinearProbe, predict_classes
 from smp_diffusion_encoder.models.unet import DiffusionUNet
 from smp_diffusion_encoder.registry.records import resolve
 from smp_diffusion_encoder.registry.weights import load_encoder

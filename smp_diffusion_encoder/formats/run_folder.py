@@ -38,12 +38,10 @@ import csv
 import dataclasses
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from collections.abc import Collection
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch

@@ -53,7 +53,6 @@ from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusi
 from smp_diffusion_encoder.formats.model_folder import Segmenter
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
-
 #: An ``--output-format`` name: one of :data:`OUTPUT_FORMATS` (from the table of formats).
 OutputFormat = str
 

@@ -26,8 +26,8 @@ from smp_diffusion_encoder.registry.records import (
     HubWeights,
     PackagedWeights,
     WeightsSource,
-    put,
     all_records,
+    put,
     resolve,
 )
 

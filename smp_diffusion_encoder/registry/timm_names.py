@@ -33,8 +33,8 @@ import timm.models._factory as timm_factory
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from smp_diffusion_encoder.encoder.timm_model import DDPMCTUNet
 from smp_diffusion_encoder._hub import not_cached_error
+from smp_diffusion_encoder.encoder.timm_model import DDPMCTUNet
 from smp_diffusion_encoder.formats.folder import CONFIG_NAME, WEIGHTS_NAME, fetch_weights
 from smp_diffusion_encoder.registry.records import all_records, resolve
 

@@ -50,8 +50,8 @@ import torch
 from torch import nn
 
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.labeled_slices import labeled_or_organ_slices, read_label_map
+from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.slicer_seg import is_slicer_segmentation, read_label_table
 from smp_diffusion_encoder.data.splits import heldout_split, read_split_json
 from smp_diffusion_encoder.data.volume import check_pair, read_volume

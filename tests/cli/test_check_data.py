@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smp_diffusion_encoder.cli.main import main  # noqa: E402
 from tests.data.synthetic_volumes import (
     PERMUTED_AFFINE,
     synthetic_ct,
@@ -14,8 +15,6 @@ from tests.data.synthetic_volumes import (
     write_dicom_series,
     write_nifti,
 )
-
-from smp_diffusion_encoder.cli.main import main  # noqa: E402
 
 
 def make_root(root: Path, labels: np.ndarray | None = None) -> Path:

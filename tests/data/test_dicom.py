@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map
 from smp_diffusion_encoder.errors import DicomSeriesError
+from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 ROWS, COLS, SLICES = 12, 10, 5
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -9,11 +9,11 @@ import pydicom
 import pytest
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLosslessSV1, RLELossless
-from tests.data.synthetic_volumes import write_dicom_series
 
 from smp_diffusion_encoder.data.dicom_frames import CODECS_EXTRA, read_frames
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import CorruptFileError, DicomSeriesError, MissingDecoderError
+from tests.data.synthetic_volumes import write_dicom_series
 
 
 def unique_hu() -> np.ndarray:

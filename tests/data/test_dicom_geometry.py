@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from tests.data.synthetic_volumes import write_dicom_series
 
 from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import DicomSeriesError, GeometryWarning
+from tests.data.synthetic_volumes import write_dicom_series
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -11,13 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import SegmentationStorage
-from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError, GeometryWarning
+from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 
 def unique_hu(rows: int = 12, cols: int = 10, slices: int = 5) -> np.ndarray:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.errors import DatasetLayoutError
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 
 def touch(path: Path) -> Path:

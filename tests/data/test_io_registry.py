@@ -8,13 +8,13 @@ from typing import ClassVar
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.data.synthetic_volumes import synthetic_ct, write_nifti
 
 from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data import io_registry
 from smp_diffusion_encoder.data.imageio import GridIO
 from smp_diffusion_encoder.data.io_registry import FORMATS, output_formats, reader_for, strip_volume_suffix, writer_for
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map
+from tests.data.synthetic_volumes import synthetic_ct, write_nifti
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: type(f).__name__)

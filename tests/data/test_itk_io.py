@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.data.volume import check_pair, read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InvalidVolumeError
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: An oblique-free but permuted, flipped ITK grid: index axes (i, j, k) along LPS (-y, +x, -z) (cf. PERMUTED_AFFINE).

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
-from tests.data.synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.preprocessing import (
     PreprocessingConfig,
@@ -20,6 +19,7 @@ from smp_diffusion_encoder.data.preprocessing import (
 )
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError
+from tests.data.synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
 
 
 def test_config_round_trips_through_json() -> None:

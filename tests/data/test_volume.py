@@ -9,7 +9,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.volume import (
     check_label_ids,
@@ -26,6 +25,7 @@ from smp_diffusion_encoder.errors import (
     InvalidVolumeError,
     LabelMismatchError,
 )
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 
 def test_image_is_float32_hu_in_canonical_lps_orientation(ct_nifti: Path) -> None:

@@ -220,8 +220,8 @@ def test_encoder_weights_and_their_preprocessing_are_used(
 
     from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
     from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid
-    from smp_diffusion_encoder.formats.packaged import seed_hf_cache
     from smp_diffusion_encoder.formats.encoder_weights import save_encoder_weights
+    from smp_diffusion_encoder.formats.packaged import seed_hf_cache
     from smp_diffusion_encoder.registry import HubWeights, register_encoder
 
     torch.manual_seed(1)

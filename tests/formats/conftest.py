@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.hub.hub_helpers import write_tiny_weights
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.hub.hub_helpers import tiny_encoder, write_tiny_weights
 from timm.models._pretrained import PretrainedCfg
 
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
@@ -18,6 +17,7 @@ from smp_diffusion_encoder.formats import load_encoder_weights, save_encoder_wei
 from smp_diffusion_encoder.formats.encoder_weights import config_preprocessing
 from smp_diffusion_encoder.formats.folder import read_safetensors
 from smp_diffusion_encoder.models import PRESETS
+from tests.hub.hub_helpers import tiny_encoder, write_tiny_weights
 
 
 def test_layout_and_config_keys(tiny_weights: tuple[Path, dict]) -> None:

@@ -9,16 +9,16 @@ import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from tests.training.run_helpers import write_run
 from safetensors.torch import load_file
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid, encoder_state_dict
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.formats.export import export_encoder
 from smp_diffusion_encoder.formats import load_encoder_weights
+from smp_diffusion_encoder.formats.export import export_encoder
 from smp_diffusion_encoder.models import DiffusionUNet
+from tests.training.run_helpers import write_run
 
 
 @pytest.fixture(scope="module")

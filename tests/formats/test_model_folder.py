@@ -6,9 +6,8 @@ import torch
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.heads import FeatureCache, LinearProbe
 from smp_diffusion_encoder.formats import load_probe, save_probe
-from smp_diffusion_encoder.heads import ProbeModel
+from smp_diffusion_encoder.heads import FeatureCache, LinearProbe, ProbeModel
 from smp_diffusion_encoder.models import DiffusionUNet
 
 

@@ -10,7 +10,6 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 from safetensors.torch import load_file
-from tests.formats.fixtures.make_old_layouts import MICRO, MICRO_NAME
 
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig
@@ -22,6 +21,7 @@ from smp_diffusion_encoder.registry import load_encoder, register_encoder, regis
 from smp_diffusion_encoder.training import EMA
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint, restore_checkpoint
 from smp_diffusion_encoder.training.run_folder import saved_settings
+from tests.formats.fixtures.make_old_layouts import MICRO, MICRO_NAME
 
 OLD = Path(__file__).parent / "fixtures" / "old_layouts"
 PREP = PreprocessingConfig(image_size=32)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from smp_diffusion_encoder.diffusion import NoiseSchedule
-from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.diffusion.gaussian import respaced_timesteps
+from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.generation.config import SampleConfig
 from smp_diffusion_encoder.generation.sampling import sample, sample_batch
 from smp_diffusion_encoder.models import DiffusionUNet

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
+
 from tests.hub.fake_hub import FakeHub
 from tests.hub.hub_helpers import write_tiny_weights
-from huggingface_hub import constants
 
 
 @pytest.fixture(scope="session")

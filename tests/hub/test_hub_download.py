@@ -8,12 +8,12 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files
 from huggingface_hub import constants
 
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.formats import load_encoder_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 REPO = "org/ddpm-ct-tiny"
 

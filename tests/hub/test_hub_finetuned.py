@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files, run_python
 
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.formats import load_finetuned, save_finetuned
 from smp_diffusion_encoder.hub import push_folder
 from smp_diffusion_encoder.registry import register_hub_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files, run_python
 
 ENC_REPO = "org/ddpm-ct-tiny"
 X = "torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)"

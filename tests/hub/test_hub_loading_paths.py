@@ -7,12 +7,12 @@ import segmentation_models_pytorch as smp
 import segmentation_models_pytorch.encoders as smp_encoders
 import timm
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.formats.folder import WEIGHTS_NAME
 from smp_diffusion_encoder.registry import HubWeights, register_encoder_from_hub, register_hub_weights, resolve
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 REPO = "org/ddpm-ct-tiny"
 

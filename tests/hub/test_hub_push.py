@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.formats import load_encoder_weights
 from smp_diffusion_encoder.hub import push_encoder_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 
 def test_push_returns_the_commit_sha_and_round_trips(hub_online: FakeHub, tiny_weights) -> None:

@@ -24,7 +24,6 @@ from smp_diffusion_encoder.inference import (
     save_probe,
     save_segmenter,
 )
-
 from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 PREP = PreprocessingConfig(image_size=64)

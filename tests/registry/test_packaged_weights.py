@@ -12,8 +12,7 @@ from huggingface_hub import constants
 
 from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.formats.packaged import FALLBACK_CACHE_ENV, seed_packaged_weights
-from smp_diffusion_encoder.formats.packaged import hash_folder
+from smp_diffusion_encoder.formats.packaged import FALLBACK_CACHE_ENV, hash_folder, seed_packaged_weights
 from smp_diffusion_encoder.registry.records import WEIGHTS_DIR_ENV
 from tests.hub.hub_helpers import run_python, write_tiny_weights
 

@@ -19,7 +19,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from smp_diffusion_encoder.models.unet import DiffusionUNet
-
 from tests.training.conftest import store, volumes_dir  # noqa: F401  (fixtures: a 40-slice 64 px store)
 from tests.training.test_pretrain_device_path import ABSENT_ON_DEVICE
 
@@ -132,8 +131,8 @@ def test_dry_run_writes_a_run_and_its_figures_within_the_limits(tmp_path, store)
     DiffusionUNet("tiny").load_state_dict(weights, strict=True)
     with safe_open(str(out / "run" / "milestones" / "step-0000002.safetensors"), "pt") as fh:
         assert fh.metadata()["weights"] == "ema" and fh.metadata()["step"] == "2"
-    from smp_diffusion_encoder.formats.export import export_encoder
     from smp_diffusion_encoder.formats.encoder_weights import load_encoder_weights
+    from smp_diffusion_encoder.formats.export import export_encoder
 
     shutil.copytree(out / "run", tmp_path / "copied")
     export_encoder(tmp_path / "copied", tmp_path / "encoder", variant="ddpm-ct-tiny", milestone=2)

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import torch
-from tests.training.run_helpers import write_run
 from safetensors.torch import load_file
 
 from smp_diffusion_encoder.formats.export import export_encoder
+from tests.training.run_helpers import write_run
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "ship_default_weights.py"

@@ -15,6 +15,7 @@ from matplotlib.colors import to_rgb
 
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.errors import ConfigError, InputFileError
+from smp_diffusion_encoder.evaluation import slice_organ_dice
 from smp_diffusion_encoder.study import (
     ORGAN_COLORS,
     RESULT_COLUMNS,
@@ -26,7 +27,6 @@ from smp_diffusion_encoder.study import (
     write_report,
     write_results_csv,
 )
-from smp_diffusion_encoder.evaluation import slice_organ_dice
 
 LABELS = {"ddpm-unet": "ddpm-ct + Unet decoder (frozen)", "imagenet-unet": "ImageNet + Unet"}
 BUDGETS = {"4": 4, "10%": 6, "1": 1}  # deliberately not in slice order

@@ -15,7 +15,6 @@ from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from smp_diffusion_encoder.training.config import PretrainConfig
 from smp_diffusion_encoder.training.pretrain import resolve_runtime
-
 from tests.training.helpers import REPO, cli_env
 from tests.training.test_resume import _assert_same_tree
 

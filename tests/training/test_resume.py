@@ -18,7 +18,6 @@ import torch
 
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
-
 from tests.training.helpers import REPO, cli_env, pretrain_cmd, run_cli
 
 ARGS = (

@@ -1,4 +1,4 @@
-# Two entry points (see README.md): `make demo` and `make test`.
+# Two entry points (see README.md): `make demo` and `make test` (ruff lint and format check, then the tests).
 # Both create .venv on first use and install the package with pinned torch (constraints.txt).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(VENV)/bin/smp-diffusion demo --out demo_output
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 -q tests
 
 clean-venv:

@@ -205,18 +205,21 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"- Date: {today()}",
         f"- Machine: {describe_machine()}",
-        f"- Command: `python -m benchmarks.probe_memory --n {args.n} --naive-n {args.naive_n} --micro {args.micro} --z {args.z}`",
-        f"- Setup: linear probe (K={CLASSES}) on N={args.n} labeled {args.size}x{args.size} slices, `{args.preset}` preset features at "
-        f"timesteps {TIMESTEPS}; one training step (forward + backward + Adam) over all N slices in micro-batches "
-        f"of {args.micro}; peak RSS growth (VmHWM after clear_refs) in a fresh subprocess, caches included. "
+        f"- Command: `python -m benchmarks.probe_memory --n {args.n} --naive-n {args.naive_n} --micro {args.micro} "
+        f"--z {args.z}`",
+        f"- Setup: linear probe (K={CLASSES}) on N={args.n} labeled {args.size}x{args.size} slices, `{args.preset}` "
+        f"preset features at timesteps {TIMESTEPS}; one training step (forward + backward + Adam) over all N "
+        f"slices in micro-batches of {args.micro}; peak RSS growth (VmHWM after clear_refs) in a fresh subprocess, "
+        "caches included. "
         "Step times are not reported: on this shared machine they varied tenfold with other users' load. "
         "Ours: per-stride native maps in float16 (the FeatureCache layout). Naive: (N, D, 256, 256) float32 stack "
         "(Baranchuk et al.'s layout and dtype). Random feature values of the exact shapes.",
         "",
-        "| feature blocks | strides | channels per stride | D | ours, N=50 | naive, measured | naive, N=50 (extrapolated) | ratio |",
+        "| feature blocks | strides | channels per stride | D | ours, N=50 | naive, measured "
+        "| naive, N=50 (extrapolated) | ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for selection, channels, strides, d, ours, pts, naive_50, same_n in rows:
+    for selection, channels, strides, d, ours, pts, naive_50, _same_n in rows:
         blocks = "one per stride (`ddpm-ct` default)" if selection == "default" else "Baranchuk (5, 6, 7, 8, 12)"
         measured = ", ".join(f"N={n}: {r['peak_mib']:.0f} MiB" for n, r in pts)
         lines.append(
@@ -224,11 +227,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{measured} | {naive_50:.0f} MiB | **{naive_50 / ours['peak_mib']:.1f}x less** |"
         )
     lines += [""]
-    for selection, channels, strides, d, ours, pts, naive_50, same_n in rows:
+    for selection, channels, strides, d, _ours, pts, _naive_50, same_n in rows:
         n2, r2 = pts[-1]
+        stack_mib = args.n * d * args.size * args.size * 4 / 2**20
+        cache_mib = args.n * sum(c * (args.size // s) ** 2 for c, s in zip(channels, strides)) * 2 / 2**20
         lines.append(
-            f"- {selection}: the naive stack alone is {args.n * d * args.size * args.size * 4 / 2**20:.0f} MiB at N={args.n} "
-            f"(N x D x 256 x 256 x 4 bytes); ours caches {args.n * sum(c * (args.size // s) ** 2 for c, s in zip(channels, strides)) * 2 / 2**20:.0f} MiB. "
+            f"- {selection}: the naive stack alone is {stack_mib:.0f} MiB at N={args.n} "
+            f"(N x D x 256 x 256 x 4 bytes); ours caches {cache_mib:.0f} MiB. "
             f"At the largest measured N={n2} both ran: ours {same_n['peak_mib']:.0f} MiB, naive "
             f"{r2['peak_mib']:.0f} MiB: {r2['peak_mib'] / same_n['peak_mib']:.1f}x."
         )
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         f'`smp.Unet("ddpm-ct")` (random weights) at 128 px, batch 8, via `predict_files` (read NIfTI, window, '
         f"resize, predict, map probabilities back to 512x512, argmax, write the label map). Timed on a "
         f"{inf['z']}x512x512 phantom and extrapolated linearly to 100 slices (not run at 100 slices on this "
-        f"shared 2-core machine): **{inf['per_slice']:.2f} s/slice, about {inf['per_100']:.0f} s per 512x512x100 volume** "
+        f"shared 2-core machine): **{inf['per_slice']:.2f} s/slice, about {inf['per_100']:.0f} s per 512x512x100 "
+        f"volume** "
         f"(best of 2 runs of {inf['z']} slices: " + ", ".join(f"{t:.1f} s" for t in inf["runs"]) + "; other users' "
         "load on this shared machine slows runs unpredictably, so the faster run is reported).",
         "",

@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-import smp_diffusion_encoder  # noqa: F401
+import smp_diffusion_encoder
 from benchmarks._machine import RESULTS, append_result, describe_machine, today
 from smp_diffusion_encoder.data.volume import read_volume
 

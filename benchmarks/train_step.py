@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         f"train step: ours {med['ours']:.3f} s, diffusers {med['diffusers']:.3f} s -> ours is {ratio:.2f}x "
         f"the speed of diffusers {flops_line}"
     )
+    layout = " --channels-last" if args.channels_last else ""
     text = f"""
 ## {args.preset}, batch {args.batch}, {dev}{", channels-last" if args.channels_last else ""}
 
 - Date: {today()}; machine: {describe_machine(dev)}
-- Command: `python -m benchmarks.train_step --preset {args.preset} --batch {args.batch} --device {dev}{" --channels-last" if args.channels_last else ""}`
+- Command: `python -m benchmarks.train_step --preset {args.preset} --batch {args.batch} --device {dev}{layout}`
 - Matched configuration (`{args.preset}` with conv resampling): parameters ours {n_ours / 1e6:.3f} M, diffusers
   {n_theirs / 1e6:.3f} M; forward GFLOP per image ours {gflops["ours"]:.2f}, diffusers {gflops["diffusers"]:.2f}
 

@@ -108,12 +108,16 @@ def compare(args: argparse.Namespace) -> str:
         f"{ref / statistics.median(single):.2f}x | – |"
     )
     loss_text = loss_check(base, store, step, args.batch, args.loss_steps)
+    command = (
+        f"python -m benchmarks.train_step --options --store STORE --batch {args.batch} --repeats {args.repeats} "
+        f"--loss-steps {args.loss_steps}"
+    )
     text = f"""
 ## CPU speed options, `{args.preset}` preset, batch {args.batch}, {base.config.image_size} px
 
 - Date: {today()}; machine: {describe_machine("cpu")}; CPU flags: {cpu_flags()}; oneDNN bf16 kernels:
   {"yes" if cpu_supports_bf16() else "no"}
-- Command: `python -m benchmarks.train_step --options --store STORE --batch {args.batch} --repeats {args.repeats} --loss-steps {args.loss_steps}`
+- Command: `{command}`
 - Each row: median seconds per training step (forward, backward, AdamW) of {args.repeats} runs, timed alternately;
   speed relative to the first release's fp32 channels-last step; first-two-steps time (compilation, warm-up).
 
@@ -154,7 +158,8 @@ def loss_check(base: torch.nn.Module, store: SliceStore, step: DDPMStep, batch: 
     )
     return (
         f"Loss curves from the same initialization and batches ({steps} steps, windows of {window}; same data "
-        f"order and position-seeded noise):\n\n| steps | fp32 | bf16 autocast | difference |\n| --- | --- | --- | --- |\n"
+        f"order and position-seeded noise):\n\n| steps | fp32 | bf16 autocast | difference |\n"
+        f"| --- | --- | --- | --- |\n"
         f"{rows}\n\nLargest window difference {max(abs(d) for d in diffs):.4f}; spread (std) of the fp32 window "
         f"means over the second half: {spread:.4f}."
     )

@@ -4,7 +4,8 @@ Errors become :class:`WeightsError`, and every failure names the repo, the revis
 what to do: a missing repo or file, an unknown revision, offline mode (``HF_HUB_OFFLINE=1``) without a cached
 copy, an unreachable server, a download cut short. No retries are added on top of huggingface_hub's own.
 A file missing from the cache raises :class:`NotCachedError`, which timm's ``hf-hub:`` path raises too
-(:mod:`smp_diffusion_encoder.registry.timm_names`). A downloaded file is checked against the content hash the server announced (:func:`verify_cached_blob`).
+(:mod:`smp_diffusion_encoder.registry.timm_names`). A downloaded file is checked against the content hash the
+server announced (:func:`verify_cached_blob`).
 
 Nothing here knows a file format: which files a folder holds and how they are read is decided in
 :mod:`smp_diffusion_encoder.formats`; the public Hub functions (push, download) are

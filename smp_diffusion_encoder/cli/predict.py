@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for case, paths in report.written.items():
         print(f"{case}: " + ", ".join(str(p) for p in paths))
-    for path, message in report.failed:
+    for _path, message in report.failed:
         print(f"error: {message}", file=sys.stderr)
     if report.failed:
         print(f"{len(report.failed)} of {len(inputs)} inputs failed", file=sys.stderr)

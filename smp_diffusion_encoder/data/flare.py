@@ -116,8 +116,9 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
 
     Example:
         >>> from importlib.resources import files
-        >>> find_labeled_cases(files("smp_diffusion_encoder") / "demo_data" / "test")
-        [Case(case_id='REALCT_Ts_0001', image=PosixPath('.../REALCT_Ts_0001/dicom'), label=PosixPath('.../REALCT_Ts_0001/label.nii.gz'))]
+        >>> [case] = find_labeled_cases(files("smp_diffusion_encoder") / "demo_data" / "test")
+        >>> case.case_id, case.image.name, case.label.name
+        ('REALCT_Ts_0001', 'dicom', 'label.nii.gz')
 
     Raises:
         DatasetLayoutError: nothing labeled is found, or a case folder has a label but no image.

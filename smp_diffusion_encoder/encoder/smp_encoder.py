@@ -2,9 +2,10 @@
 
 Encoder contract (smp): ``forward(x)`` with ``x`` of shape ``(B, in_channels, H, W)`` in [-1, 1] (CT
 windowed as in the weights' preprocessing config; any H, W: padded inside to a multiple of 32, maps cropped
-to ``ceil(H / s) x ceil(W / s)``) returns ``depth + 1`` maps at strides ``1, 2, 4, ..., 2**depth``. Unlike ImageNet CNNs, the stride-1 map is a real feature map (the
-U-Net decoder's full-resolution block), not the input. ``out_channels`` lists their channel counts
-(``len(timesteps) * block channels``, derived, never typed in).
+to ``ceil(H / s) x ceil(W / s)``) returns ``depth + 1`` maps at strides ``1, 2, 4, ..., 2**depth``.
+Unlike ImageNet CNNs, the stride-1 map is a real feature map (the U-Net decoder's full-resolution block), not
+the input. ``out_channels`` lists their channel counts (``len(timesteps) * block channels``, derived, never
+typed in).
 
 ``output_stride`` 8/16 (DeepLab family): maps deeper than the stride are bilinearly upsampled to it
 instead of dilating convolutions (dilation would change what the pretrained U-Net computes).

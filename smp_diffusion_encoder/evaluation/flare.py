@@ -16,8 +16,8 @@ the official code yields ``nan`` for both metrics; so do we, and the summary ave
 Files are loaded the way the official script loads them: nibabel, voxel data in file order, **no
 reorientation** and no resampling (NRRD and MetaImage files through SimpleITK, in ITK's index order, which
 is the file's). Prediction and ground truth are matched by case name (the file name without its ending),
-so ``case.nrrd`` is scored against ``case.nii.gz``. This is deliberate: reorienting would permute axes (changing which one
-is "z" and the spacing order) and the numbers would no longer match the official evaluator's. Prediction
+so ``case.nrrd`` is scored against ``case.nii.gz``. This is deliberate: reorienting would permute axes (changing
+which one is "z" and the spacing order) and the numbers would no longer match the official evaluator's. Prediction
 and ground truth must therefore share voxel order and shape.
 """
 

@@ -19,8 +19,9 @@ Data-parallel: launched under ``torchrun`` the same call trains on every process
 features; the global batch is split over the processes; gradients are averaged) and rank 0 writes the files.
 
 Example:
-    >>> result = finetune("data/FLARE22", FinetuneConfig(method="probe", budget="4"), out_dir="runs/probe4")  # doctest: +SKIP
-    >>> result.model_dir, result.reason                                                              # doctest: +SKIP
+    >>> config = FinetuneConfig(method="probe", budget="4")                       # doctest: +SKIP
+    >>> result = finetune("data/FLARE22", config, out_dir="runs/probe4")          # doctest: +SKIP
+    >>> result.model_dir, result.reason                                           # doctest: +SKIP
     (PosixPath('runs/probe4/model'), 'schedule complete (500 steps)')
 """
 

@@ -19,10 +19,10 @@ four times it (and 0.543 +- 0.021 on twice at a 3x learning rate); at 16 slices 
 0.017 twice. Twice is the rule: four times scored within the seeds' spread at twice the CPU time. The probe and the
 MLP ensemble keep their rules on augmented views (not measured).
 
-Without augmentation a frozen-encoder decoder trains 250 steps on 4 slices (250 passes over them at batch 4), 960 on 24 and
-5000 (the cap) from 125 slices on; ``min_steps`` is what a handful of slices needs to fit, ``max_steps`` caps the
-cost of large budgets. The learning rate warms up linearly over the first 5% of steps (at least 10), then follows
-a cosine decay to 0: the last steps take small updates, so the loss flattens by the end of a run long enough
+Without augmentation a frozen-encoder decoder trains 250 steps on 4 slices (250 passes over them at batch 4), 960 on
+24 and 5000 (the cap) from 125 slices on; ``min_steps`` is what a handful of slices needs to fit, ``max_steps`` caps
+the cost of large budgets. The learning rate warms up linearly over the first 5% of steps (at least 10), then
+follows a cosine decay to 0: the last steps take small updates, so the loss flattens by the end of a run long enough
 for its data; every run reports whether it did (on realct the decoder's loss at 24 slices was still falling:
 ``benchmarks/results/fewshot_realct.md``).
 

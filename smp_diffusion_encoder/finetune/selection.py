@@ -18,8 +18,9 @@ same U-Net weights into a weights folder (``config.json`` + ``model.safetensors`
 score), which :func:`~smp_diffusion_encoder.registry.register_encoder_from_folder` registers under a name.
 
 Example:
-    >>> result = select_features("data/FLARE22", SelectionConfig(encoder="ddpm-ct"), out_dir="weights/mine")  # doctest: +SKIP
-    >>> result.features.timesteps, result.score, result.baseline                                          # doctest: +SKIP
+    >>> config = SelectionConfig(encoder="ddpm-ct")                               # doctest: +SKIP
+    >>> result = select_features("data/FLARE22", config, out_dir="weights/mine")  # doctest: +SKIP
+    >>> result.features.timesteps, result.score, result.baseline                  # doctest: +SKIP
     ((25, 150), 0.61, 0.57)
 """
 

@@ -212,7 +212,8 @@ def write_folder(
     *,
     card: str | None = None,
 ) -> Path:
-    """``model.safetensors``, then ``README.md`` (when given), then ``config.json`` into ``out_dir``, each atomically."""
+    """``model.safetensors``, then ``README.md`` (when given), then ``config.json`` into ``out_dir``, each
+    atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(out / WEIGHTS_NAME, state_dict)

@@ -264,7 +264,7 @@ def load_run(
     sched = config["schedule"]
     try:
         schedule = NoiseSchedule(sched["name"], int(sched["num_timesteps"]))
-        schedule.betas  # validates the name
+        _ = schedule.betas  # validates the name
     except (KeyError, TypeError) as err:
         raise ConfigError(f"{src}: schedule must be {{'name': ..., 'num_timesteps': ...}}, got {sched!r}") from err
     return RunInfo(

@@ -66,7 +66,8 @@ def sample_batch(
     Args:
         model: noise predictor (e.g. an eval-mode :class:`DiffusionUNet`).
         schedule: the schedule the model was trained with.
-        sampler, steps, eta, variance, clip_denoised: see :class:`~smp_diffusion_encoder.generation.config.SampleConfig`.
+        sampler, steps, eta, variance, clip_denoised: see
+            :class:`~smp_diffusion_encoder.generation.config.SampleConfig`.
         generator: CPU generator for all noise (drawn on the CPU, then moved to ``device``).
         device: where the model runs (default: the device of its first parameter, else CPU).
         on_step: called after every step (progress bars).

@@ -79,7 +79,8 @@ class MLPEnsemble(nn.Module):
         super().__init__()
         if in_features < 1 or num_classes < 2 or num_models < 1:
             raise ConfigError(
-                f"need in_features >= 1, num_classes >= 2, num_models >= 1; got {in_features}, {num_classes}, {num_models}"
+                f"need in_features >= 1, num_classes >= 2, num_models >= 1; got {in_features}, {num_classes}, "
+                f"{num_models}"
             )
         self.in_features, self.num_classes = int(in_features), int(num_classes)
         self.hidden = tuple(int(h) for h in hidden)

@@ -71,7 +71,7 @@ def register_hub_weights(name: str, repo_id: str, *, revision: str, key: str, pr
             f"({'; '.join(diff)}; encoder vs repo); use register_encoder_from_hub() to register it under a new name"
         )
     if prefetch:
-        weights.folder.weights_path  # downloaded and checked now: the later smp call makes no request
+        _ = weights.folder.weights_path  # downloaded and checked now: the later smp call makes no request
     source = HubWeights(repo_id, revision)
     smp_names.write(put(record.with_weights(key, source)))
     return source
@@ -88,7 +88,7 @@ def register_encoder_from_hub(name: str, repo_id: str, *, revision: str, key: st
     """
     weights = _open_hub(repo_id, revision)
     if prefetch:
-        weights.folder.weights_path
+        _ = weights.folder.weights_path  # downloaded and checked now
     smp_names.register_encoder(name, weights.spec.unet, weights.spec.features, {key: HubWeights(repo_id, revision)})
     return name
 

@@ -386,9 +386,9 @@ def score(
     A whole scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
     the label map is written with the input's geometry and read back) and checked to lie on the label file's
     grid. For slices ``zs`` of a volume the whole volume is predicted too (as a user would: the model folder's
-    post-processing may look at neighbouring slices) and only ``zs`` are kept. Both are scored with the label file's voxel order and spacing, the maps zeroed outside
-    the scored slices. Returns ``(metrics, gt, pred, z)`` with the canonical ``(len(z), Y, X)`` label maps of
-    the scored slices.
+    post-processing may look at neighbouring slices) and only ``zs`` are kept. Both are scored with the label
+    file's voxel order and spacing, the maps zeroed outside the scored slices. Returns ``(metrics, gt, pred, z)``
+    with the canonical ``(len(z), Y, X)`` label maps of the scored slices.
     """
     if is_slicer_segmentation(case.label):  # type: ignore[arg-type]  # a 3D Slicer segmentation: on the image's grid
         label = read_label_map(case.label, read_volume(case.image), table=label_table).volume  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ the same rows (columns :data:`RESULT_COLUMNS`, extra keys kept after them)::
     {"method": "ddpm-unet", "method_label": "ddpm-ct + Unet decoder (frozen)", "budget": "4",
      "n_train_slices": 4, "seed": 0, "case": "REALCT_Tr_0001", "protocol": "within-volume",
      "present_DSC": 0.74, "present_NSD": 0.66, "organs_present": "Liver RK Spleen ...",
-     "mean_DSC": 0.71, "mean_NSD": 0.64, "train_seconds": 12.3, "Liver_DSC": 0.93, ..., "LK_DSC": 0.88, "Liver_NSD": 0.81, ..., "LK_NSD": 0.79}
+     "mean_DSC": 0.71, "mean_NSD": 0.64, "train_seconds": 12.3, "Liver_DSC": 0.93, ..., "LK_DSC": 0.88,
+     "Liver_NSD": 0.81, ..., "LK_NSD": 0.79}
 
 Metrics lie in [0, 1] and may be ``nan``; every mean skips ``nan`` (as :func:`~smp_diffusion_encoder.evaluation.
 summarize` does). ``present_DSC``/``present_NSD`` (the headline numbers) average the organs present in the

@@ -18,7 +18,8 @@ from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """What is trained, and how (``smp-diffusion pretrain``; :func:`~smp_diffusion_encoder.training.pretrain.run_pretraining`).
+    """What is trained, and how (``smp-diffusion pretrain``;
+    :func:`~smp_diffusion_encoder.training.pretrain.run_pretraining`).
 
     Example:
         >>> cfg = PretrainConfig(unet="tiny", steps=100)

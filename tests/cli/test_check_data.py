@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smp_diffusion_encoder.cli.main import main  # noqa: E402
+from smp_diffusion_encoder.cli.main import main
 from tests.data.synthetic_volumes import (
     PERMUTED_AFFINE,
     synthetic_ct,

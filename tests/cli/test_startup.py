@@ -21,8 +21,8 @@ for argv in %s:
     except SystemExit as exit:
         results[" ".join(argv)] = exit.code
 import smp_diffusion_encoder
-print(json.dumps({"codes": results, "torch": "torch" in sys.modules, "smp": "segmentation_models_pytorch" in sys.modules,
-                  "seconds": time.perf_counter() - tick}))
+print(json.dumps({"codes": results, "torch": "torch" in sys.modules,
+                  "smp": "segmentation_models_pytorch" in sys.modules, "seconds": time.perf_counter() - tick}))
 """
 
 

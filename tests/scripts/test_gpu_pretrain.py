@@ -19,7 +19,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from smp_diffusion_encoder.models.unet import DiffusionUNet
-from tests.training.conftest import store, volumes_dir  # noqa: F401  (fixtures: a 40-slice 64 px store)
 from tests.training.test_pretrain_device_path import ABSENT_ON_DEVICE
 
 REPO = Path(__file__).resolve().parents[2]

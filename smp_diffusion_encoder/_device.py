@@ -17,17 +17,15 @@ import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 
+from smp_diffusion_encoder._options import PRECISIONS, Precision  # noqa: F401  (re-exported: _device.Precision)
 from smp_diffusion_encoder.errors import ConfigError
 
-#: What a caller asks for (``auto``: decided by the device, :func:`resolve_precision`) ...
-Precision = Literal["auto", "fp32", "bf16"]
-#: ... and what runs.
+#: What runs (:func:`resolve_precision` of a :data:`Precision` a caller asks for).
 ResolvedPrecision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from smp_diffusion_encoder.errors import ConfigError
 
@@ -53,6 +53,11 @@ def option(
         metadata={"help": help, "flag": flag, "metavar": metavar, "type": type, "cli": cli, "fixed": fixed},
     )
 
+
+#: The one precision alias: what a caller asks for (``auto``: decided by the device,
+#: :func:`smp_diffusion_encoder._device.resolve_precision`); ``_device.ResolvedPrecision`` is what runs.
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 #: The one ``--device`` help: every command takes the same values (:func:`parse_device`).
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N (GPU N)"

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smp_diffusion_encoder._options import DEVICE_HELP, parse_device
+from smp_diffusion_encoder._options import DEVICE_HELP, PRECISIONS, parse_device
 from smp_diffusion_encoder.cli._args import description
 from smp_diffusion_encoder.data.io_registry import output_formats
 
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
         "AVX512-BF16 or AMX), else fp32 (default: auto)",
     )

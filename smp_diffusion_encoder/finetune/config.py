@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import device_option, option
+from smp_diffusion_encoder._options import PRECISIONS, Precision, device_option, option
 from smp_diffusion_encoder.data.augment import STRENGTHS
 from smp_diffusion_encoder.data.splits import LabelBudget
 from smp_diffusion_encoder.errors import ConfigError
@@ -106,7 +106,7 @@ class FinetuneConfig:
         "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly (Baranchuk et al.)",
     )
     device: str = device_option()
-    precision: Literal["auto", "fp32", "bf16"] = option(
+    precision: Precision = option(
         "auto",
         "auto: bfloat16 autocast for the encoder's features and the head's training where the device "
         "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32",
@@ -122,7 +122,7 @@ class FinetuneConfig:
         if self.augment not in STRENGTHS:
             raise ConfigError(f"augment must be one of {list(STRENGTHS)}, got {self.augment!r}")
         LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder._options import Precision, device_option, option
 from smp_diffusion_encoder.errors import ConfigError
 
 
@@ -40,8 +40,8 @@ class SuggestConfig:
     seed: int = option(0, "seed of the test-time augmentation and of the order of equal scores")
     sheet_slices: int = option(12, "suggestions shown on the contact sheet (0: no sheet)")
     batch_size: int = option(16, "slices per forward pass")
-    device: str = option("auto", "auto (CUDA when available), cpu or cuda")
-    precision: Literal["auto", "fp32", "bf16"] = option(
+    device: str = device_option()
+    precision: Precision = option(
         "auto",
         "auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or "
         "AMX), else fp32",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smp_diffusion_encoder import _options
-from smp_diffusion_encoder._options import option
+from smp_diffusion_encoder._options import Precision, option
 from smp_diffusion_encoder.diffusion.schedule import NoiseSchedule, ScheduleName
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.models.config import UNetConfig, resolve_config
@@ -50,7 +50,7 @@ class PretrainConfig:
     seed: int = option(0, "seed of initialization, data order and diffusion noise", fixed=True)
     steps: int = option(10_000, "optimizer steps to reach (a resumed run continues up to it)")
     ema_decay: float | None = option(0.9999, "EMA decay of the exported weights (none: keep no EMA)")
-    precision: Literal["auto", "fp32", "bf16"] = option(
+    precision: Precision = option(
         "auto",
         "bf16 autocast or fp32; auto: measured at the start on this machine (bf16 on CUDA and on CPUs "
         "where it is faster; a resumed run keeps its choice)",

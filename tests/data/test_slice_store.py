@@ -77,12 +77,13 @@ _KILLABLE = """
 import sys, time
 from pathlib import Path
 import smp_diffusion_encoder.data.slice_store as ss
+import smp_diffusion_encoder.data.volume as volume
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
-slow_read = ss.read_volume
+slow_read = volume.read_volume
 def read_volume(*args, **kwargs):  # slow the build down so the test can kill it mid-way
     time.sleep(0.4)
     return slow_read(*args, **kwargs)
-ss.read_volume = read_volume
+volume.read_volume = read_volume  # the builder's worker imports it from data.volume when it reads
 ss.build_slice_store(sys.argv[2:], sys.argv[1], PreprocessingConfig(image_size=32), workers=1, progress=False)
 """
 

@@ -5,7 +5,7 @@ the labeled one. Here:
 
 1. Few-shot fine-tune on labeled slices of a **non-contrast** real scan (``demo_data/train/REALCT_Tr_0001``,
    shipped in the package): the ``ddpm-ct`` encoder with its default pretrained weights, frozen, with an smp
-   Unet decoder, at a few label budgets, with two recipes: the default (augmented views with simulated
+   Unet decoder, from 4 labeled slices (``--budgets`` for more), with two recipes: the default (augmented views with simulated
    contrast phases and nnU-Net's spatial and intensity set, 3D post-processing, see
    :mod:`smp_diffusion_encoder.finetune`) and release 0.2's (no augmentation, no post-processing).
 2. Segment a **contrast-enhanced** scan of another acquisition, scanner and field of view

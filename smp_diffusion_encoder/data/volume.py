@@ -279,12 +279,18 @@ def check_pair(image: Volume, label: Volume) -> None:
 
 def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = range(14)) -> None:
     """Raise :class:`LabelMismatchError` listing the ids in ``label`` that are not in ``allowed``."""
-    present = np.unique(label.array)
+    check_label_array(label.array, label.source or "<memory>", allowed)
+
+
+def check_label_array(array: np.ndarray, where: str | os.PathLike[str],
+                      allowed: range | set[int] | frozenset[int] = range(14)) -> None:
+    """:func:`check_label_ids` for a bare array read from ``where`` (``evaluate`` reads label maps unreoriented)."""
+    present = np.unique(array)
     unknown = sorted(int(v) for v in present if int(v) not in allowed)
     if unknown:
         lo_hi = f"{min(allowed)}..{max(allowed)}" if isinstance(allowed, range) else sorted(allowed)
         raise LabelMismatchError(
-            label.source or "<memory>",
+            where,
             f"holds unknown label ids {unknown} (allowed: {lo_hi}); wrong label convention? "
             f"see smp_diffusion_encoder.data.remap",
         )

@@ -221,10 +221,27 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[str]) -> CaseResult:
-    """Metrics of one prediction file against its ground-truth file (spacing from the ground truth)."""
+def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[str], *,
+                  labels_convention: str = "flare") -> CaseResult:
+    """Metrics of one prediction file against its ground-truth file (spacing from the ground truth).
+
+    ``labels_convention``: the ground truth's label ids (:data:`~smp_diffusion_encoder.data.remap.CONVENTIONS`),
+    mapped to FLARE ids; ``"flare"`` (the default) takes them as they are. Predictions hold FLARE ids.
+
+    Raises:
+        LabelMismatchError: different shapes, or a label id that is not a FLARE id (0..13) in the prediction
+            or in a ``"flare"`` ground truth (naming the file and the ids), as ``check-data`` refuses it.
+    """
+    from smp_diffusion_encoder.data.remap import remap_labels  # deferred, like the other data imports
+    from smp_diffusion_encoder.data.volume import check_label_array
+
     gt, spacing = load_label_map(gt_path)
+    if labels_convention == "flare":
+        check_label_array(gt, gt_path, range(len(FLARE_ORGANS) + 1))
+    else:
+        gt = remap_labels(gt, labels_convention)
     pred, _ = load_label_map(pred_path)
+    check_label_array(pred, pred_path, range(len(FLARE_ORGANS) + 1))
     if pred.shape != gt.shape:
         raise LabelMismatchError(
             pred_path, f"is {_shape_str(pred.shape)} but ground truth {gt_path} is {_shape_str(gt.shape)}"
@@ -251,11 +268,13 @@ def _label_files(folder: Path) -> dict[str, Path]:
 
 
 def evaluate_folder(
-    pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], progress: bool = True
+    pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], progress: bool = True, *,
+    labels_convention: str = "flare",
 ) -> list[CaseResult]:
     """Evaluate every ground-truth case (``*.nii.gz``, ``*.nii``, ``*.nrrd``, ``*.mha``... in ``gt_dir``) against
     the file of the same case name in ``pred_dir`` (any of those endings); predictions without a ground truth
-    are ignored. Results are named by the ground-truth file and sorted by case name.
+    are ignored. Results are named by the ground-truth file and sorted by case name. ``labels_convention``:
+    see :func:`evaluate_case`.
 
     Raises:
         DatasetLayoutError: a folder is missing, ``gt_dir`` holds no NIfTI file, or a prediction is missing
@@ -273,7 +292,7 @@ def evaluate_folder(
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DatasetLayoutError(pred_dir, f"has no prediction for ground-truth case(s) {shown}")
     return [
-        evaluate_case(pred_files[name], gt_path)
+        evaluate_case(pred_files[name], gt_path, labels_convention=labels_convention)
         for name, gt_path in tqdm(gt_files.items(), desc="evaluate", unit="case", disable=not progress)
     ]
 

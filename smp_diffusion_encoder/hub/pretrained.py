@@ -25,7 +25,7 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch
 
-from smp_diffusion_encoder._io import make_temp_dir
+from smp_diffusion_encoder._io import make_temp_dir, publish_file
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub.download import download_file
 from smp_diffusion_encoder.hub.weights import (
@@ -61,7 +61,7 @@ def save_finetuned(model: torch.nn.Module, save_dir: str | os.PathLike[str], **k
         model.save_pretrained(tmp, **kwargs)
         for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME):  # config last: a folder with it is complete
             if (tmp / name).is_file():
-                os.replace(tmp / name, out / name)
+                publish_file(tmp / name, out / name)  # umask mode: safetensors writes its file 0600
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if had:

@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from smp_diffusion_encoder._device import Precision, autocast, resolve_device, resolve_precision
+from smp_diffusion_encoder._io import check_name_fits
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.flare import discover_volumes
@@ -210,7 +211,8 @@ def predict_files(
 
     Raises the first :class:`SmpDiffusionError` unless ``keep_going``. Refused before anything is written
     (:class:`ConfigError`): two inputs with the same case name, an unknown ``output_format``, and
-    ``"dicom-seg"`` for an input that is not a DICOM series folder.
+    ``"dicom-seg"`` for an input that is not a DICOM series folder; (:class:`InputFileError`, naming the input)
+    an output file name longer than ``out_dir``'s file system allows.
     """
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}")
@@ -232,6 +234,9 @@ def predict_files(
                               + "; use nifti, nrrd or mha for them")
     resolve_precision(precision, resolve_device(device))  # a bad device or precision fails before any input
     out = Path(out_dir)
+    for path, name in zip(inputs, names):  # a name the file system refuses fails before any model runs
+        for file in _output_files(out, name, output_format, save_probabilities, save_uncertainty):
+            check_name_fits(file, source=path)
     report = PredictReport()
     for path, name in zip(inputs, names):
         try:
@@ -247,6 +252,13 @@ def predict_files(
                 raise
             report.failed.append((Path(path), f"{type(err).__name__}: {err}"))
     return report
+
+
+def _output_files(out: Path, name: str, output_format: str, probabilities: bool, uncertainty: bool) -> list[Path]:
+    """The files :func:`_write_case` may write for case ``name``."""
+    labels_end, maps_end = _ENDINGS[output_format]
+    return ([out / f"{name}{labels_end}"] + ([out / f"{name}_probabilities{maps_end}"] if probabilities else [])
+            + ([out / f"{name}_uncertainty{maps_end}"] if uncertainty else []))
 
 
 def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti",

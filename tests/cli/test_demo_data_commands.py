@@ -21,7 +21,7 @@ def test_check_data_reads_the_demo_as_two_labeled_cases(capsys: pytest.CaptureFi
     assert main(["check-data", str(DEMO_DATA)]) == 0
     out = capsys.readouterr().out
     assert "2 cases (2 labeled), 0 problems" in out
-    assert "REALCT_Tr_0001" in out and "REALCT_Ts_0001" in out and "organs (7): liver" in out
+    assert "REALCT_Tr_0001" in out and "REALCT_Ts_0001" in out and "organs (7): Liver" in out
 
 
 @pytest.fixture(scope="module")

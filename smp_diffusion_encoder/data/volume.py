@@ -42,6 +42,7 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt_lib
+from nibabel.volumeutils import array_to_file, seek_tell
 from numpy.typing import DTypeLike
 
 from smp_diffusion_encoder._io import atomic_path
@@ -124,13 +125,15 @@ class Volume:
         """File-order ``(i, j, k[, c])`` data -> canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``)."""
         return _to_canonical(data, self.ornt)
 
-    def to_original(self, array: np.ndarray) -> np.ndarray:
-        """Canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``) -> file voxel order ``(i, j, k[, c])``; exact inverse."""
+    def to_original(self, array: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
+        """Canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``) -> file voxel order ``(i, j, k[, c])``; exact inverse.
+        ``contiguous=False``: a view of ``array`` (no copy)."""
         xyz = np.moveaxis(array, (-1, -2, -3), (0, 1, 2))  # (Z,Y,X) -> (X,Y,Z), channel axis last
         inverse = np.empty_like(self.ornt)
         for file_axis, (canonical_axis, flip) in enumerate(self.ornt):
             inverse[int(canonical_axis)] = (file_axis, flip)
-        return np.ascontiguousarray(ornt_lib.apply_orientation(xyz, inverse))
+        data = ornt_lib.apply_orientation(xyz, inverse)
+        return np.ascontiguousarray(data) if contiguous else data
 
 
 def read_volume(
@@ -324,6 +327,55 @@ def write_volume_like(
     vector image) float map (probabilities, uncertainty) with exactly ``reference``'s file geometry, in the
     format of ``path``'s ending (see :func:`write_label_map`). Written atomically."""
     return _write_like(np.asarray(array).astype(dtype, copy=False), reference, path, dtype)
+
+
+#: Probability maps are stored as uint8 ``round(p * PROBABILITY_SCALE)`` (:func:`write_probabilities_like`).
+PROBABILITY_SCALE = 255
+
+
+def write_probabilities_like(probabilities: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write canonical ``(K, Z, Y, X)`` class probabilities in [0, 1] (any float dtype) with exactly
+    ``reference``'s file geometry, as uint8 ``round(p * 255)`` (off by at most 1/510 = 0.002).
+
+    NIfTI: 4D with the classes last and ``scl_slope = 1/255``, so NIfTI readers (nibabel, 3D Slicer, ITK) return
+    probabilities in [0, 1]; NRRD / MetaImage: a uint8 vector image of 0..255 (divide by 255; these formats have
+    no scale field). Memory: the uint8 map (1 byte per voxel and class) plus one class in float32; a NIfTI file
+    is written from a view in the file's voxel order, without another copy. Written atomically.
+    """
+    path = Path(path)
+    probabilities = np.asarray(probabilities)
+    if not path.name.endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz, or a .nrrd or .mha file")
+    if probabilities.ndim != 4 or probabilities.shape[1:] != reference.array.shape:
+        raise ConfigError(f"{path}: probabilities are {probabilities.shape} but reference {reference.name} is "
+                          f"(K, Z, Y, X) with (Z, Y, X) = {reference.array.shape}")
+    stored = np.empty(probabilities.shape, np.uint8)
+    work = np.empty(probabilities.shape[1:], np.float32)
+    for k in range(len(stored)):  # one class at a time: no float copy of the whole map
+        np.multiply(probabilities[k], PROBABILITY_SCALE, out=work)
+        np.rint(np.clip(work, 0, PROBABILITY_SCALE, out=work), out=work)
+        stored[k] = work
+    del work
+    data = reference.to_original(stored, contiguous=False)  # (i, j, k, K) view
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        return write_itk_like(data, reference.affine, path)
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    header["cal_min"], header["cal_max"] = 0, 0
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    img = klass(data, None, header=header)  # affine None: the header's qform/sform are kept verbatim
+    img.update_header()
+    hdr = img.header
+    hdr.set_slope_inter(1.0 / PROBABILITY_SCALE, 0.0)
+    offset = int(hdr.single_vox_offset + hdr.extensions.get_sizeondisk())
+    hdr.set_data_offset(offset)
+    with atomic_path(path) as tmp:
+        opener = gzip.GzipFile(tmp, "wb", compresslevel=1, mtime=0) if path.name.endswith(".gz") else open(tmp, "wb")
+        with opener as fh:
+            hdr.write_to(fh)
+            seek_tell(fh, offset, write0=True)
+            array_to_file(data, fh, np.uint8, offset=offset, order="F")  # slab by slab from the view
+    return path
 
 
 def _write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike[str], dtype: DTypeLike) -> Path:

@@ -37,7 +37,9 @@ def test_evaluate_writes_csv_and_summary(tmp_path: Path, capsys: pytest.CaptureF
     assert lines[0].startswith("Name,Liver_DSC,RK_DSC,") and lines[0].endswith(",Duodenum_NSD,LK_NSD")
     assert [line.split(",")[0] for line in lines[1:]] == ["A_0001.nii.gz", "A_0002.nii.gz"]
     printed = capsys.readouterr().out
-    assert "| Liver |" in printed and "| **Mean** |" in printed
+    assert "| Liver |" in printed and "| **FLARE mean over 13 organs** |" in printed
+    # the other mean: only the organs the ground truth holds (here liver and aorta, the aorta missed)
+    assert "| **Mean over organs present in the ground truth** |" in printed
     assert summary.read_text() == printed
     assert "| Aorta | 0.0000 ± 0.0000 | 0.0000 ± 0.0000 | 0.00 |" in printed  # aorta missed in both cases
     # the volume ratio and where the true voxels went: the shifted liver keeps its size, half the aorta's

@@ -155,27 +155,26 @@ def test_seg_of_the_real_demo_series(tmp_path: Path) -> None:
     """The packaged demo scan (Siemens, JPEG 2000 lossless, decoded by Pillow in the base install) and its
     label map: every organ pixel of every slice is in the SEG frame of that slice.
 
-    Its files, as published, have empty SOP class/instance, study and series UIDs (the file meta header
-    keeps the SOP ones): the SEG is refused until the study and series UIDs are there."""
+    Its files, as published, had empty SOP class/instance, study and series UIDs; the shipped copies carry
+    UIDs derived deterministically from the case name (pixel data untouched). A series without them is
+    refused, naming the file and the UIDs."""
     from smp_diffusion_encoder.data.volume import check_pair
 
     case = Path(__file__).resolve().parents[2] / "smp_diffusion_encoder/demo_data/test/REALCT_Ts_0001"
-    image = read_volume(case / "dicom")
+    series = case / "dicom"
+    image = read_volume(series)
     label = read_volume(case / "label.nii.gz", kind="label")
     check_pair(image, label)
+    path = write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+    blank = tmp_path / "dicom"
+    blank.mkdir()
+    for src in series.iterdir():
+        ds = pydicom.dcmread(src)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "", ""
+        ds.save_as(blank / src.name)
     with pytest.raises(DicomSeriesError, match=r"dicom: CT\.\S+ has no StudyInstanceUID, SeriesInstanceUID \(empty "
                                                r"in the file\), which a DICOM SEG must reference"):
-        write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
-    series = tmp_path / "dicom"
-    series.mkdir()
-    study_uid, series_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    for path in (case / "dicom").iterdir():
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.save_as(series / path.name)
-    image = read_volume(series)
-    check_pair(image, label)
-    path = write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+        write_dicom_seg(label.array, read_volume(blank), tmp_path / "blank_seg.dcm")
     frames, _ = series_geometry(series)
     assert frames[0].dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     expected = {(f.sop_instance_uid, None): label.array[k] for k, f in enumerate(frames)}

@@ -28,15 +28,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import available_milestones, milestone_encoder  # noqa: E402
-from smp_diffusion_encoder._io import atomic_path, atomic_write_text  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate, write_results_csv  # noqa: E402
-from smp_diffusion_encoder.training.run_folder import hours_at, training_hours  # noqa: E402
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import available_milestones, milestone_encoder
+from smp_diffusion_encoder._io import atomic_path, atomic_write_text
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.results import aggregate, write_results_csv
+from smp_diffusion_encoder.training.run_folder import hours_at, training_hours
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,25 +62,34 @@ def main(argv: list[str] | None = None) -> int:
     for step in steps:
         encoder = milestone_encoder(args.run, step, args.out / "weights")
         catalog = standard_methods(encoder, "ct")
-        methods = [Method(name, catalog[name].label.replace(encoder, "ddpm-ct"), catalog[name].options)
-                   for name in args.methods]
+        methods = [
+            Method(name, catalog[name].label.replace(encoder, "ddpm-ct"), catalog[name].options)
+            for name in args.methods
+        ]
         print(f"milestone {step} ({hours_at(hours, step):.2f} core-hours)", flush=True)
         for row in run_study(plan, args.out / f"step-{step:07d}", methods, config, progress=False, log=print):
             rows.append({**row, "step": step, "core_hours": round(hours_at(hours, step), 3)})
     write_results_csv(rows, args.out / "results.csv")
     table = _table(rows)
     _plot(rows, args.out / "compute_curve.png")
-    context = (f"Run `{args.run.name}`: {len(steps)} milestones ({', '.join(map(str, steps))}). Each milestone's EMA "
-               f"weights fine-tuned at budget {args.budget} with seeds {args.seeds} on {plan.description}. Machine: "
-               f"{describe_machine(config.device)}; {today()}; this invocation took "
-               f"{(time.perf_counter() - start) / 60:.1f} min (finished runs are reused). Command: "
-               f"`python benchmarks/compute_curve.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
-               f"{args.note}")
-    what = (f"Mean ± std over {len(args.seeds)} seeds of the mean DSC over the organs present in each scored ground "
-            f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights.")
+    context = (
+        f"Run `{args.run.name}`: {len(steps)} milestones ({', '.join(map(str, steps))}). Each milestone's EMA "
+        f"weights fine-tuned at budget {args.budget} with seeds {args.seeds} on {plan.description}. Machine: "
+        f"{describe_machine(config.device)}; {today()}; this invocation took "
+        f"{(time.perf_counter() - start) / 60:.1f} min (finished runs are reused). Command: "
+        f"`python benchmarks/compute_curve.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+        f"{args.note}"
+    )
+    what = (
+        f"Mean ± std over {len(args.seeds)} seeds of the mean DSC over the organs present in each scored ground "
+        f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights."
+    )
     atomic_write_text(args.out / "table.md", f"{what}\n\n{table}\n")
-    atomic_write_text(args.out / "summary.md", f"# Compute curve: downstream DSC of pretraining milestones\n\n"
-                      f"{context}\n\n{what}\n\n{table}\n\n![compute curve](compute_curve.png)\n")
+    atomic_write_text(
+        args.out / "summary.md",
+        f"# Compute curve: downstream DSC of pretraining milestones\n\n"
+        f"{context}\n\n{what}\n\n{table}\n\n![compute curve](compute_curve.png)\n",
+    )
     print(table)
     return 0
 
@@ -95,8 +104,11 @@ def _table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for step, mine in sorted(by_step.items()):
         cells = {(r.method_label, r.protocol): r for r in aggregate(mine)}
-        values = [f"{cells[(m, p)].dsc_mean:.3f} ± {cells[(m, p)].dsc_std:.3f}" if (m, p) in cells else "–"
-                  for m in methods for p in protocols]
+        values = [
+            f"{cells[(m, p)].dsc_mean:.3f} ± {cells[(m, p)].dsc_std:.3f}" if (m, p) in cells else "–"
+            for m in methods
+            for p in protocols
+        ]
         lines.append(f"| {step} | {mine[0]['core_hours']:.2f} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -110,8 +122,10 @@ def _plot(rows: list[dict], path: Path) -> None:
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     methods = list(dict.fromkeys(r["method_label"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
-    for ax, key, label in ((axes[0], "step", "pretraining steps (step 0: random weights)"),
-                           (axes[1], "core_hours", "pretraining time (CPU-core hours)")):
+    for ax, key, label in (
+        (axes[0], "step", "pretraining steps (step 0: random weights)"),
+        (axes[1], "core_hours", "pretraining time (CPU-core hours)"),
+    ):
         for i, method in enumerate(methods):
             for j, protocol in enumerate(protocols):
                 points = {}
@@ -122,9 +136,16 @@ def _plot(rows: list[dict], path: Path) -> None:
                             points[mine[0][key]] = (r.dsc_mean, r.dsc_std)
                 xs = sorted(points)
                 shown = [max(x, 1e-2) if key == "core_hours" else max(x, 10) for x in xs]  # log axis: 0 -> left edge
-                ax.errorbar(shown, [points[x][0] for x in xs], yerr=[points[x][1] for x in xs], marker="os"[j],
-                            color=f"C{i}", linestyle="-" if j == 0 else "--", capsize=3,
-                            label=f"{method}, {protocol}" if ax is axes[0] else None)
+                ax.errorbar(
+                    shown,
+                    [points[x][0] for x in xs],
+                    yerr=[points[x][1] for x in xs],
+                    marker="os"[j],
+                    color=f"C{i}",
+                    linestyle="-" if j == 0 else "--",
+                    capsize=3,
+                    label=f"{method}, {protocol}" if ax is axes[0] else None,
+                )
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)

@@ -85,10 +85,20 @@ def main() -> None:
             start = time.perf_counter()
             manifest = build_slice_store(volumes, tmp_path / f"store{workers}", cfg, workers=workers, progress=False)
             prep[workers] = n_in / (time.perf_counter() - start)
-            rows.append((f"prepare, {workers} worker{'s' * (workers > 1)}", f"{prep[workers]:.1f} slices/s",
-                         f"{n_in} input slices -> {manifest['n_slices']} kept, {len(volumes)} volumes ({desc})"))
-        rows.append(("prepare speed-up 2 vs 1 workers", f"{prep[2] / prep[1]:.2f}x",
-                     "end to end, incl. starting the worker processes (forked on Linux)"))
+            rows.append(
+                (
+                    f"prepare, {workers} worker{'s' * (workers > 1)}",
+                    f"{prep[workers]:.1f} slices/s",
+                    f"{n_in} input slices -> {manifest['n_slices']} kept, {len(volumes)} volumes ({desc})",
+                )
+            )
+        rows.append(
+            (
+                "prepare speed-up 2 vs 1 workers",
+                f"{prep[2] / prep[1]:.2f}x",
+                "end to end, incl. starting the worker processes (forked on Linux)",
+            )
+        )
         store = SliceStore(tmp_path / "store1")
         for i in range(len(store)):  # warm the page cache so both reader settings see the same disk state
             store[i]
@@ -98,21 +108,39 @@ def main() -> None:
         rates = {w: read_rate(store, w, args.max_batches) for w in (0, 2)}
         ref = read_rate(NiftiSlices(store), 0, 2)
         for w, r in rates.items():
-            rows.append((f"read SliceStore, num_workers={w}", f"{r:.0f} slices/s",
-                         f"batch 16, {args.max_batches * 16} random slices, float16 memmap"))
+            rows.append(
+                (
+                    f"read SliceStore, num_workers={w}",
+                    f"{r:.0f} slices/s",
+                    f"batch 16, {args.max_batches * 16} random slices, float16 memmap",
+                )
+            )
         rows.append(("read NIfTI + preprocess per item (reference)", f"{ref:.1f} slices/s", "batch 16, 32 slices"))
         rows.append(("store (num_workers=0) vs reference", f"{rates[0] / ref:.0f}x", ""))
     cmd = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    head = (f"machine: {os.cpu_count()} CPUs, {cpu_model()}; torch {torch.__version__}; image size "
-            f"{args.image_size}; date {dt.datetime.now().isoformat(timespec='minutes')}")
+    head = (
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}; torch {torch.__version__}; image size "
+        f"{args.image_size}; date {dt.datetime.now().isoformat(timespec='minutes')}"
+    )
     width = max(len(r[0]) for r in rows)
     print(head)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>16}  {note}")
-    md = ["# Data pipeline throughput", "", head, "", f"Command: `{cmd}`", "",
-          "| measurement | value | notes |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
-          "The machine is shared (2 cores, several processes), so absolute numbers are noisy; the ratios are "
-          "measured in the same run.", ""]
+    md = [
+        "# Data pipeline throughput",
+        "",
+        head,
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "| measurement | value | notes |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        "The machine is shared (2 cores, several processes), so absolute numbers are noisy; the ratios are "
+        "measured in the same run.",
+        "",
+    ]
     out = Path(__file__).resolve().parent / "results" / "data_throughput.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.diffusion import NoiseSchedule  # noqa: E402
-from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet, get_preset  # noqa: E402
+from benchmarks._machine import RESULTS, describe_machine, today
+from smp_diffusion_encoder.diffusion import NoiseSchedule
+from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig
+from smp_diffusion_encoder.models import DiffusionUNet, get_preset
 
 BARANCHUK_BLOCKS = (5, 6, 7, 8, 12)
 TIMESTEPS = (50, 150, 250)
@@ -40,7 +40,9 @@ def reference_features(unet: DiffusionUNet, x: torch.Tensor, noise: torch.Tensor
     """The published recipe: one full forward per t, hooks, upsample to full size, concatenate."""
     sched, size = NoiseSchedule(), x.shape[-2:]
     captured: dict[int, torch.Tensor] = {}
-    hooks = [unet.output_blocks[b].register_forward_hook(lambda m, i, o, b=b: captured.__setitem__(b, o)) for b in blocks]
+    hooks = [
+        unet.output_blocks[b].register_forward_hook(lambda m, i, o, b=b: captured.__setitem__(b, o)) for b in blocks
+    ]
     try:
         per_t = []
         for t in timesteps:
@@ -86,7 +88,11 @@ def _sync(device: str) -> None:
 def run_one(args) -> dict:
     """Runs in a subprocess: time and peak memory of one method."""
     unet, enc, x, noise = _setup(args)
-    fn = (lambda: enc(x)) if args.method == "ours" else (lambda: reference_features(unet, x, noise, BARANCHUK_BLOCKS, TIMESTEPS))
+    fn = (
+        (lambda: enc(x))
+        if args.method == "ours"
+        else (lambda: reference_features(unet, x, noise, BARANCHUK_BLOCKS, TIMESTEPS))
+    )
     with torch.inference_mode():
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -103,8 +109,9 @@ def run_one(args) -> dict:
             fn()
             _sync(args.device)
             times.append(time.perf_counter() - t0)
-        peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
-                else _proc_status_bytes("VmHWM")) - base
+        peak = (
+            torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else _proc_status_bytes("VmHWM")
+        ) - base
     return {"method": args.method, "seconds": statistics.median(times), "peak_bytes": peak}
 
 
@@ -142,8 +149,22 @@ def main() -> None:
     print(f"max |ours (upsampled) - reference| = {max_err:.2e}")
     results = {}
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--method", method, "--preset", args.preset, "--size", str(args.size),
-               "--batch", str(args.batch), "--repeats", str(args.repeats), "--device", args.device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--method",
+            method,
+            "--preset",
+            args.preset,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--repeats",
+            str(args.repeats),
+            "--device",
+            args.device,
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results[method] = json.loads(out)
         r = results[method]
@@ -152,11 +173,15 @@ def main() -> None:
     speed = ref["seconds"] / ours["seconds"]
     speed_same_layout = nhwc["seconds"] / ours["seconds"]
     mem = ref["peak_bytes"] / max(ours["peak_bytes"], 1)
-    print(f"speed-up {speed:.2f}x vs the reference ({speed_same_layout:.2f}x vs the reference in the same "
-          f"channels-last layout), peak-memory ratio {mem:.2f}x (reference / ours)")
+    print(
+        f"speed-up {speed:.2f}x vs the reference ({speed_same_layout:.2f}x vs the reference in the same "
+        f"channels-last layout), peak-memory ratio {mem:.2f}x (reference / ours)"
+    )
 
     cmdline = "python benchmarks/feature_extraction.py " + " ".join(
-        f"--{k} {v}" for k, v in [("preset", args.preset), ("size", args.size), ("batch", args.batch), ("device", args.device)])
+        f"--{k} {v}"
+        for k, v in [("preset", args.preset), ("size", args.size), ("batch", args.batch), ("device", args.device)]
+    )
     text = f"""# Multi-timestep feature extraction: ours vs the Baranchuk recipe
 
 - Date: {today()}
@@ -170,11 +195,11 @@ def main() -> None:
 
 | method | time / batch (median of {args.repeats}) | peak memory |
 | --- | --- | --- |
-| reference (default NCHW layout) | {ref['seconds']:.3f} s | {ref['peak_bytes'] / 2**20:.1f} MiB |
-| reference, U-Net in channels-last | {nhwc['seconds']:.3f} s | {nhwc['peak_bytes'] / 2**20:.1f} MiB |
-| ours | {ours['seconds']:.3f} s | {ours['peak_bytes'] / 2**20:.1f} MiB |
+| reference (default NCHW layout) | {ref["seconds"]:.3f} s | {ref["peak_bytes"] / 2**20:.1f} MiB |
+| reference, U-Net in channels-last | {nhwc["seconds"]:.3f} s | {nhwc["peak_bytes"] / 2**20:.1f} MiB |
+| ours | {ours["seconds"]:.3f} s | {ours["peak_bytes"] / 2**20:.1f} MiB |
 | **ratio reference / ours** | **{speed:.2f}x faster** | **{mem:.2f}x less** |
-| ratio reference-channels-last / ours (algorithm only) | {speed_same_layout:.2f}x faster | {nhwc['peak_bytes'] / max(ours['peak_bytes'], 1):.2f}x less |
+| ratio reference-channels-last / ours (algorithm only) | {speed_same_layout:.2f}x faster | {nhwc["peak_bytes"] / max(ours["peak_bytes"], 1):.2f}x less |
 
 Where the speed comes from: the encoder keeps the U-Net channels-last (a layout choice the reference
 could also make: the second row), runs all timesteps in one batch, stops after decoder block

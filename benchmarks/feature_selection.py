@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.finetune import SelectionConfig, select_features  # noqa: E402
-from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.finetune import SelectionConfig, select_features
+from smp_diffusion_encoder.registry import register_encoder_from_folder
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", default=["4"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--selection-steps", type=int, default=SelectionConfig().steps, help="probe steps per candidate")
-    p.add_argument("--timesteps", nargs="+", type=int, default=list(SelectionConfig().timesteps),
-                   help="candidate timesteps")
+    p.add_argument(
+        "--timesteps", nargs="+", type=int, default=list(SelectionConfig().timesteps), help="candidate timesteps"
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -57,9 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     plan = holdout(args.root, config, tests=tests)
     folder = args.out / "selected"
     if not (folder / "selection.json").is_file():
-        select_features(plan.train_cases, SelectionConfig(encoder=args.encoder, encoder_weights=args.weights,
-                                                          steps=args.selection_steps, timesteps=tuple(args.timesteps)),
-                        out_dir=folder, pool=plan.pool or None, progress=False)
+        select_features(
+            plan.train_cases,
+            SelectionConfig(
+                encoder=args.encoder,
+                encoder_weights=args.weights,
+                steps=args.selection_steps,
+                timesteps=tuple(args.timesteps),
+            ),
+            out_dir=folder,
+            pool=plan.pool or None,
+            progress=False,
+        )
     selection = json.loads((folder / "selection.json").read_text())
     selected = register_encoder_from_folder(f"{args.encoder}-selected", folder)
     methods = []
@@ -67,20 +77,28 @@ def main(argv: list[str] | None = None) -> int:
         catalog = standard_methods(encoder, "ct" if encoder == selected else args.weights)
         for name in args.methods:
             m = catalog[name]
-            methods.append(Method(f"{name}-{'selected' if encoder == selected else 'default'}",
-                                  m.label.replace(encoder, args.encoder) + f", {tag}", m.options))
+            methods.append(
+                Method(
+                    f"{name}-{'selected' if encoder == selected else 'default'}",
+                    m.label.replace(encoder, args.encoder) + f", {tag}",
+                    m.options,
+                )
+            )
     rows = run_study(plan, args.out / "study", methods, config, progress=False)
     elapsed = time.perf_counter() - start
     chosen = selection["chosen"]
-    context = (f"Data: `{args.root.name}`; {plan.description}. Selection on the training side only (z blocks of "
-               f"{SelectionConfig().block} slices alternate between fitting and scoring the candidate probes). "
-               f"Selected: timesteps {chosen.get('timesteps')}, blocks {chosen.get('blocks')} (validation mean "
-               f"slice DSC {selection['score']:.3f} vs {selection['baseline']:.3f} for the encoder's own selection, "
-               f"{len(selection['trials'])} candidates scored, every score in `selected/selection.json`). "
-               f"Machine: {describe_machine(config.device)}; {today()}; {elapsed / 60:.1f} min. Command: "
-               f"`python benchmarks/feature_selection.py {' '.join(argv if argv is not None else sys.argv[1:])}`.")
-    summary = write_report(rows, args.out, title="Feature selection: default vs selected timesteps and blocks",
-                           context=context)
+    context = (
+        f"Data: `{args.root.name}`; {plan.description}. Selection on the training side only (z blocks of "
+        f"{SelectionConfig().block} slices alternate between fitting and scoring the candidate probes). "
+        f"Selected: timesteps {chosen.get('timesteps')}, blocks {chosen.get('blocks')} (validation mean "
+        f"slice DSC {selection['score']:.3f} vs {selection['baseline']:.3f} for the encoder's own selection, "
+        f"{len(selection['trials'])} candidates scored, every score in `selected/selection.json`). "
+        f"Machine: {describe_machine(config.device)}; {today()}; {elapsed / 60:.1f} min. Command: "
+        f"`python benchmarks/feature_selection.py {' '.join(argv if argv is not None else sys.argv[1:])}`."
+    )
+    summary = write_report(
+        rows, args.out, title="Feature selection: default vs selected timesteps and blocks", context=context
+    )
     print(f"report -> {summary}")
     return 0
 

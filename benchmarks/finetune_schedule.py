@@ -22,14 +22,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import milestone_encoder  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate  # noqa: E402
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import milestone_encoder
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
+from smp_diffusion_encoder.study.results import aggregate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods:
         m = catalog[name]
         for scale in args.scales:
-            methods.append(Method(scaled(name, scale), f"{m.label}, rule" + (f" x {scale:g}" if scale != 1 else ""),
-                                  {**m.options, "steps_scale": scale}))
+            methods.append(
+                Method(
+                    scaled(name, scale),
+                    f"{m.label}, rule" + (f" x {scale:g}" if scale != 1 else ""),
+                    {**m.options, "steps_scale": scale},
+                )
+            )
     config = StudyConfig(budgets=tuple(args.budgets), seeds=(args.seed,))
     tests = [c for path in args.test for c in find_labeled_cases(path)]
     plan = holdout(args.root, config, tests=tests)
@@ -74,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
                 cells = " | ".join(f"{f.dsc_mean:.3f}" for f in found)
                 lengths = " / ".join(str(steps.get((scaled(name, s), budget), "")) for s in args.scales)
                 lines.append(f"| {protocol} | {name} | {budget} | {cells} | {lengths} |")
-    context = (f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
-               f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
-               f"Command: `python benchmarks/finetune_schedule.py {' '.join(argv or sys.argv[1:])}`.\n\n"
-               "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines))
-    summary = write_report(rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule",
-                           context=context)
+    context = (
+        f"Data: `{args.root}`; {plan.description}. Encoder `{encoder}`. Seed {args.seed}. Machine: "
+        f"{describe_machine(config.device)}; {today()}; this invocation took {elapsed / 60:.1f} min. "
+        f"Command: `python benchmarks/finetune_schedule.py {' '.join(argv or sys.argv[1:])}`.\n\n"
+        "## Mean organ DSC by schedule length (multiples of the rule)\n\n" + "\n".join(lines)
+    )
+    summary = write_report(
+        rows, args.out, title="Fine-tuning schedule: half the rule, the rule, twice the rule", context=context
+    )
     print("\n".join(lines))
     print(f"report -> {summary}")
     return 0

@@ -44,35 +44,35 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from smp_diffusion_encoder._io import atomic_write_text  # noqa: E402
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.cli._args import add_config_arguments, given  # noqa: E402
-from smp_diffusion_encoder.data.flare import Case, find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.data.preprocessing import SliceGeometry  # noqa: E402
-from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS  # noqa: E402
-from smp_diffusion_encoder.data.splits import Split  # noqa: E402
-from smp_diffusion_encoder.data.volume import Volume, read_volume  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.evaluation import slice_dice  # noqa: E402
-from smp_diffusion_encoder.finetune import FinetuneConfig, finetune  # noqa: E402
-from smp_diffusion_encoder.inference import Segmenter, load_model  # noqa: E402
-from smp_diffusion_encoder.data.labeled_slices import slice_positions_mm  # noqa: E402
-from smp_diffusion_encoder.labeling import Scan, SuggestConfig, measure_slices, suggest  # noqa: E402
-from smp_diffusion_encoder.labeling.ranking import Candidate, rank_slices  # noqa: E402
-from smp_diffusion_encoder.labeling.uncertainty import (  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder._io import atomic_write_text
+from smp_diffusion_encoder.cli._args import add_config_arguments, given
+from smp_diffusion_encoder.data.flare import Case, find_labeled_cases
+from smp_diffusion_encoder.data.labeled_slices import slice_positions_mm
+from smp_diffusion_encoder.data.preprocessing import SliceGeometry
+from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS
+from smp_diffusion_encoder.data.splits import Split
+from smp_diffusion_encoder.data.volume import Volume, read_volume
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.evaluation import slice_dice
+from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
+from smp_diffusion_encoder.inference import Segmenter, load_model
+from smp_diffusion_encoder.labeling import Scan, SuggestConfig, measure_slices, suggest
+from smp_diffusion_encoder.labeling.ranking import Candidate, rank_slices
+from smp_diffusion_encoder.labeling.uncertainty import (
     MEASURES,
     from_probabilities,
     model_slices,
     pixel_area_cm2,
     probabilities,
 )
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, holdout, organs_present, score  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
-from smp_diffusion_encoder.study.results import aggregate, nan_mean, read_results_csv, write_results_csv  # noqa: E402
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, holdout, organs_present, score
+from smp_diffusion_encoder.study.report import write_report
+from smp_diffusion_encoder.study.results import aggregate, nan_mean, read_results_csv, write_results_csv
 
 STRATEGIES = ("suggest", "evenly", "random")
 LABELS = {"suggest": "smp-diffusion suggest", "evenly": "evenly spaced along z", "random": "random slices"}
@@ -94,9 +94,11 @@ def evenly_next(pool: dict[str, list[int]], labeled: Sequence[Pair], n: int) -> 
         free = [(c, z) for c in sorted(pool) for z in sorted(pool[c]) if (c, z) not in chosen]
         if not free:
             break
+
         def gap(p: Pair) -> float:
             mine = [z for c, z in chosen if c == p[0]]
             return min((abs(p[1] - z) for z in mine), default=math.inf)
+
         best = max(free, key=lambda p: (gap(p), -free.index(p)))
         chosen.add(best)
         out.append(best)
@@ -109,35 +111,64 @@ def random_next(pool: dict[str, list[int]], labeled: Sequence[Pair], n: int, see
     return sorted(free[i] for i in rng.choice(len(free), size=min(n, len(free)), replace=False))
 
 
-def suggest_next(model: Segmenter, cases: Sequence[Case], images: dict[str, Volume], pool: dict[str, list[int]],
-                 labeled: Sequence[Pair], n: int, args: argparse.Namespace, seed: int) -> tuple[list[Pair], float]:
+def suggest_next(
+    model: Segmenter,
+    cases: Sequence[Case],
+    images: dict[str, Volume],
+    pool: dict[str, list[int]],
+    labeled: Sequence[Pair],
+    n: int,
+    args: argparse.Namespace,
+    seed: int,
+) -> tuple[list[Pair], float]:
     """``n`` picks of :func:`suggest` on the pool, and the distance kept: ``--min-distance-mm``, or where that
     leaves fewer than ``n`` slices the largest of its x0.6, x0.4, x0.2, x0 that does (the same scores ranked again
     by the same rule, :func:`~smp_diffusion_encoder.labeling.ranking.rank_slices`)."""
     scans = [Scan(c.case_id, c.image) for c in cases]
     have = {c.case_id: [z for cc, z in labeled if cc == c.case_id] for c in cases}
-    config = SuggestConfig(n=n, measure=args.measure, min_distance_mm=args.min_distance_mm, seed=seed,
-                           sheet_slices=0, device=args.device, precision=args.precision)
+    config = SuggestConfig(
+        n=n,
+        measure=args.measure,
+        min_distance_mm=args.min_distance_mm,
+        seed=seed,
+        sheet_slices=0,
+        device=args.device,
+        precision=args.precision,
+    )
     result = suggest(model, scans, config, labeled=have, images=images, candidates=pool)
     picks = [(s.scan, s.z) for s in result.suggestions]
     distance = args.min_distance_mm
     if len(picks) < n:
         positions = {c: slice_positions_mm(images[c]) for c in result.scores}
-        candidates = [Candidate(c, z, float(positions[c][z]), v) for c, zs in result.scores.items()
-                      for z, v in sorted(zs.items())]
+        candidates = [
+            Candidate(c, z, float(positions[c][z]), v) for c, zs in result.scores.items() for z, v in sorted(zs.items())
+        ]
         labeled_mm = {c: [float(slice_positions_mm(images[c])[z]) for z in zs] for c, zs in have.items()}
         for factor in (0.6, 0.4, 0.2, 0.0):
             distance = args.min_distance_mm * factor
-            ranked = rank_slices(candidates, labeled_mm, n, min_distance_mm=distance, scan_decay=config.scan_decay,
-                                 seed=seed, labeled_z=have)
+            ranked = rank_slices(
+                candidates,
+                labeled_mm,
+                n,
+                min_distance_mm=distance,
+                scan_decay=config.scan_decay,
+                seed=seed,
+                labeled_z=have,
+            )
             picks = [(p.candidate.scan, p.candidate.z) for p in ranked]
             if len(picks) >= n:
                 break
     return sorted(picks), distance
 
 
-def measure_check(model: Segmenter, images: dict[str, Volume], truth: dict[str, Volume],
-                  free: dict[str, list[int]], seed: int, args: argparse.Namespace) -> dict[str, float]:
+def measure_check(
+    model: Segmenter,
+    images: dict[str, Volume],
+    truth: dict[str, Volume],
+    free: dict[str, list[int]],
+    seed: int,
+    args: argparse.Namespace,
+) -> dict[str, float]:
     """Spearman correlation of each measure with the slices' real error (1 - slice DSC over the organs in the
     truth or the prediction; model space) on the unlabeled pool slices ``free`` (the truth is read for this check
     only: no strategy sees it)."""
@@ -157,8 +188,9 @@ def measure_check(model: Segmenter, images: dict[str, Volume], truth: dict[str, 
         area = pixel_area_cm2(model, image)
         found = {m: from_probabilities(slices, prob, m, area) for m in ("error", "entropy")}
         if "tta" in args.check_measures:
-            found["tta"] = measure_slices(model, image, zs, "tta", seed=seed, device=args.device,
-                                          precision=args.precision)
+            found["tta"] = measure_slices(
+                model, image, zs, "tta", seed=seed, device=args.device, precision=args.precision
+            )
         real = [1.0 - _slice_dsc(t, p) for t, p in zip(gt, found["error"].labels)]  # what predict would give
         for m, u in found.items():
             scores[m] += u.scores.tolist()
@@ -179,14 +211,21 @@ def _slice_dsc(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(slice_dice(gt, pred, FLARE_NUM_CLASSES)[present].mean()) if present.any() else 1.0
 
 
-def train_and_score(plan: Any, labeled: list[Pair], seed: int, run_dir: Path, cfg: dict[str, Any],
-                    args: argparse.Namespace) -> tuple[Segmenter, list[dict[str, Any]], float]:
+def train_and_score(
+    plan: Any, labeled: list[Pair], seed: int, run_dir: Path, cfg: dict[str, Any], args: argparse.Namespace
+) -> tuple[Segmenter, list[dict[str, Any]], float]:
     if run_dir.exists():  # an interrupted round: start it again
         shutil.rmtree(run_dir)
     tick = time.perf_counter()
     config = FinetuneConfig(**{**cfg, "budget": str(len(labeled)), "seed": seed})
-    finetune(plan.train_cases, config, out_dir=run_dir, split=Split("loop", seed, tuple(labeled)), progress=False,
-             cache_dir=args.out / "feature_cache")
+    finetune(
+        plan.train_cases,
+        config,
+        out_dir=run_dir,
+        split=Split("loop", seed, tuple(labeled)),
+        progress=False,
+        cache_dir=args.out / "feature_cache",
+    )
     seconds = time.perf_counter() - tick
     model = load_model(run_dir / "model")
     scored = [(plan.protocol, case, zs) for case, zs in plan.evaluation]
@@ -195,13 +234,19 @@ def train_and_score(plan: Any, labeled: list[Pair], seed: int, run_dir: Path, cf
     for protocol, case, zs in scored:
         metrics, gt, _, _ = score(model, case, zs, device=args.device, precision=args.precision)
         present = organs_present(gt)
-        rows.append({"protocol": protocol, "case": case.case_id,
-                     "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
-                     "present_NSD": nan_mean(metrics[f"{o}_NSD"] for o in present),
-                     "organs_present": " ".join(present),
-                     "mean_DSC": nan_mean(metrics[f"{o}_DSC"] for o in FLARE_ORGANS),
-                     "mean_NSD": nan_mean(metrics[f"{o}_NSD"] for o in FLARE_ORGANS),
-                     "train_seconds": round(seconds, 1), **metrics})
+        rows.append(
+            {
+                "protocol": protocol,
+                "case": case.case_id,
+                "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
+                "present_NSD": nan_mean(metrics[f"{o}_NSD"] for o in present),
+                "organs_present": " ".join(present),
+                "mean_DSC": nan_mean(metrics[f"{o}_DSC"] for o in FLARE_ORGANS),
+                "mean_NSD": nan_mean(metrics[f"{o}_NSD"] for o in FLARE_ORGANS),
+                "train_seconds": round(seconds, 1),
+                **metrics,
+            }
+        )
     return model, rows, seconds
 
 
@@ -217,13 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=4, help="slices added per round")
     p.add_argument("--max", type=int, default=16, help="labeled slices at the end")
     p.add_argument("--measure", default="error", choices=MEASURES, help="suggest's uncertainty measure")
-    p.add_argument("--min-distance-mm", type=float, default=SuggestConfig().min_distance_mm,
-                   help="suggest's distance (steps down where the pool is too small; default: suggest's)")
+    p.add_argument(
+        "--min-distance-mm",
+        type=float,
+        default=SuggestConfig().min_distance_mm,
+        help="suggest's distance (steps down where the pool is too small; default: suggest's)",
+    )
     p.add_argument("--block", type=int, default=StudyConfig().block, help="held-out z blocks (study.holdout)")
     p.add_argument("--gap", type=int, default=StudyConfig().gap)
     p.add_argument("--holdout-seed", type=int, default=0)
-    p.add_argument("--check-measures", nargs="*", default=list(MEASURES), choices=MEASURES,
-                   help="measures whose rank correlation with the real slice error is reported (tta: 4 more passes)")
+    p.add_argument(
+        "--check-measures",
+        nargs="*",
+        default=list(MEASURES),
+        choices=MEASURES,
+        help="measures whose rank correlation with the real slice error is reported (tta: 4 more passes)",
+    )
     p.add_argument("--keep-models", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report OUT/results.csv")
     p.add_argument("--note", default="", help="text added to the report's context (e.g. how the rows were made)")
@@ -250,17 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start_time
     given_argv = list(argv if argv is not None else sys.argv[1:])
     if "--note" in given_argv:  # the note is printed once, after the command
-        del given_argv[given_argv.index("--note"):given_argv.index("--note") + 2]
+        del given_argv[given_argv.index("--note") : given_argv.index("--note") + 2]
     command = " ".join(["python benchmarks/labeling_loop.py", *given_argv])
-    context = (f"Data: `{args.root}`; {plan.description}. Loop: {args.start} evenly spaced slices of the pool, "
-               f"+{args.step} per round up to {args.max}; strategies {', '.join(args.strategies)}; suggest measure "
-               f"`{args.measure}`, min distance {args.min_distance_mm:g} mm (stepping down where the pool is too "
-               f"small). Fine-tuning: FinetuneConfig defaults{' with ' + str(cfg) if cfg else ''}. Machine: "
-               f"{describe_machine(args.device)}; {today()}; this invocation took {elapsed / 60:.1f} min (rounds "
-               f"already in results.csv are reused). Command: `{command}`. {args.note}")
+    context = (
+        f"Data: `{args.root}`; {plan.description}. Loop: {args.start} evenly spaced slices of the pool, "
+        f"+{args.step} per round up to {args.max}; strategies {', '.join(args.strategies)}; suggest measure "
+        f"`{args.measure}`, min distance {args.min_distance_mm:g} mm (stepping down where the pool is too "
+        f"small). Fine-tuning: FinetuneConfig defaults{' with ' + str(cfg) if cfg else ''}. Machine: "
+        f"{describe_machine(args.device)}; {today()}; this invocation took {elapsed / 60:.1f} min (rounds "
+        f"already in results.csv are reused). Command: `{command}`. {args.note}"
+    )
     if rows:
-        summary = write_report(rows, args.out, title="The labeling loop: DSC against labeled slices per strategy",
-                               context=context)
+        summary = write_report(
+            rows, args.out, title="The labeling loop: DSC against labeled slices per strategy", context=context
+        )
         section = loop_section(rows, rounds)
         atomic_write_text(summary, summary.read_text() + section)
         print(section)
@@ -273,9 +330,14 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
     uncertainty measures rank the slices the model gets wrong (rho)? Which distance did suggest use?"""
     results = {(r.protocol, r.method, r.n_train_slices): r for r in aggregate(rows)}
     few, many = rounds[min(1, len(rounds) - 1)], rounds[-1]
-    lines = ["", "## The loop's questions", "",
-             f"**Does `suggest` with {few} labeled slices reach evenly spaced slices with {many}?** Mean DSC over the "
-             f"organs present (mean +- std over seeds):", ""]
+    lines = [
+        "",
+        "## The loop's questions",
+        "",
+        f"**Does `suggest` with {few} labeled slices reach evenly spaced slices with {many}?** Mean DSC over the "
+        f"organs present (mean +- std over seeds):",
+        "",
+    ]
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
         cells = []
         for method, n in (("suggest", few), ("evenly", few), ("random", few), ("suggest", many), ("evenly", many)):
@@ -286,11 +348,15 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
     models: dict[tuple[int, int, str], dict[str, Any]] = {}
     for r in rows:  # one entry per trained model (the start round is shared by the strategies)
         models.setdefault((int(r["seed"]), int(r["n_train_slices"]), str(r["labeled"])), r)
-    lines += ["", "**Do the uncertainty measures find the slices the model gets wrong?** Spearman correlation between "
-              "each measure and the real error (1 - slice DSC, model space) over the pool's unlabeled slices, per "
-              "trained model; mean +- std over the models of each round (every strategy's):", "",
-              "| labeled slices | models | " + " | ".join(f"rho `{m}`" for m in MEASURES) + " |",
-              "| --- | --- | " + " | ".join("---" for _ in MEASURES) + " |"]
+    lines += [
+        "",
+        "**Do the uncertainty measures find the slices the model gets wrong?** Spearman correlation between "
+        "each measure and the real error (1 - slice DSC, model space) over the pool's unlabeled slices, per "
+        "trained model; mean +- std over the models of each round (every strategy's):",
+        "",
+        "| labeled slices | models | " + " | ".join(f"rho `{m}`" for m in MEASURES) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in MEASURES) + " |",
+    ]
     for n in rounds:
         mine = [m for (s, k, _), m in models.items() if k == n]
         if not mine:
@@ -306,15 +372,27 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
         if r["method"] == "suggest" and not math.isnan(float(r.get("distance_mm", math.nan))):
             used.setdefault(int(r["n_train_slices"]), set()).add(float(r["distance_mm"]))
     if used:
-        lines += ["", "Distance `suggest` kept between slices (mm; it steps down where the pool has too few slices "
-                  "that far apart): " + "; ".join(f"after {n}: {', '.join(f'{d:g}' for d in sorted(ds))}"
-                                                  for n, ds in sorted(used.items()))]
+        lines += [
+            "",
+            "Distance `suggest` kept between slices (mm; it steps down where the pool has too few slices "
+            "that far apart): "
+            + "; ".join(f"after {n}: {', '.join(f'{d:g}' for d in sorted(ds))}" for n, ds in sorted(used.items())),
+        ]
     return "\n".join(lines) + "\n"
 
 
-def run_seed(plan: Any, pool: dict[str, list[int]], images: dict[str, Volume], truth: dict[str, Volume],
-             rounds: list[int], seed: int, rows: list[dict[str, Any]], cfg: dict[str, Any],
-             args: argparse.Namespace, csv_path: Path) -> list[dict[str, Any]]:
+def run_seed(
+    plan: Any,
+    pool: dict[str, list[int]],
+    images: dict[str, Volume],
+    truth: dict[str, Volume],
+    rounds: list[int],
+    seed: int,
+    rows: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    args: argparse.Namespace,
+    csv_path: Path,
+) -> list[dict[str, Any]]:
     """Every strategy's rounds for one seed (the start round shared), appending rows as they finish."""
     done = {(r["method"], int(r["seed"]), int(r["n_train_slices"])): r for r in rows}
     labeled = {s: evenly_start(pool, rounds[0]) for s in args.strategies}
@@ -345,14 +423,31 @@ def run_seed(plan: Any, pool: dict[str, list[int]], images: dict[str, Volume], t
                         nxt = random_next(pool, current, step, seed, i)
                 select_seconds = time.perf_counter() - tick
                 for r in scored:
-                    rows.append({"method": s, "method_label": LABELS[s], "budget": str(n), "n_train_slices": n,
-                                 "seed": seed, **r, "labeled": json.dumps(current), "next": json.dumps(nxt),
-                                 "distance_mm": distance, "select_seconds": round(select_seconds, 1), **checks})
+                    rows.append(
+                        {
+                            "method": s,
+                            "method_label": LABELS[s],
+                            "budget": str(n),
+                            "n_train_slices": n,
+                            "seed": seed,
+                            **r,
+                            "labeled": json.dumps(current),
+                            "next": json.dumps(nxt),
+                            "distance_mm": distance,
+                            "select_seconds": round(select_seconds, 1),
+                            **checks,
+                        }
+                    )
                 labeled[s] = sorted(set(current) | set(nxt))
                 done[(s, seed, n)] = rows[-1]
             write_results_csv(rows, csv_path)
-            print(f"  scored: " + ", ".join(f"{r['protocol']} {r['present_DSC']:.3f}" for r in scored)
-                  + "; rho " + ", ".join(f"{k[4:]} {v:.2f}" for k, v in checks.items()), flush=True)
+            print(
+                "  scored: "
+                + ", ".join(f"{r['protocol']} {r['present_DSC']:.3f}" for r in scored)
+                + "; rho "
+                + ", ".join(f"{k[4:]} {v:.2f}" for k, v in checks.items()),
+                flush=True,
+            )
             if not args.keep_models:
                 shutil.rmtree(run_dir / "model", ignore_errors=True)
                 (run_dir / "checkpoint.pt").unlink(missing_ok=True)

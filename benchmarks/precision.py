@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import segmentation_models_pytorch as smp  # noqa: E402
+import segmentation_models_pytorch as smp
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers ddpm-ct)
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
-from benchmarks.train_step_options import cpu_flags  # noqa: E402
-from smp_diffusion_encoder._device import cpu_supports_bf16  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct)
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from benchmarks.train_step_options import cpu_flags
+from smp_diffusion_encoder._device import cpu_supports_bf16
 
 CL = torch.channels_last
 
@@ -41,8 +41,9 @@ def encoder_forward(batch: int) -> Callable[[bool], None]:
     return run
 
 
-def train_step(model: torch.nn.Module, inputs: Callable[[], object], forward: Callable[[object], torch.Tensor]
-               ) -> Callable[[bool], None]:
+def train_step(
+    model: torch.nn.Module, inputs: Callable[[], object], forward: Callable[[object], torch.Tensor]
+) -> Callable[[bool], None]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, 1e-3)
 

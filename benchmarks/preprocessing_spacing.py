@@ -25,17 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import smp_diffusion_encoder  # noqa: F401,E402  (registers the encoders)
-from benchmarks._machine import describe_machine, today  # noqa: E402
-from benchmarks._milestones import milestone_encoder  # noqa: E402
-from smp_diffusion_encoder.data.flare import find_labeled_cases  # noqa: E402
-from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig  # noqa: E402
-from smp_diffusion_encoder.errors import one_line_warning  # noqa: E402
-from smp_diffusion_encoder.hub.weights import CONFIG_NAME  # noqa: E402
-from smp_diffusion_encoder.registry import register_encoder_from_folder  # noqa: E402
-from smp_diffusion_encoder.study.config import StudyConfig  # noqa: E402
-from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods  # noqa: E402
-from smp_diffusion_encoder.study.report import write_report  # noqa: E402
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from benchmarks._milestones import milestone_encoder
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
+from smp_diffusion_encoder.errors import one_line_warning
+from smp_diffusion_encoder.hub.weights import CONFIG_NAME
+from smp_diffusion_encoder.registry import register_encoder_from_folder
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import Method, holdout, run_study, standard_methods
+from smp_diffusion_encoder.study.report import write_report
 
 
 def legacy_copy(folder: Path, out: Path) -> Path:
@@ -71,15 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         catalog = standard_methods(encoder, "ct")
         for name in args.methods:
             m = catalog[name]
-            methods.append(Method(f"{name}-{'legacy' if encoder == legacy else 'physical'}",
-                                  m.label.replace(encoder, "ddpm-ct (random weights)") + f", {tag}", m.options))
+            methods.append(
+                Method(
+                    f"{name}-{'legacy' if encoder == legacy else 'physical'}",
+                    m.label.replace(encoder, "ddpm-ct (random weights)") + f", {tag}",
+                    m.options,
+                )
+            )
     rows = run_study(plan, args.out / "study", methods, config, progress=False)
-    context = (f"Data: `{args.root.name}`; {plan.description}. Both layouts use the same random encoder weights "
-               f"(step 0 of `{args.run.name}`) and the same training; only the slice layout differs. Machine: "
-               f"{describe_machine(config.device)}; {today()}; {(time.perf_counter() - start) / 60:.1f} min. Command: "
-               f"`python benchmarks/preprocessing_spacing.py {' '.join(argv if argv is not None else sys.argv[1:])}`.")
-    summary = write_report(rows, args.out, title="Preprocessing: physical pixel spacing vs whole field of view",
-                           context=context)
+    context = (
+        f"Data: `{args.root.name}`; {plan.description}. Both layouts use the same random encoder weights "
+        f"(step 0 of `{args.run.name}`) and the same training; only the slice layout differs. Machine: "
+        f"{describe_machine(config.device)}; {today()}; {(time.perf_counter() - start) / 60:.1f} min. Command: "
+        f"`python benchmarks/preprocessing_spacing.py {' '.join(argv if argv is not None else sys.argv[1:])}`."
+    )
+    summary = write_report(
+        rows, args.out, title="Preprocessing: physical pixel spacing vs whole field of view", context=context
+    )
     print(f"report -> {summary}")
     return 0
 

@@ -30,9 +30,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
 
 MODES = ("labels", "probabilities", "reference")
 
@@ -86,18 +86,45 @@ def child(mode: str, volume: Path, model_dir: Path, out: Path, batch_size: int) 
     voxels = int(np.prod(nib.load(volume).shape))
     Path("/proc/self/clear_refs").write_text("5")
     base = _status_kib("VmRSS")
-    predict_files([volume], model, out, batch_size=batch_size, device="cpu", precision="fp32", progress=False,
-                  save_probabilities=mode != "labels")
+    predict_files(
+        [volume],
+        model,
+        out,
+        batch_size=batch_size,
+        device="cpu",
+        precision="fp32",
+        progress=False,
+        save_probabilities=mode != "labels",
+    )
     peak = (_status_kib("VmHWM") - base) * 1024
-    return {"mode": mode, "peak_bytes": peak, "voxels": voxels, "bytes_per_voxel": peak / voxels,
-            "files": {p.name: p.stat().st_size for p in sorted(out.iterdir())}}
+    return {
+        "mode": mode,
+        "peak_bytes": peak,
+        "voxels": voxels,
+        "bytes_per_voxel": peak / voxels,
+        "files": {p.name: p.stat().st_size for p in sorted(out.iterdir())},
+    }
 
 
 def measure(mode: str, volume: Path, model_dir: Path, out: Path, batch_size: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--volume", str(volume), "--model", str(model_dir),
-           "--child-out", str(out), "--batch-size", str(batch_size)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--volume",
+        str(volume),
+        "--model",
+        str(model_dir),
+        "--child-out",
+        str(out),
+        "--batch-size",
+        str(batch_size),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if run.returncode:
         raise SystemExit(f"{mode} failed with status {run.returncode}:\n{run.stderr[-2000:]}")
@@ -130,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in MODES:
         r = results[mode]
         size = sum(r["files"].values()) / r["voxels"]
-        rows.append(f"| {mode} | {r['peak_bytes'] / 2**20:.0f} MiB | {r['bytes_per_voxel']:.1f} | "
-                    f"{r['bytes_per_voxel'] / ref:.2f} | {size:.2f} |")
+        rows.append(
+            f"| {mode} | {r['peak_bytes'] / 2**20:.0f} MiB | {r['bytes_per_voxel']:.1f} | "
+            f"{r['bytes_per_voxel'] / ref:.2f} | {size:.2f} |"
+        )
     z, y, x = args.shape
     text = f"""
 ## {today()}
@@ -141,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
   14 classes); `predict_files(..., batch_size={args.batch_size}, device="cpu")` in a fresh subprocess per row;
   peak RSS growth (VmHWM after clear_refs, after the model is loaded) per input voxel.
 - reference: the same command with the code before the change (float32 maps written as float32), same run.
-- Command: `python benchmarks/probability_memory.py {' '.join(argv if argv is not None else sys.argv[1:])}`
+- Command: `python benchmarks/probability_memory.py {" ".join(argv if argv is not None else sys.argv[1:])}`
 
 | predict | peak RSS growth | bytes per input voxel | vs reference | output bytes per voxel |
 | --- | --- | --- | --- | --- |

@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig  # noqa: E402
-from smp_diffusion_encoder.heads import LinearProbe  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet  # noqa: E402
+from benchmarks._machine import RESULTS, describe_machine, today
+from smp_diffusion_encoder.encoder import DiffusionFeatureEncoder, FeatureConfig
+from smp_diffusion_encoder.heads import LinearProbe
+from smp_diffusion_encoder.models import DiffusionUNet
 
 SIZE, CLASSES, TIMESTEPS = 256, 14, (50, 150, 250)
 SELECTIONS = {"default": None, "baranchuk": (5, 6, 7, 8, 12)}
@@ -52,8 +52,9 @@ SELECTIONS = {"default": None, "baranchuk": (5, 6, 7, 8, 12)}
 def feature_shapes(selection: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(channels, strides)`` of the small preset's features (computed on the meta device)."""
     with torch.device("meta"):
-        enc = DiffusionFeatureEncoder(DiffusionUNet("small"), FeatureConfig(TIMESTEPS, SELECTIONS[selection]),
-                                      channels_last=False)
+        enc = DiffusionFeatureEncoder(
+            DiffusionUNet("small"), FeatureConfig(TIMESTEPS, SELECTIONS[selection]), channels_last=False
+        )
     return enc.channels, enc.strides
 
 
@@ -173,7 +174,8 @@ def main() -> None:
     print(inf, flush=True)
 
     lines += [
-        "# Linear probe memory (native-resolution logits vs upsampled stack) and volume inference time", "",
+        "# Linear probe memory (native-resolution logits vs upsampled stack) and volume inference time",
+        "",
         f"- Date: {today()}",
         f"- Machine: {describe_machine()}",
         f"- Command: `python benchmarks/probe_memory.py --n {args.n} --naive-n {args.naive_n} --micro {args.micro} --z {args.z}`",
@@ -215,7 +217,7 @@ def main() -> None:
         "",
         "## Full-volume inference on CPU",
         "",
-        f"`smp.Unet(\"ddpm-ct\")` (random weights) at 128 px, batch 8, via `predict_files` (read NIfTI, window, "
+        f'`smp.Unet("ddpm-ct")` (random weights) at 128 px, batch 8, via `predict_files` (read NIfTI, window, '
         f"resize, predict, map probabilities back to 512x512, argmax, write the label map). Timed on a "
         f"{inf['z']}x512x512 phantom and extrapolated linearly to 100 slices (not run at 100 slices on this "
         f"shared 2-core machine): **{inf['per_slice']:.2f} s/slice, about {inf['per_100']:.0f} s per 512x512x100 volume** "

@@ -28,15 +28,19 @@ COMMANDS = {
     "import smp_diffusion_encoder": [sys.executable, "-c", "import smp_diffusion_encoder"],
     "import torch (reference)": [sys.executable, "-c", "import torch"],
     "import smp_diffusion_encoder, segmentation_models_pytorch": [
-        sys.executable, "-c", "import smp_diffusion_encoder, segmentation_models_pytorch"],
+        sys.executable,
+        "-c",
+        "import smp_diffusion_encoder, segmentation_models_pytorch",
+    ],
 }
 
 
 def run_once(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one fresh process (``os.wait4`` reports that child's own usage)."""
     tick = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    child = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     _, _, usage = os.wait4(child.pid, 0)
     child.returncode = 0  # reaped above
     return time.perf_counter() - tick, usage.ru_maxrss / 1024
@@ -59,8 +63,11 @@ def main() -> None:
     from benchmarks._machine import append_result, describe_machine, today
 
     ref = statistics.median(times["import torch (reference)"])
-    rows = [f"| `{name}` | {statistics.median(t):.2f} s | {statistics.median(t) / ref:.2f} | "
-            f"{statistics.median(memory[name]):.0f} MB |" for name, t in times.items()]
+    rows = [
+        f"| `{name}` | {statistics.median(t):.2f} s | {statistics.median(t) / ref:.2f} | "
+        f"{statistics.median(memory[name]):.0f} MB |"
+        for name, t in times.items()
+    ]
     text = f"""
 ## {today()}
 

@@ -24,12 +24,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+import nibabel as nib
+import numpy as np
 
-import smp_diffusion_encoder  # noqa: F401,E402
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.data.volume import read_volume  # noqa: E402
+import smp_diffusion_encoder
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from smp_diffusion_encoder.data.volume import read_volume
 
 DEMO = Path(smp_diffusion_encoder.__file__).parent / "demo_data" / "train" / "REALCT_Tr_0001" / "image.nii.gz"
 
@@ -59,8 +59,9 @@ def make_model(folder: Path, encoder: str, weights: str | None) -> Path:
 
     config = FinetuneConfig(encoder=encoder, encoder_weights=weights)
     resolved = resolve_weights(config.encoder, config.encoder_weights)
-    model = smp.create_model(config.architecture, encoder_name=encoder, encoder_weights=resolved, in_channels=1,
-                             classes=FLARE_NUM_CLASSES)
+    model = smp.create_model(
+        config.architecture, encoder_name=encoder, encoder_weights=resolved, in_channels=1, classes=FLARE_NUM_CLASSES
+    )
     return save_segmenter(model, folder / "model", preprocessing_for(encoder, resolved))
 
 
@@ -89,15 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         for measure in args.measures:
             before = resource.getrusage(resource.RUSAGE_SELF)
             tick = time.perf_counter()
-            code = cli(["suggest", str(work / "scans"), "--model", str(model), "--out", str(work / measure), "--n",
-                        "8", "--measure", measure, "--device", "cpu", "--no-progress"])
+            code = cli(
+                [
+                    "suggest",
+                    str(work / "scans"),
+                    "--model",
+                    str(model),
+                    "--out",
+                    str(work / measure),
+                    "--n",
+                    "8",
+                    "--measure",
+                    measure,
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                ]
+            )
             wall = time.perf_counter() - tick
             after = resource.getrusage(resource.RUSAGE_SELF)
             if code:
                 raise SystemExit(f"suggest failed with status {code}")
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            rows.append(f"| `{measure}` | {len(scans)} x {args.slices} | {wall:.1f} s | {cpu:.1f} s | "
-                        f"{torch.get_num_threads()} |")
+            rows.append(
+                f"| `{measure}` | {len(scans)} x {args.slices} | {wall:.1f} s | {cpu:.1f} s | "
+                f"{torch.get_num_threads()} |"
+            )
     text = f"""
 ## {today()}
 
@@ -105,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 - Scans: {args.scans} copies of `{args.source.name}` cut to {args.slices} slices; model: smp Unet on `{args.encoder}`
   (weights {args.encoder_weights}); `smp-diffusion suggest SCANS --n 8 --measure M --device cpu` in-process,
   everything included (reading, scoring every slice, ranking, CSV/JSON/contact sheet/sidecars).
-- Command: `python benchmarks/suggest_time.py {' '.join(argv if argv is not None else sys.argv[1:])}`
+- Command: `python benchmarks/suggest_time.py {" ".join(argv if argv is not None else sys.argv[1:])}`
 
 | measure | scans x slices | wall time | CPU time (user + system) | torch threads |
 | --- | --- | --- | --- | --- |

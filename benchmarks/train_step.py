@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import RESULTS, append_result, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet, UNetConfig, get_preset  # noqa: E402
+from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from smp_diffusion_encoder.models import DiffusionUNet, UNetConfig, get_preset
 
 
 def diffusers_twin(cfg: UNetConfig) -> torch.nn.Module:
@@ -45,11 +45,20 @@ def diffusers_twin(cfg: UNetConfig) -> torch.nn.Module:
         down.append("AttnDownBlock2D" if attn else "DownBlock2D")
         up.insert(0, "AttnUpBlock2D" if attn else "UpBlock2D")
     return UNet2DModel(
-        sample_size=cfg.image_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-        down_block_types=tuple(down), up_block_types=tuple(up), block_out_channels=cfg.level_channels,
-        layers_per_block=cfg.num_res_blocks, downsample_type="conv", upsample_type="conv",
-        attention_head_dim=cfg.num_head_channels, norm_num_groups=cfg.norm_groups,
-        resnet_time_scale_shift="scale_shift", add_attention=True, dropout=cfg.dropout,
+        sample_size=cfg.image_size,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        block_out_channels=cfg.level_channels,
+        layers_per_block=cfg.num_res_blocks,
+        downsample_type="conv",
+        upsample_type="conv",
+        attention_head_dim=cfg.num_head_channels,
+        norm_num_groups=cfg.norm_groups,
+        resnet_time_scale_shift="scale_shift",
+        add_attention=True,
+        dropout=cfg.dropout,
     )
 
 
@@ -61,6 +70,7 @@ def make_step(model, forward, opt, x, t, noise, device):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -108,8 +118,10 @@ def main() -> None:
 
     probe = torch.randn(1, 1, cfg.image_size, cfg.image_size, device=dev)
     gflops = {}
-    for name, fwd in (("ours", lambda: ours(probe, torch.tensor([1], device=dev))),
-                      ("diffusers", lambda: theirs(probe, torch.tensor([1], device=dev)).sample)):
+    for name, fwd in (
+        ("ours", lambda: ours(probe, torch.tensor([1], device=dev))),
+        ("diffusers", lambda: theirs(probe, torch.tensor([1], device=dev)).sample),
+    ):
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             fwd()
         gflops[name] = fc.get_total_flops() / 1e9
@@ -118,8 +130,9 @@ def main() -> None:
     t = torch.randint(0, 1000, (args.batch,), device=dev)
     steps = {
         "ours": make_step(ours, lambda m, a, b: m(a, b), torch.optim.AdamW(ours.parameters(), 1e-4), x, t, noise, dev),
-        "diffusers": make_step(theirs, lambda m, a, b: m(a, b).sample, torch.optim.AdamW(theirs.parameters(), 1e-4),
-                               x, t, noise, dev),
+        "diffusers": make_step(
+            theirs, lambda m, a, b: m(a, b).sample, torch.optim.AdamW(theirs.parameters(), 1e-4), x, t, noise, dev
+        ),
     }
     for s in steps.values():  # warm-up
         s()
@@ -140,22 +153,26 @@ def main() -> None:
         flops_line = f"achieved {tflops:.1f} TFLOP/s"
         if args.peak_tflops:
             flops_line += f" = {100 * tflops / args.peak_tflops:.1f}% of the {args.peak_tflops:.0f} TFLOP/s bf16 peak"
-    print(f"params: ours {n_ours / 1e6:.2f} M, diffusers {n_theirs / 1e6:.2f} M; forward GFLOP per image: "
-          f"ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}")
-    print(f"train step: ours {med['ours']:.3f} s, diffusers {med['diffusers']:.3f} s -> ours is {ratio:.2f}x "
-          f"the speed of diffusers {flops_line}")
+    print(
+        f"params: ours {n_ours / 1e6:.2f} M, diffusers {n_theirs / 1e6:.2f} M; forward GFLOP per image: "
+        f"ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}"
+    )
+    print(
+        f"train step: ours {med['ours']:.3f} s, diffusers {med['diffusers']:.3f} s -> ours is {ratio:.2f}x "
+        f"the speed of diffusers {flops_line}"
+    )
     text = f"""
-## {args.preset}, batch {args.batch}, {dev}{', channels-last' if args.channels_last else ''}
+## {args.preset}, batch {args.batch}, {dev}{", channels-last" if args.channels_last else ""}
 
 - Date: {today()}; machine: {describe_machine(dev)}
-- Command: `python benchmarks/train_step.py --preset {args.preset} --batch {args.batch} --device {dev}{' --channels-last' if args.channels_last else ''}`
+- Command: `python benchmarks/train_step.py --preset {args.preset} --batch {args.batch} --device {dev}{" --channels-last" if args.channels_last else ""}`
 - Matched configuration (`{args.preset}` with conv resampling): parameters ours {n_ours / 1e6:.3f} M, diffusers
-  {n_theirs / 1e6:.3f} M; forward GFLOP per image ours {gflops['ours']:.2f}, diffusers {gflops['diffusers']:.2f}
+  {n_theirs / 1e6:.3f} M; forward GFLOP per image ours {gflops["ours"]:.2f}, diffusers {gflops["diffusers"]:.2f}
 
-| model | train step (median of {args.repeats}, fp32{' / bf16 autocast' if dev == 'cuda' else ''}) |
+| model | train step (median of {args.repeats}, fp32{" / bf16 autocast" if dev == "cuda" else ""}) |
 | --- | --- |
-| diffusers `UNet2DModel` | {med['diffusers']:.3f} s |
-| ours `DiffusionUNet` | {med['ours']:.3f} s |
+| diffusers `UNet2DModel` | {med["diffusers"]:.3f} s |
+| ours `DiffusionUNet` | {med["ours"]:.3f} s |
 | **ratio diffusers / ours** | **{ratio:.2f}x** {flops_line} |
 """
     append_result(args.out, "One DDPM training step: ours vs diffusers UNet2DModel", text)

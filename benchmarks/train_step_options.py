@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._machine import append_result, describe_machine, today  # noqa: E402
-from smp_diffusion_encoder.data.slice_store import SliceStore  # noqa: E402
-from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule  # noqa: E402
-from smp_diffusion_encoder.models import DiffusionUNet  # noqa: E402
-from smp_diffusion_encoder.training.ddpm import DDPMStep  # noqa: E402
-from smp_diffusion_encoder.training.precision import cpu_supports_bf16  # noqa: E402
+from benchmarks._machine import append_result, describe_machine, today
+from smp_diffusion_encoder.data.slice_store import SliceStore
+from smp_diffusion_encoder.diffusion import GaussianDiffusion, NoiseSchedule
+from smp_diffusion_encoder.models import DiffusionUNet
+from smp_diffusion_encoder.training.ddpm import DDPMStep
+from smp_diffusion_encoder.training.precision import cpu_supports_bf16
 
 
 def cpu_flags() -> str:
@@ -70,11 +70,13 @@ def compare(args: argparse.Namespace) -> str:
     step = DDPMStep(GaussianDiffusion(NoiseSchedule()))
     base = DiffusionUNet("small")
     variants = {}
-    for name, layout, bf16, compiled in (("fp32, NCHW", torch.contiguous_format, False, False),
-                                         ("fp32, channels-last (first release)", torch.channels_last, False, False),
-                                         ("bf16 autocast, channels-last", torch.channels_last, True, False),
-                                         ("fp32, channels-last, torch.compile", torch.channels_last, False, True),
-                                         ("bf16 autocast, channels-last, torch.compile", torch.channels_last, True, True)):
+    for name, layout, bf16, compiled in (
+        ("fp32, NCHW", torch.contiguous_format, False, False),
+        ("fp32, channels-last (first release)", torch.channels_last, False, False),
+        ("bf16 autocast, channels-last", torch.channels_last, True, False),
+        ("fp32, channels-last, torch.compile", torch.channels_last, False, True),
+        ("bf16 autocast, channels-last, torch.compile", torch.channels_last, True, True),
+    ):
         model = copy.deepcopy(base).to(memory_format=layout)
         forward = torch.compile(model) if compiled else model
         variants[name] = make_step(model, forward, step, batch, bf16)
@@ -101,8 +103,10 @@ def compare(args: argparse.Namespace) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["fp32, channels-last (first release)"]
     rows = [f"| {k} | {v:.3f} s | {ref / v:.2f}x | {compile_seconds[k]:.0f} s |" for k, v in med.items()]
-    rows.append(f"| bf16 autocast, channels-last, 1 thread (of {threads}) | {statistics.median(single):.3f} s | "
-                f"{ref / statistics.median(single):.2f}x | – |")
+    rows.append(
+        f"| bf16 autocast, channels-last, 1 thread (of {threads}) | {statistics.median(single):.3f} s | "
+        f"{ref / statistics.median(single):.2f}x | – |"
+    )
     loss_text = loss_check(base, store, step, args.batch, args.loss_steps)
     text = f"""
 ## CPU speed options, `small` preset, batch {args.batch}, 128 px
@@ -141,12 +145,16 @@ def loss_check(base: torch.nn.Module, store: SliceStore, step: DDPMStep, batch: 
             out.append(float(loss.detach()))
         losses[name] = out
     window = 25
-    means = {k: [statistics.mean(v[i:i + window]) for i in range(0, len(v), window)] for k, v in losses.items()}
+    means = {k: [statistics.mean(v[i : i + window]) for i in range(0, len(v), window)] for k, v in losses.items()}
     diffs = [a - b for a, b in zip(means["bf16 autocast"], means["fp32"])]
-    spread = statistics.pstdev(means["fp32"][len(means["fp32"]) // 2:]) if len(means["fp32"]) > 3 else float("nan")
-    rows = "\n".join(f"| {i * window + 1}-{(i + 1) * window} | {a:.4f} | {b:.4f} | {b - a:+.4f} |"
-                     for i, (a, b) in enumerate(zip(means["fp32"], means["bf16 autocast"])))
-    return (f"Loss curves from the same initialization and batches ({steps} steps, windows of {window}; same data "
-            f"order and position-seeded noise):\n\n| steps | fp32 | bf16 autocast | difference |\n| --- | --- | --- | --- |\n"
-            f"{rows}\n\nLargest window difference {max(abs(d) for d in diffs):.4f}; spread (std) of the fp32 window "
-            f"means over the second half: {spread:.4f}.")
+    spread = statistics.pstdev(means["fp32"][len(means["fp32"]) // 2 :]) if len(means["fp32"]) > 3 else float("nan")
+    rows = "\n".join(
+        f"| {i * window + 1}-{(i + 1) * window} | {a:.4f} | {b:.4f} | {b - a:+.4f} |"
+        for i, (a, b) in enumerate(zip(means["fp32"], means["bf16 autocast"]))
+    )
+    return (
+        f"Loss curves from the same initialization and batches ({steps} steps, windows of {window}; same data "
+        f"order and position-seeded noise):\n\n| steps | fp32 | bf16 autocast | difference |\n| --- | --- | --- | --- |\n"
+        f"{rows}\n\nLargest window difference {max(abs(d) for d in diffs):.4f}; spread (std) of the fp32 window "
+        f"means over the second half: {spread:.4f}."
+    )

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not image.exists():
         shutil.copyfile(args.image, image)
     write_label_map(partial, read_volume(image), args.case / "label.nii.gz")
-    write_sidecar(args.case / "label.slices.json", zs, note="labeled with examples/label_slices.py from "
-                                                            f"{args.full_label.name}")
+    write_sidecar(
+        args.case / "label.slices.json", zs, note=f"labeled with examples/label_slices.py from {args.full_label.name}"
+    )
     print(f"labeled {len(zs)} slices of {args.case.name}: z = {' '.join(map(str, zs))}")
     return 0
 

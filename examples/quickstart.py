@@ -35,8 +35,9 @@ def main() -> None:
 
     (train,) = find_labeled_cases(DEMO_DATA / "train")  # one labeled scan (NIfTI)
     (other,) = find_labeled_cases(DEMO_DATA / "test")  # another scan: a DICOM series and its label map
-    config = FinetuneConfig(method="unet", encoder=args.encoder, budget=args.budget, steps=args.steps,
-                            image_size=args.image_size)
+    config = FinetuneConfig(
+        method="unet", encoder=args.encoder, budget=args.budget, steps=args.steps, image_size=args.image_size
+    )
     result = finetune([train], config, out_dir=args.out / "finetune")
     print(f"trained on {args.budget} labeled slices of {train.case_id}: {result.describe()}")
 
@@ -46,9 +47,11 @@ def main() -> None:
     write_metrics_csv([scores], args.out / "metrics.csv")
     print(" ".join(f"{o}={scores.dsc(o):.2f}" for o in FLARE_ORGANS))  # absent from scan and prediction: 1.0
     means = summarize([scores])  # the two means `smp-diffusion evaluate` prints, under the same names
-    print(f"on {other.case_id} (another scan): DSC {means[MEAN_PRESENT][0]:.3f} {MEAN_PRESENT.lower()}, "
-          f"{means[MEAN_FLARE][0]:.3f} {MEAN_FLARE}; metrics in {args.out / 'metrics.csv'}; "
-          f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"on {other.case_id} (another scan): DSC {means[MEAN_PRESENT][0]:.3f} {MEAN_PRESENT.lower()}, "
+        f"{means[MEAN_FLARE][0]:.3f} {MEAN_FLARE}; metrics in {args.out / 'metrics.csv'}; "
+        f"{time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ warm-ups), the figure the share of peak is read against beside ``--peak-tflops``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -56,13 +55,22 @@ KNEE = 0.95
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "cpus": os.cpu_count(), "device": str(device)}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
-                    memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=p.name,
+            capability=f"{p.major}.{p.minor}",
+            sms=p.multi_processor_count,
+            memory_gib=round(p.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
@@ -108,21 +116,33 @@ def input_pipeline(store: SliceStore, data: torch.Tensor, batch: int, device: to
 
     shape = tuple(data.shape[1:])
     on_device = device_batches(data, InfiniteBatchSampler(len(store), batch, seed=0))
-    loader = iter(DataLoader(PositionedDataset(store), batch_sampler=InfiniteBatchSampler(len(store), batch, seed=0),
-                             pin_memory=device.type == "cuda"))
+    loader = iter(
+        DataLoader(
+            PositionedDataset(store),
+            batch_sampler=InfiniteBatchSampler(len(store), batch, seed=0),
+            pin_memory=device.type == "cuda",
+        )
+    )
     positions = torch.arange(batch)
     return {
         "batch_size": batch,
         "device_batch_ms": time_ms(device, lambda: next(on_device), 20),
         "dataloader_batch_ms": time_ms(device, lambda: [t.to(device, non_blocking=True) for t in next(loader)], 5),
         "device_noise_ms": time_ms(device, lambda: counter_noise(positions.to(device), shape, 1000, 0), 20),
-        "cpu_noise_ms": time_ms(device, lambda: [t.to(device, non_blocking=True)
-                                                 for t in sample_noise(positions, shape, 1000, 0)], 2),
+        "cpu_noise_ms": time_ms(
+            device, lambda: [t.to(device, non_blocking=True) for t in sample_noise(positions, shape, 1000, 0)], 2
+        ),
     }
 
 
-def measure_spec(entry: dict[str, Any], args: argparse.Namespace, device: torch.device, report: dict[str, Any],
-                 deadline: float, save: Any) -> None:
+def measure_spec(
+    entry: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+    report: dict[str, Any],
+    deadline: float,
+    save: Any,
+) -> None:
     """Fill ``entry`` (``{"spec": "PRESET:SIZE"}``) with the measurements of the module docstring."""
     preset, size = entry["spec"].split(":")
     size_px = int(size)
@@ -141,13 +161,17 @@ def measure_spec(entry: dict[str, Any], args: argparse.Namespace, device: torch.
     largest = max(args.batch_sizes)
     if store is not None:
         data = store.load_all().to(device)
-        report["store_used"] = {"path": str(args.store), "n_slices": len(store),
-                                "volumes": [Path(s["source"]).name for s in store.shards]}
+        report["store_used"] = {
+            "path": str(args.store),
+            "n_slices": len(store),
+            "volumes": [Path(s["source"]).name for s in store.shards],
+        }
         entry["data"] = "slice store"
     else:
         gen = torch.Generator(device).manual_seed(0)
-        data = (torch.rand(largest, model.config.in_channels, size_px, size_px, device=device, generator=gen)
-                * 2 - 1).half()
+        data = (
+            torch.rand(largest, model.config.in_channels, size_px, size_px, device=device, generator=gen) * 2 - 1
+        ).half()
         entry["data"] = "random images (throughput only)"
     save()
     peak = args.peak_tflops
@@ -161,8 +185,9 @@ def measure_spec(entry: dict[str, Any], args: argparse.Namespace, device: torch.
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         try:
             x0, positions = next(device_batches(data, InfiniteBatchSampler(len(data), batch, seed=0)))
-            timing = time_train_step(model, step, (x0, positions), optimizer, precision=precision,
-                                     warmup=args.warmup, repeats=args.repeats)
+            timing = time_train_step(
+                model, step, (x0, positions), optimizer, precision=precision, warmup=args.warmup, repeats=args.repeats
+            )
         except torch.cuda.OutOfMemoryError:
             entry["batches"].append({"batch_size": batch, "oom": True})
             break

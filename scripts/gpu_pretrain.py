@@ -80,8 +80,9 @@ class Log:
             if self.file.tell() > LOG_MAX:
                 self.file.close()
                 data = self.path.read_bytes()
-                self.path.write_bytes(data[:LOG_MAX // 4] + b"\n[... log cut to fit OUT's limits ...]\n"
-                                      + data[-LOG_MAX // 2:])
+                self.path.write_bytes(
+                    data[: LOG_MAX // 4] + b"\n[... log cut to fit OUT's limits ...]\n" + data[-LOG_MAX // 2 :]
+                )
                 self.file = self.path.open("a", buffering=1)
 
 
@@ -149,8 +150,11 @@ class Results:
             self.log(f"milestone {name} not copied: already {self.max_milestones} (the 8-file limit of OUT)")
             self.passed.add(name)
             return
-        half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()
-                if isinstance(v, torch.Tensor)}
+        half = {
+            k: (v.half() if v.is_floating_point() else v).contiguous()
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor)
+        }
         dst = self.out / "run" / "milestones" / name
         with tempfile.TemporaryDirectory() as staging:
             tmp = Path(staging) / name
@@ -160,8 +164,10 @@ class Results:
                 return
             with atomic_path(dst) as final:
                 final.write_bytes(tmp.read_bytes())
-        self.log(f"milestone {name} copied ({dst.stat().st_size / 2**20:.2f} MiB, float16, step "
-                 f"{metadata.get('step')}, clock {float(metadata.get('train_seconds', 'nan')) / 60:.2f} min)")
+        self.log(
+            f"milestone {name} copied ({dst.stat().st_size / 2**20:.2f} MiB, float16, step "
+            f"{metadata.get('step')}, clock {float(metadata.get('train_seconds', 'nan')) / 60:.2f} min)"
+        )
 
     def sync_milestones(self) -> None:
         from safetensors import safe_open
@@ -187,8 +193,11 @@ class Results:
         if state.get("ema") is None or (self.out / "run" / "milestones" / name).exists():
             return
         seconds = float(state["extra"].get("train_seconds", float("nan")))
-        self.add_milestone(state["ema"]["module"], {"step": str(step), "weights": "ema",
-                                                    "train_seconds": f"{seconds:.3f}", "source": "checkpoint"}, name)
+        self.add_milestone(
+            state["ema"]["module"],
+            {"step": str(step), "weights": "ema", "train_seconds": f"{seconds:.3f}", "source": "checkpoint"},
+            name,
+        )
 
     def enforce_limits(self) -> None:
         """Trim log.txt until OUT fits the tool's limits; report what is there."""
@@ -200,15 +209,23 @@ class Results:
             data = log_file.read_bytes()
             log_file.write_bytes(b"[log trimmed to its last bytes to fit OUT's limits]\n" + data[-keep:])
         files = [p for p in self.out.rglob("*") if p.is_file()]
-        problems = [str(p) for p in files if not all(SAFE_NAME.match(part) for part in p.relative_to(self.out).parts)
-                    or len(p.relative_to(self.out).parts) > 3 or p.stat().st_size > MAX_FILE]
-        self.report["out"] = {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
-                              "problems": problems + ([f"{len(files)} files > {MAX_FILES}"]
-                                                      if len(files) > MAX_FILES else [])}
+        problems = [
+            str(p)
+            for p in files
+            if not all(SAFE_NAME.match(part) for part in p.relative_to(self.out).parts)
+            or len(p.relative_to(self.out).parts) > 3
+            or p.stat().st_size > MAX_FILE
+        ]
+        self.report["out"] = {
+            "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files),
+            "problems": problems + ([f"{len(files)} files > {MAX_FILES}"] if len(files) > MAX_FILES else []),
+        }
 
 
-def summarize_run(results: Results, batch: int, flops: float | None, peak: float,
-                  eager: dict[str, Any] | None) -> dict[str, Any]:
+def summarize_run(
+    results: Results, batch: int, flops: float | None, peak: float, eager: dict[str, Any] | None
+) -> dict[str, Any]:
     """The pretraining run's speed from its metrics.csv (steady state: every row but the first)."""
     from safetensors import safe_open
 
@@ -220,12 +237,18 @@ def summarize_run(results: Results, batch: int, flops: float | None, peak: float
     steady = rows[1:] or rows
     ips = statistics.median(r["images_per_s"] for r in steady)
     step_s = statistics.median(r["step_s"] for r in steady if "step_s" in r) if "step_s" in steady[0] else batch / ips
-    summary.update(steps=int(last["step"]), images_seen=int(last["step"]) * batch,
-                   train_minutes=round(last.get("time_s", float("nan")) / 60, 3),
-                   final_loss=last["loss"], warmup_s=rows[0].get("warmup_s"),
-                   steady={"images_per_s": ips, "step_s": step_s,
-                           "peak_memory_gib": max((r["max_mem_gib"] for r in rows if "max_mem_gib" in r),
-                                                  default=None)})
+    summary.update(
+        steps=int(last["step"]),
+        images_seen=int(last["step"]) * batch,
+        train_minutes=round(last.get("time_s", float("nan")) / 60, 3),
+        final_loss=last["loss"],
+        warmup_s=rows[0].get("warmup_s"),
+        steady={
+            "images_per_s": ips,
+            "step_s": step_s,
+            "peak_memory_gib": max((r["max_mem_gib"] for r in rows if "max_mem_gib" in r), default=None),
+        },
+    )
     if flops:
         tflops = flops * ips / 1e12
         summary["steady"].update(tflop_s=tflops, share_of_peak=tflops / peak)
@@ -233,20 +256,30 @@ def summarize_run(results: Results, batch: int, flops: float | None, peak: float
         speedup = eager["step_s"] / step_s
         extra = summary["warmup_s"] - eager["first_step_s"]
         summary["compile_vs_eager"] = {
-            "eager_step_s": eager["step_s"], "run_step_s": step_s, "speedup": speedup,
+            "eager_step_s": eager["step_s"],
+            "run_step_s": step_s,
+            "speedup": speedup,
             "extra_first_step_s": extra,
             "break_even_train_s": extra / (1 - 1 / speedup) if speedup > 1 else None,
             "note": "eager: measure stage (forward, backward, AdamW); run: the Trainer's step, which also clips "
-                    "gradients and updates the EMA, so the speed-up is a lower bound"}
+            "gradients and updates the EMA, so the speed-up is a lower bound",
+        }
     milestones = []
     for path in results.milestone_files():
         with safe_open(str(path), "pt") as fh:
             meta = dict(fh.metadata() or {})
         step = int(meta.get("step", -1))
         seconds = float(meta.get("train_seconds", "nan"))
-        milestones.append({"file": f"run/milestones/{path.name}", "step": step, "images_seen": step * batch,
-                           "train_minutes": round(seconds / 60, 3), "source": meta.get("source", "run"),
-                           "mib": round(path.stat().st_size / 2**20, 2)})
+        milestones.append(
+            {
+                "file": f"run/milestones/{path.name}",
+                "step": step,
+                "images_seen": step * batch,
+                "train_minutes": round(seconds / 60, 3),
+                "source": meta.get("source", "run"),
+                "mib": round(path.stat().st_size / 2**20, 2),
+            }
+        )
     summary["milestones"] = milestones
     return summary
 
@@ -256,8 +289,10 @@ def progress_line(results: Results, batch: int, flops: float | None, peak: float
     if not rows:
         return None
     r = rows[-1]
-    text = (f"step {int(r['step'])} | loss {r['loss']:.4f} | {r['images_per_s']:.0f} img/s | "
-            f"{r.get('step_s', float('nan')) * 1e3:.1f} ms/step | clock {r.get('time_s', 0) / 60:.2f} min")
+    text = (
+        f"step {int(r['step'])} | loss {r['loss']:.4f} | {r['images_per_s']:.0f} img/s | "
+        f"{r.get('step_s', float('nan')) * 1e3:.1f} ms/step | clock {r.get('time_s', 0) / 60:.2f} min"
+    )
     if flops:
         tflops = flops * r["images_per_s"] / 1e12
         text += f" | {tflops:.1f} TFLOP/s = {tflops / peak:.1%} of {peak:.0f}"
@@ -266,13 +301,39 @@ def progress_line(results: Results, batch: int, flops: float | None, peak: float
     return text
 
 
-def run_measure(args: argparse.Namespace, specs: list[str], batch_sizes: list[int], seconds: float, json_path: Path,
-                log: Log, *, store: Path | None, min_batch: int, matmul: bool) -> dict[str, Any]:
+def run_measure(
+    args: argparse.Namespace,
+    specs: list[str],
+    batch_sizes: list[int],
+    seconds: float,
+    json_path: Path,
+    log: Log,
+    *,
+    store: Path | None,
+    min_batch: int,
+    matmul: bool,
+) -> dict[str, Any]:
     """Run ``scripts/gpu_measure.py`` as a subprocess within about ``seconds`` (its start-up included)."""
-    cmd = [sys.executable, str(REPO / "scripts" / "gpu_measure.py"), "--json", str(json_path), "--device",
-           args.device, "--batch-sizes", *map(str, batch_sizes), "--min-batch", str(min_batch), "--seconds",
-           f"{max(seconds - MEASURE_STARTUP_S, 5):.0f}", "--peak-tflops", str(args.peak_tflops), "--warmup",
-           str(args.measure_warmup), "--repeats", str(args.measure_repeats)]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "gpu_measure.py"),
+        "--json",
+        str(json_path),
+        "--device",
+        args.device,
+        "--batch-sizes",
+        *map(str, batch_sizes),
+        "--min-batch",
+        str(min_batch),
+        "--seconds",
+        f"{max(seconds - MEASURE_STARTUP_S, 5):.0f}",
+        "--peak-tflops",
+        str(args.peak_tflops),
+        "--warmup",
+        str(args.measure_warmup),
+        "--repeats",
+        str(args.measure_repeats),
+    ]
     for spec in specs:
         cmd += ["--spec", spec]
     cmd += ["--store", str(store)] if store else []
@@ -289,21 +350,62 @@ def run_measure(args: argparse.Namespace, specs: list[str], batch_sizes: list[in
     return json.loads(json_path.read_text()) if json_path.is_file() else {}
 
 
-def pretrain_cmd(args: argparse.Namespace, run_dir: Path, batch: int, minutes: float, milestones: list[float],
-                 compile_: bool, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "smp_diffusion_encoder.cli.main", "pretrain", str(args.store), "--out", str(run_dir),
-           "--preset", args.preset, "--batch-size", str(batch), "--lr", str(args.lr), "--warmup-steps",
-           str(args.warmup_steps), "--ema-decay", str(args.ema_decay), "--seed", str(args.seed),
-           "--steps", str(args.max_steps), "--max-minutes", f"{minutes:.4g}", "--log-every", str(args.log_every),
-           "--ckpt-every", str(args.ckpt_every), "--precision", "auto", "--preload", "on", "--noise-rng", "device",
-           "--device", args.device, "--no-progress", "--compile" if compile_ else "--no-compile"]
+def pretrain_cmd(
+    args: argparse.Namespace,
+    run_dir: Path,
+    batch: int,
+    minutes: float,
+    milestones: list[float],
+    compile_: bool,
+    resume: bool,
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "smp_diffusion_encoder.cli.main",
+        "pretrain",
+        str(args.store),
+        "--out",
+        str(run_dir),
+        "--preset",
+        args.preset,
+        "--batch-size",
+        str(batch),
+        "--lr",
+        str(args.lr),
+        "--warmup-steps",
+        str(args.warmup_steps),
+        "--ema-decay",
+        str(args.ema_decay),
+        "--seed",
+        str(args.seed),
+        "--steps",
+        str(args.max_steps),
+        "--max-minutes",
+        f"{minutes:.4g}",
+        "--log-every",
+        str(args.log_every),
+        "--ckpt-every",
+        str(args.ckpt_every),
+        "--precision",
+        "auto",
+        "--preload",
+        "on",
+        "--noise-rng",
+        "device",
+        "--device",
+        args.device,
+        "--no-progress",
+        "--compile" if compile_ else "--no-compile",
+    ]
     if milestones:
         cmd += ["--milestone-minutes", *(f"{m:.4g}" for m in milestones)]
     return cmd + (["--resume"] if resume else [])
 
 
-def run_pretrain(args: argparse.Namespace, results: Results, log: Log, batch: int, deadline: float,
-                 flops: float | None) -> dict[str, Any]:
+def run_pretrain(
+    args: argparse.Namespace, results: Results, log: Log, batch: int, deadline: float, flops: float | None
+) -> dict[str, Any]:
     run_dir = results.work_run
     info: dict[str, Any] = {"attempts": []}
     compile_ = args.compile
@@ -359,8 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     p.add_argument("--min-batch", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=None, help="train at this batch instead of the measured one")
-    p.add_argument("--measure-seconds", type=float, default=None,
-                   help="time budget of the measure stage (default: 15%% of the deadline, 30 to 120 s)")
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=None,
+        help="time budget of the measure stage (default: 15%% of the deadline, 30 to 120 s)",
+    )
     p.add_argument("--measure-warmup", type=int, default=2, help="untimed steps per measured batch size")
     p.add_argument("--measure-repeats", type=int, default=5, help="timed steps per measured batch size")
     p.add_argument("--minutes", type=float, default=6.5, help="training clock of the pretraining run")
@@ -379,8 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hires-seconds", type=float, default=45.0)
     p.add_argument("--hires-min-seconds", type=float, default=25.0)
     p.add_argument("--deadline-minutes", type=float, default=9.4, help="the whole command, from this start")
-    p.add_argument("--peak-tflops", type=float, default=790.0,
-                   help="bf16 peak the share is read against (KINDS.md: 769-798 measured on H200s here)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=790.0,
+        help="bf16 peak the share is read against (KINDS.md: 769-798 measured on H200s here)",
+    )
     args = p.parse_args(argv)
 
     deadline = start + 60 * args.deadline_minutes
@@ -396,8 +506,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tick = time.monotonic()
     seconds = args.measure_seconds or min(120.0, max(30.0, (deadline - tick) * 0.15))
-    measured = run_measure(args, [f"{args.preset}:{_preset_size(args.preset)}"], args.batch_sizes, seconds,
-                           work / "measure.json", log, store=args.store, min_batch=args.min_batch, matmul=True)
+    measured = run_measure(
+        args,
+        [f"{args.preset}:{_preset_size(args.preset)}"],
+        args.batch_sizes,
+        seconds,
+        work / "measure.json",
+        log,
+        store=args.store,
+        min_batch=args.min_batch,
+        matmul=True,
+    )
     results.report["measure"] = measured
     results.report["stages"]["measure_s"] = round(time.monotonic() - tick, 1)
     results.save_report()
@@ -421,9 +540,17 @@ def main(argv: list[str] | None = None) -> int:
     left = deadline - time.monotonic()
     if args.hires and left >= args.hires_min_seconds:
         tick = time.monotonic()
-        results.report["hires"] = run_measure(args, args.hires, args.hires_batch_sizes,
-                                              min(args.hires_seconds, left - 10), work / "hires.json", log,
-                                              store=None, min_batch=1, matmul=False)
+        results.report["hires"] = run_measure(
+            args,
+            args.hires,
+            args.hires_batch_sizes,
+            min(args.hires_seconds, left - 10),
+            work / "hires.json",
+            log,
+            store=None,
+            min_batch=1,
+            matmul=False,
+        )
         results.report["stages"]["hires_s"] = round(time.monotonic() - tick, 1)
     elif args.hires:
         log(f"256 px stage skipped: {left:.0f} s left")

@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", help="pretraining data, one line")
     data.add_argument("--data-file", type=Path, help="pretraining data and licences, a markdown file")
-    p.add_argument("--command", action="append", required=True,
-                   help="an exact command of the pretraining (repeat in order: prepare-slices, pretrain, resumes)")
+    p.add_argument(
+        "--command",
+        action="append",
+        required=True,
+        help="an exact command of the pretraining (repeat in order: prepare-slices, pretrain, resumes)",
+    )
     p.add_argument("--curve", type=Path, default=None, help="the compute-curve figure (PNG) to ship beside the card")
     p.add_argument("--curve-table", type=Path, default=None, help="the compute-curve table (markdown) for the card")
     p.add_argument("--license", default="apache-2.0")
@@ -87,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         card = (staged / CARD_NAME).read_text() + _card_extra(args, info.step, dtype, size_mb)
         leaks = sorted(set(ABSOLUTE_PATH.findall(card)))
         if leaks:
-            raise SystemExit(f"the model card names absolute paths of this machine: {', '.join(leaks)}; "
-                             "describe data and commands with relative paths")
+            raise SystemExit(
+                f"the model card names absolute paths of this machine: {', '.join(leaks)}; "
+                "describe data and commands with relative paths"
+            )
         atomic_write_text(staged / CARD_NAME, card)
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(staged.iterdir()):  # the weights last: a folder without them is not registered
@@ -125,8 +131,8 @@ def _card_extra(args: argparse.Namespace, step: int, dtype: str, size_mb: float)
         "",
         "## Default weights of this package",
         "",
-        f"These are the offline default weights of `{args.variant}` (`encoder_weights=\"ct\"`, alias "
-        "`\"imagenet\"`), shipped inside the package.",
+        f'These are the offline default weights of `{args.variant}` (`encoder_weights="ct"`, alias '
+        '`"imagenet"`), shipped inside the package.',
         "",
         "### Data",
         "",

@@ -12,9 +12,9 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from smp_diffusion_encoder.errors import CorruptFileError, InputFileError
 
@@ -38,8 +38,9 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if keep_suffix else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name, suffix, name_max(path.parent)), suffix=suffix,
-                                    dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_temp_prefix(path.name, suffix, name_max(path.parent)), suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -82,9 +83,11 @@ def check_name_fits(path: str | os.PathLike[str], source: str | os.PathLike[str]
     path = Path(path)
     length, limit = len(os.fsencode(path.name)), name_max(path.parent)
     if length > limit:
-        raise InputFileError(source if source is not None else path,
-                             f"its output file name {path.name!r} would be {length} bytes, more than the "
-                             f"{limit} the file system of {path.parent} allows; rename the input")
+        raise InputFileError(
+            source if source is not None else path,
+            f"its output file name {path.name!r} would be {length} bytes, more than the "
+            f"{limit} the file system of {path.parent} allows; rename the input",
+        )
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

@@ -24,8 +24,16 @@ from smp_diffusion_encoder.errors import ConfigError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None, type: Any = None,
-           cli: bool = True, fixed: bool = False) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    type: Any = None,
+    cli: bool = True,
+    fixed: bool = False,
+) -> Any:
     """A config field with command-line metadata.
 
     Args:
@@ -38,8 +46,10 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use an immutable default (tuple) for config options")
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "type": type,
-                                                        "cli": cli, "fixed": fixed})
+    return dataclasses.field(
+        default=default,
+        metadata={"help": help, "flag": flag, "metavar": metavar, "type": type, "cli": cli, "fixed": fixed},
+    )
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -80,5 +90,8 @@ def differences(saved: dict[str, Any], config: Any, names: tuple[str, ...]) -> l
     """``["name: saved X, now Y", ...]`` over ``names``; a name absent from ``saved`` counts as its default."""
     now = to_dict(config)
     defaults = {f.name: _plain(f.default) for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-    return [f"{name}: saved {saved.get(name, defaults.get(name))!r}, now {now[name]!r}"
-            for name in names if saved.get(name, defaults.get(name)) != now[name]]
+    return [
+        f"{name}: saved {saved.get(name, defaults.get(name))!r}, now {now[name]!r}"
+        for name in names
+        if saved.get(name, defaults.get(name)) != now[name]
+    ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from os import PathLike
 
 
-def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                     line: str | None = None) -> str:
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
     """A :data:`warnings.formatwarning` that shows ``warning: <message>`` on one line, without the Python source
     line warnings echo by default (the command line and the benchmark scripts install it)."""
     return f"warning: {message}\n"

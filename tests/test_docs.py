@@ -19,7 +19,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(smp_diffusion_encoder.__p
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name: str, tmp_path, monkeypatch) -> None:
-    import segmentation_models_pytorch as smp  # noqa: F401  (names used by the examples)
+    import segmentation_models_pytorch as smp
     import torch
 
     monkeypatch.chdir(tmp_path)  # an example that writes files writes them here

@@ -85,8 +85,11 @@ def test_longest_name_the_file_system_accepts_is_written(tmp_path: Path, keep_su
 def test_a_name_too_long_is_refused_naming_the_input(tmp_path: Path) -> None:
     limit = name_max(tmp_path)
     check_name_fits(tmp_path / ("x" * limit))
-    with pytest.raises(InputFileError, match=rf"^in/ct\.nii\.gz: its output file name 'x{{{limit + 1}}}' would be "
-                                             rf"{limit + 1} bytes, more than the {limit} the file system of "):
+    with pytest.raises(
+        InputFileError,
+        match=rf"^in/ct\.nii\.gz: its output file name 'x{{{limit + 1}}}' would be "
+        rf"{limit + 1} bytes, more than the {limit} the file system of ",
+    ):
         check_name_fits(tmp_path / "new" / ("x" * (limit + 1)), source="in/ct.nii.gz")
 
 

@@ -14,8 +14,27 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "smp_diffusion_encoder"
 #: Bottom to top. ``_io``, ``_options``, ``_device`` and ``errors`` are the base everything may use.
-LAYERS = ("errors", "_io", "_options", "_device", "models", "diffusion", "data", "evaluation", "heads", "encoder",
-          "training", "hub", "registry", "inference", "generation", "finetune", "study", "labeling", "cli")
+LAYERS = (
+    "errors",
+    "_io",
+    "_options",
+    "_device",
+    "models",
+    "diffusion",
+    "data",
+    "evaluation",
+    "heads",
+    "encoder",
+    "training",
+    "hub",
+    "registry",
+    "inference",
+    "generation",
+    "finetune",
+    "study",
+    "labeling",
+    "cli",
+)
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -43,8 +62,7 @@ def test_no_import_points_upward(path: Path) -> None:
     rel = path.relative_to(PACKAGE)
     own = rel.parts[0].removesuffix(".py")
     assert own in LAYERS, f"{rel}: add its layer to LAYERS"
-    upward = [f"line {line}: {name}" for line, name in _imports(path)
-              if LAYERS.index(_layer(name)) > LAYERS.index(own)]
+    upward = [f"line {line}: {name}" for line, name in _imports(path) if LAYERS.index(_layer(name)) > LAYERS.index(own)]
     assert not upward, f"{rel} ({own}) imports from higher layers: {upward}"
 
 

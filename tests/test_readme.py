@@ -39,10 +39,17 @@ def test_the_readme_has_python_blocks_and_every_skip_says_why() -> None:
 
 
 def _run(code: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"),
-            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**base, **env}, capture_output=True,
-                          text=True, timeout=300)
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "MPLBACKEND": "Agg",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**base, **env}, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])

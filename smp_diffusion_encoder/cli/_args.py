@@ -21,8 +21,9 @@ from typing import Any, Literal, get_args, get_origin
 NONE_WORD = "none"
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (),
-                         defaults: dict[str, Any] | None = None) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> None:
     """Add one option per CLI field of ``cls`` (minus ``exclude``); ``defaults`` overrides shown defaults."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smp_diffusion_encoder.cli._args import description
-
 from smp_diffusion_encoder.data.remap import CONVENTIONS
 from smp_diffusion_encoder.errors import SmpDiffusionError
 
@@ -33,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", type=Path, metavar="PATH", help="FLARE root, volume file, DICOM series folder, or folder of them")
+    p.add_argument(
+        "path", type=Path, metavar="PATH", help="FLARE root, volume file, DICOM series folder, or folder of them"
+    )
     p.add_argument(
         "--labels-convention",
         choices=sorted(CONVENTIONS),

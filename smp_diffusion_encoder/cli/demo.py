@@ -20,13 +20,23 @@ DEMO_DEFAULTS = {"budgets": DEMO_STUDY.budgets, "seeds": DEMO_STUDY.seeds}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="offline demo: few-shot segmentation of another real CT scan -> report",
-                              description=description(__doc__))
-    p.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
-                   help="output folder (default: demo_output)")
+    p = subparsers.add_parser(
+        "demo",
+        help="offline demo: few-shot segmentation of another real CT scan -> report",
+        description=description(__doc__),
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_output"), metavar="DIR", help="output folder (default: demo_output)"
+    )
     add_config_arguments(p, StudyConfig, exclude=("test_cases", "keep_models"), defaults=DEMO_DEFAULTS)
-    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=STANDARD_METHODS, metavar="METHOD",
-                   help=f"methods to compare, of {', '.join(STANDARD_METHODS)} (default: {' '.join(DEMO_METHODS)})")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEMO_METHODS),
+        choices=STANDARD_METHODS,
+        metavar="METHOD",
+        help=f"methods to compare, of {', '.join(STANDARD_METHODS)} (default: {' '.join(DEMO_METHODS)})",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
 

@@ -28,13 +28,23 @@ def register(subparsers: Any) -> None:
         help="FLARE 2022 DSC/NSD of predicted label maps against ground truth",
         description=description(__doc__),
     )
-    parser.add_argument("pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted label maps (.nii.gz, .nrrd, .mha...)")
-    parser.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth label maps (.nii.gz, .nrrd, .mha...)")
+    parser.add_argument(
+        "pred_dir", type=Path, metavar="PRED_DIR", help="folder of predicted label maps (.nii.gz, .nrrd, .mha...)"
+    )
+    parser.add_argument(
+        "gt_dir", type=Path, metavar="GT_DIR", help="folder of ground-truth label maps (.nii.gz, .nrrd, .mha...)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write (official column names)")
-    parser.add_argument("--summary", type=Path, default=None, help="also write the summary as a markdown file (default: none)")
-    parser.add_argument("--labels-convention", choices=sorted(CONVENTIONS), default="flare",
-                        help="label ids of the ground truth, mapped to FLARE ids (default: flare; unknown ids are "
-                             "then refused, as check-data refuses them)")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="also write the summary as a markdown file (default: none)"
+    )
+    parser.add_argument(
+        "--labels-convention",
+        choices=sorted(CONVENTIONS),
+        default="flare",
+        help="label ids of the ground truth, mapped to FLARE ids (default: flare; unknown ids are "
+        "then refused, as check-data refuses them)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -47,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         write_summary_markdown,
     )
 
-    results = evaluate_folder(args.pred_dir, args.gt_dir, progress=not args.no_progress,
-                              labels_convention=args.labels_convention)
+    results = evaluate_folder(
+        args.pred_dir, args.gt_dir, progress=not args.no_progress, labels_convention=args.labels_convention
+    )
     write_metrics_csv(results, args.out)
     if args.summary is not None:
         write_summary_markdown(results, args.summary)

@@ -16,16 +16,30 @@ from smp_diffusion_encoder.cli._args import description
 def register(subparsers: argparse._SubParsersAction) -> None:
     from smp_diffusion_encoder.encoder.variants import VARIANTS
 
-    p = subparsers.add_parser("export", help="pretraining run -> encoder weights folder for smp and timm",
-                              description=description(__doc__))
+    p = subparsers.add_parser(
+        "export", help="pretraining run -> encoder weights folder for smp and timm", description=description(__doc__)
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="pretraining run folder (or U-Net .safetensors)")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="weights folder to write")
-    p.add_argument("--variant", default="ddpm-ct", choices=[v.smp_name for v in VARIANTS],
-                   help="encoder variant whose architecture and features to export (default: ddpm-ct)")
-    p.add_argument("--milestone", type=int, default=None, metavar="STEP",
-                   help="export the weights the run kept at this step (default: its latest)")
-    p.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
-                   help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)")
+    p.add_argument(
+        "--variant",
+        default="ddpm-ct",
+        choices=[v.smp_name for v in VARIANTS],
+        help="encoder variant whose architecture and features to export (default: ddpm-ct)",
+    )
+    p.add_argument(
+        "--milestone",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="export the weights the run kept at this step (default: its latest)",
+    )
+    p.add_argument(
+        "--use-ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)",
+    )
     p.add_argument("--license", default=None, help="license for the model card, e.g. apache-2.0 (default: none)")
     p.set_defaults(func=run)
 

@@ -23,13 +23,26 @@ from smp_diffusion_encoder.finetune.config import FinetuneConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune", help="train a probe, MLP ensemble or smp decoder on a few labeled slices",
-                              description=description(__doc__))
-    p.add_argument("root", type=Path, metavar="ROOT", help="labeled training cases: a FLARE 2022 root, a case folder or a folder of case folders")
+    p = subparsers.add_parser(
+        "finetune",
+        help="train a probe, MLP ensemble or smp decoder on a few labeled slices",
+        description=description(__doc__),
+    )
+    p.add_argument(
+        "root",
+        type=Path,
+        metavar="ROOT",
+        help="labeled training cases: a FLARE 2022 root, a case folder or a folder of case folders",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (model in DIR/model)")
     add_config_arguments(p, FinetuneConfig)
-    p.add_argument("--split", type=Path, default=None, metavar="FILE",
-                   help="split JSON to train (and validate) on instead of drawing --budget (default: none)")
+    p.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="split JSON to train (and validate) on instead of drawing --budget (default: none)",
+    )
     p.add_argument("--resume", action="store_true", help="continue DIR's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -40,8 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from smp_diffusion_encoder.finetune.api import finetune
 
     split = read_split_json(args.split) if args.split is not None else None
-    result = finetune(args.root, FinetuneConfig(**given(args, FinetuneConfig)), out_dir=args.out, split=split,
-                      resume=args.resume, progress=not args.no_progress)
+    result = finetune(
+        args.root,
+        FinetuneConfig(**given(args, FinetuneConfig)),
+        out_dir=args.out,
+        split=split,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
     print(result.describe())
-    print(f"model -> {result.model_dir} (predict with: smp-diffusion predict INPUT --model {result.model_dir} --out OUT)")
+    print(
+        f"model -> {result.model_dir} (predict with: smp-diffusion predict INPUT --model {result.model_dir} --out OUT)"
+    )
     return 0

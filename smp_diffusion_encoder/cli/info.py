@@ -8,8 +8,11 @@ from smp_diffusion_encoder.cli._args import description
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("info", help="list the registered ddpm-ct encoders, their weights and feature pyramids",
-                              description=description(__doc__))
+    p = subparsers.add_parser(
+        "info",
+        help="list the registered ddpm-ct encoders, their weights and feature pyramids",
+        description=description(__doc__),
+    )
     p.set_defaults(func=run)
 
 

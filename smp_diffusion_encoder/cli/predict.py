@@ -37,12 +37,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the predictions")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:index] (default: auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
-                        "AVX512-BF16 or AMX), else fp32 (default: auto)")
-    p.add_argument("--output-format", default="nifti", choices=("nifti", "nrrd", "mha", "dicom-seg"),
-                   help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
-                        "probabilities/uncertainty as NIfTI")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with "
+        "AVX512-BF16 or AMX), else fp32 (default: auto)",
+    )
+    p.add_argument(
+        "--output-format",
+        default="nifti",
+        choices=("nifti", "nrrd", "mha", "dicom-seg"),
+        help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
+        "probabilities/uncertainty as NIfTI",
+    )
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty.nii.gz")
     p.add_argument("--keep-going", action="store_true", help="predict all good inputs, then report the bad ones")
@@ -56,10 +64,16 @@ def run(args: argparse.Namespace) -> int:
     inputs = resolve_inputs(args.input)
     model = load_model(args.model)
     report = predict_files(
-        inputs, model, args.out,
-        batch_size=args.batch_size, device=args.device,
-        save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,
-        keep_going=args.keep_going, progress=not args.no_progress, output_format=args.output_format,
+        inputs,
+        model,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        save_probabilities=args.save_probabilities,
+        save_uncertainty=args.save_uncertainty,
+        keep_going=args.keep_going,
+        progress=not args.no_progress,
+        output_format=args.output_format,
         precision=args.precision,
     )
     for case, paths in report.written.items():

@@ -21,13 +21,15 @@ from smp_diffusion_encoder.training.config import PretrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain the diffusion U-Net (DDPM) on unlabeled CT slices",
-                              description=description(__doc__))
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain the diffusion U-Net (DDPM) on unlabeled CT slices", description=description(__doc__)
+    )
     p.add_argument("data", type=Path, metavar="DATA", help="slice store, FLARE 2022 root or folder of volumes")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
     add_config_arguments(p, PretrainConfig)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: CUDA when available (default: auto)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available (default: auto)"
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR's checkpoint exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -45,15 +47,25 @@ def run(args: argparse.Namespace) -> int:
         progress = not args.no_progress
         store = args.data if (args.data / "manifest.json").is_file() else args.out / "slices"
         if info.is_main:
-            store = prepare_store(args.data, args.out, config.unet.image_size, workers=max(config.workers, 1),
-                                  progress=progress)
+            store = prepare_store(
+                args.data, args.out, config.unet.image_size, workers=max(config.workers, 1), progress=progress
+            )
         barrier()
-        trainer = run_pretraining(store, args.out, config, command=shlex.join(["smp-diffusion", *sys.argv[1:]]),
-                                  resume=args.resume, progress=progress, dist_info=info)
+        trainer = run_pretraining(
+            store,
+            args.out,
+            config,
+            command=shlex.join(["smp-diffusion", *sys.argv[1:]]),
+            resume=args.resume,
+            progress=progress,
+            dist_info=info,
+        )
         if info.is_main:
             last = trainer.history[-1] if trainer.history else {}
-            print(f"step {trainer.global_step}: loss {last.get('loss', float('nan')):.4g}; "
-                  f"checkpoint {trainer.checkpoint_path}")
+            print(
+                f"step {trainer.global_step}: loss {last.get('loss', float('nan')):.4g}; "
+                f"checkpoint {trainer.checkpoint_path}"
+            )
     finally:
         shutdown()
     return 0

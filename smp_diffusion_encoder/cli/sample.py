@@ -15,19 +15,31 @@ from smp_diffusion_encoder.generation.config import SampleConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sample", help="generate CT slices from a pretrained diffusion U-Net",
-                              description=description(__doc__))
+    p = subparsers.add_parser(
+        "sample", help="generate CT slices from a pretrained diffusion U-Net", description=description(__doc__)
+    )
     p.add_argument("source", type=Path, metavar="RUN_OR_WEIGHTS", help="pretraining run folder or U-Net .safetensors")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_config_arguments(p, SampleConfig)
-    p.add_argument("--milestone", type=int, default=None, metavar="STEP",
-                   help="use the run's weights kept at this step (default: its latest EMA weights)")
-    p.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
-                   help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="run config JSON (default: config.json beside the weights)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: CUDA when available (default: auto)")
+    p.add_argument(
+        "--milestone",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="use the run's weights kept at this step (default: its latest EMA weights)",
+    )
+    p.add_argument(
+        "--use-ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force EMA (--use-ema) or raw (--no-use-ema) weights (default: EMA when present)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="run config JSON (default: config.json beside the weights)"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available (default: auto)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 

@@ -19,8 +19,11 @@ from smp_diffusion_encoder.finetune.selection_config import SelectionConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("select-features", help="choose timesteps and decoder blocks for your labeled slices",
-                              description=description(__doc__))
+    p = subparsers.add_parser(
+        "select-features",
+        help="choose timesteps and decoder blocks for your labeled slices",
+        description=description(__doc__),
+    )
     p.add_argument("root", type=Path, metavar="ROOT", help="FLARE 2022 root with labeled training cases")
     p.add_argument("--out", type=Path, required=True, metavar="WEIGHTS_DIR", help="weights folder to write")
     add_config_arguments(p, SelectionConfig)
@@ -31,9 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from smp_diffusion_encoder.finetune.selection import select_features
 
-    result = select_features(args.root, SelectionConfig(**given(args, SelectionConfig)), out_dir=args.out,
-                             progress=not args.no_progress)
-    print(f"chosen: timesteps {list(result.features.timesteps)}, blocks {list(result.features.blocks or ())}: "
-          f"validation mean slice DSC {result.score:.4f} (the encoder's own selection: {result.baseline:.4f}; "
-          f"{len(result.trials)} candidates scored) -> {result.folder}")
+    result = select_features(
+        args.root, SelectionConfig(**given(args, SelectionConfig)), out_dir=args.out, progress=not args.no_progress
+    )
+    print(
+        f"chosen: timesteps {list(result.features.timesteps)}, blocks {list(result.features.blocks or ())}: "
+        f"validation mean slice DSC {result.score:.4f} (the encoder's own selection: {result.baseline:.4f}; "
+        f"{len(result.trials)} candidates scored) -> {result.folder}"
+    )
     return 0

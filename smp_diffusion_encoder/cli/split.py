@@ -8,10 +8,12 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "split", help="choose the labeled slices of a few-shot budget (4, 1%%, 2cases, all) as split JSON",
+        "split",
+        help="choose the labeled slices of a few-shot budget (4, 1%%, 2cases, all) as split JSON",
         description="Reads the label maps of FLARE_ROOT's labeled training cases (each must lie on its image's "
-                    "grid) and writes the chosen (case_id, z) slices; the policy is documented in "
-                    "smp_diffusion_encoder.data.splits.")
+        "grid) and writes the chosen (case_id, z) slices; the policy is documented in "
+        "smp_diffusion_encoder.data.splits.",
+    )
     p.add_argument("root", type=Path, metavar="FLARE_ROOT")
     p.add_argument("--budget", required=True, help="'4' slices, '1%%' of eligible slices, '2cases' or 'all'")
     p.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     split = select_slices(eligible, budget, args.seed)
     write_split_json(args.out, split)
     cases = len(split.by_case())
-    print(f"{len(split.train)} labeled slices from {cases} cases (budget {split.budget}, seed {split.seed}) "
-          f"-> {args.out}")
+    print(
+        f"{len(split.train)} labeled slices from {cases} cases (budget {split.budget}, seed {split.seed}) -> {args.out}"
+    )
     return 0

@@ -23,16 +23,35 @@ from smp_diffusion_encoder.labeling.config import SuggestConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("suggest", help="rank axial slices of your scans by how much labeling them should help",
-                              description=description(__doc__))
-    p.add_argument("scans", type=Path, nargs="+", metavar="SCANS",
-                   help="volume files, DICOM series folders, case folders or folders of them")
+    p = subparsers.add_parser(
+        "suggest",
+        help="rank axial slices of your scans by how much labeling them should help",
+        description=description(__doc__),
+    )
+    p.add_argument(
+        "scans",
+        type=Path,
+        nargs="+",
+        metavar="SCANS",
+        help="volume files, DICOM series folders, case folders or folders of them",
+    )
     p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="model folder (finetune's DIR/model)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT", help="folder for the suggestions")
-    p.add_argument("--labeled", type=Path, nargs="+", default=[], metavar="FILE",
-                   help="more labeled slices: split.json files, sidecars (.slices.json) or label maps (default: none)")
-    p.add_argument("--label-table", type=Path, default=None, metavar="FILE",
-                   help="JSON {\"segment name\": FLARE id} for .seg.nrrd label maps (default: the FLARE organ names)")
+    p.add_argument(
+        "--labeled",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="more labeled slices: split.json files, sidecars (.slices.json) or label maps (default: none)",
+    )
+    p.add_argument(
+        "--label-table",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON {"segment name": FLARE id} for .seg.nrrd label maps (default: the FLARE organ names)',
+    )
     add_config_arguments(p, SuggestConfig)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -64,12 +83,17 @@ def run(args: argparse.Namespace) -> int:
     for s in result.suggestions:
         print(f"{s.rank:3d}. {s.scan} z={s.z} (slice {s.slice_in_file} in the file, S {s.position_mm:.1f} mm): {s.why}")
     if len(result.suggestions) < config.n:
-        print(f"only {len(result.suggestions)} of {config.n} slices could be suggested: the others are labeled or "
-              f"within {config.min_distance_mm:g} mm of a labeled or suggested slice (lower --min-distance-mm for more)")
+        print(
+            f"only {len(result.suggestions)} of {config.n} slices could be suggested: the others are labeled or "
+            f"within {config.min_distance_mm:g} mm of a labeled or suggested slice (lower --min-distance-mm for more)"
+        )
     n_labeled = sum(len(z) for z in labeled.values())
     files = [p.name for p in written if p.parent.name != "sidecars"]
     sidecars = len(written) - len(files)
-    print(f"{result.candidates} unlabeled slices of {len(scans)} scans scored ({n_labeled} labeled slices avoided) in "
-          f"{time.perf_counter() - tick:.1f} s -> {args.out}: " + ", ".join(files)
-          + (f", sidecars/ ({sidecars} scans)" if sidecars else ""))
+    print(
+        f"{result.candidates} unlabeled slices of {len(scans)} scans scored ({n_labeled} labeled slices avoided) in "
+        f"{time.perf_counter() - tick:.1f} s -> {args.out}: "
+        + ", ".join(files)
+        + (f", sidecars/ ({sidecars} scans)" if sidecars else "")
+    )
     return 0

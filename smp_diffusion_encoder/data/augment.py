@@ -93,8 +93,9 @@ def _spatial(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple
     src_x = cx + (sin * dy + cos * dx) / zoom
     if elastic:
         for coords in (src_y, src_x):
-            coords += (ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), ELASTIC_SIGMA)
-                       * ELASTIC_ALPHA).astype(np.float32)
+            coords += (ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), ELASTIC_SIGMA) * ELASTIC_ALPHA).astype(
+                np.float32
+            )
     image = cv2.remap(x, src_x, src_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
     labels = cv2.remap(mask, src_x, src_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return image, labels
@@ -113,8 +114,12 @@ class Augmentation:
     augmented view, or per DataLoader worker).
     """
 
-    def __init__(self, strength: Strength = "default", seed: int | None = None,
-                 hu_window: tuple[float, float] = DEFAULT_HU_WINDOW) -> None:
+    def __init__(
+        self,
+        strength: Strength = "default",
+        seed: int | None = None,
+        hu_window: tuple[float, float] = DEFAULT_HU_WINDOW,
+    ) -> None:
         if strength not in STRENGTHS:
             raise ConfigError(f"augmentation strength {strength!r}: expected one of {STRENGTHS}")
         lo, hi = (float(v) for v in hu_window)
@@ -131,8 +136,9 @@ class Augmentation:
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim != 2 or image.shape != mask.shape:
-            raise ConfigError(f"augmentation needs (H, W) image and mask of one shape; got {image.shape} "
-                              f"and {mask.shape}")
+            raise ConfigError(
+                f"augmentation needs (H, W) image and mask of one shape; got {image.shape} and {mask.shape}"
+            )
         if image.dtype != np.float32 or mask.dtype != np.uint8:
             raise ConfigError(f"augmentation needs a float32 image and a uint8 mask; got {image.dtype}, {mask.dtype}")
         if self.strength == "none":
@@ -177,13 +183,14 @@ def _gamma(x: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
     """nnU-Net's gamma transform on ``[-1, 1]`` data: on ``[0, 1]``, optionally inverted, mean and std restored."""
     x01 = np.clip((x + 1.0) * 0.5, 0.0, 1.0)
     mean, std = float(x01.mean()), float(x01.std())
-    y = 1.0 - (1.0 - x01) ** gamma if invert else x01 ** gamma
+    y = 1.0 - (1.0 - x01) ** gamma if invert else x01**gamma
     if std > 0 and float(y.std()) > 0:
         y = (y - y.mean()) / y.std() * std + mean
     return (y * 2.0 - 1.0).astype(np.float32)
 
 
-def build_augmentation(strength: Strength = "default", *, seed: int | None = None,
-                       hu_window: tuple[float, float] = DEFAULT_HU_WINDOW) -> Augmentation:
+def build_augmentation(
+    strength: Strength = "default", *, seed: int | None = None, hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
+) -> Augmentation:
     """The augmentation for ``strength`` (one of :data:`STRENGTHS`); see the module docstring."""
     return Augmentation(strength, seed, hu_window)

@@ -105,8 +105,16 @@ def series_geometry(folder: str | os.PathLike[str]) -> tuple[list[Frame], SliceG
     frames = [frames[i] for i in order]
     first = frames[0].dataset
     thickness = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
-    grid = slice_grid(folder, np.array([f.position for f in frames]), [f.name for f in frames], row_dir, col_dir,
-                      pixel_spacing, size, thickness)
+    grid = slice_grid(
+        folder,
+        np.array([f.position for f in frames]),
+        [f.name for f in frames],
+        row_dir,
+        col_dir,
+        pixel_spacing,
+        size,
+        thickness,
+    )
     return frames, grid
 
 
@@ -145,9 +153,11 @@ def _common_orientation(folder: Path, frames: list[Frame]) -> tuple[np.ndarray, 
             f"{_fmt(other.orientation)} in {other.name}",
         )
     row_dir, col_dir = iops[0, :3], iops[0, 3:]
-    if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 or abs(
-        row_dir @ col_dir
-    ) > 1e-3:
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-3
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+        or abs(row_dir @ col_dir) > 1e-3
+    ):
         raise DicomSeriesError(
             folder, f"ImageOrientationPatient {_fmt(iops[0])} in {frames[0].name} is not two unit orthogonal vectors"
         )
@@ -164,8 +174,11 @@ def _common_size(folder: Path, frames: list[Frame]) -> tuple[int, int]:
             folder,
             f"slices have different sizes (rows x columns): {odd.name} is {odd.rows}x{odd.columns} but "
             f"{n_common} of {len(frames)} (e.g. {example.name}) are {common[0]}x{common[1]}"
-            + (f"; all sizes: {', '.join(f'{r}x{c} ({n})' for (r, c), n in sorted(sizes.items()))}"
-               if len(sizes) > 2 else ""),
+            + (
+                f"; all sizes: {', '.join(f'{r}x{c} ({n})' for (r, c), n in sorted(sizes.items()))}"
+                if len(sizes) > 2
+                else ""
+            ),
         )
     return common
 

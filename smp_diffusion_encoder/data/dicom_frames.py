@@ -156,29 +156,43 @@ def _check_complete(path: Path, ds: pydicom.Dataset) -> None:
     size = path.stat().st_size
     if "PixelData" not in ds:
         if "Image Storage" in sop_class.name:
-            raise CorruptFileError(path, f"is truncated: a {sop_class.name} file of {size} bytes that ends before "
-                                         f"its pixel data; copy or export it again")
+            raise CorruptFileError(
+                path,
+                f"is truncated: a {sop_class.name} file of {size} bytes that ends before "
+                f"its pixel data; copy or export it again",
+            )
         return
     syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta else UID("")
     if not syntax or syntax.is_compressed:
         return
     try:
-        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-                    * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
+        expected = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.get("SamplesPerPixel", 1) or 1)
+            * int(ds.BitsAllocated)
+            + 7
+        ) // 8
     except (AttributeError, TypeError, ValueError):
         return  # the geometry checks name the missing attribute
     got = len(ds.PixelData)
     if got < expected:
-        raise CorruptFileError(path, f"is truncated: its pixel data holds {got} of {expected} bytes ({size} bytes in "
-                                     f"all); copy or export it again")
+        raise CorruptFileError(
+            path,
+            f"is truncated: its pixel data holds {got} of {expected} bytes ({size} bytes in "
+            f"all); copy or export it again",
+        )
 
 
 def _fill_sop_uids(ds: pydicom.Dataset) -> None:
     """Some exports (e.g. anonymised test data) leave SOPClassUID/SOPInstanceUID empty although the file meta
     header holds them (they must be equal, PS3.10 7.1): fill them in, in memory, from there."""
     meta = getattr(ds, "file_meta", None)
-    for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
-                                  ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+    for keyword, meta_keyword in (
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+    ):
         if not str(ds.get(keyword, "") or "").strip() and meta is not None and meta.get(meta_keyword):
             setattr(ds, keyword, meta.get(meta_keyword))
 
@@ -204,8 +218,9 @@ def _require_decoder(syntax: UID, path: Path) -> None:
         available = get_decoder(syntax).is_available
     except NotImplementedError:  # a syntax pydicom knows no decoder for at all (private, JPEG XL...)
         raise MissingDecoderError(
-            path, f"pixel data is compressed as {_syntax_name(syntax)}, which pydicom cannot decode; convert the "
-                  f"series to an uncompressed transfer syntax (e.g. with dcmdjpeg or gdcmconv --raw)"
+            path,
+            f"pixel data is compressed as {_syntax_name(syntax)}, which pydicom cannot decode; convert the "
+            f"series to an uncompressed transfer syntax (e.g. with dcmdjpeg or gdcmconv --raw)",
         ) from None
     if not available:
         raise MissingDecoderError(
@@ -242,8 +257,10 @@ def _enhanced_frames(path: Path, ds: pydicom.Dataset) -> list[Frame]:
     per_frame = ds.PerFrameFunctionalGroupsSequence
     n = int(ds.get("NumberOfFrames", len(per_frame)) or len(per_frame))
     if len(per_frame) != n:
-        raise DicomSeriesError(path, f"multi-frame file: NumberOfFrames is {n} but PerFrameFunctionalGroupsSequence "
-                                     f"has {len(per_frame)} items")
+        raise DicomSeriesError(
+            path,
+            f"multi-frame file: NumberOfFrames is {n} but PerFrameFunctionalGroupsSequence has {len(per_frame)} items",
+        )
     frames = []
     for i in range(n):
         position = _group_value(ds, i, "PlanePositionSequence", "ImagePositionPatient", path)
@@ -251,31 +268,35 @@ def _enhanced_frames(path: Path, ds: pydicom.Dataset) -> list[Frame]:
         spacing = _group_value(ds, i, "PixelMeasuresSequence", "PixelSpacing", path)
         slope = _group_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope", path, default=1.0)
         intercept = _group_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept", path, default=0.0)
-        frames.append(Frame(
-            path=path,
-            index=i,
-            dataset=ds,
-            position=_floats(position, 3, path, "ImagePositionPatient"),
-            orientation=_floats(orientation, 6, path, "ImageOrientationPatient"),
-            pixel_spacing=tuple(_floats(spacing, 2, path, "PixelSpacing")),  # type: ignore[arg-type]
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            slope=float(slope or 1.0),
-            intercept=float(intercept or 0.0),
-        ))
+        frames.append(
+            Frame(
+                path=path,
+                index=i,
+                dataset=ds,
+                position=_floats(position, 3, path, "ImagePositionPatient"),
+                orientation=_floats(orientation, 6, path, "ImageOrientationPatient"),
+                pixel_spacing=tuple(_floats(spacing, 2, path, "PixelSpacing")),  # type: ignore[arg-type]
+                rows=int(ds.Rows),
+                columns=int(ds.Columns),
+                slope=float(slope or 1.0),
+                intercept=float(intercept or 0.0),
+            )
+        )
     return frames
 
 
 def _group_value(ds: pydicom.Dataset, i: int, sequence: str, keyword: str, path: Path, default: Any = None) -> Any:
     """A functional-group attribute of frame ``i``: its per-frame item first, then the shared one."""
     for groups in (ds.PerFrameFunctionalGroupsSequence[i], _shared(ds)):
-        if groups is not None and sequence in groups and len(groups[sequence].value) and \
-                keyword in groups[sequence][0]:
+        if groups is not None and sequence in groups and len(groups[sequence].value) and keyword in groups[sequence][0]:
             return groups[sequence][0][keyword].value
     if default is not None:
         return default
-    raise DicomSeriesError(path, f"multi-frame file: frame {i + 1} has no {sequence} > {keyword} (per-frame or "
-                                 f"shared), so it cannot be placed in space")
+    raise DicomSeriesError(
+        path,
+        f"multi-frame file: frame {i + 1} has no {sequence} > {keyword} (per-frame or "
+        f"shared), so it cannot be placed in space",
+    )
 
 
 def _shared(ds: pydicom.Dataset) -> pydicom.Dataset | None:

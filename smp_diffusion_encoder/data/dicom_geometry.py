@@ -76,8 +76,16 @@ class SliceGrid:
         out = np.empty((rows, columns, stack.shape[2]), dtype=np.float32)
         for k in range(stack.shape[2]):
             d_col, d_row = self.shifts[k]
-            ndimage.affine_transform(stack[:, :, k], np.eye(2), offset=(-d_row, -d_col), output_shape=(rows, columns),
-                                     output=out[:, :, k], order=1, mode="constant", cval=fill)
+            ndimage.affine_transform(
+                stack[:, :, k],
+                np.eye(2),
+                offset=(-d_row, -d_col),
+                output_shape=(rows, columns),
+                output=out[:, :, k],
+                order=1,
+                mode="constant",
+                cval=fill,
+            )
         return out
 
 
@@ -141,8 +149,17 @@ def slice_grid(
     return SliceGrid(grid.affine_lps, grid.shape, grid.shifts, tilt, spacing)
 
 
-def _grid(origin: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray, normal: np.ndarray, dr: float, dc: float,
-          spacing: float, shifts: np.ndarray, shape: tuple[int, int, int]) -> SliceGrid:
+def _grid(
+    origin: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    normal: np.ndarray,
+    dr: float,
+    dc: float,
+    spacing: float,
+    shifts: np.ndarray,
+    shape: tuple[int, int, int],
+) -> SliceGrid:
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dc
     lps[:3, 1] = col_dir * dr
@@ -151,17 +168,24 @@ def _grid(origin: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray, normal: 
     return SliceGrid(lps, tuple(int(v) for v in shape), shifts, 0.0, spacing)  # type: ignore[arg-type]
 
 
-def _irregular(folder: Path, positions: np.ndarray, names: list[str], step: np.ndarray,
-               off_grid: np.ndarray, tilt: float) -> DicomSeriesError:
+def _irregular(
+    folder: Path, positions: np.ndarray, names: list[str], step: np.ndarray, off_grid: np.ndarray, tilt: float
+) -> DicomSeriesError:
     """The error for slices that no uniform grid holds: missing slices, or variable spacing."""
     axis = step / np.linalg.norm(step)  # the direction the slices advance (the table axis with a tilt)
     along = positions @ axis
     gaps = np.diff(along)
-    also = f" (the series also has a gantry tilt of {tilt:.1f} degrees, which is corrected once the slices are " \
-           f"regular)" if tilt else ""
+    also = (
+        f" (the series also has a gantry tilt of {tilt:.1f} degrees, which is corrected once the slices are regular)"
+        if tilt
+        else ""
+    )
     counts = [int((np.abs(gaps - g) <= SLICE_POSITION_TOLERANCE * g).sum()) for g in gaps]
-    common = float(np.median(gaps[np.abs(gaps - gaps[int(np.argmax(counts))]) <=
-                                  SLICE_POSITION_TOLERANCE * gaps[int(np.argmax(counts))]]))
+    common = float(
+        np.median(
+            gaps[np.abs(gaps - gaps[int(np.argmax(counts))]) <= SLICE_POSITION_TOLERANCE * gaps[int(np.argmax(counts))]]
+        )
+    )
     multiples = gaps / common
     whole = np.abs(multiples - np.rint(multiples)) <= SLICE_POSITION_TOLERANCE * np.maximum(np.rint(multiples), 1)
     if whole.all() and (np.rint(multiples) >= 1).all():
@@ -172,7 +196,8 @@ def _irregular(folder: Path, positions: np.ndarray, names: list[str], step: np.n
             folder,
             f"missing slices: gap of {gaps[k]:.3f} mm between positions {along[k]:.3f} and {along[k + 1]:.3f} mm "
             f"(slices {k + 1} and {k + 2} of {len(gaps) + 1}, {names[k]} -> {names[k + 1]}), common spacing "
-            f"{common:.3f} mm: about {missing} slice(s) missing" + (f" ({big.size} gaps in all)" if big.size > 1 else "")
+            f"{common:.3f} mm: about {missing} slice(s) missing"
+            + (f" ({big.size} gaps in all)" if big.size > 1 else "")
             + f"; export the complete series{also}",
         )
     worst = int(np.argmax(off_grid))

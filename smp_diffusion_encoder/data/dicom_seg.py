@@ -61,8 +61,15 @@ FLARE_SNOMED: dict[int, tuple[str, str | None]] = {
 #: Type 2 attributes (present, may be empty) of the Patient and General Study modules that a SEG copies from
 #: its source images (PS3.3 C.7.1.1, C.7.2.1); written empty where the source lacks them, as dcmqi does.
 TYPE2_ATTRIBUTES: tuple[str, ...] = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-    "StudyID", "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
 )
 
 
@@ -79,7 +86,7 @@ def labels_on_frames(labels: np.ndarray, volume: Volume, frames: list[Frame]) ->
         ras = _LPS_TO_RAS[:3, :3] @ lps
         xyz = np.rint(world_to_voxel[:3, :3] @ ras + world_to_voxel[:3, 3:]).astype(np.int64)
         z_max, y_max, x_max = labels.shape
-        inside = ((xyz >= 0).all(axis=0) & (xyz[0] < x_max) & (xyz[1] < y_max) & (xyz[2] < z_max))
+        inside = (xyz >= 0).all(axis=0) & (xyz[0] < x_max) & (xyz[1] < y_max) & (xyz[2] < z_max)
         values = np.zeros(xyz.shape[1], dtype=labels.dtype)
         values[inside] = labels[xyz[2, inside], xyz[1, inside], xyz[0, inside]]
         out[n] = values.reshape(frame.rows, frame.columns)
@@ -109,8 +116,10 @@ def write_dicom_seg(
 
     source = volume.source
     if source is None or not source.is_dir():
-        raise ConfigError(f"DICOM SEG output needs a DICOM series folder as input (it references the CT slices); "
-                          f"{volume.name} is not one: write NIfTI, NRRD or MHA instead")
+        raise ConfigError(
+            f"DICOM SEG output needs a DICOM series folder as input (it references the CT slices); "
+            f"{volume.name} is not one: write NIfTI, NRRD or MHA instead"
+        )
     labels = np.asarray(labels)
     if labels.shape != volume.array.shape:
         raise ConfigError(f"labels are {labels.shape} but {volume.name} is (Z, Y, X) {volume.array.shape}")
@@ -121,11 +130,17 @@ def write_dicom_seg(
     if not present:
         raise ConfigError(f"{volume.name}: no organ in the label map; a DICOM SEG needs at least one segment")
     frames, grid = series_geometry(source)
-    empty = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
-             if not str(frames[0].dataset.get(k, "") or "").strip()]
+    empty = [
+        k
+        for k in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
+        if not str(frames[0].dataset.get(k, "") or "").strip()
+    ]
     if empty:
-        raise DicomSeriesError(source, f"{frames[0].name} has no {', '.join(empty)} (empty in the file), which a DICOM "
-                                       f"SEG must reference; write NIfTI, NRRD or MHA instead, or fix the export")
+        raise DicomSeriesError(
+            source,
+            f"{frames[0].name} has no {', '.join(empty)} (empty in the file), which a DICOM "
+            f"SEG must reference; write NIfTI, NRRD or MHA instead, or fix the export",
+        )
     on_frames = labels_on_frames(labels, volume, frames)
     segment_of = np.zeros(max(FLARE_LABELS) + 1, dtype=np.uint8)
     segment_of[present] = np.arange(1, len(present) + 1)
@@ -137,16 +152,19 @@ def write_dicom_seg(
     try:
         seg = _segmentation(images, pixel_array, descriptions, algorithm_name, series_number)
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # highdicom's refusals of the source
-        raise DicomSeriesError(source, f"cannot be referenced by a DICOM SEG ({type(err).__name__}: {err}); write "
-                                       f"NIfTI, NRRD or MHA instead") from err
+        raise DicomSeriesError(
+            source,
+            f"cannot be referenced by a DICOM SEG ({type(err).__name__}: {err}); write NIfTI, NRRD or MHA instead",
+        ) from err
     path = Path(path)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return path
 
 
-def _segmentation(images: list, pixel_array: np.ndarray, descriptions: list, algorithm_name: str,
-                  series_number: int) -> object:
+def _segmentation(
+    images: list, pixel_array: np.ndarray, descriptions: list, algorithm_name: str, series_number: int
+) -> object:
     import highdicom as hd
 
     return hd.seg.Segmentation(
@@ -175,8 +193,7 @@ def _with_type2_attributes(ds: pydicom.Dataset, slice_spacing: float) -> pydicom
     Measures), the series' slice spacing as dcmqi writes it. The copy's elements are ``ds``'s own, its element
     dict a new one: neither ``ds`` nor its file changes."""
     missing = [k for k in TYPE2_ATTRIBUTES if k not in ds]
-    no_thickness = ("PerFrameFunctionalGroupsSequence" not in ds
-                    and not str(ds.get("SliceThickness", "") or "").strip())
+    no_thickness = "PerFrameFunctionalGroupsSequence" not in ds and not str(ds.get("SliceThickness", "") or "").strip()
     if not missing and not no_thickness:
         return ds
     filled = pydicom.Dataset()
@@ -197,8 +214,10 @@ def _source_images(frames: list[Frame], pixel_array: np.ndarray) -> tuple[list, 
         return [f.dataset for f in frames], pixel_array
     files = {f.path for f in frames}
     if len(files) > 1 or any(f.index is None for f in frames):
-        raise ConfigError(f"DICOM SEG output for a series split over {len(files)} multi-frame files is not "
-                          f"supported; write NIfTI, NRRD or MHA instead")
+        raise ConfigError(
+            f"DICOM SEG output for a series split over {len(files)} multi-frame files is not "
+            f"supported; write NIfTI, NRRD or MHA instead"
+        )
     order = np.argsort([f.index for f in frames])
     return [frames[0].dataset], pixel_array[order]
 

@@ -67,24 +67,31 @@ class Enhancement:
 
 #: FLARE 2022 id -> :class:`Enhancement` (see the module docstring for the sources).
 ENHANCEMENT: dict[int, Enhancement] = {
-    1: Enhancement(55.0, 65.0),     # liver
-    2: Enhancement(35.0, 215.0),    # right kidney
-    3: Enhancement(45.0, 115.0),    # spleen
-    4: Enhancement(40.0, 100.0),    # pancreas (approximate)
-    5: Enhancement(40.0, 335.0),    # aorta
-    6: Enhancement(40.0, 130.0),    # inferior vena cava (approximate)
-    7: Enhancement(25.0, 60.0),     # right adrenal gland (approximate)
-    8: Enhancement(25.0, 60.0),     # left adrenal gland (approximate)
-    9: Enhancement(10.0, 0.0),      # gallbladder: bile does not enhance
-    10: Enhancement(35.0, 60.0),    # esophagus wall (approximate)
-    11: Enhancement(35.0, 60.0),    # stomach wall (approximate)
-    12: Enhancement(35.0, 60.0),    # duodenum wall (approximate)
-    13: Enhancement(35.0, 215.0),   # left kidney
+    1: Enhancement(55.0, 65.0),  # liver
+    2: Enhancement(35.0, 215.0),  # right kidney
+    3: Enhancement(45.0, 115.0),  # spleen
+    4: Enhancement(40.0, 100.0),  # pancreas (approximate)
+    5: Enhancement(40.0, 335.0),  # aorta
+    6: Enhancement(40.0, 130.0),  # inferior vena cava (approximate)
+    7: Enhancement(25.0, 60.0),  # right adrenal gland (approximate)
+    8: Enhancement(25.0, 60.0),  # left adrenal gland (approximate)
+    9: Enhancement(10.0, 0.0),  # gallbladder: bile does not enhance
+    10: Enhancement(35.0, 60.0),  # esophagus wall (approximate)
+    11: Enhancement(35.0, 60.0),  # stomach wall (approximate)
+    12: Enhancement(35.0, 60.0),  # duodenum wall (approximate)
+    13: Enhancement(35.0, 215.0),  # left kidney
 }
 
 
-def simulate_enhancement(hu: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, jitter: float = 0.2,
-                         edge_sigma_px: float = 0.75, min_voxels: int = 4) -> np.ndarray:
+def simulate_enhancement(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    jitter: float = 0.2,
+    edge_sigma_px: float = 0.75,
+    min_voxels: int = 4,
+) -> np.ndarray:
     """One slice re-phased: ``hu`` ``(H, W)`` HU, ``labels`` ``(H, W)`` FLARE ids -> ``(H, W)`` float32 HU.
 
     See the module docstring for the model. ``jitter``: standard deviation of each organ's level around the
@@ -96,8 +103,9 @@ def simulate_enhancement(hu: np.ndarray, labels: np.ndarray, rng: np.random.Gene
     """
     hu = np.asarray(hu, dtype=np.float32)
     if hu.ndim != 2 or hu.shape != labels.shape:
-        raise ValueError(f"simulate_enhancement needs (H, W) HU and labels of one shape, got {hu.shape}, "
-                         f"{labels.shape}")
+        raise ValueError(
+            f"simulate_enhancement needs (H, W) HU and labels of one shape, got {hu.shape}, {labels.shape}"
+        )
     phase = rng.uniform(0.0, 1.0)
     tissue = (hu >= TISSUE_HU[0]) & (hu <= TISSUE_HU[1])
     shift = np.zeros_like(hu)

@@ -100,8 +100,15 @@ class FlareDataset:
 
 
 #: Label-map file names of a case folder (:func:`find_labeled_cases`).
-CASE_LABEL_NAMES = ("label.nii.gz", "label.nii", "labels.nii.gz", "segmentation.nii.gz", "label.nrrd", "label.mha",
-                    "label.seg.nrrd")
+CASE_LABEL_NAMES = (
+    "label.nii.gz",
+    "label.nii",
+    "labels.nii.gz",
+    "segmentation.nii.gz",
+    "label.nrrd",
+    "label.mha",
+    "label.seg.nrrd",
+)
 #: Image file names of a case folder without a DICOM series, in order of preference.
 CASE_IMAGE_NAMES = ("image.nii.gz", "image.nii", "image.nrrd", "image.mha")
 
@@ -130,8 +137,11 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
     else:
         cases = [_case_folder(p) for p in case_folders(path)]
     if not cases:
-        raise DatasetLayoutError(path, f"holds no labeled case (a FLARE root, or folders with one of "
-                                       f"{list(CASE_LABEL_NAMES)} and a DICOM series or image.nii.gz)")
+        raise DatasetLayoutError(
+            path,
+            f"holds no labeled case (a FLARE root, or folders with one of "
+            f"{list(CASE_LABEL_NAMES)} and a DICOM series or image.nii.gz)",
+        )
     _check_unique(path, cases)
     return cases
 
@@ -178,11 +188,14 @@ def _case_folder(folder: Path) -> Case:
     files = [folder / n for n in CASE_IMAGE_NAMES if (folder / n).is_file()]
     image = series[0] if len(series) == 1 else files[0] if files else folder / CASE_IMAGE_NAMES[0]
     if len(series) > 1:
-        raise DatasetLayoutError(folder, f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); "
-                                         f"a case folder has one image")
+        raise DatasetLayoutError(
+            folder,
+            f"holds {len(series)} DICOM series folders ({[p.name for p in series]}); a case folder has one image",
+        )
     if not image.exists():
-        raise DatasetLayoutError(folder, f"has {label.name} but no image (a DICOM series folder or one of "
-                                         f"{list(CASE_IMAGE_NAMES)})")
+        raise DatasetLayoutError(
+            folder, f"has {label.name} but no image (a DICOM series folder or one of {list(CASE_IMAGE_NAMES)})"
+        )
     return Case(folder.name, image, label)
 
 
@@ -204,8 +217,9 @@ def discover_volumes(folder: str | os.PathLike[str]) -> list[Path]:
         if any(is_dicom_file(f) for f in files if not _is_volume(f)):
             found.append(here)
     if not found:
-        raise DatasetLayoutError(folder, "holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM "
-                                         "series folders")
+        raise DatasetLayoutError(
+            folder, "holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM series folders"
+        )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -242,7 +256,9 @@ def _check_unique(root: Path, cases: list[Case]) -> None:
     seen: dict[str, Path] = {}
     for case in cases:
         if case.case_id in seen:
-            raise DatasetLayoutError(root, f"case id {case.case_id} appears twice: {seen[case.case_id]} and {case.image}")
+            raise DatasetLayoutError(
+                root, f"case id {case.case_id} appears twice: {seen[case.case_id]} and {case.image}"
+            )
         seen[case.case_id] = case.image
 
 

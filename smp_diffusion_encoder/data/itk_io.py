@@ -64,8 +64,11 @@ def read_itk_image(path: str | os.PathLike[str]) -> nib.Nifti1Image:
     except RuntimeError as err:
         raise CorruptFileError(path, f"cannot read as {kind} (SimpleITK: {_itk_message(err)})") from err
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InvalidVolumeError(path, f"has {img.GetNumberOfComponentsPerPixel()} values per voxel (a colour or "
-                                       f"vector image); expected one CT value or label id per voxel")
+        raise InvalidVolumeError(
+            path,
+            f"has {img.GetNumberOfComponentsPerPixel()} values per voxel (a colour or "
+            f"vector image); expected one CT value or label id per voxel",
+        )
     dim = img.GetDimension()
     data = sitk.GetArrayFromImage(img)  # index order reversed: (k, j, i) for 3D
     data = np.ascontiguousarray(np.transpose(data, tuple(range(data.ndim))[::-1]))  # -> (i, j, k[, t])
@@ -99,8 +102,10 @@ def write_itk_like(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     direction = lps[:3, :3] / spacing
     if np.abs(direction.T @ direction - np.eye(3)).max() > 1e-6:
-        raise ConfigError(f"{path}: the reference grid is sheared (non-orthogonal affine), which NRRD/MHA files "
-                          f"written by ITK cannot hold; write NIfTI (.nii.gz) instead")
+        raise ConfigError(
+            f"{path}: the reference grid is sheared (non-orthogonal affine), which NRRD/MHA files "
+            f"written by ITK cannot hold; write NIfTI (.nii.gz) instead"
+        )
     is_vector = data.ndim == 4
     arr = np.ascontiguousarray(np.transpose(data, (2, 1, 0, 3) if is_vector else (2, 1, 0)))
     img = sitk.GetImageFromArray(arr, isVector=is_vector)

@@ -108,7 +108,7 @@ def read_sidecar(path: str | os.PathLike[str], label: Volume) -> tuple[int, ...]
     path = Path(path)
     d = read_json_object(path)
     if d.get("format") != SIDECAR_FORMAT:
-        raise InputFileError(path, f"is not a labeled-slices sidecar (expected \"format\": \"{SIDECAR_FORMAT}\")")
+        raise InputFileError(path, f'is not a labeled-slices sidecar (expected "format": "{SIDECAR_FORMAT}")')
     if d.get("version") != SIDECAR_VERSION:
         raise InputFileError(path, f"version {d.get('version')!r} is not {SIDECAR_VERSION}")
     unknown = sorted(set(d) - {"format", "version", "z", "positions_mm", "label_map", "note"})
@@ -117,13 +117,13 @@ def read_sidecar(path: str | os.PathLike[str], label: Volume) -> tuple[int, ...]
     n = label.array.shape[0]
     zs = d.get("z", [])
     if not isinstance(zs, list) or not all(type(z) is int for z in zs):
-        raise InputFileError(path, "\"z\" must be a list of integer slice indices")
+        raise InputFileError(path, '"z" must be a list of integer slice indices')
     outside = [z for z in zs if not 0 <= z < n]
     if outside:
         raise InputFileError(path, f"lists z={outside}, outside the {n} slices (0..{n - 1}) of {label.name}")
     listed = list(zs) + _match_positions(path, d.get("positions_mm", []), label)
     if not listed:
-        raise InputFileError(path, "lists no labeled slice (\"z\" or \"positions_mm\")")
+        raise InputFileError(path, 'lists no labeled slice ("z" or "positions_mm")')
     twice = sorted({z for z in listed if listed.count(z) > 1})
     if twice:
         raise InputFileError(path, f"lists slice(s) z={twice} twice")
@@ -131,9 +131,10 @@ def read_sidecar(path: str | os.PathLike[str], label: Volume) -> tuple[int, ...]
 
 
 def _match_positions(path: Path, positions: Any, label: Volume) -> list[int]:
-    if not isinstance(positions, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
-                                                  for p in positions):
-        raise InputFileError(path, "\"positions_mm\" must be a list of numbers (mm)")
+    if not isinstance(positions, list) or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) for p in positions
+    ):
+        raise InputFileError(path, '"positions_mm" must be a list of numbers (mm)')
     if not positions:
         return []
     centres = slice_positions_mm(label)
@@ -142,8 +143,11 @@ def _match_positions(path: Path, positions: Any, label: Volume) -> list[int]:
     for p in positions:
         z = int(np.argmin(np.abs(centres - p)))
         if abs(centres[z] - p) > step / 2 + 1e-3:
-            raise InputFileError(path, f"positions_mm {p:g} is not on a slice of {label.name} (its slices run from "
-                                       f"{centres.min():.2f} to {centres.max():.2f} mm, {step:.3g} mm apart)")
+            raise InputFileError(
+                path,
+                f"positions_mm {p:g} is not on a slice of {label.name} (its slices run from "
+                f"{centres.min():.2f} to {centres.max():.2f} mm, {step:.3g} mm apart)",
+            )
         out.append(z)
     return out
 
@@ -164,13 +168,14 @@ def check_listed(label: Volume, labeled: Sequence[int], sidecar: str | os.PathLi
     extra = sorted(set(np.flatnonzero(has_organ).tolist()) - set(labeled))
     if extra:
         shown = extra if len(extra) <= 12 else extra[:12] + ["..."]
-        raise LabelMismatchError(label.source or "<memory>",
-                                 f"has organs on slices z={shown} that {Path(sidecar).name} does not list as "
-                                 f"labeled; list them there too, or erase them")
+        raise LabelMismatchError(
+            label.source or "<memory>",
+            f"has organs on slices z={shown} that {Path(sidecar).name} does not list as "
+            f"labeled; list them there too, or erase them",
+        )
 
 
-def read_label_map(path: str | os.PathLike[str], image: Volume, *,
-                   table: Mapping[str, int] | None = None) -> LabelMap:
+def read_label_map(path: str | os.PathLike[str], image: Volume, *, table: Mapping[str, int] | None = None) -> LabelMap:
     """Read a label map (any volume format, or a 3D Slicer ``.seg.nrrd`` through ``table``: see
     :mod:`~smp_diffusion_encoder.data.slicer_seg`) onto ``image``'s grid, with its sidecar if it has one.
 
@@ -201,10 +206,14 @@ def _warn_if_gappy(label: Volume, side: Path) -> None:
         return
     gaps = int((np.diff(has_organ) > 1).sum())
     if gaps >= 2:
-        warnings.warn(f"{label.source}: organs on {len(has_organ)} slices with {gaps} runs of empty slices between "
-                      f"them and no {side.name}: read as a fully labeled scan (its empty slices never train). If it "
-                      f"is partly labeled, list its labeled slices in {side.name} (slices labeled as holding no organ "
-                      f"are training data too)", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{label.source}: organs on {len(has_organ)} slices with {gaps} runs of empty slices between "
+            f"them and no {side.name}: read as a fully labeled scan (its empty slices never train). If it "
+            f"is partly labeled, list its labeled slices in {side.name} (slices labeled as holding no organ "
+            f"are training data too)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def labeled_or_organ_slices(label: LabelMap) -> list[int]:

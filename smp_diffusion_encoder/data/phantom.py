@@ -36,8 +36,21 @@ ANATOMY_Z_MM = 240.0  # iliac crest -> lung bases
 FOV_XY_MM = 384.0  # typical abdominal reconstruction field of view
 AIR, FAT, MUSCLE, SKIN = -1000.0, -100.0, 50.0, 30.0
 # (label id, HU) of the labeled organs: liver, RK, spleen, pancreas, aorta, IVC, RAG, LAG, GB, eso, stomach, duo, LK
-ORGAN_HU: dict[int, float] = {1: 110, 2: 175, 3: 120, 4: 90, 5: 175, 6: 130, 7: 50, 8: 50, 9: 10,
-                              10: 45, 11: 60, 12: 55, 13: 175}
+ORGAN_HU: dict[int, float] = {
+    1: 110,
+    2: 175,
+    3: 120,
+    4: 90,
+    5: 175,
+    6: 130,
+    7: 50,
+    8: 50,
+    9: 10,
+    10: 45,
+    11: 60,
+    12: 55,
+    13: 175,
+}
 
 
 @dataclass(frozen=True)
@@ -52,8 +65,10 @@ class _Grid:
     def box(self, c: Sequence[float], r: Sequence[float]) -> tuple[slice, slice, slice]:
         """Index box covering centre ``c`` (x, y, z) mm +- radius ``r`` (x, y, z) mm, clipped to the grid."""
         out = []
-        for axis, (cc, rr, sp) in zip((self.z, self.y, self.x), ((c[2], r[2], self.spacing[0]),
-                                      (c[1], r[1], self.spacing[1]), (c[0], r[0], self.spacing[2]))):
+        for axis, (cc, rr, sp) in zip(
+            (self.z, self.y, self.x),
+            ((c[2], r[2], self.spacing[0]), (c[1], r[1], self.spacing[1]), (c[0], r[0], self.spacing[2])),
+        ):
             lo = int(np.searchsorted(axis, cc - rr - sp))
             hi = int(np.searchsorted(axis, cc + rr + sp))
             out.append(slice(lo, max(lo, hi)))
@@ -82,8 +97,9 @@ class _Painter:
         c, s = np.cos(self.rot), np.sin(self.rot)
         return c * x - s * y + self.shift[0], s * x + c * y + self.shift[1], z + self.shift[2]
 
-    def paint(self, box: tuple[slice, slice, slice], mask: np.ndarray, hu: float | np.ndarray,
-              label: int | None = None) -> None:
+    def paint(
+        self, box: tuple[slice, slice, slice], mask: np.ndarray, hu: float | np.ndarray, label: int | None = None
+    ) -> None:
         if label is not None:
             mask = mask & self.cavity[box]
         sub = self.hu[box]
@@ -91,8 +107,9 @@ class _Painter:
         if label is not None:
             self.labels[box][mask] = label
 
-    def ellipsoid(self, c: Sequence[float], r: Sequence[float], angle_deg: float = 0.0,
-                  wobble: float = 0.12) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    def ellipsoid(
+        self, c: Sequence[float], r: Sequence[float], angle_deg: float = 0.0, wobble: float = 0.12
+    ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """Ellipsoid at anatomical centre ``c`` (x, y, z) mm with radii ``r`` mm, rotated about z.
 
         Returns the box and ``f`` (normalised squared radius, deformed by smooth noise): inside is ``f <= 1``.
@@ -108,8 +125,9 @@ class _Painter:
         f = (u / r[0]) ** 2 + (v / r[1]) ** 2 + ((z - cz) / r[2]) ** 2
         return box, f + wobble * self.bump[box]
 
-    def tube(self, points: Sequence[Sequence[float]], radius: Sequence[float] | float,
-             n: int = 200) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    def tube(
+        self, points: Sequence[Sequence[float]], radius: Sequence[float] | float, n: int = 200
+    ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """Tube along a smooth curve through anatomical ``points`` (x, y, z) mm; returns box and dist/radius."""
         pts = np.array([self.place(*p) for p in points], np.float64)
         rad = np.broadcast_to(np.asarray(radius, np.float64), (len(pts),))
@@ -179,8 +197,11 @@ def _skeleton_and_muscles(p: _Painter, cav: tuple[float, float], muscle: float, 
     box, f = p.ellipsoid((0, vy, top / 2), (21, 18, top), 0, 0.02)
     disc = np.broadcast_to(((p.grid.coords(box)[0] + p.rng.uniform(0, 34)) % 34) < 7, f.shape)  # 34 mm levels
     p.paint(box, f <= 1, np.where(disc, 90.0, np.where(f > 0.6, 800.0, 260.0)).astype(np.float32))
-    for c, r, hu in (((0, vy + 33, top / 2), (12, 7, top), 700.0), ((0, vy + 55, top / 2), (5, 17, top), 650.0),
-                     ((0, vy + 27, top / 2), (8, 7, top), 15.0)):  # lamina, spinous process, canal
+    for c, r, hu in (
+        ((0, vy + 33, top / 2), (12, 7, top), 700.0),
+        ((0, vy + 55, top / 2), (5, 17, top), 650.0),
+        ((0, vy + 27, top / 2), (8, 7, top), 15.0),
+    ):  # lamina, spinous process, canal
         box, f = p.ellipsoid(c, r, 0, 0.0)
         p.paint(box, f <= 1, hu)
     # ribs: small bone sections around the wall, sloping in z so a slice cuts a different set each time
@@ -198,16 +219,17 @@ def _skeleton_and_muscles(p: _Painter, cav: tuple[float, float], muscle: float, 
 def _bowel(p: _Painter, cav: tuple[float, float], top: float) -> None:
     """Colon and small-bowel loops (fluid, wall, gas) in the lower anterior cavity (unlabeled)."""
     cav_rx, cav_ry = cav
-    colon = [((-0.75 * cav_rx, 0.05 * cav_ry, 0.0), (-0.72 * cav_rx, -0.1 * cav_ry, 0.42 * top)),
-             ((0.75 * cav_rx, 0.15 * cav_ry, 0.0), (0.72 * cav_rx, 0.05 * cav_ry, 0.55 * top)),
-             ((-0.72 * cav_rx, -0.3 * cav_ry, 0.42 * top), (0.72 * cav_rx, -0.25 * cav_ry, 0.55 * top))]
+    colon = [
+        ((-0.75 * cav_rx, 0.05 * cav_ry, 0.0), (-0.72 * cav_rx, -0.1 * cav_ry, 0.42 * top)),
+        ((0.75 * cav_rx, 0.15 * cav_ry, 0.0), (0.72 * cav_rx, 0.05 * cav_ry, 0.55 * top)),
+        ((-0.72 * cav_rx, -0.3 * cav_ry, 0.42 * top), (0.72 * cav_rx, -0.25 * cav_ry, 0.55 * top)),
+    ]
     for a, b in colon:
         box, f = p.tube([a, ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 - 10, (a[2] + b[2]) / 2), b], 22.0)
         hu = np.where(f < 0.7, np.where(p.bump[box] > 0, -1000.0, 10.0), 40.0).astype(np.float32)
         p.paint(box, f <= 1, hu)
     for _ in range(26):
-        c = (p.rng.uniform(-0.55, 0.55) * cav_rx, p.rng.uniform(-0.75, 0.0) * cav_ry,
-             p.rng.uniform(0.0, 0.4) * top)
+        c = (p.rng.uniform(-0.55, 0.55) * cav_rx, p.rng.uniform(-0.75, 0.0) * cav_ry, p.rng.uniform(0.0, 0.4) * top)
         r = p.rng.uniform(11, 17)
         box, f = p.ellipsoid(c, (r, r * p.rng.uniform(0.7, 1.0), r * 1.5), p.rng.uniform(0, 180), 0.1)
         gas = p.rng.random() < 0.25
@@ -238,8 +260,15 @@ def _organs(p: _Painter, cav: tuple[float, float], top: float) -> None:
     _, y, _ = p.grid.coords(box)
     content = np.where(y < cy - 14, AIR, 20.0)  # gas rises anteriorly in a supine patient
     p.paint(box, f <= 1, np.where(f > 0.65, ORGAN_HU[11], content).astype(np.float32), 11)
-    box, f = p.tube([(8, 0.4 * vy, z(1.08)), (14 * sx, 0.1 * vy, z(0.93)), (30 * sx, -12 * sy, z(0.84)),
-                     (45 * sx, -22 * sy, z(0.79))], 7.5)
+    box, f = p.tube(
+        [
+            (8, 0.4 * vy, z(1.08)),
+            (14 * sx, 0.1 * vy, z(0.93)),
+            (30 * sx, -12 * sy, z(0.84)),
+            (45 * sx, -22 * sy, z(0.79)),
+        ],
+        7.5,
+    )
     p.paint(box, f <= 1, ORGAN_HU[10], 10)  # esophagus, GE junction into the stomach
 
     for label, side, w, a in ((2, -1, 0.30, -30), (13, 1, 0.36, 30)):  # right kidney lower than left
@@ -252,20 +281,42 @@ def _organs(p: _Painter, cav: tuple[float, float], top: float) -> None:
         box, f = p.ellipsoid((side * 42 * sx, 0.62 * vy, z(w)), (4.5, 15 * s(), 16), side * 35, 0.05)
         p.paint(box, f <= 1, ORGAN_HU[label], label)
 
-    box, f = p.tube([(-35 * sx, -12 * sy, z(0.44)), (-5 * sx, -22 * sy, z(0.48)), (35 * sx, -16 * sy, z(0.52)),
-                     (78 * sx, 0.25 * vy, z(0.58))], [15 * s(), 11, 10, 9 * s()])
+    box, f = p.tube(
+        [
+            (-35 * sx, -12 * sy, z(0.44)),
+            (-5 * sx, -22 * sy, z(0.48)),
+            (35 * sx, -16 * sy, z(0.52)),
+            (78 * sx, 0.25 * vy, z(0.58)),
+        ],
+        [15 * s(), 11, 10, 9 * s()],
+    )
     p.paint(box, f <= 1, ORGAN_HU[4], 4)  # pancreas: head by the duodenum, tail at the splenic hilum
-    box, f = p.tube([(-22 * sx, -42 * sy, z(0.54)), (-52 * sx, -30 * sy, z(0.5)), (-64 * sx, -8 * sy, z(0.44)),
-                     (-58 * sx, 2, z(0.36)), (-30 * sx, -4, z(0.32)), (5 * sx, -12 * sy, z(0.33)),
-                     (28 * sx, -16 * sy, z(0.38)), (30 * sx, -22 * sy, z(0.45))], 10.0)
-    p.paint(box, (f <= 1) & (p.labels[box] != 4),
-            np.where(f < 0.6, 25.0, ORGAN_HU[12]).astype(np.float32), 12)  # duodenum: C around the head
+    box, f = p.tube(
+        [
+            (-22 * sx, -42 * sy, z(0.54)),
+            (-52 * sx, -30 * sy, z(0.5)),
+            (-64 * sx, -8 * sy, z(0.44)),
+            (-58 * sx, 2, z(0.36)),
+            (-30 * sx, -4, z(0.32)),
+            (5 * sx, -12 * sy, z(0.33)),
+            (28 * sx, -16 * sy, z(0.38)),
+            (30 * sx, -22 * sy, z(0.45)),
+        ],
+        10.0,
+    )
+    p.paint(
+        box, (f <= 1) & (p.labels[box] != 4), np.where(f < 0.6, 25.0, ORGAN_HU[12]).astype(np.float32), 12
+    )  # duodenum: C around the head
 
-    box, f = p.tube([(14, 0.3 * vy, z(-0.05)), (15, 0.28 * vy, z(0.5)), (20, 0.5 * vy, z(0.85)),
-                     (22, 0.75 * vy, z(1.1))], 11.0 * s())
+    box, f = p.tube(
+        [(14, 0.3 * vy, z(-0.05)), (15, 0.28 * vy, z(0.5)), (20, 0.5 * vy, z(0.85)), (22, 0.75 * vy, z(1.1))],
+        11.0 * s(),
+    )
     p.paint(box, f <= 1, ORGAN_HU[5], 5)  # aorta, left-anterior of the spine
-    box, f = p.tube([(-22, 0.26 * vy, z(-0.05)), (-26, 0.2 * vy, z(0.5)), (-32, 0.15 * vy, z(0.75)),
-                     (-26, 0.3 * vy, z(0.95))], 11.0 * s())
+    box, f = p.tube(
+        [(-22, 0.26 * vy, z(-0.05)), (-26, 0.2 * vy, z(0.5)), (-32, 0.15 * vy, z(0.75)), (-26, 0.3 * vy, z(0.95))],
+        11.0 * s(),
+    )
     p.paint(box, f <= 1, ORGAN_HU[6], 6)  # IVC, right of the aorta, intrahepatic at the top
 
 
@@ -274,8 +325,9 @@ def default_spacing(shape: tuple[int, int, int]) -> tuple[float, float, float]:
     return ANATOMY_Z_MM / shape[0], FOV_XY_MM / shape[1], FOV_XY_MM / shape[2]
 
 
-def generate_case(seed: int, *, shape: tuple[int, int, int] = DEFAULT_SHAPE,
-                  spacing_mm: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate_case(
+    seed: int, *, shape: tuple[int, int, int] = DEFAULT_SHAPE, spacing_mm: tuple[float, float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One phantom CT and its 13-organ label map, fully determined by ``seed``.
 
     Args:
@@ -291,8 +343,12 @@ def generate_case(seed: int, *, shape: tuple[int, int, int] = DEFAULT_SHAPE,
     rng = np.random.default_rng([int(seed), 0x5EED])
     centre = lambda n, d: (np.arange(n) - (n - 1) / 2) * d  # noqa: E731
     z_offset = rng.uniform(-0.04, 0.04) * ANATOMY_Z_MM
-    grid = _Grid((np.arange(shape[0]) + 0.5) * spacing[0] + z_offset, centre(shape[1], spacing[1]),
-                 centre(shape[2], spacing[2]), spacing)  # type: ignore[arg-type]
+    grid = _Grid(
+        (np.arange(shape[0]) + 0.5) * spacing[0] + z_offset,
+        centre(shape[1], spacing[1]),
+        centre(shape[2], spacing[2]),
+        spacing,
+    )  # type: ignore[arg-type]
     shift = np.array([rng.uniform(-8, 8), rng.uniform(-6, 6), 0.0])
     p = _Painter(grid, rng, rot_deg=rng.uniform(-5, 5), shift=shift)
     rx, ry = rng.uniform(140, 178), rng.uniform(102, 128)
@@ -329,9 +385,16 @@ def write_nifti(path: str | Path, array: np.ndarray, spacing_mm: tuple[float, fl
     return Path(path)
 
 
-def write_phantom_dataset(root: str | Path, *, n_labeled: int = 4, n_unlabeled: int = 8, n_tuning: int = 0,
-                          seed: int = 0, shape: tuple[int, int, int] = DEFAULT_SHAPE,
-                          spacing: tuple[float, float, float] | None = None) -> Path:
+def write_phantom_dataset(
+    root: str | Path,
+    *,
+    n_labeled: int = 4,
+    n_unlabeled: int = 8,
+    n_tuning: int = 0,
+    seed: int = 0,
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    spacing: tuple[float, float, float] | None = None,
+) -> Path:
     """Write phantom cases in the FLARE 2022 layout under ``root`` and return ``root``.
 
     Layout: ``Training/FLARE22_LabeledCase50/{images/PHANTOM_Tr_0001_0000.nii.gz, labels/PHANTOM_Tr_0001.nii.gz}``,
@@ -341,9 +404,11 @@ def write_phantom_dataset(root: str | Path, *, n_labeled: int = 4, n_unlabeled: 
     """
     root = Path(root)
     spacing = spacing or default_spacing(shape)
-    groups = (("Training/FLARE22_LabeledCase50", "PHANTOM_Tr", n_labeled, True, 0),
-              ("Training/FLARE22_UnlabeledCase1-1000", "PHANTOM_Un", n_unlabeled, False, 10_000),
-              ("Tuning", "PHANTOM_Ts", n_tuning, True, 20_000))
+    groups = (
+        ("Training/FLARE22_LabeledCase50", "PHANTOM_Tr", n_labeled, True, 0),
+        ("Training/FLARE22_UnlabeledCase1-1000", "PHANTOM_Un", n_unlabeled, False, 10_000),
+        ("Tuning", "PHANTOM_Ts", n_tuning, True, 20_000),
+    )
     for folder, prefix, count, labeled, offset in groups:
         for i in range(1, count + 1):
             image, labels = generate_case(seed * 100_003 + offset + i, shape=shape, spacing_mm=spacing)
@@ -356,9 +421,15 @@ def write_phantom_dataset(root: str | Path, *, n_labeled: int = 4, n_unlabeled: 
     return root
 
 
-def render_preview(image: np.ndarray, labels: np.ndarray | None, path: str | Path, *,
-                   spacing_mm: tuple[float, float, float] | None = None,
-                   window: tuple[float, float] = (-160.0, 240.0), n_axial: int = 4) -> Path:
+def render_preview(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    path: str | Path,
+    *,
+    spacing_mm: tuple[float, float, float] | None = None,
+    window: tuple[float, float] = (-160.0, 240.0),
+    n_axial: int = 4,
+) -> Path:
     """Save a PNG of ``n_axial`` axial slices and one coronal slice, windowed to ``window`` HU.
 
     ``image`` (and ``labels``) are canonical ``(Z, Y, X)``; with ``labels`` a second row shows the organ
@@ -384,8 +455,15 @@ def render_preview(image: np.ndarray, labels: np.ndarray | None, path: str | Pat
             ax = axes[row, col]
             ax.imshow(image[index], cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect)
             if row == 1 and labels is not None:
-                ax.imshow(np.ma.masked_equal(labels[index], 0), cmap=cmap, vmin=1, vmax=13, alpha=0.45,
-                          interpolation="nearest", aspect=aspect)
+                ax.imshow(
+                    np.ma.masked_equal(labels[index], 0),
+                    cmap=cmap,
+                    vmin=1,
+                    vmax=13,
+                    alpha=0.45,
+                    interpolation="nearest",
+                    aspect=aspect,
+                )
             ax.set_axis_off()
             ax.set_title(title if row == 0 else "labels", fontsize=8)
     fig.tight_layout()

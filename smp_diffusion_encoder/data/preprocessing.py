@@ -133,8 +133,10 @@ class PreprocessingConfig:
         window = f"HU window [{self.hu_window[0]:g}, {self.hu_window[1]:g}] -> [-1, 1]"
         if self.spacing_mm is None:
             return f"{window}; each slice's field of view padded to a square and resized to {self.image_size} px"
-        return (f"{window}; slices resampled to {self.spacing_mm:g} mm pixels, {self.image_size} x "
-                f"{self.image_size} px window ({self.field_of_view_mm:g} mm) centred on the body")
+        return (
+            f"{window}; slices resampled to {self.spacing_mm:g} mm pixels, {self.image_size} x "
+            f"{self.image_size} px window ({self.field_of_view_mm:g} mm) centred on the body"
+        )
 
 
 def window_hu(hu: np.ndarray, cfg: PreprocessingConfig) -> np.ndarray:
@@ -176,8 +178,9 @@ class SliceGeometry:
         cy, cx = body_centre(image.array)
         # centre of the body in scaled pixel coordinates (pixel centres at integer + 0.5 in both grids)
         cy, cx = (cy + 0.5) * scaled[0] / h, (cx + 0.5) * scaled[1] / w
-        return cls((h, w), size, "physical", scaled, _window_start(cy, scaled[0], size),
-                   _window_start(cx, scaled[1], size))
+        return cls(
+            (h, w), size, "physical", scaled, _window_start(cy, scaled[0], size), _window_start(cx, scaled[1], size)
+        )
 
     # ----- to the model --------------------------------------------------------------------------
     def image_slices(self, image: Volume, cfg: PreprocessingConfig) -> np.ndarray:

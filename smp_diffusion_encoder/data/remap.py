@@ -35,8 +35,19 @@ logger = logging.getLogger(__name__)
 
 #: Short organ names as in FLARE 2022's CSV files; index ``i`` is label id ``i + 1``.
 FLARE_ORGANS: tuple[str, ...] = (
-    "Liver", "RK", "Spleen", "Pancreas", "Aorta", "IVC", "RAG", "LAG",
-    "Gallbladder", "Esophagus", "Stomach", "Duodenum", "LK",
+    "Liver",
+    "RK",
+    "Spleen",
+    "Pancreas",
+    "Aorta",
+    "IVC",
+    "RAG",
+    "LAG",
+    "Gallbladder",
+    "Esophagus",
+    "Stomach",
+    "Duodenum",
+    "LK",
 )
 
 #: FLARE 2022 label id -> full organ name (0, background, is not listed).
@@ -75,22 +86,69 @@ def _by_name(source_ids: Mapping[str, int]) -> dict[int, int]:
 #: score); REFERENCE.md's "duodenum:13" for BTCV collides with LAG:13 and is not used.
 CONVENTIONS: dict[str, dict[int, int]] = {
     "flare": {i: i for i in range(1, FLARE_NUM_CLASSES)},
-    "amos": _by_name({
-        "Liver": 6, "RK": 2, "Spleen": 1, "Pancreas": 10, "Aorta": 8, "IVC": 9, "RAG": 11, "LAG": 12,
-        "Gallbladder": 4, "Esophagus": 5, "Stomach": 7, "Duodenum": 13, "LK": 3,
-    }),
-    "btcv": _by_name({
-        "Liver": 6, "RK": 2, "Spleen": 1, "Pancreas": 11, "Aorta": 8, "IVC": 9, "RAG": 12, "LAG": 13,
-        "Gallbladder": 4, "Esophagus": 5, "Stomach": 7, "LK": 3,
-    }),
-    "totalsegmentator": _by_name({
-        "Liver": 5, "RK": 2, "Spleen": 1, "Pancreas": 7, "Aorta": 52, "IVC": 63, "RAG": 8, "LAG": 9,
-        "Gallbladder": 4, "Esophagus": 15, "Stomach": 6, "Duodenum": 19, "LK": 3,
-    }),
-    "word": _by_name({
-        "Liver": 1, "Spleen": 2, "LK": 3, "RK": 4, "Stomach": 5, "Gallbladder": 6, "Esophagus": 7,
-        "Pancreas": 8, "Duodenum": 9,
-    }),
+    "amos": _by_name(
+        {
+            "Liver": 6,
+            "RK": 2,
+            "Spleen": 1,
+            "Pancreas": 10,
+            "Aorta": 8,
+            "IVC": 9,
+            "RAG": 11,
+            "LAG": 12,
+            "Gallbladder": 4,
+            "Esophagus": 5,
+            "Stomach": 7,
+            "Duodenum": 13,
+            "LK": 3,
+        }
+    ),
+    "btcv": _by_name(
+        {
+            "Liver": 6,
+            "RK": 2,
+            "Spleen": 1,
+            "Pancreas": 11,
+            "Aorta": 8,
+            "IVC": 9,
+            "RAG": 12,
+            "LAG": 13,
+            "Gallbladder": 4,
+            "Esophagus": 5,
+            "Stomach": 7,
+            "LK": 3,
+        }
+    ),
+    "totalsegmentator": _by_name(
+        {
+            "Liver": 5,
+            "RK": 2,
+            "Spleen": 1,
+            "Pancreas": 7,
+            "Aorta": 52,
+            "IVC": 63,
+            "RAG": 8,
+            "LAG": 9,
+            "Gallbladder": 4,
+            "Esophagus": 15,
+            "Stomach": 6,
+            "Duodenum": 19,
+            "LK": 3,
+        }
+    ),
+    "word": _by_name(
+        {
+            "Liver": 1,
+            "Spleen": 2,
+            "LK": 3,
+            "RK": 4,
+            "Stomach": 5,
+            "Gallbladder": 6,
+            "Esophagus": 7,
+            "Pancreas": 8,
+            "Duodenum": 9,
+        }
+    ),
 }
 
 #: Source ids that hold a FLARE organ but cannot be assigned one without guessing (dropped with a warning).

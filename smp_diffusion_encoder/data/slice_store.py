@@ -76,9 +76,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     """``fork`` where available (Linux, as torch's DataLoader does): workers start in milliseconds instead of
     re-importing torch/smp/timm (2-5 s each). The workers only run numpy/OpenCV/nibabel code. Elsewhere, or
     with ``SMP_DIFFUSION_MP_START=spawn``, ``spawn``."""
-    method = os.environ.get("SMP_DIFFUSION_MP_START") or (
-        "fork" if sys.platform.startswith("linux") else "spawn"
-    )
+    method = os.environ.get("SMP_DIFFUSION_MP_START") or ("fork" if sys.platform.startswith("linux") else "spawn")
     return multiprocessing.get_context(method)
 
 
@@ -96,13 +94,25 @@ def _prepare_one(source: str, shard: str, cfg: dict[str, Any]) -> dict[str, Any]
     keep = body_slices(slices)
     with atomic_path(shard) as tmp, open(tmp, "wb") as fh:
         np.save(fh, slices[keep].astype(np.float16))
-    return {"source": source, **stat, "file": os.path.relpath(shard, Path(shard).parents[1]),
-            "n_slices": int(keep.size), "n_input_slices": int(slices.shape[0]), "z": keep.tolist()}
+    return {
+        "source": source,
+        **stat,
+        "file": os.path.relpath(shard, Path(shard).parents[1]),
+        "n_slices": int(keep.size),
+        "n_input_slices": int(slices.shape[0]),
+        "z": keep.tolist(),
+    }
 
 
 def _manifest_header(cfg: PreprocessingConfig) -> dict[str, Any]:
-    return {"format": STORE_FORMAT, "version": STORE_VERSION, "preprocessing": cfg.to_dict(), "dtype": "float16",
-            "body_threshold": BODY_THRESHOLD, "min_body_fraction": MIN_BODY_FRACTION}
+    return {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "preprocessing": cfg.to_dict(),
+        "dtype": "float16",
+        "body_threshold": BODY_THRESHOLD,
+        "min_body_fraction": MIN_BODY_FRACTION,
+    }
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -112,7 +122,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputFileError(path, "no slice store manifest here (build one with `smp-diffusion prepare-slices`)")
     manifest = read_json_object(path)
     if manifest.get("format") != STORE_FORMAT:
-        raise InputFileError(path, f"is not a slice store manifest (\"format\" is not {STORE_FORMAT!r})")
+        raise InputFileError(path, f'is not a slice store manifest ("format" is not {STORE_FORMAT!r})')
     if manifest.get("version") != STORE_VERSION or not isinstance(manifest.get("shards"), list):
         raise InputFileError(path, f"unsupported slice store version {manifest.get('version')!r}")
     if "preprocessing" not in manifest and "preprocess" in manifest:  # stores written before the key was renamed
@@ -120,13 +130,20 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:  # normalized (e.g. a store without spacing_mm is in the legacy layout), so settings compare exactly
         manifest["preprocessing"] = PreprocessingConfig.from_dict(manifest["preprocessing"]).to_dict()
     except (KeyError, TypeError, ConfigError) as err:
-        raise InputFileError(path, f"has no valid \"preprocessing\" settings ({err})") from err
+        raise InputFileError(path, f'has no valid "preprocessing" settings ({err})') from err
     return manifest
 
 
-def build_slice_store(volumes: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                      cfg: PreprocessingConfig, *, workers: int = 2, overwrite: bool = False, skip_bad: bool = False,
-                      progress: bool = True) -> dict[str, Any]:
+def build_slice_store(
+    volumes: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    cfg: PreprocessingConfig,
+    *,
+    workers: int = 2,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Preprocess ``volumes`` (NIfTI files or DICOM folders) into a slice store in ``out_dir``; resumable.
 
     Args:
@@ -157,8 +174,11 @@ def build_slice_store(volumes: Sequence[str | os.PathLike[str]], out_dir: str | 
             mismatch = {}
         if mismatch and not overwrite:
             detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in mismatch.items())
-            raise InputFileError(manifest_path, f"store was built with other settings ({detail}); pass "
-                                 "overwrite=True (--overwrite) to rebuild it or choose another folder")
+            raise InputFileError(
+                manifest_path,
+                f"store was built with other settings ({detail}); pass "
+                "overwrite=True (--overwrite) to rebuild it or choose another folder",
+            )
         if mismatch or overwrite:
             old = {"shards": [], "bad": []}
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -181,9 +201,13 @@ def build_slice_store(volumes: Sequence[str | os.PathLike[str]], out_dir: str | 
         order = {str(s): i for i, s in enumerate(sources)}
         entries = sorted(done.values(), key=lambda e: order[e["source"]])
         shards = [e for e in entries if "error" not in e]
-        manifest = {**header, "complete": len(done) == len(sources),
-                    "n_slices": sum(e["n_slices"] for e in shards), "shards": shards,
-                    "bad": [e for e in entries if "error" in e]}
+        manifest = {
+            **header,
+            "complete": len(done) == len(sources),
+            "n_slices": sum(e["n_slices"] for e in shards),
+            "shards": shards,
+            "bad": [e for e in entries if "error" in e],
+        }
         atomic_write_json(manifest_path, manifest)
         return manifest
 
@@ -196,8 +220,9 @@ def build_slice_store(volumes: Sequence[str | os.PathLike[str]], out_dir: str | 
         done[result["source"]] = result
         save()
 
-    bar = tqdm(total=len(sources), initial=len(sources) - len(todo), unit="vol", desc="prepare slices",
-               disable=not progress)
+    bar = tqdm(
+        total=len(sources), initial=len(sources) - len(todo), unit="vol", desc="prepare slices", disable=not progress
+    )
     jobs = [(str(s), str(out / _shard_name(s)), cfg.to_dict()) for s in todo]
     try:
         if workers <= 1:

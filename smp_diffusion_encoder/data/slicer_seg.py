@@ -76,19 +76,23 @@ def read_label_table(path: str | os.PathLike[str]) -> dict[str, int]:
     table: dict[str, int] = {}
     for name, value in raw.items():
         if type(value) is not int or not 0 <= value < FLARE_NUM_CLASSES:
-            raise InputFileError(path, f"label table: segment {name!r} maps to {value!r}; ids are integers "
-                                       f"0..{FLARE_NUM_CLASSES - 1} (FLARE 2022 ids, 0 leaves the segment out)")
+            raise InputFileError(
+                path,
+                f"label table: segment {name!r} maps to {value!r}; ids are integers "
+                f"0..{FLARE_NUM_CLASSES - 1} (FLARE 2022 ids, 0 leaves the segment out)",
+            )
         key = normalize_name(name)
         if table.get(key, value) != value:
             raise InputFileError(path, f"label table: {name!r} is given twice with different ids")
         table[key] = value
     if not table:
-        raise InputFileError(path, "label table is empty (expected {\"segment name\": id, ...})")
+        raise InputFileError(path, 'label table is empty (expected {"segment name": id, ...})')
     return table
 
 
-def read_slicer_segmentation(path: str | os.PathLike[str], image: Volume,
-                             table: Mapping[str, int] | None = None) -> Volume:
+def read_slicer_segmentation(
+    path: str | os.PathLike[str], image: Volume, table: Mapping[str, int] | None = None
+) -> Volume:
     """The ``.seg.nrrd`` file ``path`` as a canonical label :class:`Volume` on ``image``'s grid.
 
     ``table``: normalized segment name -> id (:func:`read_label_table`; default :func:`default_label_table`).
@@ -114,9 +118,12 @@ def read_slicer_segmentation(path: str | os.PathLike[str], image: Volume,
     unknown = sorted({n for n in names if normalize_name(n) not in table})
     if unknown:
         accepted = sorted(table) if len(table) <= 30 else sorted(table)[:30] + ["..."]
-        raise LabelMismatchError(path, f"segments {unknown} are not in the label table (accepted names: "
-                                       f"{', '.join(accepted)}); give a table {{\"segment name\": id}} "
-                                       f"(--label-table FILE) or rename the segments")
+        raise LabelMismatchError(
+            path,
+            f"segments {unknown} are not in the label table (accepted names: "
+            f'{", ".join(accepted)}); give a table {{"segment name": id}} '
+            f"(--label-table FILE) or rename the segments",
+        )
     shape = voxels.shape[-3:]
     labels = np.zeros(shape, dtype=np.uint8)
     owner = np.full(shape, -1, dtype=np.int16)  # which segment claimed each voxel
@@ -128,9 +135,12 @@ def read_slicer_segmentation(path: str | os.PathLike[str], image: Volume,
         clash = mask & (owner >= 0) & (labels != target)
         if clash.any():
             other = names[int(owner[clash].flat[0])]
-            raise LabelMismatchError(path, f"segments {other!r} and {name!r} overlap in {int(clash.sum())} voxels "
-                                           f"but map to different ids ({labels[clash].flat[0]} and {target}); "
-                                           f"a voxel has one label: fix the overlap in 3D Slicer")
+            raise LabelMismatchError(
+                path,
+                f"segments {other!r} and {name!r} overlap in {int(clash.sum())} voxels "
+                f"but map to different ids ({labels[clash].flat[0]} and {target}); "
+                f"a voxel has one label: fix the overlap in 3D Slicer",
+            )
         labels[mask] = target
         owner[mask] = index
     affine = _LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
@@ -160,5 +170,5 @@ def on_image_grid(label: Volume, image: Volume) -> Volume:
     if not (same_axes and whole and inside):
         check_pair(image, label)  # raises with the shapes, spacings or affines that differ
     array = np.zeros(image.array.shape, dtype=label.array.dtype)
-    array[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = label.array
+    array[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = label.array
     return dataclasses.replace(image, array=array, source=label.source)

@@ -49,8 +49,9 @@ from smp_diffusion_encoder.errors import ConfigError, InputFileError
 POLICY_VERSION = "zstrat-v1"
 SPLIT_FORMAT = "smp_diffusion_encoder.split"
 BudgetKind = Literal["slices", "percent", "cases", "all"]
-_BUDGET_RE = re.compile(r"^\s*(?:(?P<all>all)|(?P<cases>\d+)\s*cases?|(?P<pct>\d+(?:\.\d+)?)\s*%|(?P<n>\d+))\s*$",
-                        re.IGNORECASE)
+_BUDGET_RE = re.compile(
+    r"^\s*(?:(?P<all>all)|(?P<cases>\d+)\s*cases?|(?P<pct>\d+(?:\.\d+)?)\s*%|(?P<n>\d+))\s*$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,19 @@ class LabelBudget:
         """Parse ``"4"``, ``"1%"``, ``"2cases"`` or ``"all"``; anything else raises :class:`ConfigError`."""
         m = _BUDGET_RE.match(str(text))
         if m is None:
-            raise ConfigError(f"label budget {text!r}: expected a slice count ('4'), a percentage ('1%'), "
-                              f"a case count ('2cases') or 'all'")
+            raise ConfigError(
+                f"label budget {text!r}: expected a slice count ('4'), a percentage ('1%'), "
+                f"a case count ('2cases') or 'all'"
+            )
         if m["all"]:
             return cls("all", 0)
-        kind, value = (("cases", float(m["cases"])) if m["cases"] else ("percent", float(m["pct"])) if m["pct"]
-                       else ("slices", float(m["n"])))
+        kind, value = (
+            ("cases", float(m["cases"]))
+            if m["cases"]
+            else ("percent", float(m["pct"]))
+            if m["pct"]
+            else ("slices", float(m["n"]))
+        )
         if value <= 0 or (kind == "percent" and value > 100):
             raise ConfigError(f"label budget {text!r}: must be > 0" + (" and <= 100%" if kind == "percent" else ""))
         return cls(kind, value)  # type: ignore[arg-type]
@@ -110,9 +118,15 @@ class Split:
         return {k: sorted(v) for k, v in sorted(out.items())}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SPLIT_FORMAT, "policy_version": self.policy, "budget": self.budget, "seed": self.seed,
-                "params": self.params, "train": [[c, z] for c, z in self.train],
-                "evaluation": [[c, z] for c, z in self.evaluation]}
+        return {
+            "format": SPLIT_FORMAT,
+            "policy_version": self.policy,
+            "budget": self.budget,
+            "seed": self.seed,
+            "params": self.params,
+            "train": [[c, z] for c, z in self.train],
+            "evaluation": [[c, z] for c, z in self.evaluation],
+        }
 
 
 def eligible_slices(labels: np.ndarray) -> list[int]:
@@ -176,8 +190,7 @@ def heldout_split(case_id: str, eligible: Iterable[int], *, block: int = 8, gap:
             evaluation.append((case_id, z))
     if not train or not evaluation:
         raise ConfigError(f"heldout split of {case_id}: too few eligible slices for block={block}, gap={gap}")
-    return Split("heldout", seed, tuple(train), tuple(evaluation),
-                 params={"block": block, "gap": gap, "phase": phase})
+    return Split("heldout", seed, tuple(train), tuple(evaluation), params={"block": block, "gap": gap, "phase": phase})
 
 
 def write_split_json(path: str | os.PathLike[str], split: Split) -> Path:
@@ -193,31 +206,33 @@ def read_split_json(path: str | os.PathLike[str]) -> Split:
         raise InputFileError(path, "split file does not exist")
     d = read_json_object(path)
     if d.get("format") != SPLIT_FORMAT:
-        raise InputFileError(path, f"is not a split file (expected \"format\": \"{SPLIT_FORMAT}\")")
+        raise InputFileError(path, f'is not a split file (expected "format": "{SPLIT_FORMAT}")')
     if d.get("policy_version") != POLICY_VERSION:
         raise InputFileError(path, f"policy_version {d.get('policy_version')!r} is not {POLICY_VERSION!r}")
     if not isinstance(d.get("budget"), str) or type(d.get("seed")) is not int:
-        raise InputFileError(path, "needs a string \"budget\" and an integer \"seed\"")
+        raise InputFileError(path, 'needs a string "budget" and an integer "seed"')
     parts = {}
     for key in ("train", "evaluation"):
         pairs = d.get(key, [])
         if not isinstance(pairs, list) or not all(_is_pair(p) for p in pairs):
-            raise InputFileError(path, f"\"{key}\" must be a list of [case_id, z] pairs with z an integer >= 0")
+            raise InputFileError(path, f'"{key}" must be a list of [case_id, z] pairs with z an integer >= 0')
         parts[key] = tuple((str(c), int(z)) for c, z in pairs)
     if not parts["train"]:
-        raise InputFileError(path, "\"train\" lists no slice")
+        raise InputFileError(path, '"train" lists no slice')
     if len(set(parts["train"])) != len(parts["train"]) or set(parts["train"]) & set(parts["evaluation"]):
         raise InputFileError(path, "a (case_id, z) slice is listed twice or in both train and evaluation")
-    return Split(d["budget"], d["seed"], parts["train"], parts["evaluation"], POLICY_VERSION,
-                 dict(d.get("params") or {}))
+    return Split(
+        d["budget"], d["seed"], parts["train"], parts["evaluation"], POLICY_VERSION, dict(d.get("params") or {})
+    )
 
 
 def _is_pair(p: Any) -> bool:
-    return (isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int and p[1] >= 0)
+    return isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int and p[1] >= 0
 
 
-def split_from_label_maps(label_maps: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]],
-                          budget: LabelBudget | str, seed: int = 0) -> Split:
+def split_from_label_maps(
+    label_maps: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]], budget: LabelBudget | str, seed: int = 0
+) -> Split:
     """:func:`select_slices` over ``{case_id: (Z, Y, X) label map}``."""
     items = label_maps.items() if isinstance(label_maps, Mapping) else label_maps
     return select_slices({c: eligible_slices(lab) for c, lab in items}, budget, seed)

@@ -136,9 +136,7 @@ class Volume:
         return np.ascontiguousarray(data) if contiguous else data
 
 
-def read_volume(
-    path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True
-) -> Volume:
+def read_volume(path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True) -> Volume:
     """Read a NIfTI file (``.nii``/``.nii.gz``), a NRRD or MetaImage file (``.nrrd``/``.nhdr``/``.mha``/``.mhd``,
     via SimpleITK: :mod:`~smp_diffusion_encoder.data.itk_io`) or a DICOM series folder into a canonical
     :class:`Volume`. Every format gets the same checks and the same canonical orientation.
@@ -165,8 +163,7 @@ def read_volume(
     elif is_itk_file(path):
         img = read_itk_image(path)
     else:
-        raise InputFileError(path, f"is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a DICOM series "
-                                   f"folder")
+        raise InputFileError(path, f"is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a DICOM series folder")
     volume = volume_from_nifti(img, path, kind=kind)
     if kind == "image" and check_hu:
         check_ct_hu(volume)
@@ -250,8 +247,7 @@ def check_ct_hu(volume: Volume) -> None:
     if p_low > -500:
         raise InvalidVolumeError(
             where,
-            f"{not_ct}: no air ({value_range}, 0.5th percentile {p_low:g}); CT has air at about "
-            f"-1000 HU. An MR image?",
+            f"{not_ct}: no air ({value_range}, 0.5th percentile {p_low:g}); CT has air at about -1000 HU. An MR image?",
         )
 
 
@@ -285,8 +281,9 @@ def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = 
     check_label_array(label.array, label.source or "<memory>", allowed)
 
 
-def check_label_array(array: np.ndarray, where: str | os.PathLike[str],
-                      allowed: range | set[int] | frozenset[int] = range(14)) -> None:
+def check_label_array(
+    array: np.ndarray, where: str | os.PathLike[str], allowed: range | set[int] | frozenset[int] = range(14)
+) -> None:
     """:func:`check_label_ids` for a bare array read from ``where`` (``evaluate`` reads label maps unreoriented)."""
     present = np.unique(array)
     unknown = sorted(int(v) for v in present if int(v) not in allowed)
@@ -347,8 +344,10 @@ def write_probabilities_like(probabilities: np.ndarray, reference: Volume, path:
     if not path.name.endswith(OUTPUT_SUFFIXES):
         raise ConfigError(f"{path}: output must be a NIfTI file ending in .nii or .nii.gz, or a .nrrd or .mha file")
     if probabilities.ndim != 4 or probabilities.shape[1:] != reference.array.shape:
-        raise ConfigError(f"{path}: probabilities are {probabilities.shape} but reference {reference.name} is "
-                          f"(K, Z, Y, X) with (Z, Y, X) = {reference.array.shape}")
+        raise ConfigError(
+            f"{path}: probabilities are {probabilities.shape} but reference {reference.name} is "
+            f"(K, Z, Y, X) with (Z, Y, X) = {reference.array.shape}"
+        )
     stored = np.empty(probabilities.shape, np.uint8)
     work = np.empty(probabilities.shape[1:], np.float32)
     for k in range(len(stored)):  # one class at a time: no float copy of the whole map

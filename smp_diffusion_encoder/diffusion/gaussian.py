@@ -127,19 +127,24 @@ class GaussianDiffusion:
         """``(sqrt(abar_k), sqrt(1 - abar_k))`` float32, shaped like ``k`` (a list gives CPU tensors)."""
         k = k if isinstance(k, torch.Tensor) else torch.as_tensor(list(k), dtype=torch.long)
         self.check_steps(k)
-        return (self.at("sqrt_alphas_cumprod", k).reshape(k.shape),
-                self.at("sqrt_one_minus_alphas_cumprod", k).reshape(k.shape))
+        return (
+            self.at("sqrt_alphas_cumprod", k).reshape(k.shape),
+            self.at("sqrt_one_minus_alphas_cumprod", k).reshape(k.shape),
+        )
 
     # ----- posterior and reverse step ------------------------------------------------------------
     def predict_x0(self, x_t: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``x0 = (x_k - sqrt(1 - abar_k) eps) / sqrt(abar_k)``."""
-        return (self.at("sqrt_recip_alphas_cumprod", k, x_t.dim()) * x_t
-                - self.at("sqrt_recipm1_alphas_cumprod", k, x_t.dim()) * eps)
+        return (
+            self.at("sqrt_recip_alphas_cumprod", k, x_t.dim()) * x_t
+            - self.at("sqrt_recipm1_alphas_cumprod", k, x_t.dim()) * eps
+        )
 
     def predict_eps(self, x_t: torch.Tensor, k: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The ``eps`` that :meth:`predict_x0` maps to ``x0`` (used after clipping ``x0``)."""
-        return ((self.at("sqrt_recip_alphas_cumprod", k, x_t.dim()) * x_t - x0)
-                / self.at("sqrt_recipm1_alphas_cumprod", k, x_t.dim()))
+        return (self.at("sqrt_recip_alphas_cumprod", k, x_t.dim()) * x_t - x0) / self.at(
+            "sqrt_recipm1_alphas_cumprod", k, x_t.dim()
+        )
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (clipped) log-variance of ``q(x_{k-1} | x_k, x0)``; the log-variance is ``(B, 1, ..., 1)``."""
@@ -153,8 +158,9 @@ class GaussianDiffusion:
         n = v.dim()
         return frac * self.at("log_betas", k, n) + (1.0 - frac) * self.at("posterior_log_variance", k, n)
 
-    def vlb_terms(self, x0: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor, eps: torch.Tensor,
-                  v: torch.Tensor) -> torch.Tensor:
+    def vlb_terms(
+        self, x0: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor, eps: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
         """``L_k`` per sample ``(B,)`` in bits/dim from predicted ``eps`` and variance input ``v`` ``(B, C, H, W)``.
 
         ``KL(q(x_{k-1} | x_k, x0) || p(x_{k-1} | x_k))`` for ``k > 0``, the discretized Gaussian decoder

@@ -69,7 +69,7 @@ class NoiseSchedule:
         """``alpha_bar_t = prod_{s<=t} (1 - beta_s)``, float64 ``(T,)``."""
         return np.cumprod(1.0 - self.betas)
 
-    def validate_timesteps(self, timesteps: "np.ndarray | list[int] | tuple[int, ...]") -> None:
+    def validate_timesteps(self, timesteps: np.ndarray | list[int] | tuple[int, ...]) -> None:
         """Raise :class:`ConfigError` listing the timesteps outside ``0 .. T-1``."""
         bad = [int(t) for t in np.atleast_1d(timesteps) if not 0 <= int(t) < self.num_timesteps]
         if bad:

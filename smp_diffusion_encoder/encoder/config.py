@@ -116,7 +116,9 @@ class EncoderSpec:
         if not isinstance(model_args, dict) or "unet" not in model_args:
             raise ConfigError(f"model_args must be an object with 'unet' (and 'features'), got {model_args!r}")
         try:
-            return cls(UNetConfig.from_dict(model_args["unet"]), FeatureConfig.from_dict(model_args.get("features") or {}))
+            return cls(
+                UNetConfig.from_dict(model_args["unet"]), FeatureConfig.from_dict(model_args.get("features") or {})
+            )
         except TypeError as err:
             raise ConfigError(f"invalid model_args ({err})") from err
 

@@ -78,9 +78,7 @@ class DiffusionFeatureEncoder(nn.Module):
         self.register_buffer("signal_scale", a, persistent=False)
         self.register_buffer("noise_scale", s, persistent=False)
         gen = torch.Generator(device="cpu").manual_seed(self.features.noise_seed)
-        field = torch.randn(
-            self.features.num_noise, 1, NOISE_FIELD_SIZE, NOISE_FIELD_SIZE, generator=gen, device="cpu"
-        )
+        field = torch.randn(self.features.num_noise, 1, NOISE_FIELD_SIZE, NOISE_FIELD_SIZE, generator=gen, device="cpu")
         self.register_buffer("noise_field", field, persistent=False)
 
     def noise(self, height: int, width: int) -> torch.Tensor:
@@ -200,8 +198,10 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         """
         wanted = [i for i in range(self.depth + 1)] if levels is None else sorted_levels(levels)
         if wanted[0] < self.min_level:
-            raise ConfigError(f"feature levels {wanted} were pruned (prune_intermediate_layers): this model keeps "
-                              f"levels {self.min_level}..{len(self._level_strides) - 1}")
+            raise ConfigError(
+                f"feature levels {wanted} were pruned (prune_intermediate_layers): this model keeps "
+                f"levels {self.min_level}..{len(self._level_strides) - 1}"
+            )
         h, w = x.shape[-2], x.shape[-1]
         m = self.unet.max_stride
         padded = nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m), value=-1.0)
@@ -211,8 +211,9 @@ class FeaturePyramid(DiffusionFeatureEncoder):
         for i, level in enumerate(wanted):
             f, stride = maps[i], self._level_strides[level]
             if stride > cap:
-                f = nn.functional.interpolate(f, size=[padded.shape[-2] // cap, padded.shape[-1] // cap],
-                                              mode="bilinear", align_corners=False)
+                f = nn.functional.interpolate(
+                    f, size=[padded.shape[-2] // cap, padded.shape[-1] // cap], mode="bilinear", align_corners=False
+                )
                 stride = cap
             out.append(f[..., : (h + stride - 1) // stride, : (w + stride - 1) // stride])
         return out
@@ -250,8 +251,9 @@ def sorted_levels(levels: list[int]) -> list[int]:
     return out
 
 
-def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec, *, source: str,
-                       strict: bool = True) -> dict[str, torch.Tensor]:
+def encoder_state_dict(
+    state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec, *, source: str, strict: bool = True
+) -> dict[str, torch.Tensor]:
     """The :class:`FeaturePyramid` state dict of ``spec`` (``unet.*`` keys, truncated U-Net) from ``state_dict``.
 
     ``state_dict`` holds an encoder's ``unet.*`` keys or a whole U-Net's bare :class:`DiffusionUNet` keys.
@@ -266,8 +268,11 @@ def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EncoderSpec
     given = dict(state_dict) if prefixed else {f"unet.{k}": v for k, v in state_dict.items()}
     missing = sorted(set(ref) - set(given))
     unexpected = sorted(set(given) - set(ref)) if strict else []
-    shapes = [f"{k} is {tuple(given[k].shape)}, expected {tuple(v.shape)}"
-              for k, v in ref.items() if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} is {tuple(given[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in ref.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensors missing (e.g. {missing[:5]})")

@@ -58,8 +58,7 @@ class DDPMCTUNet(FeaturePyramid):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(unet, features, output_stride=output_stride, in_channels=in_chans, device=device,
-                         dtype=dtype)
+        super().__init__(unet, features, output_stride=output_stride, in_channels=in_chans, device=device, dtype=dtype)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.feature_info = [
@@ -106,8 +105,10 @@ class DDPMCTUNet(FeaturePyramid):
         finest kept; with ``prune_head=False`` the classifier stays, and so does the whole trunk it reads."""
         take, _ = feature_take_indices(len(self.strides), indices)
         if min(take) < self.min_level:
-            raise ConfigError(f"feature levels {take} were already pruned: this model keeps levels "
-                              f"{self.min_level}..{len(self.strides) - 1}")
+            raise ConfigError(
+                f"feature levels {take} were already pruned: this model keeps levels "
+                f"{self.min_level}..{len(self.strides) - 1}"
+            )
         if prune_head:
             self.truncate_after(min(take))
             self.num_features = self.channels[self.min_level]
@@ -124,8 +125,11 @@ class DDPMCTUNet(FeaturePyramid):
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.head = (nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
-                     if num_classes else nn.Identity())
+        self.head = (
+            nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes
+            else nn.Identity()
+        )
         self.global_pool.train(self.training)
         self.head.train(self.training)
 

@@ -36,8 +36,10 @@ def volume_ratios(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """``{organ: predicted voxels / true voxels}`` for every FLARE organ (``nan`` if absent from ``gt``)."""
     counts = confusion_matrix(gt, pred)
     true, predicted = counts.sum(axis=1), counts.sum(axis=0)
-    return {organ: float(predicted[i] / true[i]) if true[i] else float("nan")
-            for i, organ in enumerate(FLARE_ORGANS, start=1)}
+    return {
+        organ: float(predicted[i] / true[i]) if true[i] else float("nan")
+        for i, organ in enumerate(FLARE_ORGANS, start=1)
+    }
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int = FLARE_NUM_CLASSES) -> np.ndarray:
@@ -67,8 +69,9 @@ def confusion_shares(counts: np.ndarray) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_confusion_markdown(counts: np.ndarray, ratios: Mapping[str, float] | None = None, *,
-                              min_share: float = 0.02, title: str = "") -> str:
+def format_confusion_markdown(
+    counts: np.ndarray, ratios: Mapping[str, float] | None = None, *, min_share: float = 0.02, title: str = ""
+) -> str:
     """A markdown table: one row per true organ present, its volume ratio (computed from ``counts`` unless
     given) and where its voxels went, largest shares first (shares under ``min_share`` are left out)."""
     shares = confusion_shares(counts)
@@ -80,8 +83,11 @@ def format_confusion_markdown(counts: np.ndarray, ratios: Mapping[str, float] | 
         "| --- | --- | --- |",
     ]
     for organ, row in shares.items():
-        parts = [f"{'**' if name == organ else ''}{name} {share:.0%}{'**' if name == organ else ''}"
-                 for name, share in sorted(row.items(), key=lambda kv: -kv[1]) if share >= min_share]
+        parts = [
+            f"{'**' if name == organ else ''}{name} {share:.0%}{'**' if name == organ else ''}"
+            for name, share in sorted(row.items(), key=lambda kv: -kv[1])
+            if share >= min_share
+        ]
         ratio = ratios.get(organ, float("nan"))
         lines.append(f"| {organ} | {ratio:.2f} | {', '.join(parts) or '-'} |")
     return "\n".join(lines) + "\n"

@@ -76,9 +76,7 @@ Z_RESTRICTED_ORGANS: tuple[str, ...] = ("Aorta", "IVC", "Esophagus")
 #: Below this DSC the NSD is set to 0.
 NSD_MIN_DSC = 0.2
 #: Column names of the official per-case CSV.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "Name", *(f"{o}_DSC" for o in FLARE_ORGANS), *(f"{o}_NSD" for o in FLARE_ORGANS)
-)
+METRIC_COLUMNS: tuple[str, ...] = ("Name", *(f"{o}_DSC" for o in FLARE_ORGANS), *(f"{o}_NSD" for o in FLARE_ORGANS))
 
 
 @dataclass(frozen=True)
@@ -221,8 +219,13 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[str], *,
-                  labels_convention: str = "flare", name: str | None = None) -> CaseResult:
+def evaluate_case(
+    pred_path: str | os.PathLike[str],
+    gt_path: str | os.PathLike[str],
+    *,
+    labels_convention: str = "flare",
+    name: str | None = None,
+) -> CaseResult:
     """Metrics of one prediction file against its ground-truth file (spacing from the ground truth), named
     ``name`` (default: the ground-truth file's name).
 
@@ -248,8 +251,9 @@ def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[
             pred_path, f"is {_shape_str(pred.shape)} but ground truth {gt_path} is {_shape_str(gt.shape)}"
         )
     known = (gt <= len(FLARE_ORGANS)) & (pred <= len(FLARE_ORGANS))
-    return CaseResult(name or Path(gt_path).name, case_metrics(gt, pred, spacing),
-                      confusion_matrix(gt[known], pred[known]))
+    return CaseResult(
+        name or Path(gt_path).name, case_metrics(gt, pred, spacing), confusion_matrix(gt[known], pred[known])
+    )
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
@@ -263,8 +267,9 @@ def _label_files(folder: Path) -> dict[str, Path]:
         if p.is_file() and not p.name.startswith(".") and is_volume_file(p):
             case = strip_volume_suffix(p.name)
             if case in found:
-                raise DatasetLayoutError(folder, f"holds two label maps for case {case}: {found[case].name} and "
-                                                 f"{p.name}")
+                raise DatasetLayoutError(
+                    folder, f"holds two label maps for case {case}: {found[case].name} and {p.name}"
+                )
             found[case] = p
     return found
 
@@ -277,14 +282,18 @@ def _case_folder_labels(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for case in case_folders(folder):
         if case.name in found:
-            raise DatasetLayoutError(folder, f"holds two case folders named {case.name}: {found[case.name].parent} "
-                                             f"and {case}")
+            raise DatasetLayoutError(
+                folder, f"holds two case folders named {case.name}: {found[case.name].parent} and {case}"
+            )
         found[case.name] = next(case / n for n in CASE_LABEL_NAMES if (case / n).is_file())
     return found
 
 
 def evaluate_folder(
-    pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], progress: bool = True, *,
+    pred_dir: str | os.PathLike[str],
+    gt_dir: str | os.PathLike[str],
+    progress: bool = True,
+    *,
     labels_convention: str = "flare",
 ) -> list[CaseResult]:
     """Evaluate every ground-truth case (``*.nii.gz``, ``*.nii``, ``*.nrrd``, ``*.mha``... in ``gt_dir``; or, if it
@@ -306,7 +315,7 @@ def evaluate_folder(
     names = {case: gt.name for case, gt in gt_files.items()}
     if not gt_files:
         gt_files = _case_folder_labels(Path(gt_dir))
-        names = {case: case + gt.name[len(strip_volume_suffix(gt.name)):] for case, gt in gt_files.items()}
+        names = {case: case + gt.name[len(strip_volume_suffix(gt.name)) :] for case, gt in gt_files.items()}
     pred_files = _label_files(Path(pred_dir))
     if not gt_files:
         raise DatasetLayoutError(gt_dir, "holds no ground-truth label map (*.nii.gz, *.nrrd, *.mha...)")
@@ -357,15 +366,19 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, tuple[float, float, fl
         table = {organ: tuple(float(v) for v in row) for organ, row in zip(FLARE_ORGANS, stats, strict=True)}
         if all(r.confusion is not None for r in results):
             present = np.array([r.confusion.sum(axis=1)[1:] > 0 for r in results])  # type: ignore[union-attr]
-            table[MEAN_PRESENT] = _mean_std_of_case_means(np.where(present, dsc, np.nan), np.where(present, nsd, np.nan))
+            table[MEAN_PRESENT] = _mean_std_of_case_means(
+                np.where(present, dsc, np.nan), np.where(present, nsd, np.nan)
+            )
         table[MEAN_FLARE] = _mean_std_of_case_means(dsc, nsd)
     return table  # type: ignore[return-value]
 
 
 def _mean_std_of_case_means(dsc: np.ndarray, nsd: np.ndarray) -> tuple[float, ...]:
     per_case_dsc, per_case_nsd = np.nanmean(dsc, 1), np.nanmean(nsd, 1)  # (cases,)
-    return tuple(float(v) for v in (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd),
-                                    np.nanstd(per_case_nsd)))
+    return tuple(
+        float(v)
+        for v in (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd), np.nanstd(per_case_nsd))
+    )
 
 
 def format_summary_markdown(results: Sequence[CaseResult]) -> str:
@@ -392,8 +405,13 @@ def format_summary_markdown(results: Sequence[CaseResult]) -> str:
             row += f" {np.mean(ratios):.2f} |" if ratios else " – |"
         lines.append(row)
     if errors:
-        lines += ["", format_confusion_markdown(summed_confusion([r.confusion for r in results]),  # type: ignore[misc]
-                                                title="Where each true organ's voxels were predicted (all cases)")]
+        lines += [
+            "",
+            format_confusion_markdown(
+                summed_confusion([r.confusion for r in results]),  # type: ignore[misc]
+                title="Where each true organ's voxels were predicted (all cases)",
+            ),
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

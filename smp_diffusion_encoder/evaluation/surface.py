@@ -110,9 +110,7 @@ def surfel_area_table(spacing_mm: Sequence[float]) -> np.ndarray:
     """
     s0, s1, s2 = _as_spacing(spacing_mm)
     normals = _neighbour_code_to_normals()
-    scaled = np.stack(
-        [normals[..., 0] * s1 * s2, normals[..., 1] * s0 * s2, normals[..., 2] * s0 * s1], axis=-1
-    )
+    scaled = np.stack([normals[..., 0] * s1 * s2, normals[..., 1] * s0 * s2, normals[..., 2] * s0 * s1], axis=-1)
     return np.linalg.norm(scaled, axis=-1).sum(axis=-1)
 
 
@@ -203,10 +201,12 @@ def compute_surface_distances(
     borders_pred = (codes_pred != 0) & (codes_pred != 255)
 
     areas = surfel_area_table(spacing)
-    dist_gt_to_pred, area_gt = _sorted(_distance_to_border(borders_pred, spacing)[borders_gt],
-                                       areas[codes_gt[borders_gt]])
-    dist_pred_to_gt, area_pred = _sorted(_distance_to_border(borders_gt, spacing)[borders_pred],
-                                         areas[codes_pred[borders_pred]])
+    dist_gt_to_pred, area_gt = _sorted(
+        _distance_to_border(borders_pred, spacing)[borders_gt], areas[codes_gt[borders_gt]]
+    )
+    dist_pred_to_gt, area_pred = _sorted(
+        _distance_to_border(borders_gt, spacing)[borders_pred], areas[codes_pred[borders_pred]]
+    )
     return SurfaceDistances(dist_gt_to_pred, dist_pred_to_gt, area_gt, area_pred)
 
 
@@ -216,8 +216,10 @@ def surface_dice_at_tolerance(distances: SurfaceDistances, tolerance_mm: float) 
     A surfel counts as overlapping when its distance is ``<= tolerance_mm``. Returns ``nan`` when both
     surfaces are empty (``0/0``), as the reference implementation does.
     """
-    overlap = (distances.surfel_areas_gt[distances.distances_gt_to_pred <= tolerance_mm].sum()
-               + distances.surfel_areas_pred[distances.distances_pred_to_gt <= tolerance_mm].sum())
+    overlap = (
+        distances.surfel_areas_gt[distances.distances_gt_to_pred <= tolerance_mm].sum()
+        + distances.surfel_areas_pred[distances.distances_pred_to_gt <= tolerance_mm].sum()
+    )
     total = distances.surfel_areas_gt.sum() + distances.surfel_areas_pred.sum()
     if total == 0:
         return float("nan")

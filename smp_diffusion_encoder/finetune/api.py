@@ -42,8 +42,8 @@ from torch import nn
 from smp_diffusion_encoder._device import autocast, resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
+from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.evaluation import slice_dice
@@ -166,8 +166,9 @@ def finetune(
     out = Path(out_dir)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not resume:
-        raise ConfigError(f"{ckpt} exists: continue that run with --resume (resume=True in Python), or "
-                          f"choose another --out")
+        raise ConfigError(
+            f"{ckpt} exists: continue that run with --resume (resume=True in Python), or choose another --out"
+        )
     if resume and not ckpt.exists():
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
     weights = resolve_weights(config.encoder, config.encoder_weights)
@@ -175,17 +176,37 @@ def finetune(
     table = read_label_table(config.label_table) if config.label_table else None
     volumes, labeled = load_labeled(labeled_cases(root_or_cases), prep, label_table=table)
     if split is None:
-        split = build_split({c: lab for c, (_, lab) in volumes.items()}, config.budget, config.seed,
-                            val_fraction=config.val_fraction, pool=pool, labeled=labeled)
+        split = build_split(
+            {c: lab for c, (_, lab) in volumes.items()},
+            config.budget,
+            config.seed,
+            val_fraction=config.val_fraction,
+            pool=pool,
+            labeled=labeled,
+        )
         _warn_unused_labels(split, labeled)
     else:
         _check_split(split, volumes, labeled)
-    plan = plan_schedule(config.method, n_slices=len(split.train), image_size=prep.image_size,
-                         batch_size=batch_size, n_val=len(split.evaluation), min_val_slices=config.min_val_slices,
-                         steps=config.steps, scale=config.steps_scale, augmented=config.augment != "none")
+    plan = plan_schedule(
+        config.method,
+        n_slices=len(split.train),
+        image_size=prep.image_size,
+        batch_size=batch_size,
+        n_val=len(split.evaluation),
+        min_val_slices=config.min_val_slices,
+        steps=config.steps,
+        scale=config.steps_scale,
+        augmented=config.augment != "none",
+    )
     views = config.augment_views or views_per_slice(len(split.train))
-    settings = {**config.to_dict(), "encoder_weights": weights, "split": split.to_dict(),
-                "preprocessing": prep.to_dict(), "schedule": plan.to_dict(), "views_per_slice": views}
+    settings = {
+        **config.to_dict(),
+        "encoder_weights": weights,
+        "split": split.to_dict(),
+        "preprocessing": prep.to_dict(),
+        "schedule": plan.to_dict(),
+        "views_per_slice": views,
+    }
     settings.pop("device")
     settings.pop("precision")  # how fast, not what: a run may resume on another machine
     state = load_checkpoint(ckpt) if resume else None
@@ -206,8 +227,14 @@ def finetune(
         step: Callable[..., Any] = ProbeStep() if config.method == "probe" else MLPStep()
     else:
         extra = {} if config.decoder_channels is None else {"decoder_channels": list(config.decoder_channels)}
-        segmenter = smp.create_model(config.architecture, encoder_name=config.encoder, encoder_weights=weights,
-                                     in_channels=1, classes=FLARE_NUM_CLASSES, **extra).to(device)
+        segmenter = smp.create_model(
+            config.architecture,
+            encoder_name=config.encoder,
+            encoder_weights=weights,
+            in_channels=1,
+            classes=FLARE_NUM_CLASSES,
+            **extra,
+        ).to(device)
         segmenter.encoder.requires_grad_(False)
         segmenter.to(memory_format=torch.channels_last)  # faster convolutions (1.26x a decoder step); saved contiguous
         model, cache = segmenter, FeatureCache(segmenter.encoder, cache_dir, precision=precision)
@@ -226,26 +253,52 @@ def finetune(
             save()  # the model folder always holds the best validated model
         return {"val_dice": score}
 
-    title = (f"{config.method} on {config.encoder} ({weights or 'random'} weights), {len(split.train)} labeled "
-             f"slices, seed {config.seed}")
-    train_config = TrainConfig(max_steps=plan.steps, out_dir=str(out), grad_clip=1.0,
-                               log_every=max(1, min(10, plan.steps // 20)), ckpt_every=max(1, plan.steps // 10),
-                               val_every=plan.val_every,
-                               seed=config.seed, ema_decay=None, progress=progress, title=title, precision=precision)
-    trainer = Trainer(model, optimizer, step, train_config, scheduler=scheduler, device=device,
-                      validate=validate if plan.val_every else None,
-                      early_stopping=stopper if plan.val_every else None,
-                      extra_state=lambda at: {"finetune": settings})
+    title = (
+        f"{config.method} on {config.encoder} ({weights or 'random'} weights), {len(split.train)} labeled "
+        f"slices, seed {config.seed}"
+    )
+    train_config = TrainConfig(
+        max_steps=plan.steps,
+        out_dir=str(out),
+        grad_clip=1.0,
+        log_every=max(1, min(10, plan.steps // 20)),
+        ckpt_every=max(1, plan.steps // 10),
+        val_every=plan.val_every,
+        seed=config.seed,
+        ema_decay=None,
+        progress=progress,
+        title=title,
+        precision=precision,
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        step,
+        train_config,
+        scheduler=scheduler,
+        device=device,
+        validate=validate if plan.val_every else None,
+        early_stopping=stopper if plan.val_every else None,
+        extra_state=lambda at: {"finetune": settings},
+    )
     if state is not None:
         trainer.resume(state)
     if config.method == "mlp":
         assert features is not None
-        data = pixel_batches(train, features, batch_size // world, config.mlp_members, config.seed, rank,
-                             config.pixel_sampling)
+        data = pixel_batches(
+            train, features, batch_size // world, config.mlp_members, config.seed, rank, config.pixel_sampling
+        )
     else:
-        data = slice_batches(train, features, batch_size // world, config.seed, rank, world,
-                             needs_image=config.method == "unet" and config.unfreeze_at is not None,
-                             unfreeze_at=config.unfreeze_at)
+        data = slice_batches(
+            train,
+            features,
+            batch_size // world,
+            config.seed,
+            rank,
+            world,
+            needs_image=config.method == "unet" and config.unfreeze_at is not None,
+            unfreeze_at=config.unfreeze_at,
+        )
     trainer.fit(data)
     if rank == 0 and (not plan.val_every or not (out / MODEL_DIR_NAME).is_dir()):
         save()
@@ -259,8 +312,9 @@ def finetune(
 
 def _with_postprocessing(model_dir: Path, config: FinetuneConfig) -> Path:
     """Record the post-processing ``predict`` applies (``postprocessing.json``) in a just-written model folder."""
-    write_postprocessing(model_dir, PostprocessingConfig(largest_component=config.largest_component,
-                                                         z_context_mm=config.z_context_mm))
+    write_postprocessing(
+        model_dir, PostprocessingConfig(largest_component=config.largest_component, z_context_mm=config.z_context_mm)
+    )
     return model_dir
 
 
@@ -279,40 +333,69 @@ def _train_features(cache: FeatureCache, train: LabeledSlices, n_plain: int) -> 
 def _result(out: Path, trainer: Trainer, plan: SchedulePlan, stopper: EarlyStopping) -> FinetuneResult:
     done = trainer.global_step
     if done < plan.steps:
-        reason = (f"early stopping: validation mean slice DSC did not improve for {stopper.patience} validations "
-                  f"after step {stopper.best_step}")
+        reason = (
+            f"early stopping: validation mean slice DSC did not improve for {stopper.patience} validations "
+            f"after step {stopper.best_step}"
+        )
     else:
         reason = f"schedule complete ({plan.steps} steps)"
     flat = loss_flattened(trainer.history)
-    return FinetuneResult(out / MODEL_DIR_NAME, done, plan.steps, reason,
-                          stopper.best if plan.val_every else None, stopper.best_step if plan.val_every else None,
-                          flat.flat, flat.text, plan.reason)
+    return FinetuneResult(
+        out / MODEL_DIR_NAME,
+        done,
+        plan.steps,
+        reason,
+        stopper.best if plan.val_every else None,
+        stopper.best_step if plan.val_every else None,
+        flat.flat,
+        flat.text,
+        plan.reason,
+    )
 
 
-def _head(config: FinetuneConfig, weights: str | None, prep: Any, val: LabeledSlices, out: Path, device: torch.device,
-          cache_dir: str | os.PathLike[str] | None, precision: str
-          ) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
+def _head(
+    config: FinetuneConfig,
+    weights: str | None,
+    prep: Any,
+    val: LabeledSlices,
+    out: Path,
+    device: torch.device,
+    cache_dir: str | os.PathLike[str] | None,
+    precision: str,
+) -> tuple[nn.Module, FeatureCache, Callable[[], np.ndarray], Callable[[], Path]]:
     """The probe / MLP ensemble on a frozen registered encoder: trainable head, cache, predictor, saver."""
     try:
         spec = resolve(config.encoder).spec
     except KeyError as err:
         raise ConfigError(f"method {config.method!r} needs a ddpm-ct encoder: {err.args[0]}") from None
-    probe_model = ProbeModel.build(spec.unet, spec.features, FLARE_NUM_CLASSES,
-                                   head="linear" if config.method == "probe" else "mlp", num_models=config.mlp_members)
+    probe_model = ProbeModel.build(
+        spec.unet,
+        spec.features,
+        FLARE_NUM_CLASSES,
+        head="linear" if config.method == "probe" else "mlp",
+        num_models=config.mlp_members,
+    )
     if weights is not None:
         try:
             probe_model.encoder.load_state_dict(load_weights(config.encoder, weights))
         except RuntimeError as err:
-            raise WeightsError(f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})") from err
+            raise WeightsError(
+                f"weights {weights!r} of {config.encoder!r} do not fit the probe's U-Net ({err})"
+            ) from err
     probe_model.to(device)
     probe_model.encoder.to(memory_format=torch.channels_last)  # faster convolutions; saved contiguous
     cache = FeatureCache(probe_model.encoder, cache_dir, precision=precision)
-    return (probe_model.probe, cache, _head_predictor(probe_model.probe, cache, val, precision),
-            lambda: _with_postprocessing(save_probe(probe_model, out / MODEL_DIR_NAME, prep), config))
+    return (
+        probe_model.probe,
+        cache,
+        _head_predictor(probe_model.probe, cache, val, precision),
+        lambda: _with_postprocessing(save_probe(probe_model, out / MODEL_DIR_NAME, prep), config),
+    )
 
 
-def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                 labeled: Mapping[str, Sequence[int]]) -> None:
+def _check_split(
+    split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarray]], labeled: Mapping[str, Sequence[int]]
+) -> None:
     """A given split must name loaded cases and existing slices (labeled ones, in a partly labeled case), and
     train on at least one slice."""
     if not split.train:
@@ -323,8 +406,10 @@ def _check_split(split: Split, volumes: Mapping[str, tuple[np.ndarray, np.ndarra
         if not 0 <= z < volumes[c][1].shape[0]:
             raise ConfigError(f"the split names slice z={z} of {c!r}, which has {volumes[c][1].shape[0]} slices")
         if c in labeled and z not in labeled[c]:
-            raise ConfigError(f"the split names slice z={z} of {c!r}, which its sidecar does not list as labeled "
-                              f"(labeled: {sorted(labeled[c])})")
+            raise ConfigError(
+                f"the split names slice z={z} of {c!r}, which its sidecar does not list as labeled "
+                f"(labeled: {sorted(labeled[c])})"
+            )
 
 
 def _warn_unused_labels(split: Split, labeled: Mapping[str, Sequence[int]]) -> None:
@@ -332,21 +417,29 @@ def _warn_unused_labels(split: Split, labeled: Mapping[str, Sequence[int]]) -> N
     total = sum(len(zs) for zs in labeled.values())
     used = sum(1 for c, _ in (*split.train, *split.evaluation) if c in labeled)
     if used < total:
-        warnings.warn(f"budget {split.budget!r} trains on {used} of the {total} slices the sidecars list as labeled; "
-                      f"budget 'all' uses every one", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"budget {split.budget!r} trains on {used} of the {total} slices the sidecars list as labeled; "
+            f"budget 'all' uses every one",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
-def _head_predictor(probe: nn.Module, cache: FeatureCache, val: LabeledSlices,
-                    precision: str) -> Callable[[], np.ndarray]:
+def _head_predictor(
+    probe: nn.Module, cache: FeatureCache, val: LabeledSlices, precision: str
+) -> Callable[[], np.ndarray]:
     val_features = cache.features(list(val.ids), val.images) if len(val) else []
 
     def predict() -> np.ndarray:
         dev = next(probe.parameters()).device
         probe.eval()  # the MLP ensemble's BatchNorm uses its running statistics
         with torch.no_grad(), autocast(dev, precision):
-            return np.concatenate([
-                probe([f[i:i + 8].to(dev) for f in val_features], val.labels.shape[-2:]).argmax(1).cpu().numpy()
-                for i in range(0, len(val), 8)])
+            return np.concatenate(
+                [
+                    probe([f[i : i + 8].to(dev) for f in val_features], val.labels.shape[-2:]).argmax(1).cpu().numpy()
+                    for i in range(0, len(val), 8)
+                ]
+            )
 
     return predict
 

@@ -30,8 +30,15 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
 
 
-def pixel_batches(train: LabeledSlices, features: list[torch.Tensor], pixels: int, members: int, seed: int,
-                  rank: int, sampling: Literal["balanced", "uniform"] = "balanced") -> Batches:
+def pixel_batches(
+    train: LabeledSlices,
+    features: list[torch.Tensor],
+    pixels: int,
+    members: int,
+    seed: int,
+    rank: int,
+    sampling: Literal["balanced", "uniform"] = "balanced",
+) -> Batches:
     """``data(start_step)`` for :class:`~smp_diffusion_encoder.finetune.steps.MLPStep`.
 
     Pixel draws are a function of ``(seed, step, member, rank)`` only; their feature vectors are read from
@@ -67,8 +74,17 @@ def pixel_batches(train: LabeledSlices, features: list[torch.Tensor], pixels: in
     return data
 
 
-def slice_batches(train: LabeledSlices, features: list[torch.Tensor] | None, batch_size: int, seed: int,
-                  rank: int, world: int, *, needs_image: bool, unfreeze_at: int | None) -> Batches:
+def slice_batches(
+    train: LabeledSlices,
+    features: list[torch.Tensor] | None,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world: int,
+    *,
+    needs_image: bool,
+    unfreeze_at: int | None,
+) -> Batches:
     """``data(start_step)`` for the probe and decoder steps: batch contents depend only on the step.
 
     Cached features are used while the encoder is frozen; images when it trains (``needs_image`` adds them
@@ -77,8 +93,9 @@ def slice_batches(train: LabeledSlices, features: list[torch.Tensor] | None, bat
 
     def data(start_step: int) -> Iterator[dict[str, Any]]:
         per_rank = min(batch_size, max(1, len(train) // world))
-        sampler = InfiniteBatchSampler(len(train), per_rank, seed=seed, start_step=start_step, rank=rank,
-                                       world_size=world)
+        sampler = InfiniteBatchSampler(
+            len(train), per_rank, seed=seed, start_step=start_step, rank=rank, world_size=world
+        )
         for at, items in enumerate(sampler, start=start_step):
             idx = [i for i, _ in items]
             batch: dict[str, Any] = {"labels": train.labels[idx], "step": at}

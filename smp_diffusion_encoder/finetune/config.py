@@ -26,63 +26,99 @@ class FinetuneConfig:
         0.01
     """
 
-    method: Method = option("unet", "head: probe (the paper's linear classifier on frozen features), mlp "
-                                    "(Baranchuk's MLP ensemble) or unet (an smp decoder on the frozen encoder)")
-    encoder: str = option("ddpm-ct", "smp encoder name (probe and mlp need a ddpm-ct encoder; unet takes any, "
-                                     "e.g. resnet34 for a baseline)")
-    encoder_weights: str | None = option("auto", "weights key; auto: the encoder's default CT weights when it has "
-                                                 "them, else random; none: random")
+    method: Method = option(
+        "unet",
+        "head: probe (the paper's linear classifier on frozen features), mlp "
+        "(Baranchuk's MLP ensemble) or unet (an smp decoder on the frozen encoder)",
+    )
+    encoder: str = option(
+        "ddpm-ct",
+        "smp encoder name (probe and mlp need a ddpm-ct encoder; unet takes any, e.g. resnet34 for a baseline)",
+    )
+    encoder_weights: str | None = option(
+        "auto", "weights key; auto: the encoder's default CT weights when it has them, else random; none: random"
+    )
     architecture: str = option("Unet", "smp architecture of the decoder (method unet)")
-    decoder_channels: tuple[int, ...] | None = option(None, "channels of a Unet-family decoder's blocks, coarse to "
-                                                            "fine (none: smp's 256 128 64 32 16)", metavar="C")
-    budget: str = option("4", "label budget: a slice count (4), a share of the labeled slices (1%), whole cases "
-                              "(2cases) or all")
+    decoder_channels: tuple[int, ...] | None = option(
+        None, "channels of a Unet-family decoder's blocks, coarse to fine (none: smp's 256 128 64 32 16)", metavar="C"
+    )
+    budget: str = option(
+        "4", "label budget: a slice count (4), a share of the labeled slices (1%), whole cases (2cases) or all"
+    )
     seed: int = option(0, "seed of the split and the initialization")
-    steps: int | None = option(None, "optimizer steps (none: from the schedule rule: the amount of labeled data "
-                                     "and the head, see smp_diffusion_encoder.finetune.schedule)")
+    steps: int | None = option(
+        None,
+        "optimizer steps (none: from the schedule rule: the amount of labeled data "
+        "and the head, see smp_diffusion_encoder.finetune.schedule)",
+    )
     steps_scale: float = option(1.0, "multiplies the rule's length (e.g. 2 to check that a run had converged)")
-    lr: float | None = option(None, "peak learning rate of AdamW (none: 1e-2 probe, 1e-3 mlp and unet); linear "
-                                    "warm-up, then cosine decay to 0")
-    batch_size: int | None = option(None, "slices per step (none: 4); pixels per member and step for mlp "
-                                          "(none: 2048)")
+    lr: float | None = option(
+        None,
+        "peak learning rate of AdamW (none: 1e-2 probe, 1e-3 mlp and unet); linear warm-up, then cosine decay to 0",
+    )
+    batch_size: int | None = option(None, "slices per step (none: 4); pixels per member and step for mlp (none: 2048)")
     image_size: int | None = option(None, "model input size in pixels (none: the encoder's preprocessing)")
-    val_fraction: float = option(0.0, "share of the other labeled slices held out for validation (0: none; "
-                                      "validation slices are labels too, so a few-shot run has none)")
-    min_val_slices: int = option(8, "validate and stop early only with at least this many validation slices; "
-                                    "with fewer, the full schedule runs and the last model is kept")
+    val_fraction: float = option(
+        0.0,
+        "share of the other labeled slices held out for validation (0: none; "
+        "validation slices are labels too, so a few-shot run has none)",
+    )
+    min_val_slices: int = option(
+        8,
+        "validate and stop early only with at least this many validation slices; "
+        "with fewer, the full schedule runs and the last model is kept",
+    )
     patience: int = option(3, "early stopping: validations without improvement")
     augment: Literal["default", "spatial-intensity", "contrast", "none"] = option(
-        "default", "augmentation of the labeled slices (every head): default = contrast phases (each organ's HU "
-                   "shifted within its physiological enhancement range; FLARE ids) + nnU-Net's spatial and "
-                   "intensity set; spatial-intensity = without contrast phases (other label conventions); none")
-    augment_views: int | None = option(None, "views per labeled slice: the slice + augmented copies, each encoded "
-                                             "once (none: 128 views in all, 4..32 per slice)")
-    label_table: str | None = option(None, "JSON file {\"segment name\": FLARE id} for 3D Slicer .seg.nrrd label "
-                                           "maps (none: the FLARE organ names, e.g. liver, right kidney, RK)",
-                                     metavar="FILE")
-    largest_component: bool = option(False, "predict keeps each organ's largest 3D connected component (tubular "
-                                            "organs: every large one; off: it removed true organs on validation "
-                                            "data); recorded in the model folder")
-    z_context_mm: float = option(6.0, "predict averages each slice's probabilities with the slices this many mm "
-                                      "above and below (0: off; 6 helped on validation data); recorded in the "
-                                      "model folder")
+        "default",
+        "augmentation of the labeled slices (every head): default = contrast phases (each organ's HU "
+        "shifted within its physiological enhancement range; FLARE ids) + nnU-Net's spatial and "
+        "intensity set; spatial-intensity = without contrast phases (other label conventions); none",
+    )
+    augment_views: int | None = option(
+        None,
+        "views per labeled slice: the slice + augmented copies, each encoded "
+        "once (none: 128 views in all, 4..32 per slice)",
+    )
+    label_table: str | None = option(
+        None,
+        'JSON file {"segment name": FLARE id} for 3D Slicer .seg.nrrd label '
+        "maps (none: the FLARE organ names, e.g. liver, right kidney, RK)",
+        metavar="FILE",
+    )
+    largest_component: bool = option(
+        False,
+        "predict keeps each organ's largest 3D connected component (tubular "
+        "organs: every large one; off: it removed true organs on validation "
+        "data); recorded in the model folder",
+    )
+    z_context_mm: float = option(
+        6.0,
+        "predict averages each slice's probabilities with the slices this many mm "
+        "above and below (0: off; 6 helped on validation data); recorded in the "
+        "model folder",
+    )
     unfreeze_at: int | None = option(None, "train the encoder too from this step (method unet)")
     encoder_lr_scale: float = option(0.1, "encoder learning rate = lr x this, once unfrozen")
     mlp_members: int = option(10, "MLP ensemble size (method mlp)")
     pixel_sampling: Literal["balanced", "uniform"] = option(
-        "balanced", "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly "
-                    "(Baranchuk et al.)")
+        "balanced",
+        "method mlp: pixels drawn class-balanced (every present class equally often) or uniformly (Baranchuk et al.)",
+    )
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
     precision: Literal["auto", "fp32", "bf16"] = option(
-        "auto", "auto: bfloat16 autocast for the encoder's features and the head's training where the device "
-                "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32")
+        "auto",
+        "auto: bfloat16 autocast for the encoder's features and the head's training where the device "
+        "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32",
+    )
 
     def __post_init__(self) -> None:
         if self.method not in ("probe", "mlp", "unet"):
             raise ConfigError(f"method must be 'probe', 'mlp' or 'unet', got {self.method!r}")
         if self.method != "unet" and self.unfreeze_at is not None:
-            raise ConfigError(f"the {self.method} head trains on cached frozen features: unfreeze_at needs "
-                              f"method='unet'")
+            raise ConfigError(
+                f"the {self.method} head trains on cached frozen features: unfreeze_at needs method='unet'"
+            )
         if self.augment not in STRENGTHS:
             raise ConfigError(f"augment must be one of {list(STRENGTHS)}, got {self.augment!r}")
         LabelBudget.parse(self.budget)  # raises ConfigError with the accepted forms

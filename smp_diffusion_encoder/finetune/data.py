@@ -67,14 +67,16 @@ def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> lis
     return cases
 
 
-def load_cases(cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
-               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_cases(
+    cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{case_id: (images (Z, S, S) float32, labels (Z, S, S) uint8)}`` preprocessed with ``prep``."""
     return load_labeled(cases, prep, label_table=label_table)[0]
 
 
-def load_labeled(cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
-                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[int]]]:
+def load_labeled(
+    cases: Sequence[Case], prep: PreprocessingConfig, *, label_table: Mapping[str, int] | None = None
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[int]]]:
     """:func:`load_cases` and ``{case_id: labeled z}`` of the partly labeled cases among them (the slices their
     sidecars list: :mod:`~smp_diffusion_encoder.data.labeled_slices`). Label maps may be any volume format or
     3D Slicer ``.seg.nrrd`` files (segment names mapped through ``label_table``); each must lie on its
@@ -91,9 +93,17 @@ def load_labeled(cases: Sequence[Case], prep: PreprocessingConfig, *, label_tabl
     return out, labeled
 
 
-def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *, val_fraction: float = 0.2,
-                gap: int = 2, max_val_slices: int = 64, pool: Mapping[str, Iterable[int]] | None = None,
-                labeled: Mapping[str, Sequence[int]] | None = None) -> Split:
+def build_split(
+    label_maps: Mapping[str, np.ndarray],
+    budget: str,
+    seed: int,
+    *,
+    val_fraction: float = 0.2,
+    gap: int = 2,
+    max_val_slices: int = 64,
+    pool: Mapping[str, Iterable[int]] | None = None,
+    labeled: Mapping[str, Sequence[int]] | None = None,
+) -> Split:
     """Few-shot training slices under ``budget`` plus seeded validation slices (see the module docstring).
 
     Both are drawn from each case's eligible slices: its slices with an organ (a fully labeled scan), or, for
@@ -124,17 +134,24 @@ def build_split(label_maps: Mapping[str, np.ndarray], budget: str, seed: int, *,
     if val_fraction == 0:
         return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})
     train = split.by_case("train")
-    candidates = [(c, z) for c, zs in sorted(eligible.items()) for z in zs
-                  if all(abs(z - t) > gap for t in train.get(c, []))]
+    candidates = [
+        (c, z) for c, zs in sorted(eligible.items()) for z in zs if all(abs(z - t) > gap for t in train.get(c, []))
+    ]
     if not candidates:  # e.g. budget "all": every slice trains, so there is nothing to validate on
-        warnings.warn(f"no eligible slice is more than {gap} slices from the {len(split.train)} training slices: "
-                      f"training without validation (fixed number of steps, no early stopping)", stacklevel=2)
+        warnings.warn(
+            f"no eligible slice is more than {gap} slices from the {len(split.train)} training slices: "
+            f"training without validation (fixed number of steps, no early stopping)",
+            stacklevel=2,
+        )
         return dataclasses.replace(split, params={"val_fraction": 0.0, "gap": gap})
     n = min(max_val_slices, max(1, round(val_fraction * len(candidates))))
     rng = np.random.default_rng([seed, 1])
     chosen = sorted(candidates[i] for i in rng.choice(len(candidates), size=n, replace=False))
-    return dataclasses.replace(split, evaluation=tuple(chosen),
-                               params={"val_fraction": val_fraction, "gap": gap, "max_val_slices": max_val_slices})
+    return dataclasses.replace(
+        split,
+        evaluation=tuple(chosen),
+        params={"val_fraction": val_fraction, "gap": gap, "max_val_slices": max_val_slices},
+    )
 
 
 def gather(volumes: Mapping[str, tuple[np.ndarray, np.ndarray]], pairs: Sequence[tuple[str, int]]) -> LabeledSlices:
@@ -143,8 +160,11 @@ def gather(volumes: Mapping[str, tuple[np.ndarray, np.ndarray]], pairs: Sequence
         return LabeledSlices(torch.empty(0, 1, 0, 0), torch.empty(0, 0, 0, dtype=torch.long), ())
     images = np.stack([volumes[c][0][z] for c, z in pairs])[:, None]
     labels = np.stack([volumes[c][1][z] for c, z in pairs])
-    return LabeledSlices(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-                         torch.from_numpy(labels.astype(np.int64)), tuple(f"{c}:{z}" for c, z in pairs))
+    return LabeledSlices(
+        torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+        torch.from_numpy(labels.astype(np.int64)),
+        tuple(f"{c}:{z}" for c, z in pairs),
+    )
 
 
 #: Views of all labeled slices together that :func:`views_per_slice` aims at (128: 32 per slice at 4 slices).
@@ -160,8 +180,9 @@ def views_per_slice(n_slices: int, total: int = VIEW_TOTAL, low: int = 4, high: 
     return int(min(max(total // n_slices, low), high))
 
 
-def augmented_views(slices: LabeledSlices, views: int, strength: Strength, seed: int,
-                    hu_window: tuple[float, float]) -> LabeledSlices:
+def augmented_views(
+    slices: LabeledSlices, views: int, strength: Strength, seed: int, hu_window: tuple[float, float]
+) -> LabeledSlices:
     """Each slice and ``views - 1`` augmented copies (:mod:`smp_diffusion_encoder.data.augment`).
 
     The slices themselves come first (ids unchanged), then the copies, named ``"<id>#aug<k>"`` (``k = 1 ..
@@ -184,9 +205,11 @@ def augmented_views(slices: LabeledSlices, views: int, strength: Strength, seed:
             images.append(image)
             labels.append(label)
             ids.append(f"{sid}#aug{k}")
-    return LabeledSlices(torch.cat([slices.images, torch.from_numpy(np.stack(images))[:, None]]),
-                         torch.cat([slices.labels, torch.from_numpy(np.stack(labels).astype(np.int64))]),
-                         (*slices.ids, *ids))
+    return LabeledSlices(
+        torch.cat([slices.images, torch.from_numpy(np.stack(images))[:, None]]),
+        torch.cat([slices.labels, torch.from_numpy(np.stack(labels).astype(np.int64))]),
+        (*slices.ids, *ids),
+    )
 
 
 def split_path(out_dir: str | os.PathLike[str]) -> Path:

@@ -40,8 +40,10 @@ def soft_dice_present(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1
         0-d tensor in ``[0, 1]`` (differentiable with respect to ``logits``).
     """
     if logits.ndim != 4 or labels.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ConfigError(f"soft Dice needs logits (B, K, H, W) and labels (B, H, W); got {tuple(logits.shape)} "
-                          f"and {tuple(labels.shape)}")
+        raise ConfigError(
+            f"soft Dice needs logits (B, K, H, W) and labels (B, H, W); got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     k = logits.shape[1]
     probs = logits.float().softmax(dim=1)
     onehot = F.one_hot(labels.long(), k).permute(0, 3, 1, 2).to(probs.dtype)
@@ -53,8 +55,9 @@ def soft_dice_present(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1
     return dice[present].mean()
 
 
-def ce_dice_loss(logits: torch.Tensor, labels: torch.Tensor, *,
-                 dice_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ce_dice_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, dice_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``CE + dice_weight * (1 - soft Dice over present classes)``; returns ``(loss, {"ce", "dice"})``.
 
     ``logits`` ``(B, K, H, W)``, ``labels`` ``(B, H, W)`` long; ``"dice"`` is the soft Dice (higher is better),

@@ -92,9 +92,18 @@ class SchedulePlan:
         return asdict(self)
 
 
-def plan_schedule(method: Literal["probe", "mlp", "unet"], *, n_slices: int, image_size: int, batch_size: int,
-                  n_val: int, min_val_slices: int, steps: int | None = None, scale: float = 1.0,
-                  augmented: bool = False) -> SchedulePlan:
+def plan_schedule(
+    method: Literal["probe", "mlp", "unet"],
+    *,
+    n_slices: int,
+    image_size: int,
+    batch_size: int,
+    n_val: int,
+    min_val_slices: int,
+    steps: int | None = None,
+    scale: float = 1.0,
+    augmented: bool = False,
+) -> SchedulePlan:
     """The schedule of one run (see the module docstring); ``steps`` overrides the rule's length, ``scale``
     multiplies it (a convergence check trains twice as long); ``augmented``: the head trains on augmented views
     (:data:`AUGMENTED_RULES` where one is measured)."""
@@ -104,16 +113,21 @@ def plan_schedule(method: Literal["probe", "mlp", "unet"], *, n_slices: int, ima
     items = n_slices * image_size * image_size if method == "mlp" else n_slices
     rule_steps = min(rule.max_steps, max(rule.min_steps, math.ceil(rule.epochs * items / batch_size)))
     length = steps if steps is not None else max(1, round(rule_steps * scale))
-    why = (f"{length} steps given" if steps is not None else
-           f"{length} steps by the {method} rule{' for augmented views' if rule is not RULES[method] else ''} "
-           f"({rule.epochs:g} epochs of {items} "
-           f"{'labeled pixels' if method == 'mlp' else 'slices'} at batch {batch_size}, within "
-           f"{rule.min_steps}..{rule.max_steps}" + (f", x {scale:g}" if scale != 1 else "") + ")")
+    why = (
+        f"{length} steps given"
+        if steps is not None
+        else f"{length} steps by the {method} rule{' for augmented views' if rule is not RULES[method] else ''} "
+        f"({rule.epochs:g} epochs of {items} "
+        f"{'labeled pixels' if method == 'mlp' else 'slices'} at batch {batch_size}, within "
+        f"{rule.min_steps}..{rule.max_steps}" + (f", x {scale:g}" if scale != 1 else "") + ")"
+    )
     if n_val >= min_val_slices:
         val_every = max(1, length // VALIDATIONS_PER_RUN)
         why += f"; validation on {n_val} slices every {val_every} steps, best model kept, early stopping"
     else:
         val_every = 0
-        why += (f"; no validation ({n_val} validation slices < {min_val_slices}): the whole schedule runs and the "
-                f"last model is kept")
+        why += (
+            f"; no validation ({n_val} validation slices < {min_val_slices}): the whole schedule runs and the "
+            f"last model is kept"
+        )
     return SchedulePlan(length, min(length, max(10, round(WARMUP_FRACTION * length))), val_every, why)

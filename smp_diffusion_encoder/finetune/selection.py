@@ -39,12 +39,12 @@ from smp_diffusion_encoder._device import resolve_device, resolve_precision
 from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
+from smp_diffusion_encoder.data.splits import eligible_slices
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
 from smp_diffusion_encoder.encoder.features import DiffusionFeatureEncoder, encoder_state_dict
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.finetune.api import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import slice_batches
-from smp_diffusion_encoder.data.splits import eligible_slices
 from smp_diffusion_encoder.finetune.data import gather, labeled_cases, load_cases
 from smp_diffusion_encoder.finetune.selection_config import SelectionConfig
 from smp_diffusion_encoder.finetune.steps import ProbeStep
@@ -70,9 +70,14 @@ class SelectionResult:
     folder: Path
 
 
-def select_features(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: SelectionConfig | None = None, *,
-                    out_dir: str | os.PathLike[str], pool: Mapping[str, Iterable[int]] | None = None,
-                    progress: bool = False) -> SelectionResult:
+def select_features(
+    root_or_cases: str | os.PathLike[str] | Sequence[Case],
+    config: SelectionConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str],
+    pool: Mapping[str, Iterable[int]] | None = None,
+    progress: bool = False,
+) -> SelectionResult:
     """Search timesteps and decoder blocks (module docstring) and write the best into a weights folder ``out_dir``.
 
     ``pool``: ``{case_id: z}`` slices the search may use (e.g. the train side of a held-out split).
@@ -101,8 +106,9 @@ def select_features(root_or_cases: str | os.PathLike[str] | Sequence[Case], conf
     unet = unet.to(device, memory_format=torch.channels_last).eval()
     precision = resolve_precision(config.precision, device)
     timesteps = tuple(sorted(set(config.timesteps) | set(spec.features.timesteps)))
-    acts = _activations(unet, spec.features, timesteps, candidates, train.images, val.images, train.ids + val.ids,
-                        precision)
+    acts = _activations(
+        unet, spec.features, timesteps, candidates, train.images, val.images, train.ids + val.ids, precision
+    )
     strides = {b: spec.unet.decoder_block_stride(b) for b in candidates}
     trials: list[dict[str, Any]] = []
 
@@ -141,8 +147,9 @@ def select_features(root_or_cases: str | os.PathLike[str] | Sequence[Case], conf
     return SelectionResult(features, best, baseline, trials, folder)
 
 
-def _split(volumes: Mapping[str, tuple[Any, Any]], config: SelectionConfig,
-           pool: Mapping[str, Iterable[int]] | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+def _split(
+    volumes: Mapping[str, tuple[Any, Any]], config: SelectionConfig, pool: Mapping[str, Iterable[int]] | None
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """Alternating z blocks of every labeled case's eligible slices (within ``pool``): train / score."""
     train, val = [], []
     for case_id, (_, labels) in sorted(volumes.items()):
@@ -156,14 +163,23 @@ def _split(volumes: Mapping[str, tuple[Any, Any]], config: SelectionConfig,
             elif config.block < position < period - 1:
                 val.append((case_id, z))
     if not train or not val:
-        raise ConfigError(f"feature selection needs labeled slices to train and to score probes: got {len(train)} "
-                          f"and {len(val)} (block {config.block})")
+        raise ConfigError(
+            f"feature selection needs labeled slices to train and to score probes: got {len(train)} "
+            f"and {len(val)} (block {config.block})"
+        )
     return train, val
 
 
-def _activations(unet: DiffusionUNet, features: FeatureConfig, timesteps: Sequence[int], blocks: Sequence[int],
-                 train: torch.Tensor, val: torch.Tensor, ids: Sequence[str],
-                 precision: str) -> dict[tuple[int, int], torch.Tensor]:
+def _activations(
+    unet: DiffusionUNet,
+    features: FeatureConfig,
+    timesteps: Sequence[int],
+    blocks: Sequence[int],
+    train: torch.Tensor,
+    val: torch.Tensor,
+    ids: Sequence[str],
+    precision: str,
+) -> dict[tuple[int, int], torch.Tensor]:
     """``{(t, block): (N, C, h, w) fp16}`` for the training then validation slices."""
     images = torch.cat([train, val])
     out: dict[tuple[int, int], torch.Tensor] = {}
@@ -179,9 +195,16 @@ def _activations(unet: DiffusionUNet, features: FeatureConfig, timesteps: Sequen
     return out
 
 
-def _probe_score(acts: Mapping[tuple[int, int], torch.Tensor], timesteps: Sequence[int], blocks: Sequence[int],
-                 strides: Mapping[int, int], train: Any, val: Any, config: SelectionConfig,
-                 device: torch.device) -> float:
+def _probe_score(
+    acts: Mapping[tuple[int, int], torch.Tensor],
+    timesteps: Sequence[int],
+    blocks: Sequence[int],
+    strides: Mapping[int, int],
+    train: Any,
+    val: Any,
+    config: SelectionConfig,
+    device: torch.device,
+) -> float:
     by_stride: dict[int, list[torch.Tensor]] = {}
     for t in timesteps:  # timestep-major, as the encoder lays channels out
         for b in sorted(blocks):
@@ -194,27 +217,62 @@ def _probe_score(acts: Mapping[tuple[int, int], torch.Tensor], timesteps: Sequen
     probe = LinearProbe([m.shape[1] for m in maps], order, FLARE_NUM_CLASSES).to(device)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-2)
     with tempfile.TemporaryDirectory(prefix="smp-diffusion-select-") as tmp:
-        trainer = Trainer(probe, optimizer, ProbeStep(), TrainConfig(max_steps=config.steps, out_dir=tmp, ckpt_every=0,
-                                                                    log_every=config.steps, ema_decay=None,
-                                                                    progress=False), device=device)
+        trainer = Trainer(
+            probe,
+            optimizer,
+            ProbeStep(),
+            TrainConfig(
+                max_steps=config.steps,
+                out_dir=tmp,
+                ckpt_every=0,
+                log_every=config.steps,
+                ema_decay=None,
+                progress=False,
+            ),
+            device=device,
+        )
         trainer.fit(slice_batches(train, train_maps, 4, config.seed, 0, 1, needs_image=False, unfreeze_at=None))
     probe.eval()
     with torch.no_grad():
-        pred = torch.cat([probe([m[i:i + 8].to(device) for m in val_maps], val.labels.shape[-2:]).argmax(1).cpu()
-                          for i in range(0, len(val), 8)])
+        pred = torch.cat(
+            [
+                probe([m[i : i + 8].to(device) for m in val_maps], val.labels.shape[-2:]).argmax(1).cpu()
+                for i in range(0, len(val), 8)
+            ]
+        )
     return mean_slice_dice(val.labels.numpy(), pred.numpy(), FLARE_NUM_CLASSES)
 
 
-def _write(out_dir: str | os.PathLike[str], spec: EncoderSpec, features: FeatureConfig, unet: DiffusionUNet,
-           prep: Any, config: SelectionConfig, best: float, baseline: float, trials: list[dict[str, Any]],
-           source: str) -> Path:
+def _write(
+    out_dir: str | os.PathLike[str],
+    spec: EncoderSpec,
+    features: FeatureConfig,
+    unet: DiffusionUNet,
+    prep: Any,
+    config: SelectionConfig,
+    best: float,
+    baseline: float,
+    trials: list[dict[str, Any]],
+    source: str,
+) -> Path:
     chosen = EncoderSpec(spec.unet, features)
-    state = encoder_state_dict({f"unet.{k}": v for k, v in unet.state_dict().items()}, chosen, source=source,
-                               strict=False)
-    notes = (f"features selected by smp-diffusion select-features from {source}: timesteps {list(features.timesteps)}, "
-             f"blocks {list(features.blocks or ())}; validation mean slice DSC {best:.4f} (the encoder's own "
-             f"selection: {baseline:.4f})")
+    state = encoder_state_dict(
+        {f"unet.{k}": v for k, v in unet.state_dict().items()}, chosen, source=source, strict=False
+    )
+    notes = (
+        f"features selected by smp-diffusion select-features from {source}: timesteps {list(features.timesteps)}, "
+        f"blocks {list(features.blocks or ())}; validation mean slice DSC {best:.4f} (the encoder's own "
+        f"selection: {baseline:.4f})"
+    )
     folder = save_encoder_weights(state, out_dir, chosen, prep, card={"notes": notes})
-    atomic_write_json(folder / SELECTION_NAME, {"config": config.to_dict(), "chosen": features.to_dict(),
-                                                "score": best, "baseline": baseline, "trials": trials})
+    atomic_write_json(
+        folder / SELECTION_NAME,
+        {
+            "config": config.to_dict(),
+            "chosen": features.to_dict(),
+            "score": best,
+            "baseline": baseline,
+            "trials": trials,
+        },
+    )
     return folder

@@ -129,5 +129,7 @@ def decoder_param_groups(model: nn.Module, lr: float, encoder_lr_scale: float) -
     """
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     head = [p for p in model.parameters() if id(p) not in encoder_ids]
-    return [{"params": head, "lr": lr, "name": "decoder"},
-            {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale, "name": "encoder"}]
+    return [
+        {"params": head, "lr": lr, "name": "decoder"},
+        {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale, "name": "encoder"},
+    ]

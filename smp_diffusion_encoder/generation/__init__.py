@@ -21,8 +21,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "config": ["SampleConfig"],
-        "metrics": ["GenerationMetrics", "f1_score", "feature_statistics", "frechet_distance", "generation_metrics",
-                    "precision_recall"],
+        "metrics": [
+            "GenerationMetrics",
+            "f1_score",
+            "feature_statistics",
+            "frechet_distance",
+            "generation_metrics",
+            "precision_recall",
+        ],
         "sampling": ["sample", "sample_batch"],
     },
 )

@@ -29,8 +29,9 @@ class SampleConfig:
     sampler: SamplerName = option("ddim", "ddim (deterministic with --eta 0) or ddpm (ancestral)")
     steps: int | None = option(None, "respaced denoising steps (none: 50 for ddim, T for ddpm)")
     eta: float = option(0.0, "DDIM stochasticity (0 deterministic, 1 = DDPM with the posterior variance)")
-    variance: VarianceType = option("auto", "DDPM variance (auto: learned when the U-Net predicts it, else "
-                                            "fixed_large); ignored by DDIM")
+    variance: VarianceType = option(
+        "auto", "DDPM variance (auto: learned when the U-Net predicts it, else fixed_large); ignored by DDIM"
+    )
     clip_denoised: bool = option(True, "clip the predicted x0 to [-1, 1] at every step")
     batch_size: int = option(16, "samples per batch (with the seed it fixes the samples)")
     seed: int = option(0, "seed of all noise (one CPU generator, so any device gives the same samples)")

@@ -100,9 +100,21 @@ class InceptionFeatures(nn.Module):
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
         n = self.net
-        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1,
-                      n.Conv2d_4a_3x3, n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b,
-                      n.Mixed_6c):
+        for layer in (
+            n.Conv2d_1a_3x3,
+            n.Conv2d_2a_3x3,
+            n.Conv2d_2b_3x3,
+            n.maxpool1,
+            n.Conv2d_3b_1x1,
+            n.Conv2d_4a_3x3,
+            n.maxpool2,
+            n.Mixed_5b,
+            n.Mixed_5c,
+            n.Mixed_5d,
+            n.Mixed_6a,
+            n.Mixed_6b,
+            n.Mixed_6c,
+        ):
             x = layer(x)
         branches = n.Mixed_6d._forward(x)  # [branch1x1 (= TF mixed_6/conv), 7x7, 7x7dbl, pool]
         spatial = branches[0][:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1)  # TF (H, W, C) order
@@ -152,5 +164,12 @@ def extract_features(
     return np.concatenate(pools), np.concatenate(spatials)
 
 
-__all__ = ["ENV_VAR", "InceptionFeatures", "TORCHVISION_URL", "extract_features", "load_inception",
-           "resolve_inception_weights", "weights_sha256"]
+__all__ = [
+    "ENV_VAR",
+    "InceptionFeatures",
+    "TORCHVISION_URL",
+    "extract_features",
+    "load_inception",
+    "resolve_inception_weights",
+    "weights_sha256",
+]

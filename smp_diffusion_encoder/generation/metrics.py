@@ -80,21 +80,19 @@ def knn_radii(features: np.ndarray, k: int = 3, batch_size: int = 1024) -> np.nd
         raise ConfigError(f"k must be in 1..{len(x) - 1} for {len(x)} samples, got {k}")
     radii = np.empty(len(x))
     for i in range(0, len(x), batch_size):
-        d = _sq_distances(x[i: i + batch_size], x)
+        d = _sq_distances(x[i : i + batch_size], x)
         # the k+1-th smallest value of a row is its k-th neighbour: the row's own 0 comes first
-        radii[i: i + batch_size] = np.partition(d, k, axis=1)[:, k]
+        radii[i : i + batch_size] = np.partition(d, k, axis=1)[:, k]
     return radii
 
 
-def inside_manifold(
-    manifold: np.ndarray, radii: np.ndarray, queries: np.ndarray, batch_size: int = 1024
-) -> np.ndarray:
+def inside_manifold(manifold: np.ndarray, radii: np.ndarray, queries: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Boolean ``(M,)``: is query ``j`` within ``radii[i]`` (squared) of some ``manifold[i]``?"""
     m = np.asarray(manifold, dtype=np.float64)
     q = np.asarray(queries, dtype=np.float64)
     out = np.empty(len(q), dtype=bool)
     for i in range(0, len(q), batch_size):
-        out[i: i + batch_size] = (_sq_distances(q[i: i + batch_size], m) <= radii[None, :]).any(axis=1)
+        out[i : i + batch_size] = (_sq_distances(q[i : i + batch_size], m) <= radii[None, :]).any(axis=1)
     return out
 
 
@@ -150,8 +148,9 @@ def generation_metrics(
     def fd(name: str, real: np.ndarray, fake: np.ndarray) -> float | None:
         n, dim = min(len(real), len(fake)), real.shape[1]
         if n <= dim:
-            notes.append(f"{name} not computed: {n} images per set do not determine a {dim}-d covariance "
-                         f"(use more than {dim})")
+            notes.append(
+                f"{name} not computed: {n} images per set do not determine a {dim}-d covariance (use more than {dim})"
+            )
             return None
         return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
 

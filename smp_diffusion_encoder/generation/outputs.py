@@ -63,7 +63,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
     grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=images.dtype)
     for i, img in enumerate(images):
         r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
     return grid
 
 
@@ -113,8 +113,12 @@ def save_samples(
             np.save(fh, x)
     paths["npy"] = out / "samples.npy"
     paths["nifti"] = save_nifti_stack(to_hu(x, preprocessing), out / "samples_hu.nii.gz")
-    meta = {"num_samples": int(x.shape[0]), "image_size": list(x.shape[1:]),
-            "preprocessing": preprocessing.to_dict(), **dict(metadata or {})}
+    meta = {
+        "num_samples": int(x.shape[0]),
+        "image_size": list(x.shape[1:]),
+        "preprocessing": preprocessing.to_dict(),
+        **dict(metadata or {}),
+    }
     atomic_write_json(out / "samples.json", meta)
     paths["metadata"] = out / "samples.json"
     return paths

@@ -81,7 +81,9 @@ def sample_batch(
     if device is None:
         params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
         device = params[0].device if params else torch.device("cpu")
-    diffusion = GaussianDiffusion(schedule, steps or SampleConfig(sampler=sampler).resolved_steps(schedule.num_timesteps))
+    diffusion = GaussianDiffusion(
+        schedule, steps or SampleConfig(sampler=sampler).resolved_steps(schedule.num_timesteps)
+    )
     tables = diffusion.np_tables
     c, n = shape[1], len(shape)
 
@@ -118,8 +120,16 @@ def sample_batch(
     return x
 
 
-def sample(model: EpsModel, schedule: NoiseSchedule, config: SampleConfig, *, image_size: int | None = None,
-           channels: int | None = None, device: torch.device | str | None = None, progress: bool = True) -> torch.Tensor:
+def sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    config: SampleConfig,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """``config.num_samples`` images ``(N, C, H, H)`` on the CPU, drawn in batches of ``config.batch_size``.
 
     ``image_size`` and ``channels`` default to the model's ``config`` (a :class:`DiffusionUNet`). One
@@ -140,9 +150,17 @@ def sample(model: EpsModel, schedule: NoiseSchedule, config: SampleConfig, *, im
     with tqdm(total=total, desc=f"{config.sampler} sampling", unit="step", disable=not progress) as bar:
         for size in sizes:
             x = sample_batch(
-                model, schedule, (size, channels, image_size, image_size), sampler=config.sampler, steps=steps,
-                eta=config.eta, variance=config.variance, clip_denoised=config.clip_denoised, generator=generator,
-                device=device, on_step=bar.update,
+                model,
+                schedule,
+                (size, channels, image_size, image_size),
+                sampler=config.sampler,
+                steps=steps,
+                eta=config.eta,
+                variance=config.variance,
+                clip_denoised=config.clip_denoised,
+                generator=generator,
+                device=device,
+                on_step=bar.update,
             )
             out.append(x.float().cpu())
     return torch.cat(out)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import torch
 
 
-def bilinear_taps(n_in: int, n_out: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bilinear_taps(
+    n_in: int, n_out: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(i0, i1, lam)``, each ``(n_out,)``: the two source indices and the weight of ``i1`` per output index."""
     dst = torch.arange(n_out, dtype=torch.float64, device=device)
     src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)

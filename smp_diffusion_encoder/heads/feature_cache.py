@@ -105,9 +105,7 @@ class FeatureCache:
         h.update(_tensor_bytes(image))
         return h.hexdigest()
 
-    def features(
-        self, slice_ids: Sequence[str], images: torch.Tensor, *, batch_size: int = 8
-    ) -> list[torch.Tensor]:
+    def features(self, slice_ids: Sequence[str], images: torch.Tensor, *, batch_size: int = 8) -> list[torch.Tensor]:
         """Maps for ``images`` ``(N, 1, H, W)`` named ``slice_ids``: ``[(N, C_s, H/s, W/s)]`` in ``self.dtype``.
 
         Cached slices are read back; the others are encoded in batches of ``batch_size`` and stored.

@@ -75,7 +75,9 @@ class LinearProbe(nn.Module):
         bilinearly (``align_corners=False``) to ``out_size`` and summed, plus the bias.
         """
         if len(features) != len(self.convs):
-            raise ConfigError(f"probe expects {len(self.convs)} feature maps (strides {self.strides}), got {len(features)}")
+            raise ConfigError(
+                f"probe expects {len(self.convs)} feature maps (strides {self.strides}), got {len(features)}"
+            )
         size = (int(out_size[0]), int(out_size[1]))
         out: torch.Tensor | None = None
         for f, conv in zip(features, self.convs):
@@ -115,7 +117,10 @@ class LinearProbe(nn.Module):
 
 
 def naive_linear_logits(
-    features: Sequence[torch.Tensor], out_size: tuple[int, int] | Sequence[int], weight: torch.Tensor, bias: torch.Tensor
+    features: Sequence[torch.Tensor],
+    out_size: tuple[int, int] | Sequence[int],
+    weight: torch.Tensor,
+    bias: torch.Tensor,
 ) -> torch.Tensor:
     """Reference: upsample every map to ``out_size``, concatenate ``(B, D, H, W)``, apply one 1x1 conv.
 
@@ -123,5 +128,7 @@ def naive_linear_logits(
     with ``B * D * H * W``: use only for checking and for the memory benchmark.
     """
     size = (int(out_size[0]), int(out_size[1]))
-    stack = torch.cat([F.interpolate(f.to(weight.dtype), size=size, mode="bilinear", align_corners=False) for f in features], dim=1)
+    stack = torch.cat(
+        [F.interpolate(f.to(weight.dtype), size=size, mode="bilinear", align_corners=False) for f in features], dim=1
+    )
     return F.conv2d(stack, weight.reshape(weight.shape[0], -1, 1, 1), bias)

@@ -73,7 +73,9 @@ class MLPEnsemble(nn.Module):
         (torch.Size([100]), torch.Size([100]), torch.Size([100, 3]))
     """
 
-    def __init__(self, in_features: int, num_classes: int, num_models: int = 10, hidden: Sequence[int] = (128, 32)) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, num_models: int = 10, hidden: Sequence[int] = (128, 32)
+    ) -> None:
         super().__init__()
         if in_features < 1 or num_classes < 2 or num_models < 1:
             raise ConfigError(
@@ -163,8 +165,14 @@ class EnsembleHead(nn.Module):
         torch.Size([1, 3, 8, 8])
     """
 
-    def __init__(self, channels: Sequence[int], strides: Sequence[int], num_classes: int, num_models: int = 10,
-                 hidden: Sequence[int] = (128, 32)) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        num_classes: int,
+        num_models: int = 10,
+        hidden: Sequence[int] = (128, 32),
+    ) -> None:
         super().__init__()
         self.channels = tuple(int(c) for c in channels)
         self.strides = tuple(int(s) for s in strides)
@@ -181,4 +189,3 @@ class EnsembleHead(nn.Module):
 def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
     """Shannon entropy in nats along ``dim`` (``0 log 0 = 0``)."""
     return -(p * p.clamp_min(1e-12).log()).sum(dim=dim)
-

@@ -112,6 +112,8 @@ def _layout_text(prep: dict[str, Any]) -> str:
     """How slices reach the model's size: physical spacing (mm) or the legacy whole field of view."""
     size, spacing = prep.get("image_size", NOT_RECORDED), prep.get("spacing_mm")
     if isinstance(spacing, (int, float)) and isinstance(size, int):
-        return (f"slices resampled in-plane to {spacing:g} mm pixels, then cropped or padded (air) around the body "
-                f"to {size} px ({size * spacing:g} mm)")
+        return (
+            f"slices resampled in-plane to {spacing:g} mm pixels, then cropped or padded (air) around the body "
+            f"to {size} px ({size * spacing:g} mm)"
+        )
     return f"slices padded to square and resized to {size} px (whole field of view, no fixed pixel spacing)"

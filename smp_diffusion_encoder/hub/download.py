@@ -36,12 +36,15 @@ class NotCachedError(WeightsError, LocalEntryNotFoundError):
     unreachable). Also a huggingface_hub ``LocalEntryNotFoundError``, so code that catches that still does."""
 
 
-def not_cached_error(repo_id: str, filename: str, *, revision: str | None = None, fill: str = "",
-                     cache_dir: str | None = None) -> NotCachedError:
+def not_cached_error(
+    repo_id: str, filename: str, *, revision: str | None = None, fill: str = "", cache_dir: str | None = None
+) -> NotCachedError:
     """The error for ``filename`` of ``repo_id@revision`` missing from the cache: it names the repo, the cache and
     the command that fills it (``hf download REPO [fill] [--revision REV]``; ``fill=""``: the whole repo)."""
     where = f"{repo_id}@{revision or 'main'}/{filename}"
-    command = " ".join(["hf download", repo_id, *([fill] if fill else []), *(["--revision", revision] if revision else [])])
+    command = " ".join(
+        ["hf download", repo_id, *([fill] if fill else []), *(["--revision", revision] if revision else [])]
+    )
     if constants.is_offline_mode():
         return NotCachedError(
             f"{where}: not in the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}) and "

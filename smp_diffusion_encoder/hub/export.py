@@ -57,14 +57,18 @@ def export_encoder(
     Returns the folder; ``load_encoder_weights(out_dir)`` then gives a state dict that
     ``smp.Unet(<variant>).encoder`` and ``timm.create_model(<timm name>)`` load strictly.
     """
-    info = run_or_info if isinstance(run_or_info, RunInfo) else load_run(run_or_info, use_ema=use_ema,
-                                                                         milestone=milestone)
+    info = (
+        run_or_info if isinstance(run_or_info, RunInfo) else load_run(run_or_info, use_ema=use_ema, milestone=milestone)
+    )
     v = get_variant(variant)
     source = f"{info.weights_file} ({info.weights_kind})"
     differences = v.spec.differences(EncoderSpec(info.unet_config, v.features), ignore_neutral=True)
     if differences:
-        raise WeightsError(f"{source}: the run's U-Net is not variant {v.smp_name!r}'s architecture: "
-                           + ", ".join(differences) + " (variant vs run)")
+        raise WeightsError(
+            f"{source}: the run's U-Net is not variant {v.smp_name!r}'s architecture: "
+            + ", ".join(differences)
+            + " (variant vs run)"
+        )
     features = dataclasses.replace(v.features, schedule=info.schedule.name, num_timesteps=info.schedule.num_timesteps)
     try:
         spec = EncoderSpec(v.spec.unet, features)

@@ -38,7 +38,9 @@ def fallback_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "smp_diffusion_encoder" / "hub"
 
 
-def seed_hf_cache(folder: str | os.PathLike[str], repo_id: str, revision: str, cache_dir: str | os.PathLike[str]) -> Path:
+def seed_hf_cache(
+    folder: str | os.PathLike[str], repo_id: str, revision: str, cache_dir: str | os.PathLike[str]
+) -> Path:
     """Copy ``folder`` into ``cache_dir`` as the snapshot ``repo_id@revision``; return the snapshot dir.
 
     Idempotent (files already present are kept: the revision is a content hash) and atomic per file;

@@ -71,7 +71,9 @@ def save_finetuned(model: torch.nn.Module, save_dir: str | os.PathLike[str], **k
     return out
 
 
-def load_finetuned(path_or_repo: str | os.PathLike[str], *, revision: str | None = None, **kwargs: Any) -> torch.nn.Module:
+def load_finetuned(
+    path_or_repo: str | os.PathLike[str], *, revision: str | None = None, **kwargs: Any
+) -> torch.nn.Module:
     """A whole smp model from a folder or Hub repo saved by ``save_pretrained``; safetensors only.
 
     The encoder's pretrained weights are never fetched (``encoder_weights=None``): the file holds all

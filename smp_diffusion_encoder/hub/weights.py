@@ -64,7 +64,9 @@ def architecture_for(spec: EncoderSpec) -> tuple[str, str | None]:
     return VARIANTS[0].timm_name, None
 
 
-def build_config(spec: EncoderSpec, preprocessing: PreprocessingConfig, *, license: str | None = None) -> dict[str, Any]:
+def build_config(
+    spec: EncoderSpec, preprocessing: PreprocessingConfig, *, license: str | None = None
+) -> dict[str, Any]:
     """The ``config.json`` dict: what timm's hf-hub loader, smp's ``get_preprocessing_params`` and we read.
 
     ``mean = std = 0.5`` on ``input_range [0, 1]`` maps smp's ``preprocess_input`` output to [-1, 1],
@@ -128,7 +130,11 @@ def save_encoder_weights(
     """
     card = dict(card or {})
     config = build_config(spec, preprocessing, license=card.get("license"))
-    sd = encoder_or_state_dict.state_dict() if isinstance(encoder_or_state_dict, torch.nn.Module) else encoder_or_state_dict
+    sd = (
+        encoder_or_state_dict.state_dict()
+        if isinstance(encoder_or_state_dict, torch.nn.Module)
+        else encoder_or_state_dict
+    )
     sd = encoder_state_dict({k: v for k, v in sd.items() if k.startswith("unet.")}, spec, source=str(out_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,8 +238,9 @@ def load_encoder_weights(
         weights_path = fetch_weights_file(repo, revision=revision)
     config = read_config(config_path, source=source)
     spec = config_spec(config, source=source)
-    state_dict = encoder_state_dict(read_safetensors(weights_path, source=f"{source}/{WEIGHTS_NAME}"), spec,
-                                    source=source)
+    state_dict = encoder_state_dict(
+        read_safetensors(weights_path, source=f"{source}/{WEIGHTS_NAME}"), spec, source=source
+    )
     return state_dict, config
 
 

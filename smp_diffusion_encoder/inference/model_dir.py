@@ -85,8 +85,16 @@ class ProbeModel(nn.Module):
         self.probe = probe
 
     @classmethod
-    def build(cls, unet: UNetConfig | str | dict[str, Any], features: FeatureConfig | None, num_classes: int, *,
-              head: HeadKind = "linear", num_models: int = 10, hidden: tuple[int, ...] = (128, 32)) -> ProbeModel:
+    def build(
+        cls,
+        unet: UNetConfig | str | dict[str, Any],
+        features: FeatureConfig | None,
+        num_classes: int,
+        *,
+        head: HeadKind = "linear",
+        num_models: int = 10,
+        hidden: tuple[int, ...] = (128, 32),
+    ) -> ProbeModel:
         """A new model: ``DiffusionUNet(unet)`` features (random weights) and a head with derived shapes.
 
         ``num_models`` and ``hidden`` apply to ``head="mlp"`` only.
@@ -101,9 +109,12 @@ class ProbeModel(nn.Module):
     @property
     def head_config(self) -> dict[str, Any]:
         """The ``"probe"`` entry of the folder's ``config.json``."""
-        out: dict[str, Any] = {"kind": "linear" if isinstance(self.probe, LinearProbe) else "mlp",
-                               "num_classes": self.probe.num_classes, "channels": list(self.probe.channels),
-                               "strides": list(self.probe.strides)}
+        out: dict[str, Any] = {
+            "kind": "linear" if isinstance(self.probe, LinearProbe) else "mlp",
+            "num_classes": self.probe.num_classes,
+            "channels": list(self.probe.channels),
+            "strides": list(self.probe.strides),
+        }
         if isinstance(self.probe, EnsembleHead):
             out.update(num_models=self.probe.ensemble.num_models, hidden=list(self.probe.ensemble.hidden))
         return out
@@ -127,9 +138,7 @@ class Segmenter:
     postprocessing: PostprocessingConfig = PostprocessingConfig()
 
 
-def save_probe(
-    model: ProbeModel, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig
-) -> Path:
+def save_probe(model: ProbeModel, out_dir: str | os.PathLike[str], preprocessing: PreprocessingConfig) -> Path:
     """Write ``model`` as a probe folder (format 2 above); files replaced atomically, config last."""
     enc = model.encoder
     unet_cfg = enc.unet.config
@@ -144,7 +153,9 @@ def save_probe(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
+    }
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     atomic_write_json(out / CONFIG_NAME, config)
@@ -165,8 +176,11 @@ def load_probe(model_dir: str | os.PathLike[str]) -> Segmenter:
         head = config["probe"]
         prep = PreprocessingConfig.from_dict(config["preprocessing"])
         kind = head.get("kind", "linear")
-        extra = ({"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
-                 if kind == "mlp" else {})
+        extra = (
+            {"num_models": int(head["num_models"]), "hidden": tuple(int(h) for h in head["hidden"])}
+            if kind == "mlp"
+            else {}
+        )
         model = ProbeModel.build(unet, features, int(head["num_classes"]), head=kind, **extra)
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise WeightsError(f"{folder / CONFIG_NAME}: malformed probe config ({err})") from err
@@ -217,7 +231,9 @@ def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
     head = getattr(module, "segmentation_head", None)
     num_classes = head[0].out_channels if isinstance(head, nn.Sequential) else int(config.get("classes", 1))
     if num_classes < 2:
-        raise WeightsError(f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}")
+        raise WeightsError(
+            f"{folder}: predict needs a multi-class model (softmax over >= 2 classes), got {num_classes}"
+        )
     return Segmenter(module, prep, num_classes, "smp", folder, read_postprocessing(folder))
 
 

@@ -71,11 +71,15 @@ class PostprocessingConfig:
         """One line for reports."""
         steps = []
         if self.z_context_mm > 0:
-            steps.append(f"probabilities averaged with the slices {self.z_context_mm:g} mm above and below "
-                         f"(weight {self.z_context_weight:g} each)")
+            steps.append(
+                f"probabilities averaged with the slices {self.z_context_mm:g} mm above and below "
+                f"(weight {self.z_context_weight:g} each)"
+            )
         if self.largest_component:
-            steps.append("largest 3D connected component per organ (tubular organs: components >= "
-                         f"{TUBULAR_KEEP_FRACTION:.0%} of the largest)")
+            steps.append(
+                "largest 3D connected component per organ (tubular organs: components >= "
+                f"{TUBULAR_KEEP_FRACTION:.0%} of the largest)"
+            )
         return "; ".join(steps) if steps else "none"
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,8 +95,9 @@ class PostprocessingConfig:
         return cls(**d)
 
 
-def smooth_along_z(probabilities: np.ndarray, spacing_mm: float, distance_mm: float, weight: float = 0.25
-                   ) -> np.ndarray:
+def smooth_along_z(
+    probabilities: np.ndarray, spacing_mm: float, distance_mm: float, weight: float = 0.25
+) -> np.ndarray:
     """``(Z, K, H, W)`` probabilities of slices ``spacing_mm`` apart -> the same, averaged along z (see the
     module docstring). ``distance_mm <= 0`` returns the input unchanged."""
     p = np.asarray(probabilities, dtype=np.float32)

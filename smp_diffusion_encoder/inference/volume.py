@@ -67,12 +67,13 @@ from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusi
 from smp_diffusion_encoder.inference.model_dir import Segmenter
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
-
 OutputFormat = Literal["nifti", "nrrd", "mha", "dicom-seg"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 #: File ending of the label map and of the float maps, per output format.
 _ENDINGS: dict[str, tuple[str, str]] = {
-    "nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha": (".mha", ".mha"),
+    "nifti": (".nii.gz", ".nii.gz"),
+    "nrrd": (".nrrd", ".nrrd"),
+    "mha": (".mha", ".mha"),
     "dicom-seg": ("_seg.dcm", ".nii.gz"),
 }
 
@@ -131,12 +132,23 @@ def predict_volume(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     post = model.postprocessing if postprocessing is None else postprocessing
     if slices is not None and post.needs_volume:
-        whole = predict_volume(model, volume, batch_size=batch_size, device=device, probabilities=probabilities,
-                               uncertainty=uncertainty, progress=progress, precision=precision, postprocessing=post)
+        whole = predict_volume(
+            model,
+            volume,
+            batch_size=batch_size,
+            device=device,
+            probabilities=probabilities,
+            uncertainty=uncertainty,
+            progress=progress,
+            precision=precision,
+            postprocessing=post,
+        )
         index = np.asarray(slices, dtype=np.int64)
-        return VolumePrediction(whole.labels[index],
-                                None if whole.probabilities is None else whole.probabilities[:, index],
-                                None if whole.uncertainty is None else whole.uncertainty[index])
+        return VolumePrediction(
+            whole.labels[index],
+            None if whole.probabilities is None else whole.probabilities[:, index],
+            None if whole.uncertainty is None else whole.uncertainty[index],
+        )
     dev = resolve_device(str(device))
     precision = resolve_precision(precision, dev)
     module = model.module.to(dev, memory_format=torch.channels_last).eval()
@@ -156,15 +168,20 @@ def predict_volume(
         with autocast(dev, precision):
             logits = module(x.contiguous(memory_format=torch.channels_last))
         if logits.shape[1] != model.num_classes:
-            raise ConfigError(f"{model.source}: model gives {logits.shape[1]} classes, its config says "
-                              f"{model.num_classes}")
+            raise ConfigError(
+                f"{model.source}: model gives {logits.shape[1]} classes, its config says {model.num_classes}"
+            )
         return logits.float().softmax(dim=1).cpu().numpy()  # (b, K, S, S)
 
     starts = range(0, z, batch_size)
     bar = tqdm(starts, desc=volume.name, unit="batch", disable=not progress, file=sys.stderr)
     if post.z_context_mm > 0:  # every slice's probabilities first: a slice needs its neighbours'
-        smoothed = smooth_along_z(np.concatenate([model_probabilities(s) for s in bar]), float(volume.spacing[0]),
-                                  post.z_context_mm, post.z_context_weight)
+        smoothed = smooth_along_z(
+            np.concatenate([model_probabilities(s) for s in bar]),
+            float(volume.spacing[0]),
+            post.z_context_mm,
+            post.z_context_weight,
+        )
         batches = ((s, smoothed[s : s + batch_size]) for s in starts)
     else:
         batches = ((s, model_probabilities(s)) for s in bar)
@@ -235,18 +252,23 @@ def predict_files(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         clash = [str(p) for p, n in zip(inputs, names) if n == dupes[0]]
-        raise ConfigError(f"inputs {clash} would all be written as {dupes[0]}{_ENDINGS[output_format][0]}; "
-                          f"predict them separately")
+        raise ConfigError(
+            f"inputs {clash} would all be written as {dupes[0]}{_ENDINGS[output_format][0]}; predict them separately"
+        )
     if output_format == "dicom-seg":
         if model.num_classes > len(FLARE_LABELS) + 1:
-            raise ConfigError(f"{model.source}: --output-format dicom-seg names segments by FLARE 2022 ids 1..13, but "
-                              f"the model predicts {model.num_classes} classes")
+            raise ConfigError(
+                f"{model.source}: --output-format dicom-seg names segments by FLARE 2022 ids 1..13, but "
+                f"the model predicts {model.num_classes} classes"
+            )
         not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
         if not_dicom:
-            raise ConfigError(f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
-                              f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
-                              + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
-                              + "; use nifti, nrrd or mha for them")
+            raise ConfigError(
+                f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
+                f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
+                + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
+                + "; use nifti, nrrd or mha for them"
+            )
     resolve_precision(precision, resolve_device(device))  # a bad device or precision fails before any input
     out = Path(out_dir)
     for path, name in zip(inputs, names):  # a name the file system refuses fails before any model runs
@@ -257,8 +279,13 @@ def predict_files(
         try:
             volume = read_volume(path)
             pred = predict_volume(
-                model, volume, batch_size=batch_size, device=device,
-                probabilities=save_probabilities, uncertainty=save_uncertainty, progress=progress,
+                model,
+                volume,
+                batch_size=batch_size,
+                device=device,
+                probabilities=save_probabilities,
+                uncertainty=save_uncertainty,
+                progress=progress,
                 precision=precision,
             )
             report.written[name] = _write_case(pred, volume, out, name, output_format, model.source.name)
@@ -272,19 +299,24 @@ def predict_files(
 def _output_files(out: Path, name: str, output_format: str, probabilities: bool, uncertainty: bool) -> list[Path]:
     """The files :func:`_write_case` may write for case ``name``."""
     labels_end, maps_end = _ENDINGS[output_format]
-    return ([out / f"{name}{labels_end}"] + ([out / f"{name}_probabilities{maps_end}"] if probabilities else [])
-            + ([out / f"{name}_uncertainty{maps_end}"] if uncertainty else []))
+    return (
+        [out / f"{name}{labels_end}"]
+        + ([out / f"{name}_probabilities{maps_end}"] if probabilities else [])
+        + ([out / f"{name}_uncertainty{maps_end}"] if uncertainty else [])
+    )
 
 
-def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti",
-                model_name: str = "") -> list[Path]:
+def _write_case(
+    pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti", model_name: str = ""
+) -> list[Path]:
     """Extras first, label map last; on failure remove this case's files already written."""
     labels_end, maps_end = _ENDINGS[output_format]
     written: list[Path] = []
     try:
         if pred.probabilities is not None:
-            written.append(write_probabilities_like(pred.probabilities, volume,
-                                                    out / f"{name}_probabilities{maps_end}"))
+            written.append(
+                write_probabilities_like(pred.probabilities, volume, out / f"{name}_probabilities{maps_end}")
+            )
         if pred.uncertainty is not None:
             written.append(write_volume_like(pred.uncertainty, volume, out / f"{name}_uncertainty{maps_end}"))
         if output_format != "dicom-seg":
@@ -293,8 +325,12 @@ def _write_case(pred: VolumePrediction, volume: Volume, out: Path, name: str, ou
             algorithm = f"smp_diffusion_encoder {model_name}".strip()
             written.append(write_dicom_seg(pred.labels, volume, out / f"{name}{labels_end}", algorithm_name=algorithm))
         else:
-            warnings.warn(f"{volume.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
-                          f"{name}{labels_end} was not written", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{volume.source}: no organ was segmented; a DICOM SEG needs at least one segment, so "
+                f"{name}{labels_end} was not written",
+                UserWarning,
+                stacklevel=3,
+            )
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

@@ -22,21 +22,30 @@ class SuggestConfig:
 
     n: int = option(8, "slices to suggest")
     measure: Literal["error", "entropy", "tta"] = option(
-        "error", "uncertainty per slice (cm² of the model's slice): error = the area the model expects to have "
-                 "labeled wrongly (1 - top probability, summed); entropy = softmax entropy, summed; tta = disagreement "
-                 "between views shifted by a few pixels and changed in contrast (--tta-views forward passes)")
-    min_distance_mm: float = option(15.0, "no suggestion closer than this (along z, mm) to a labeled slice or to "
-                                          "another suggestion of the same scan")
-    scan_decay: float = option(0.7, "each suggestion already taken from a scan multiplies that scan's other scores "
-                                    "by this (spreads suggestions over scans; 1: no spreading)")
+        "error",
+        "uncertainty per slice (cm² of the model's slice): error = the area the model expects to have "
+        "labeled wrongly (1 - top probability, summed); entropy = softmax entropy, summed; tta = disagreement "
+        "between views shifted by a few pixels and changed in contrast (--tta-views forward passes)",
+    )
+    min_distance_mm: float = option(
+        15.0,
+        "no suggestion closer than this (along z, mm) to a labeled slice or to another suggestion of the same scan",
+    )
+    scan_decay: float = option(
+        0.7,
+        "each suggestion already taken from a scan multiplies that scan's other scores "
+        "by this (spreads suggestions over scans; 1: no spreading)",
+    )
     tta_views: int = option(4, "measure tta: views per slice (the slice itself + shifted, recontrasted copies)")
     seed: int = option(0, "seed of the test-time augmentation and of the order of equal scores")
     sheet_slices: int = option(12, "suggestions shown on the contact sheet (0: no sheet)")
     batch_size: int = option(16, "slices per forward pass")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
     precision: Literal["auto", "fp32", "bf16"] = option(
-        "auto", "auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or "
-                "AMX), else fp32")
+        "auto",
+        "auto: bfloat16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or "
+        "AMX), else fp32",
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -50,8 +59,9 @@ class SuggestConfig:
         if self.tta_views < 2:
             raise ConfigError(f"tta_views must be >= 2, got {self.tta_views}")
         if self.sheet_slices < 0 or self.batch_size < 1:
-            raise ConfigError(f"sheet_slices must be >= 0 and batch_size >= 1; got {self.sheet_slices}, "
-                              f"{self.batch_size}")
+            raise ConfigError(
+                f"sheet_slices must be >= 0 and batch_size >= 1; got {self.sheet_slices}, {self.batch_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return _options.to_dict(self)

@@ -59,8 +59,9 @@ def find_scans(paths: Sequence[str | os.PathLike[str]]) -> list[Scan]:
     seen: dict[str, Path] = {}
     for scan in scans:
         if scan.scan_id in seen:
-            raise InputFileError(scan.image, f"scan id {scan.scan_id} is also the id of {seen[scan.scan_id]}; "
-                                             f"give scans distinct names")
+            raise InputFileError(
+                scan.image, f"scan id {scan.scan_id} is also the id of {seen[scan.scan_id]}; give scans distinct names"
+            )
         seen[scan.scan_id] = scan.image
     return scans
 
@@ -77,8 +78,15 @@ def _scans_in(path: Path) -> list[Scan]:
         return [case]
     cases = [c for c in (_case_folder(p) for p in sorted(path.iterdir()) if p.is_dir()) if c is not None]
     inside = {c.image for c in cases} | {c.image.parent for c in cases}
-    loose = [p for p in discover_volumes(path) if not any(q == p or q in p.parents for q in inside)
-             and not _is_label_name(p)] if _has_volumes(path) else []
+    loose = (
+        [
+            p
+            for p in discover_volumes(path)
+            if not any(q == p or q in p.parents for q in inside) and not _is_label_name(p)
+        ]
+        if _has_volumes(path)
+        else []
+    )
     found = cases + [Scan(p.name if p.is_dir() else case_name(p), p) for p in loose]
     if not found:
         raise InputFileError(path, "holds no scan (volume files, DICOM series folders or case folders)")
@@ -108,8 +116,13 @@ def _is_label_name(path: Path) -> bool:
     return path.name in CASE_LABEL_NAMES or path.name.lower().endswith(SEG_NRRD_SUFFIX)
 
 
-def labeled_slices(scans: Sequence[Scan], images: Mapping[str, Volume], given: Sequence[str | os.PathLike[str]] = (),
-                   *, table: Mapping[str, int] | None = None) -> dict[str, set[int]]:
+def labeled_slices(
+    scans: Sequence[Scan],
+    images: Mapping[str, Volume],
+    given: Sequence[str | os.PathLike[str]] = (),
+    *,
+    table: Mapping[str, int] | None = None,
+) -> dict[str, set[int]]:
     """``{scan_id: labeled z}``: each case folder's label map and every ``given`` file (see the module docstring).
 
     ``images``: the scans' canonical image volumes by id (for the grid of their label maps and sidecars). A
@@ -135,8 +148,11 @@ def labeled_slices(scans: Sequence[Scan], images: Mapping[str, Volume], given: S
         elif path.suffix == ".json":
             out_of_scans = _from_split(path, out)
             if out_of_scans:
-                warnings.warn(f"{path}: cases {out_of_scans} are not among the scans ranked; their slices are "
-                              f"ignored", UserWarning, stacklevel=2)
+                warnings.warn(
+                    f"{path}: cases {out_of_scans} are not among the scans ranked; their slices are ignored",
+                    UserWarning,
+                    stacklevel=2,
+                )
         elif is_volume_file(path) or path.name.lower().endswith(SEG_NRRD_SUFFIX):
             stem = case_name(path)
             stem = stem[: -len(".seg")] if path.name.lower().endswith(SEG_NRRD_SUFFIX) else stem
@@ -154,8 +170,11 @@ def _owner(path: Path, stem: str, by_id: Mapping[str, Scan], *, in_case_folder: 
         return stem
     if in_case_folder and path.parent.name in by_id:
         return path.parent.name
-    raise InputFileError(path, f"belongs to no scan given (scans: {sorted(by_id)}); name it <scan>{SIDECAR_SUFFIX} "
-                               f"/ <scan>.nii.gz or keep it in the scan's case folder")
+    raise InputFileError(
+        path,
+        f"belongs to no scan given (scans: {sorted(by_id)}); name it <scan>{SIDECAR_SUFFIX} "
+        f"/ <scan>.nii.gz or keep it in the scan's case folder",
+    )
 
 
 def _from_label_map(path: Path, image: Volume, table: Mapping[str, int] | None) -> set[int]:
@@ -165,8 +184,9 @@ def _from_label_map(path: Path, image: Volume, table: Mapping[str, int] | None) 
 
 def _from_split(path: Path, out: dict[str, set[int]]) -> list[str]:
     if read_json_object(path).get("format") != SPLIT_FORMAT:
-        raise InputFileError(path, f"is not a split file (\"format\": \"{SPLIT_FORMAT}\") nor a sidecar "
-                                   f"(*{SIDECAR_SUFFIX})")
+        raise InputFileError(
+            path, f'is not a split file ("format": "{SPLIT_FORMAT}") nor a sidecar (*{SIDECAR_SUFFIX})'
+        )
     split = read_split_json(path)
     missing = set()
     for case_id, z in (*split.train, *split.evaluation):

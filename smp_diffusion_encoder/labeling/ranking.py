@@ -55,9 +55,16 @@ class Pick:
     nearest_labeled_mm: float | None
 
 
-def rank_slices(candidates: Sequence[Candidate], labeled_mm: Mapping[str, Sequence[float]], n: int, *,
-                min_distance_mm: float = 10.0, scan_decay: float = 0.7, seed: int = 0,
-                labeled_z: Mapping[str, Sequence[int]] | None = None) -> list[Pick]:
+def rank_slices(
+    candidates: Sequence[Candidate],
+    labeled_mm: Mapping[str, Sequence[float]],
+    n: int,
+    *,
+    min_distance_mm: float = 10.0,
+    scan_decay: float = 0.7,
+    seed: int = 0,
+    labeled_z: Mapping[str, Sequence[int]] | None = None,
+) -> list[Pick]:
     """Up to ``n`` picks from ``candidates`` by the rule of the module docstring.
 
     Args:
@@ -70,8 +77,10 @@ def rank_slices(candidates: Sequence[Candidate], labeled_mm: Mapping[str, Sequen
         ConfigError: ``n < 0``, ``min_distance_mm < 0`` or ``scan_decay`` outside (0, 1].
     """
     if n < 0 or min_distance_mm < 0 or not 0 < scan_decay <= 1:
-        raise ConfigError(f"rank_slices: need n >= 0, min_distance_mm >= 0 and 0 < scan_decay <= 1; got n={n}, "
-                          f"min_distance_mm={min_distance_mm}, scan_decay={scan_decay}")
+        raise ConfigError(
+            f"rank_slices: need n >= 0, min_distance_mm >= 0 and 0 < scan_decay <= 1; got n={n}, "
+            f"min_distance_mm={min_distance_mm}, scan_decay={scan_decay}"
+        )
     taken_z = {s: {int(z) for z in zs} for s, zs in (labeled_z or {}).items()}
     labeled = {s: np.asarray(list(mm), dtype=np.float64) for s, mm in labeled_mm.items()}
     tiebreak = np.random.default_rng(seed).permutation(len(candidates))
@@ -91,9 +100,20 @@ def rank_slices(candidates: Sequence[Candidate], labeled_mm: Mapping[str, Sequen
         chosen = candidates[alive[best]]
         per_scan[chosen.scan] = per_scan.get(chosen.scan, 0) + 1
         near = labeled.get(chosen.scan, np.empty(0))
-        picks.append(Pick(chosen, len(picks) + 1, float(effective[best]), per_scan[chosen.scan],
-                          float(np.abs(near - chosen.position_mm).min()) if near.size else None))
-        alive = [i for i in alive if candidates[i].scan != chosen.scan
-                 or abs(candidates[i].position_mm - chosen.position_mm) >= min_distance_mm
-                 and candidates[i].z != chosen.z]
+        picks.append(
+            Pick(
+                chosen,
+                len(picks) + 1,
+                float(effective[best]),
+                per_scan[chosen.scan],
+                float(np.abs(near - chosen.position_mm).min()) if near.size else None,
+            )
+        )
+        alive = [
+            i
+            for i in alive
+            if candidates[i].scan != chosen.scan
+            or abs(candidates[i].position_mm - chosen.position_mm) >= min_distance_mm
+            and candidates[i].z != chosen.z
+        ]
     return picks

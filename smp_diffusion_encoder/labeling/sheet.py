@@ -33,8 +33,15 @@ class SheetEntry:
     title: str
 
 
-def render_contact_sheet(entries: Sequence[SheetEntry], path: str | os.PathLike[str], *, title: str = "",
-                         per_row: int = 3, panel_inches: float = 2.2, dpi: int = 80) -> Path:
+def render_contact_sheet(
+    entries: Sequence[SheetEntry],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    per_row: int = 3,
+    panel_inches: float = 2.2,
+    dpi: int = 80,
+) -> Path:
     """Save the sheet (see the module docstring); returns ``path``."""
     import matplotlib
 
@@ -49,8 +56,9 @@ def render_contact_sheet(entries: Sequence[SheetEntry], path: str | os.PathLike[
     rows = math.ceil(len(entries) / per_row)
     cols = 2 * min(per_row, len(entries))
     top = max(float(e.uncertainty.max()) for e in entries) or 1.0
-    fig, axes = plt.subplots(rows, cols, figsize=(panel_inches * cols, panel_inches * 1.18 * rows + 0.9),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(panel_inches * cols, panel_inches * 1.18 * rows + 0.9), squeeze=False, layout="constrained"
+    )
     try:
         for ax in axes.flat:
             ax.set_axis_off()
@@ -68,8 +76,15 @@ def render_contact_sheet(entries: Sequence[SheetEntry], path: str | os.PathLike[
         present = sorted({int(v) for e in entries for v in np.unique(e.labels) if 0 < v < FLARE_NUM_CLASSES})
         handles = [Patch(facecolor=ORGAN_COLORS[v - 1], label=FLARE_ORGANS[v - 1]) for v in present]
         if handles:
-            fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), fontsize=7,
-                       frameon=False, title="current prediction", title_fontsize=7)
+            fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncol=min(len(handles), 7),
+                fontsize=7,
+                frameon=False,
+                title="current prediction",
+                title_fontsize=7,
+            )
         if title:
             fig.suptitle(title, fontsize=9)
         path = Path(path)

@@ -51,9 +51,11 @@ from smp_diffusion_encoder.labeling.sheet import SheetEntry, render_contact_shee
 from smp_diffusion_encoder.labeling.uncertainty import SliceUncertainty, measure_slices
 
 COLUMNS = ("rank", "scan", "z", "slice_in_file", "position_mm", "score", "effective", "why", "image")
-_PHRASES = {"error": "the model expects to have labeled wrongly",
-            "entropy": "of softmax entropy (nats x cm²)",
-            "tta": "where shifted, recontrasted views disagree"}
+_PHRASES = {
+    "error": "the model expects to have labeled wrongly",
+    "entropy": "of softmax entropy (nats x cm²)",
+    "tta": "where shifted, recontrasted views disagree",
+}
 
 
 @dataclass(frozen=True)
@@ -95,15 +97,27 @@ class SuggestResult:
     sheet: list[SheetEntry] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "smp_diffusion_encoder.suggestions", "version": 1, "settings": self.config.to_dict(),
-                "candidates": self.candidates, "seconds": round(self.seconds, 2),
-                "labeled": {s: sorted(z) for s, z in self.labeled.items()},
-                "suggestions": [s.to_dict() for s in self.suggestions]}
+        return {
+            "format": "smp_diffusion_encoder.suggestions",
+            "version": 1,
+            "settings": self.config.to_dict(),
+            "candidates": self.candidates,
+            "seconds": round(self.seconds, 2),
+            "labeled": {s: sorted(z) for s, z in self.labeled.items()},
+            "suggestions": [s.to_dict() for s in self.suggestions],
+        }
 
 
-def suggest(model: Segmenter, scans: Sequence[Scan], config: SuggestConfig | None = None, *,
-            labeled: Mapping[str, Iterable[int]] | None = None, images: Mapping[str, Volume] | None = None,
-            candidates: Mapping[str, Iterable[int]] | None = None, progress: bool = False) -> SuggestResult:
+def suggest(
+    model: Segmenter,
+    scans: Sequence[Scan],
+    config: SuggestConfig | None = None,
+    *,
+    labeled: Mapping[str, Iterable[int]] | None = None,
+    images: Mapping[str, Volume] | None = None,
+    candidates: Mapping[str, Iterable[int]] | None = None,
+    progress: bool = False,
+) -> SuggestResult:
     """Rank the unlabeled slices of ``scans`` for labeling with ``model`` (see the module docstring).
 
     Args:
@@ -134,17 +148,35 @@ def suggest(model: Segmenter, scans: Sequence[Scan], config: SuggestConfig | Non
     positions = {s.scan_id: slice_positions_mm(images[s.scan_id]) for s in scans}
     for scan in tqdm(scans, desc="scoring scans", unit="scan", disable=not progress):
         n = images[scan.scan_id].array.shape[0]
-        zs = sorted((allowed.get(scan.scan_id, set()) if allowed is not None else set(range(n)))
-                    - given.get(scan.scan_id, set()))
+        zs = sorted(
+            (allowed.get(scan.scan_id, set()) if allowed is not None else set(range(n)))
+            - given.get(scan.scan_id, set())
+        )
         if not zs:
             continue
-        u = measure_slices(model, images[scan.scan_id], zs, config.measure, views=config.tta_views, seed=config.seed,
-                           batch_size=config.batch_size, device=config.device, precision=config.precision)
+        u = measure_slices(
+            model,
+            images[scan.scan_id],
+            zs,
+            config.measure,
+            views=config.tta_views,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            device=config.device,
+            precision=config.precision,
+        )
         measured[scan.scan_id] = (zs, u)
         pool += [Candidate(scan.scan_id, z, float(positions[scan.scan_id][z]), float(s)) for z, s in zip(zs, u.scores)]
     labeled_mm = {s: [float(positions[s][z]) for z in sorted(zs)] for s, zs in given.items()}
-    picks = rank_slices(pool, labeled_mm, config.n, min_distance_mm=config.min_distance_mm,
-                        scan_decay=config.scan_decay, seed=config.seed, labeled_z=given)
+    picks = rank_slices(
+        pool,
+        labeled_mm,
+        config.n,
+        min_distance_mm=config.min_distance_mm,
+        scan_decay=config.scan_decay,
+        seed=config.seed,
+        labeled_z=given,
+    )
     by_id = {s.scan_id: s for s in scans}
     suggestions, sheet = [], []
     for pick in picks:
@@ -152,15 +184,38 @@ def suggest(model: Segmenter, scans: Sequence[Scan], config: SuggestConfig | Non
         zs, u = measured[c.scan]
         i = zs.index(c.z)
         why = _why(pick, u.organ_share[i], config)
-        suggestions.append(Suggestion(pick.rank, c.scan, c.z, slice_in_file(images[c.scan], c.z),
-                                      round(c.position_mm, 2), round(c.score, 3), round(pick.effective, 3), why,
-                                      str(by_id[c.scan].image)))
+        suggestions.append(
+            Suggestion(
+                pick.rank,
+                c.scan,
+                c.z,
+                slice_in_file(images[c.scan], c.z),
+                round(c.position_mm, 2),
+                round(c.score, 3),
+                round(pick.effective, 3),
+                why,
+                str(by_id[c.scan].image),
+            )
+        )
         if len(sheet) < config.sheet_slices:
-            sheet.append(SheetEntry(u.images[i], u.labels[i], u.maps[i],
-                                    f"#{pick.rank} {c.scan} z={c.z} (S {c.position_mm:.1f} mm): {c.score:.1f} cm²"))
+            sheet.append(
+                SheetEntry(
+                    u.images[i],
+                    u.labels[i],
+                    u.maps[i],
+                    f"#{pick.rank} {c.scan} z={c.z} (S {c.position_mm:.1f} mm): {c.score:.1f} cm²",
+                )
+            )
     scores = {s: {z: float(v) for z, v in zip(zs, u.scores)} for s, (zs, u) in measured.items()}
-    return SuggestResult(suggestions, {s: sorted(z) for s, z in given.items()}, scores, len(pool),
-                         time.perf_counter() - tick, config, sheet)
+    return SuggestResult(
+        suggestions,
+        {s: sorted(z) for s, z in given.items()},
+        scores,
+        len(pool),
+        time.perf_counter() - tick,
+        config,
+        sheet,
+    )
 
 
 def _why(pick: Pick, share: np.ndarray, config: SuggestConfig) -> str:
@@ -191,16 +246,22 @@ def write_suggestions(result: SuggestResult, out_dir: str | Path) -> list[Path]:
     atomic_write_json(written[1], result.to_dict())
     if result.sheet:
         n = len(result.suggestions)
-        title = (f"{n} suggested slices (best first; {result.config.measure} measure, at least "
-                 f"{result.config.min_distance_mm:g} mm apart and from labeled slices)")
+        title = (
+            f"{n} suggested slices (best first; {result.config.measure} measure, at least "
+            f"{result.config.min_distance_mm:g} mm apart and from labeled slices)"
+        )
         written.append(render_contact_sheet(result.sheet, out / "contact_sheet.png", title=title))
     chosen: dict[str, set[int]] = {}
     for s in result.suggestions:
         chosen.setdefault(s.scan, set()).add(s.z)
     for scan_id, zs in sorted(chosen.items()):
-        written.append(write_sidecar(out / "sidecars" / f"{scan_id}.slices.json",
-                                     zs | set(result.labeled.get(scan_id, ())),
-                                     note=f"labeled slices and the {len(zs)} suggested by smp-diffusion suggest: copy "
-                                          f"beside the scan's label map (as label.slices.json in a case folder) once "
-                                          f"the suggested slices are labeled"))
+        written.append(
+            write_sidecar(
+                out / "sidecars" / f"{scan_id}.slices.json",
+                zs | set(result.labeled.get(scan_id, ())),
+                note=f"labeled slices and the {len(zs)} suggested by smp-diffusion suggest: copy "
+                f"beside the scan's label map (as label.slices.json in a case folder) once "
+                f"the suggested slices are labeled",
+            )
+        )
     return written

@@ -83,15 +83,16 @@ def pixel_area_cm2(model: Segmenter, volume: Volume) -> float:
 
 
 @torch.inference_mode()
-def probabilities(model: Segmenter, images: np.ndarray, *, batch_size: int = 16, device: str = "auto",
-                  precision: str = "auto") -> np.ndarray:
+def probabilities(
+    model: Segmenter, images: np.ndarray, *, batch_size: int = 16, device: str = "auto", precision: str = "auto"
+) -> np.ndarray:
     """Softmax of ``model`` on ``(N, S, S)`` model slices: ``(N, K, S, S)`` float32."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)  # type: ignore[arg-type]
     module = model.module.to(dev, memory_format=torch.channels_last).eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32)).unsqueeze(1).to(dev)
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], np.float32)).unsqueeze(1).to(dev)
         with autocast(dev, prec):
             logits = module(x.contiguous(memory_format=torch.channels_last))
         out.append(logits.float().softmax(dim=1).cpu().numpy())
@@ -117,14 +118,24 @@ def _shift(x: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
     """Shift the last two axes by ``(dy, dx)`` pixels, filling what comes in with ``fill``."""
     out = np.full_like(x, fill)
     h, w = x.shape[-2:]
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out
 
 
-def measure_slices(model: Segmenter, volume: Volume, zs: Sequence[int], measure: Measure = "error", *,
-                   views: int = 4, seed: int = 0, batch_size: int = 16, device: str = "auto",
-                   precision: str = "auto") -> SliceUncertainty:
+def measure_slices(
+    model: Segmenter,
+    volume: Volume,
+    zs: Sequence[int],
+    measure: Measure = "error",
+    *,
+    views: int = 4,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "auto",
+    precision: str = "auto",
+) -> SliceUncertainty:
     """The ``measure`` of the module docstring for slices ``zs`` of ``volume`` (canonical HU)."""
     if measure not in MEASURES:
         raise ConfigError(f"measure must be one of {list(MEASURES)}, got {measure!r}")
@@ -148,8 +159,9 @@ def measure_slices(model: Segmenter, volume: Volume, zs: Sequence[int], measure:
     return from_probabilities(images, run(images), measure, area)  # type: ignore[arg-type]
 
 
-def from_probabilities(images: np.ndarray, prob: np.ndarray, measure: Literal["error", "entropy"],
-                       area_cm2: float) -> SliceUncertainty:
+def from_probabilities(
+    images: np.ndarray, prob: np.ndarray, measure: Literal["error", "entropy"], area_cm2: float
+) -> SliceUncertainty:
     """The single-pass measures from softmax probabilities ``(N, K, S, S)`` of ``images`` (one forward pass can
     serve both)."""
     if measure == "error":
@@ -164,8 +176,14 @@ def from_probabilities(images: np.ndarray, prob: np.ndarray, measure: Literal["e
 
 def _summarize(images: np.ndarray, prob: np.ndarray, pixel: np.ndarray, area_cm2: float) -> SliceUncertainty:
     labels = prob.argmax(1).astype(np.uint8)
-    return SliceUncertainty(images, labels, pixel.astype(np.float32), pixel.reshape(len(pixel), -1).sum(1) * area_cm2,
-                            organ_share(prob, pixel), area_cm2)
+    return SliceUncertainty(
+        images,
+        labels,
+        pixel.astype(np.float32),
+        pixel.reshape(len(pixel), -1).sum(1) * area_cm2,
+        organ_share(prob, pixel),
+        area_cm2,
+    )
 
 
 def organ_share(prob: np.ndarray, pixel: np.ndarray) -> np.ndarray:
@@ -176,7 +194,8 @@ def organ_share(prob: np.ndarray, pixel: np.ndarray) -> np.ndarray:
     share = np.zeros((n, k), np.float64)
     half = pixel / 2.0
     for j in range(2):
-        np.add.at(share, (np.repeat(np.arange(n), half[0].size), top2[:, j].reshape(n, -1).reshape(-1)),
-                  half.reshape(-1))
+        np.add.at(
+            share, (np.repeat(np.arange(n), half[0].size), top2[:, j].reshape(n, -1).reshape(-1)), half.reshape(-1)
+        )
     total = share.sum(1, keepdims=True)
     return np.divide(share, total, out=np.zeros_like(share), where=total > 0)

@@ -66,16 +66,12 @@ class UNetConfig:
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ConfigError(f"channel_mult must be non-empty positive integers, got {self.channel_mult}")
         if self.image_size % self.max_stride:
-            raise ConfigError(
-                f"image_size={self.image_size} is not a multiple of the deepest stride {self.max_stride}"
-            )
+            raise ConfigError(f"image_size={self.image_size} is not a multiple of the deepest stride {self.max_stride}")
         for width in set(self.level_channels) | {self.model_channels}:
             if width % self.norm_groups:
                 raise ConfigError(f"norm_groups={self.norm_groups} does not divide channel width {width}")
             if width in self.attention_widths and width % self.num_head_channels:
-                raise ConfigError(
-                    f"num_head_channels={self.num_head_channels} does not divide attention width {width}"
-                )
+                raise ConfigError(f"num_head_channels={self.num_head_channels} does not divide attention width {width}")
         for res in self.attention_resolutions:
             if self.image_size % res or (self.image_size // res) & (self.image_size // res - 1):
                 raise ConfigError(

@@ -15,9 +15,7 @@ from torch import nn
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps ``t`` of shape ``(B,)`` -> ``(B, dim)``."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    )
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -62,8 +60,14 @@ class TimestepSequential(nn.Sequential):
 class InputConv(nn.Conv2d, TimestepBlock):
     """The U-Net's first 3x3 convolution (an ``nn.Conv2d``: timm's ``first_conv``); ``emb`` is not used."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]

@@ -60,8 +60,13 @@ class DiffusionUNet(nn.Module):
 
         def res(cin: int, cout: int, **kw: bool) -> ResBlock:
             return ResBlock(
-                cin, emb_dim, cout, dropout=cfg.dropout, use_scale_shift_norm=cfg.use_scale_shift_norm,
-                norm_groups=cfg.norm_groups, **kw,
+                cin,
+                emb_dim,
+                cout,
+                dropout=cfg.dropout,
+                use_scale_shift_norm=cfg.use_scale_shift_norm,
+                norm_groups=cfg.norm_groups,
+                **kw,
             )
 
         def attn(ch: int) -> AttentionBlock:

@@ -16,8 +16,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "records": ["EncoderRecord", "HubWeights", "PackagedWeights", "all_records", "resolve"],
         "smp_names": ["register_encoder"],
-        "weights": ["load_weights", "preprocessing_for", "register_encoder_from_folder", "register_encoder_from_hub",
-                    "register_hub_weights", "resolve_weights"],
+        "weights": [
+            "load_weights",
+            "preprocessing_for",
+            "register_encoder_from_folder",
+            "register_encoder_from_hub",
+            "register_hub_weights",
+            "resolve_weights",
+        ],
         "hooks": ["install"],
     },
 )

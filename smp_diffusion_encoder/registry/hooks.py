@@ -23,8 +23,10 @@ import wrapt
 
 #: library -> (modules of ours that the writer needs, writer module; importing the writer registers).
 _WRITERS: dict[str, tuple[str, str]] = {
-    "segmentation_models_pytorch": ("smp_diffusion_encoder.encoder.smp_encoder",
-                                    "smp_diffusion_encoder.registry.smp_names"),
+    "segmentation_models_pytorch": (
+        "smp_diffusion_encoder.encoder.smp_encoder",
+        "smp_diffusion_encoder.registry.smp_names",
+    ),
     "timm": ("smp_diffusion_encoder.encoder.timm_model", "smp_diffusion_encoder.registry.timm_names"),
 }
 _finished: set[str] = set()  # watched modules that have finished importing

@@ -141,7 +141,8 @@ def is_registered(name: str) -> bool:
 def put(record: EncoderRecord) -> EncoderRecord:
     """Add or replace ``record`` in the table (the writers then give smp the new entry)."""
     if record.smp_name.startswith(FORBIDDEN_PREFIXES):
-        raise ConfigError(f"encoder name {record.smp_name!r} must not start with {FORBIDDEN_PREFIXES} "
-                          f"(smp treats those specially)")
+        raise ConfigError(
+            f"encoder name {record.smp_name!r} must not start with {FORBIDDEN_PREFIXES} (smp treats those specially)"
+        )
     _TABLE[record.smp_name] = record
     return record

@@ -26,8 +26,8 @@ from smp_diffusion_encoder.registry.records import (
     HubWeights,
     PackagedWeights,
     WeightsSource,
-    put,
     all_records,
+    put,
     resolve,
 )
 
@@ -98,9 +98,12 @@ def register_encoder(
         >>> "my-ddpm" in smp_encoders.encoders, resolve("my-ddpm").spec.features.timesteps
         (True, (100,))
     """
-    sources = {key: value if isinstance(value, (HubWeights, PackagedWeights))
-               else HubWeights(str(value["repo_id"]), str(value["revision"]))
-               for key, value in (weights or {}).items()}
+    sources = {
+        key: value
+        if isinstance(value, (HubWeights, PackagedWeights))
+        else HubWeights(str(value["repo_id"]), str(value["revision"]))
+        for key, value in (weights or {}).items()
+    }
     timm_name = None
     try:
         timm_name = resolve(name).timm_name  # re-registering a built-in keeps its timm name

@@ -78,8 +78,9 @@ def _create(timm_name: str, pretrained: bool = False, **kwargs: Any) -> DDPMCTUN
     kwargs.setdefault("unet", spec.unet.to_dict())
     kwargs.setdefault("features", spec.features.to_dict())
     kwargs = prepare_timm_pretrained(pretrained, kwargs)
-    return build_model_with_cfg(DDPMCTUNet, timm_name, pretrained,
-                                feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))), **kwargs)
+    return build_model_with_cfg(
+        DDPMCTUNet, timm_name, pretrained, feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(6))), **kwargs
+    )
 
 
 @register_model
@@ -118,8 +119,9 @@ def install_hub_config_errors() -> None:
         except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
             repo, _, revision = model_id.partition("@")
             cache_dir = kwargs.get("cache_dir") or (args[0] if args else None)
-            raise not_cached_error(repo, CONFIG_NAME, revision=revision or None,
-                                   cache_dir=None if cache_dir is None else str(cache_dir)) from err
+            raise not_cached_error(
+                repo, CONFIG_NAME, revision=revision or None, cache_dir=None if cache_dir is None else str(cache_dir)
+            ) from err
 
     load_model_config_from_hf.__wrapped_by_smp_diffusion__ = True  # type: ignore[attr-defined]
     timm_factory.load_model_config_from_hf = load_model_config_from_hf

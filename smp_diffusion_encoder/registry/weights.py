@@ -38,7 +38,14 @@ from smp_diffusion_encoder.hub.weights import (
     read_safetensors,
 )
 from smp_diffusion_encoder.registry import smp_names
-from smp_diffusion_encoder.registry.records import PACKAGED_ORG, EncoderRecord, HubWeights, PackagedWeights, put, resolve
+from smp_diffusion_encoder.registry.records import (
+    PACKAGED_ORG,
+    EncoderRecord,
+    HubWeights,
+    PackagedWeights,
+    put,
+    resolve,
+)
 
 
 def register_hub_weights(name: str, repo_id: str, *, revision: str, key: str, prefetch: bool = True) -> HubWeights:

@@ -17,7 +17,13 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "figures": ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"],
         "protocol": ["Holdout", "Method", "holdout", "run_study", "score", "standard_methods"],
         "report": ["format_report_markdown", "write_report"],
-        "results": ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "read_results_csv",
-                    "write_results_csv"],
+        "results": [
+            "RESULT_COLUMNS",
+            "BudgetResult",
+            "aggregate",
+            "budget_slices",
+            "read_results_csv",
+            "write_results_csv",
+        ],
     },
 )

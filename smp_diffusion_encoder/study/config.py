@@ -21,21 +21,28 @@ class StudyConfig:
         ('4', 'all')
     """
 
-    budgets: tuple[str, ...] = option(("4", "8", "16", "all"), "label budgets (slice counts, 1%, 2cases, all)",
-                                      metavar="BUDGET")
+    budgets: tuple[str, ...] = option(
+        ("4", "8", "16", "all"), "label budgets (slice counts, 1%, 2cases, all)", metavar="BUDGET"
+    )
     seeds: tuple[int, ...] = option((0, 1, 2), "seeds: each gives its own slices and initialization", metavar="SEED")
     image_size: int | None = option(None, "model input size for every method (none: each encoder's own)")
     test_cases: int = option(10, "labeled cases held out whole when the root has several")
     block: int = option(8, "one labeled case: z blocks of this many train and evaluated slices alternate")
     gap: int = option(2, "one labeled case: slices dropped between train and evaluated blocks")
     holdout_seed: int = option(0, "seed of the held-out choice (cases or the block phase)")
-    label_table: str | None = option(None, "JSON file {\"segment name\": FLARE id} for 3D Slicer .seg.nrrd label "
-                                           "maps (none: the FLARE organ names)", metavar="FILE")
+    label_table: str | None = option(
+        None,
+        'JSON file {"segment name": FLARE id} for 3D Slicer .seg.nrrd label maps (none: the FLARE organ names)',
+        metavar="FILE",
+    )
     keep_models: bool = option(False, "keep every run's model folder and checkpoint")
     device: str = option("auto", "auto (CUDA when available), cpu or cuda")
-    precision: str = option("auto", "auto: bfloat16 autocast for features, training and prediction where the device "
-                                     "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or "
-                                     "fp32, bf16")
+    precision: str = option(
+        "auto",
+        "auto: bfloat16 autocast for features, training and prediction where the device "
+        "computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; or "
+        "fp32, bf16",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(str(b) for b in self.budgets))
@@ -60,6 +67,16 @@ DEMO_STUDY = StudyConfig(budgets=("4",), seeds=(0,))
 #: (``benchmarks/fewshot.py``); with them the demo would not fit its 6 minutes on a 2-core CPU.
 DEMO_METHODS: tuple[str, ...] = ("ddpm-unet", "ddpm-unet-noaug")
 #: Every method :func:`~smp_diffusion_encoder.study.protocol.standard_methods` defines.
-STANDARD_METHODS: tuple[str, ...] = ("ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-noaug",
-                                     "ddpm-unet-nocontrast", "ddpm-unet-contrast", "ddpm-unet-ft", "random-unet",
-                                     "random-probe", "resnet34-scratch")
+STANDARD_METHODS: tuple[str, ...] = (
+    "ddpm-probe",
+    "ddpm-mlp",
+    "ddpm-mlp-uniform",
+    "ddpm-unet",
+    "ddpm-unet-noaug",
+    "ddpm-unet-nocontrast",
+    "ddpm-unet-contrast",
+    "ddpm-unet-ft",
+    "random-unet",
+    "random-probe",
+    "resnet34-scratch",
+)

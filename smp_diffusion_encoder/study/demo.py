@@ -53,9 +53,15 @@ HU_ORGANS = (1, 3, 2, 13, 5)
 REFERENCE = "pseudo ground truth (TotalSegmentator)"
 
 
-def run_demo(out_dir: str | os.PathLike[str] = "demo_output", config: StudyConfig = DEMO_STUDY, *,
-             methods: tuple[str, ...] = DEMO_METHODS, data: str | os.PathLike[str] = DEMO_DATA,
-             progress: bool = True, log: Callable[[str], None] = print) -> Path:
+def run_demo(
+    out_dir: str | os.PathLike[str] = "demo_output",
+    config: StudyConfig = DEMO_STUDY,
+    *,
+    methods: tuple[str, ...] = DEMO_METHODS,
+    data: str | os.PathLike[str] = DEMO_DATA,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Run the demo into ``out_dir``; returns the report's ``summary.md``. Running it again resumes."""
     start = time.perf_counter()
     out = Path(out_dir)
@@ -97,8 +103,13 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_output", config: StudyConfi
         "otherwise. The demo chooses nothing: every setting of the "
         "default recipe was chosen on validation data of the labeled scan (README, 'How choices are made')."
     )
-    summary = write_report(rows, report, title="smp-diffusion demo: few-shot organ segmentation of a scan unlike "
-                                               "the labeled one", context=context, overlays=images)
+    summary = write_report(
+        rows,
+        report,
+        title="smp-diffusion demo: few-shot organ segmentation of a scan unlike the labeled one",
+        context=context,
+        overlays=images,
+    )
     log(f"report -> {summary} ({elapsed / 60:.1f} min)")
     return summary
 
@@ -108,8 +119,9 @@ def organ_hu(case: Case, organs: Sequence[int] = HU_ORGANS) -> dict[str, float]:
     image = read_volume(case.image)
     labels = read_volume(case.label, kind="label")  # type: ignore[arg-type]
     check_pair(image, labels)
-    return {FLARE_LABELS[o]: float(np.median(image.array[labels.array == o])) for o in organs
-            if (labels.array == o).any()}
+    return {
+        FLARE_LABELS[o]: float(np.median(image.array[labels.array == o])) for o in organs if (labels.array == o).any()
+    }
 
 
 def _hu_text(hu: dict[str, float]) -> str:
@@ -125,15 +137,26 @@ class _OverlayCollector:
         self.z: tuple[int, ...] = ()
         self.predictions: dict[str, np.ndarray] = {}
 
-    def __call__(self, method: Method, budget: str, seed: int, protocol: str, case: Case, gt: np.ndarray,
-                 pred: np.ndarray, zs: tuple[int, ...]) -> None:
+    def __call__(
+        self,
+        method: Method,
+        budget: str,
+        seed: int,
+        protocol: str,
+        case: Case,
+        gt: np.ndarray,
+        pred: np.ndarray,
+        zs: tuple[int, ...],
+    ) -> None:
         if (protocol, case.case_id, budget, seed) == (CROSS_PATIENT, self.case.case_id, self.budget, self.seed):
             self.gt, self.z = gt, zs
             self.predictions[method.label] = pred
 
     def render(self, report: Path, methods: list[Method]) -> list[tuple[str, Any]]:
-        caption = (f"{self.case.case_id} (the other, contrast-enhanced scan), budget {self.budget}: three slices "
-                   f"spread over the scan, predictions vs {REFERENCE}")
+        caption = (
+            f"{self.case.case_id} (the other, contrast-enhanced scan), budget {self.budget}: three slices "
+            f"spread over the scan, predictions vs {REFERENCE}"
+        )
         if self.gt is None:  # resumed after every run was done: nothing observed this time
             done = report / "overlays.png"
             return [(caption, done)] if done.is_file() else []
@@ -141,9 +164,15 @@ class _OverlayCollector:
         image = read_volume(self.case.image).array[np.asarray(self.z)[picks]]
         preds = {m.label: self.predictions[m.label][picks] for m in methods if m.label in self.predictions}
         n = len(self.z)
-        path = render_overlays(image, self.gt[picks], preds, report / "overlays.png", reference=REFERENCE,
-                               title=f"{self.case.case_id}, budget {self.budget} labeled slices, seed {self.seed}",
-                               row_labels=[f"slice {self.z[i] + 1} of {n}" for i in picks])
+        path = render_overlays(
+            image,
+            self.gt[picks],
+            preds,
+            report / "overlays.png",
+            reference=REFERENCE,
+            title=f"{self.case.case_id}, budget {self.budget} labeled slices, seed {self.seed}",
+            row_labels=[f"slice {self.z[i] + 1} of {n}" for i in picks],
+        )
         return [(caption, path)]
 
 
@@ -153,6 +182,5 @@ def spread_slices(gt: np.ndarray, count: int = 3) -> list[int]:
     holding = np.flatnonzero(gt.reshape(len(gt), -1).any(axis=1))
     if not len(holding):
         holding = np.arange(len(gt))
-    picks = [int(holding[min(len(holding) - 1, int((2 * k + 1) * len(holding) / (2 * count)))])
-             for k in range(count)]
+    picks = [int(holding[min(len(holding) - 1, int((2 * k + 1) * len(holding) / (2 * count)))]) for k in range(count)]
     return sorted(dict.fromkeys(picks))

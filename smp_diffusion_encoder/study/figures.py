@@ -28,8 +28,19 @@ __all__ = ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"]
 
 #: Overlay colour of FLARE ids 1..13 (entry ``i`` is id ``i + 1``, organ ``FLARE_ORGANS[i]``).
 ORGAN_COLORS: tuple[str, ...] = (
-    "#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4",
-    "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324",
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#ffe119",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
 )
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -66,8 +77,9 @@ def plot_dsc_vs_budget(
     plt = _pyplot()
     from matplotlib.ticker import NullLocator
 
-    fig, axes = plt.subplots(1, len(protocols), figsize=(6.0 * len(protocols) + 1.5, 5.0), layout="constrained",
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(protocols), figsize=(6.0 * len(protocols) + 1.5, 5.0), layout="constrained", squeeze=False, sharey=True
+    )
     try:
         for ax, protocol in zip(axes[0], protocols):
             mine = [r for r in results if r.protocol == protocol]
@@ -82,10 +94,16 @@ def plot_dsc_vs_budget(
                 shift = 1.03 ** (i - (len(methods) - 1) / 2) if log else 1.0  # keeps error bars apart
                 spread = [getattr(r, f"{metric.lower()}_std") if r.n_seeds > 1 else math.nan for r in line]
                 ax.errorbar(
-                    [r.n_train_slices * shift for r in line], [getattr(r, f"{metric.lower()}_mean") for r in line],
+                    [r.n_train_slices * shift for r in line],
+                    [getattr(r, f"{metric.lower()}_mean") for r in line],
                     yerr=None if all(math.isnan(v) for v in spread) else spread,
-                    label=line[0].method_label if ax is axes[0][0] else None, marker=_MARKERS[i % len(_MARKERS)],
-                    color=f"C{i % 10}", markersize=6, linewidth=1.8, capsize=4, elinewidth=1.2,
+                    label=line[0].method_label if ax is axes[0][0] else None,
+                    marker=_MARKERS[i % len(_MARKERS)],
+                    color=f"C{i % 10}",
+                    markersize=6,
+                    linewidth=1.8,
+                    capsize=4,
+                    elinewidth=1.2,
                 )
             ax.set_xscale("log" if log else "linear")
             ax.set_xticks(list(ticks), ["/".join(names) + f"\n({n:g})" for n, names in ticks.items()])
@@ -105,8 +123,12 @@ def plot_dsc_vs_budget(
         axes[0][0].set_ylabel(f"mean organ {metric} ({over_text})", fontsize=11)
         fig.suptitle(f"Mean organ {metric} vs label budget", fontsize=12)
         longest = max(len(r.method_label) for r in results)
-        fig.legend(loc="outside lower center", ncol=max(1, min(len(methods), int(42 * len(protocols)) // (longest + 8))),
-                   fontsize=10, frameon=False)
+        fig.legend(
+            loc="outside lower center",
+            ncol=max(1, min(len(methods), int(42 * len(protocols)) // (longest + 8))),
+            fontsize=10,
+            frameon=False,
+        )
         return _save(fig, path, dpi=110)
     finally:
         plt.close(fig)
@@ -175,10 +197,18 @@ def render_overlays(
             axes[i, 0].set_ylabel(row_labels[i] if row_labels else f"slice {i}", fontsize=9)
         handles = [Patch(facecolor=c, label=o) for c, o in zip(ORGAN_COLORS, FLARE_ORGANS, strict=True)]
         legend_rows = math.ceil(len(handles) / max(1, int(figsize[0] / 1.05)))  # about 1 inch per entry
-        legend = fig.legend(handles=handles, loc="outside lower center", ncol=math.ceil(len(handles) / legend_rows),
-                            fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
-        legend.set_title(f"slice DSC: this slice's mean DSC against the {reference}, over the organs in either",
-                         prop={"size": 8})
+        legend = fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=math.ceil(len(handles) / legend_rows),
+            fontsize=8,
+            frameon=False,
+            handlelength=1.2,
+            columnspacing=1.0,
+        )
+        legend.set_title(
+            f"slice DSC: this slice's mean DSC against the {reference}, over the organs in either", prop={"size": 8}
+        )
         if title:
             fig.suptitle(title, fontsize=11)
         return _save(fig, path, dpi=100)

@@ -50,8 +50,8 @@ import torch
 from torch import nn
 
 from smp_diffusion_encoder.data.flare import Case
-from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.labeled_slices import labeled_or_organ_slices, read_label_map
+from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.slicer_seg import is_slicer_segmentation, read_label_table
 from smp_diffusion_encoder.data.splits import heldout_split, read_split_json
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
@@ -83,13 +83,22 @@ class Method:
 
     def config(self, budget: str, seed: int, study: StudyConfig) -> FinetuneConfig:
         size = study.image_size if study.image_size is not None else self.options.get("image_size")
-        return FinetuneConfig(**{"label_table": study.label_table, **self.options, "budget": budget, "seed": seed,
-                                 "image_size": size,
-                                 "device": study.device, "precision": study.precision})
+        return FinetuneConfig(
+            **{
+                "label_table": study.label_table,
+                **self.options,
+                "budget": budget,
+                "seed": seed,
+                "image_size": size,
+                "device": study.device,
+                "precision": study.precision,
+            }
+        )
 
 
-def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, unfreeze_at: int = 250,
-                     mlp_members: int = 10) -> dict[str, Method]:
+def standard_methods(
+    encoder: str = "ddpm-ct", weights: str | None = "ct", *, unfreeze_at: int = 250, mlp_members: int = 10
+) -> dict[str, Method]:
     """The benchmark's methods, by name; every one trains on the schedule rule
     (:mod:`smp_diffusion_encoder.finetune.schedule`).
 
@@ -110,28 +119,61 @@ def standard_methods(encoder: str = "ddpm-ct", weights: str | None = "ct", *, un
     """
     base = {"encoder": encoder, "encoder_weights": weights}
     size = preprocessing_for(encoder, weights).image_size
-    return {m.name: m for m in (
-        Method("ddpm-probe", f"{encoder} + linear probe", {**base, "method": "probe"}),
-        Method("ddpm-mlp", f"{encoder} + MLP ensemble", {**base, "method": "mlp", "mlp_members": mlp_members}),
-        Method("ddpm-mlp-uniform", f"{encoder} + MLP ensemble, uniform pixels", {
-            **base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"}),
-        Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
-        Method("ddpm-unet-noaug", f"{encoder} + Unet decoder, no augmentation (the 0.2 recipe)",
-               {**base, "method": "unet", "augment": "none", "z_context_mm": 0.0}),
-        Method("ddpm-unet-nocontrast", f"{encoder} + Unet decoder, spatial + intensity augmentation only",
-               {**base, "method": "unet", "augment": "spatial-intensity"}),
-        Method("ddpm-unet-contrast", f"{encoder} + Unet decoder, contrast phases only",
-               {**base, "method": "unet", "augment": "contrast"}),
-        Method("ddpm-unet-ft", f"{encoder} + Unet decoder, encoder tuned", {**base, "method": "unet",
-                                                                            "unfreeze_at": unfreeze_at}),
-        Method("random-unet", f"{encoder} random weights + Unet decoder", {**base, "method": "unet",
-                                                                           "encoder_weights": None}),
-        Method("random-probe", f"{encoder} random weights + linear probe", {**base, "method": "probe",
-                                                                            "encoder_weights": None}),
-        Method("resnet34-scratch", "smp Unet resnet34 from scratch", {
-            "method": "unet", "encoder": "resnet34", "encoder_weights": None, "unfreeze_at": 0,
-            "encoder_lr_scale": 1.0, "image_size": size}),
-    )}
+    return {
+        m.name: m
+        for m in (
+            Method("ddpm-probe", f"{encoder} + linear probe", {**base, "method": "probe"}),
+            Method("ddpm-mlp", f"{encoder} + MLP ensemble", {**base, "method": "mlp", "mlp_members": mlp_members}),
+            Method(
+                "ddpm-mlp-uniform",
+                f"{encoder} + MLP ensemble, uniform pixels",
+                {**base, "method": "mlp", "mlp_members": mlp_members, "pixel_sampling": "uniform"},
+            ),
+            Method("ddpm-unet", f"{encoder} + Unet decoder (frozen)", {**base, "method": "unet"}),
+            Method(
+                "ddpm-unet-noaug",
+                f"{encoder} + Unet decoder, no augmentation (the 0.2 recipe)",
+                {**base, "method": "unet", "augment": "none", "z_context_mm": 0.0},
+            ),
+            Method(
+                "ddpm-unet-nocontrast",
+                f"{encoder} + Unet decoder, spatial + intensity augmentation only",
+                {**base, "method": "unet", "augment": "spatial-intensity"},
+            ),
+            Method(
+                "ddpm-unet-contrast",
+                f"{encoder} + Unet decoder, contrast phases only",
+                {**base, "method": "unet", "augment": "contrast"},
+            ),
+            Method(
+                "ddpm-unet-ft",
+                f"{encoder} + Unet decoder, encoder tuned",
+                {**base, "method": "unet", "unfreeze_at": unfreeze_at},
+            ),
+            Method(
+                "random-unet",
+                f"{encoder} random weights + Unet decoder",
+                {**base, "method": "unet", "encoder_weights": None},
+            ),
+            Method(
+                "random-probe",
+                f"{encoder} random weights + linear probe",
+                {**base, "method": "probe", "encoder_weights": None},
+            ),
+            Method(
+                "resnet34-scratch",
+                "smp Unet resnet34 from scratch",
+                {
+                    "method": "unet",
+                    "encoder": "resnet34",
+                    "encoder_weights": None,
+                    "unfreeze_at": 0,
+                    "encoder_lr_scale": 1.0,
+                    "image_size": size,
+                },
+            ),
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -156,8 +198,13 @@ class Holdout:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-def holdout(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: StudyConfig | None = None, *,
-            tests: Sequence[Case] = (), within_volume: bool = True) -> Holdout:
+def holdout(
+    root_or_cases: str | os.PathLike[str] | Sequence[Case],
+    config: StudyConfig | None = None,
+    *,
+    tests: Sequence[Case] = (),
+    within_volume: bool = True,
+) -> Holdout:
     """Held-out cases (several labeled cases) or z blocks (one labeled case), plus ``tests``; see the module
     docstring. A test case with the id of a training case is refused (it would be scored on what trained).
 
@@ -169,44 +216,77 @@ def holdout(root_or_cases: str | os.PathLike[str] | Sequence[Case], config: Stud
     clash = sorted({c.case_id for c in cases} & {t.case_id for t in tests})
     if clash:
         raise ConfigError(f"test cases {clash} are also labeled training cases")
-    test_text = (f"; {len(tests)} other scan(s) scored whole ({', '.join(t.case_id for t in tests)})" if tests else "")
+    test_text = f"; {len(tests)} other scan(s) scored whole ({', '.join(t.case_id for t in tests)})" if tests else ""
     if not within_volume:
         if not tests:
             raise ConfigError("within_volume=False needs other scans to score (tests)")
-        return Holdout(tuple(cases), {}, (), CROSS_PATIENT, f"every slice of {', '.join(c.case_id for c in cases)} "
-                       f"may train; nothing of it is scored{test_text}", tuple(tests), {"within_volume": False})
+        return Holdout(
+            tuple(cases),
+            {},
+            (),
+            CROSS_PATIENT,
+            f"every slice of {', '.join(c.case_id for c in cases)} may train; nothing of it is scored{test_text}",
+            tuple(tests),
+            {"within_volume": False},
+        )
     table = read_label_table(config.label_table) if config.label_table else None
     if len(cases) == 1:
         (case,) = cases
         label = read_label_map(case.label, read_volume(case.image), table=table)  # type: ignore[arg-type]
-        split = heldout_split(case.case_id, labeled_or_organ_slices(label), block=config.block, gap=config.gap,
-                              seed=config.holdout_seed)
-        text = (f"one labeled case ({case.case_id}): alternating z blocks of {config.block} train / {config.block} "
-                f"evaluated slices with {config.gap} slices dropped between them (phase seed {config.holdout_seed}); "
-                f"{len(split.train)} train-side and {len(split.evaluation)} evaluated slices{test_text}")
-        return Holdout((case,), split.by_case("train"), ((case, tuple(split.by_case("evaluation")[case.case_id])),),
-                       WITHIN_VOLUME, text, tuple(tests),
-                       {"block": config.block, "gap": config.gap, "seed": config.holdout_seed})
+        split = heldout_split(
+            case.case_id, labeled_or_organ_slices(label), block=config.block, gap=config.gap, seed=config.holdout_seed
+        )
+        text = (
+            f"one labeled case ({case.case_id}): alternating z blocks of {config.block} train / {config.block} "
+            f"evaluated slices with {config.gap} slices dropped between them (phase seed {config.holdout_seed}); "
+            f"{len(split.train)} train-side and {len(split.evaluation)} evaluated slices{test_text}"
+        )
+        return Holdout(
+            (case,),
+            split.by_case("train"),
+            ((case, tuple(split.by_case("evaluation")[case.case_id])),),
+            WITHIN_VOLUME,
+            text,
+            tuple(tests),
+            {"block": config.block, "gap": config.gap, "seed": config.holdout_seed},
+        )
     if not 1 <= config.test_cases < len(cases):
-        raise ConfigError(f"test_cases must be in [1, {len(cases) - 1}] for {len(cases)} labeled cases, "
-                          f"got {config.test_cases}")
+        raise ConfigError(
+            f"test_cases must be in [1, {len(cases) - 1}] for {len(cases)} labeled cases, got {config.test_cases}"
+        )
     order = np.random.default_rng(config.holdout_seed).permutation(len(cases))
-    test = sorted((cases[i] for i in order[:config.test_cases]), key=lambda c: c.case_id)
-    train = tuple(sorted((cases[i] for i in order[config.test_cases:]), key=lambda c: c.case_id))
+    test = sorted((cases[i] for i in order[: config.test_cases]), key=lambda c: c.case_id)
+    train = tuple(sorted((cases[i] for i in order[config.test_cases :]), key=lambda c: c.case_id))
     evaluation = tuple((case, labeled_slices(case, table)) for case in test)  # () = the whole case
-    text = (f"{len(cases)} labeled cases: {len(test)} held out whole (seed {config.holdout_seed}), budgets drawn from "
-            f"the other {len(train)}{test_text}")
-    return Holdout(train, {}, evaluation, HELD_OUT_CASES, text, tuple(tests),
-                   {"test_cases": config.test_cases, "seed": config.holdout_seed})
+    text = (
+        f"{len(cases)} labeled cases: {len(test)} held out whole (seed {config.holdout_seed}), budgets drawn from "
+        f"the other {len(train)}{test_text}"
+    )
+    return Holdout(
+        train,
+        {},
+        evaluation,
+        HELD_OUT_CASES,
+        text,
+        tuple(tests),
+        {"test_cases": config.test_cases, "seed": config.holdout_seed},
+    )
 
 
 Observer = Callable[[Method, str, int, str, Case, np.ndarray, np.ndarray, tuple[int, ...]], None]
 
 
-def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[Method],
-              config: StudyConfig | None = None, *, observe: Observer | None = None,
-              log: Callable[[str], None] = print, progress: bool = True,
-              postprocessing: Mapping[str, PostprocessingConfig] | None = None) -> list[dict[str, Any]]:
+def run_study(
+    plan: Holdout,
+    out_dir: str | os.PathLike[str],
+    methods: Sequence[Method],
+    config: StudyConfig | None = None,
+    *,
+    observe: Observer | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    postprocessing: Mapping[str, PostprocessingConfig] | None = None,
+) -> list[dict[str, Any]]:
     """Train every (budget, seed, method) once and score it on every held-out set; returns all rows (also in
     ``out_dir/results.csv``).
 
@@ -234,14 +314,24 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
         if run_dir.exists():  # an interrupted run: start it again (results are only kept when complete)
             shutil.rmtree(run_dir)
         tick = time.perf_counter()
-        result = finetune(plan.train_cases, method.config(budget, seed, config), out_dir=run_dir,
-                          pool=plan.pool or None, progress=progress, cache_dir=out / "feature_cache")
+        result = finetune(
+            plan.train_cases,
+            method.config(budget, seed, config),
+            out_dir=run_dir,
+            pool=plan.pool or None,
+            progress=progress,
+            cache_dir=out / "feature_cache",
+        )
         seconds = time.perf_counter() - tick
         n_train = len(read_split_json(run_dir / "split.json").train)
         model = load_model(result.model_dir)
         variants = [(method, model)] + [
-            (dataclasses.replace(method, name=f"{method.name}/{name}", label=f"{method.label}, {name}"),
-             dataclasses.replace(model, postprocessing=post)) for name, post in (postprocessing or {}).items()]
+            (
+                dataclasses.replace(method, name=f"{method.name}/{name}", label=f"{method.label}, {name}"),
+                dataclasses.replace(model, postprocessing=post),
+            )
+            for name, post in (postprocessing or {}).items()
+        ]
         if len(variants) > 1:  # one model pass per scan, whatever the variants
             memo = _MemoModule(model.module)
             variants = [(m, dataclasses.replace(v, module=memo)) for m, v in variants]
@@ -249,11 +339,24 @@ def run_study(plan: Holdout, out_dir: str | os.PathLike[str], methods: Sequence[
         scored += [(CROSS_PATIENT, case, test_slices[case.case_id]) for case in plan.tests]
         for protocol, case, zs in scored:
             for shown, variant in variants:
-                metrics, gt, pred, z = score(variant, case, zs, device=config.device, precision=config.precision,
-                                             label_table=table)
-                rows.append(_row(shown, budget, n_train, seed, protocol, case.case_id, metrics, seconds, result,
-                                 present=organs_present(gt), errors=(volume_ratios(gt, pred),
-                                                                     confusion_matrix(gt, pred))))
+                metrics, gt, pred, z = score(
+                    variant, case, zs, device=config.device, precision=config.precision, label_table=table
+                )
+                rows.append(
+                    _row(
+                        shown,
+                        budget,
+                        n_train,
+                        seed,
+                        protocol,
+                        case.case_id,
+                        metrics,
+                        seconds,
+                        result,
+                        present=organs_present(gt),
+                        errors=(volume_ratios(gt, pred), confusion_matrix(gt, pred)),
+                    )
+                )
                 if observe is not None:
                     observe(shown, budget, seed, protocol, case, gt, pred, z)
         write_results_csv(rows, csv_path)
@@ -269,9 +372,15 @@ def labeled_slices(case: Case, table: Mapping[str, int] | None = None) -> tuple[
     return label.labeled or ()
 
 
-def score(model: Segmenter, case: Case, zs: Sequence[int] = (), *, device: str = "auto", precision: str = "auto",
-          label_table: Mapping[str, int] | None = None
-          ) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
+def score(
+    model: Segmenter,
+    case: Case,
+    zs: Sequence[int] = (),
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    label_table: Mapping[str, int] | None = None,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
     """FLARE metrics of ``model`` on ``case``: the whole scan (``zs`` empty) or its slices ``zs`` only.
 
     A whole scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
@@ -313,21 +422,44 @@ def organs_present(gt: np.ndarray) -> list[str]:
     return [organ for label, organ in enumerate(FLARE_ORGANS, start=1) if label in ids]
 
 
-def _row(method: Method, budget: str, n_train: int, seed: int, protocol: str, case: str,
-         metrics: Mapping[str, float], seconds: float, result: FinetuneResult, *,
-         present: Sequence[str], errors: tuple[Mapping[str, float], np.ndarray]) -> dict[str, Any]:
+def _row(
+    method: Method,
+    budget: str,
+    n_train: int,
+    seed: int,
+    protocol: str,
+    case: str,
+    metrics: Mapping[str, float],
+    seconds: float,
+    result: FinetuneResult,
+    *,
+    present: Sequence[str],
+    errors: tuple[Mapping[str, float], np.ndarray],
+) -> dict[str, Any]:
     dsc = [metrics[f"{o}_DSC"] for o in FLARE_ORGANS]
     nsd = [metrics[f"{o}_NSD"] for o in FLARE_ORGANS]
     ratios, counts = errors
-    return {"method": method.name, "method_label": method.label, "budget": budget, "n_train_slices": n_train,
-            "seed": seed, "case": case, "protocol": protocol,
-            "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
-            "present_NSD": nan_mean(metrics[f"{o}_NSD"] for o in present),
-            "organs_present": " ".join(present), "mean_DSC": nan_mean(dsc), "mean_NSD": nan_mean(nsd),
-            "train_seconds": round(seconds, 1), **metrics, "steps": result.steps,
-            "flattened": "" if result.flattened is None else str(result.flattened).lower(),
-            "best_val_dice": "" if result.best_val_dice is None else round(result.best_val_dice, 4),
-            **{f"{o}_VolRatio": ratios[o] for o in FLARE_ORGANS}, "confusion": json.dumps(counts.tolist())}
+    return {
+        "method": method.name,
+        "method_label": method.label,
+        "budget": budget,
+        "n_train_slices": n_train,
+        "seed": seed,
+        "case": case,
+        "protocol": protocol,
+        "present_DSC": nan_mean(metrics[f"{o}_DSC"] for o in present),
+        "present_NSD": nan_mean(metrics[f"{o}_NSD"] for o in present),
+        "organs_present": " ".join(present),
+        "mean_DSC": nan_mean(dsc),
+        "mean_NSD": nan_mean(nsd),
+        "train_seconds": round(seconds, 1),
+        **metrics,
+        "steps": result.steps,
+        "flattened": "" if result.flattened is None else str(result.flattened).lower(),
+        "best_val_dice": "" if result.best_val_dice is None else round(result.best_val_dice, 4),
+        **{f"{o}_VolRatio": ratios[o] for o in FLARE_ORGANS},
+        "confusion": json.dumps(counts.tolist()),
+    }
 
 
 class _MemoModule(nn.Module):
@@ -350,5 +482,15 @@ def _safe(budget: str) -> str:
     return budget.replace("%", "pct").replace(" ", "")
 
 
-__all__ = ["CROSS_PATIENT", "HELD_OUT_CASES", "WITHIN_VOLUME", "Holdout", "Method", "holdout", "organs_present",
-           "run_study", "score", "standard_methods"]
+__all__ = [
+    "CROSS_PATIENT",
+    "HELD_OUT_CASES",
+    "WITHIN_VOLUME",
+    "Holdout",
+    "Method",
+    "holdout",
+    "organs_present",
+    "run_study",
+    "score",
+    "standard_methods",
+]

@@ -58,8 +58,9 @@ def format_report_markdown(
         mine = [r for r in results if r.protocol == protocol]
         lines += _protocol_section(protocol, mine, several=len(protocols) > 1)
     for protocol in protocols:
-        lines += _errors_section(protocol, [r for r in rows if r.get("protocol") == protocol],
-                                 several=len(protocols) > 1)
+        lines += _errors_section(
+            protocol, [r for r in rows if r.get("protocol") == protocol], several=len(protocols) > 1
+        )
     lines += _training_section(rows)
     if images:
         lines += ["", "## Figures"]
@@ -81,7 +82,8 @@ def _protocol_section(protocol: str, results: list[BudgetResult], *, several: bo
         "",
         (f"Mean ± std over {_count(seeds, 'seed')}" if spread else f"Values from {_count(seeds, 'seed')}")
         + f" of the per-seed mean over {_count({r.n_cases for r in results}, 'evaluated case')} of each case's "
-        + _averaged_text(results) + " (nan skipped)."
+        + _averaged_text(results)
+        + " (nan skipped)."
         + (" Cells give their seed count." if len(seeds) > 1 else ""),
         "",
         _table_row(["Method", *(f"{b} ({_slices_text(n)})" for b, n in budgets.items())]),
@@ -92,11 +94,16 @@ def _protocol_section(protocol: str, results: list[BudgetResult], *, several: bo
         lines.append(_table_row([_escape(label), *(_main_cell(r, spread, len(seeds) > 1) for r in found)]))
     picks = dict.fromkeys([next(iter(budgets)), next(reversed(budgets))])
     for budget, which in zip(picks, ("smallest", "largest") if len(picks) > 1 else ("only",)):
-        lines += ["", f"### {protocol.capitalize() + ': p' if several else 'P'}er-organ DSC at the {which} budget: "
-                      f"{budget} ({_slices_text(budgets[budget])})", "",
-                  f"Mean over {_count(seeds, 'seed')} of the per-seed mean over the evaluated cases; bold: the unique "
-                  f"best of a row (an organ absent from every evaluated scan scores 1.0 for everyone and is shown "
-                  f"but never bold).", ""]
+        lines += [
+            "",
+            f"### {protocol.capitalize() + ': p' if several else 'P'}er-organ DSC at the {which} budget: "
+            f"{budget} ({_slices_text(budgets[budget])})",
+            "",
+            f"Mean over {_count(seeds, 'seed')} of the per-seed mean over the evaluated cases; bold: the unique "
+            f"best of a row (an organ absent from every evaluated scan scores 1.0 for everyone and is shown "
+            f"but never bold).",
+            "",
+        ]
         lines += _organ_table([cell.get((method, budget)) for method in labels], list(labels.values()))
     return lines + [""]
 
@@ -108,21 +115,31 @@ def _errors_section(protocol: str, rows: Sequence[Mapping[str, Any]], *, several
     rows = [r for r in rows if isinstance(r.get("confusion"), str) and r["confusion"]]
     if not rows:
         return []
-    budget = min({str(r["budget"]) for r in rows}, key=lambda b: min(int(r["n_train_slices"]) for r in rows
-                                                                     if str(r["budget"]) == b))
+    budget = min(
+        {str(r["budget"]) for r in rows},
+        key=lambda b: min(int(r["n_train_slices"]) for r in rows if str(r["budget"]) == b),
+    )
     rows = [r for r in rows if str(r["budget"]) == budget]
     labels = dict.fromkeys(str(r["method_label"]) for r in rows)
     organs = [o for o in FLARE_ORGANS if any(not math.isnan(float(r.get(f"{o}_VolRatio", math.nan))) for r in rows)]
     head = f"{protocol.capitalize()}: e" if several else "E"
-    lines = [f"## {head}rrors at budget {budget}: organ volumes and confusions", "",
-             "Predicted / true volume per organ (1.00 = right size; mean over seeds and scored cases; organs "
-             "present in the ground truth). Over-segmentation shows as > 1, a missed organ as 0.", "",
-             _table_row(["Organ", *map(_escape, labels)]), _table_row(["---"] * (len(labels) + 1))]
+    lines = [
+        f"## {head}rrors at budget {budget}: organ volumes and confusions",
+        "",
+        "Predicted / true volume per organ (1.00 = right size; mean over seeds and scored cases; organs "
+        "present in the ground truth). Over-segmentation shows as > 1, a missed organ as 0.",
+        "",
+        _table_row(["Organ", *map(_escape, labels)]),
+        _table_row(["---"] * (len(labels) + 1)),
+    ]
     for organ in organs:
         cells = []
         for label in labels:
-            values = [float(r[f"{organ}_VolRatio"]) for r in rows if r["method_label"] == label
-                      and not math.isnan(float(r.get(f"{organ}_VolRatio", math.nan)))]
+            values = [
+                float(r[f"{organ}_VolRatio"])
+                for r in rows
+                if r["method_label"] == label and not math.isnan(float(r.get(f"{organ}_VolRatio", math.nan)))
+            ]
             cells.append(f"{sum(values) / len(values):.2f}" if values else _DASH)
         lines.append(_table_row([FLARE_LABELS[FLARE_ORGANS.index(organ) + 1].capitalize(), *cells]))
     for label in labels:
@@ -130,8 +147,13 @@ def _errors_section(protocol: str, rows: Sequence[Mapping[str, Any]], *, several
         seed = min(int(r["seed"]) for r in mine)
         counts = summed_confusion([np.asarray(json.loads(r["confusion"])) for r in mine if int(r["seed"]) == seed])
         cases = ", ".join(sorted({str(r["case"]) for r in mine if int(r["seed"]) == seed}))
-        lines += ["", format_confusion_markdown(counts, title=f"**{_escape(label)}**, seed {seed} ({cases}): where "
-                                                              f"each true organ's voxels were predicted").rstrip()]
+        lines += [
+            "",
+            format_confusion_markdown(
+                counts,
+                title=f"**{_escape(label)}**, seed {seed} ({cases}): where each true organ's voxels were predicted",
+            ).rstrip(),
+        ]
     return lines + [""]
 
 
@@ -143,14 +165,19 @@ def _training_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             runs.setdefault((str(row["method_label"]), str(row["budget"])), {})[int(row["seed"])] = row
     if not runs:
         return []
-    lines = ["## Training runs", "",
-             "Per method and budget, over its seeds: optimizer steps (mean) and the runs whose training loss had "
-             "flattened by the end (mean loss of the last 10% of the run within 5% of the 10% before).", "",
-             _table_row(["Method", "Budget", "Steps", "Loss flattened"]), _table_row(["---"] * 4)]
+    lines = [
+        "## Training runs",
+        "",
+        "Per method and budget, over its seeds: optimizer steps (mean) and the runs whose training loss had "
+        "flattened by the end (mean loss of the last 10% of the run within 5% of the 10% before).",
+        "",
+        _table_row(["Method", "Budget", "Steps", "Loss flattened"]),
+        _table_row(["---"] * 4),
+    ]
     for (label, budget), by_seed in runs.items():
         flat = [r.get("flattened") for r in by_seed.values()]
         known = [f for f in flat if f in ("true", "false", True, False)]
-        flat_text = (f"{sum(f in ('true', True) for f in known)} of {len(known)}" if known else _DASH)
+        flat_text = f"{sum(f in ('true', True) for f in known)} of {len(known)}" if known else _DASH
         steps = sum(float(r["steps"]) for r in by_seed.values()) / len(by_seed)
         lines.append(_table_row([_escape(label), budget, f"{steps:g}", flat_text]))
     return lines + [""]
@@ -162,13 +189,14 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
         _table_row(["Organ", *map(_escape, labels)]),
         _table_row(["---"] * (len(labels) + 1)),
     ]
-    rows = [(FLARE_LABELS[label].capitalize(), [r.organ_dsc[organ] if r else math.nan for r in results])
-            for label, organ in enumerate(FLARE_ORGANS, start=1)]
+    rows = [
+        (FLARE_LABELS[label].capitalize(), [r.organ_dsc[organ] if r else math.nan for r in results])
+        for label, organ in enumerate(FLARE_ORGANS, start=1)
+    ]
     found = [r for r in results if r]
     if found and all(r.averaged_over == "present organs" for r in found):
         rows.append((f"**{MEAN_PRESENT}**", [r.dsc_mean if r else math.nan for r in results]))
-        rows.append((MEAN_FLARE,
-                     [r.flare_dsc_mean if r else math.nan for r in results]))
+        rows.append((MEAN_FLARE, [r.flare_dsc_mean if r else math.nan for r in results]))
     else:
         rows.append(("**Mean**", [r.dsc_mean if r else math.nan for r in results]))
     for name, values in rows:
@@ -181,8 +209,10 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
 
 def _averaged_text(results: Sequence[BudgetResult]) -> str:
     if all(r.averaged_over == "present organs" for r in results):
-        return (f"{MEAN_PRESENT.lower()} (an absent organ has no DSC to average; the "
-                f"{MEAN_FLARE}, which scores an absent organ 1 or 0, is in the per-organ tables and results.csv)")
+        return (
+            f"{MEAN_PRESENT.lower()} (an absent organ has no DSC to average; the "
+            f"{MEAN_FLARE}, which scores an absent organ 1 or 0, is in the per-organ tables and results.csv)"
+        )
     return f"mean over the {len(FLARE_ORGANS)} FLARE 2022 organs"
 
 
@@ -190,8 +220,10 @@ def _main_cell(result: BudgetResult | None, spread: bool, show_seeds: bool) -> s
     if result is None:
         return _DASH
     if spread and result.n_seeds > 1:
-        text = (f"DSC {_num(result.dsc_mean)} ± {_num(result.dsc_std)} / "
-                f"NSD {_num(result.nsd_mean)} ± {_num(result.nsd_std)}")
+        text = (
+            f"DSC {_num(result.dsc_mean)} ± {_num(result.dsc_std)} / "
+            f"NSD {_num(result.nsd_mean)} ± {_num(result.nsd_std)}"
+        )
     else:
         text = f"DSC {_num(result.dsc_mean)} / NSD {_num(result.nsd_mean)}"
     return f"{text} ({_count({result.n_seeds}, 'seed')})" if show_seeds else text

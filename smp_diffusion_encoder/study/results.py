@@ -42,8 +42,15 @@ from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.errors import InputFileError
 
-__all__ = ["RESULT_COLUMNS", "BudgetResult", "aggregate", "budget_slices", "nan_mean", "read_results_csv",
-           "write_results_csv"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "BudgetResult",
+    "aggregate",
+    "budget_slices",
+    "nan_mean",
+    "read_results_csv",
+    "write_results_csv",
+]
 
 _TEXT_COLUMNS = ("method", "method_label", "budget", "case", "protocol", "organs_present")
 #: The protocol of rows from files written before the column existed.
@@ -51,12 +58,29 @@ DEFAULT_PROTOCOL = "held-out"
 _INT_COLUMNS = ("n_train_slices", "seed")
 #: Column order of ``results.csv``; rows may carry more keys, written after these.
 RESULT_COLUMNS: tuple[str, ...] = (
-    "method", "method_label", "budget", "n_train_slices", "seed", "case", "protocol", "mean_DSC", "mean_NSD",
+    "method",
+    "method_label",
+    "budget",
+    "n_train_slices",
+    "seed",
+    "case",
+    "protocol",
+    "mean_DSC",
+    "mean_NSD",
     "train_seconds",
-    *(f"{organ}_DSC" for organ in FLARE_ORGANS), *(f"{organ}_NSD" for organ in FLARE_ORGANS),
+    *(f"{organ}_DSC" for organ in FLARE_ORGANS),
+    *(f"{organ}_NSD" for organ in FLARE_ORGANS),
 )
-_AGGREGATE_COLUMNS = ("method", "method_label", "budget", "case", *_INT_COLUMNS, "mean_DSC", "mean_NSD",
-                      *(f"{o}_DSC" for o in FLARE_ORGANS))
+_AGGREGATE_COLUMNS = (
+    "method",
+    "method_label",
+    "budget",
+    "case",
+    *_INT_COLUMNS,
+    "mean_DSC",
+    "mean_NSD",
+    *(f"{o}_DSC" for o in FLARE_ORGANS),
+)
 
 
 @dataclass(frozen=True)
@@ -172,7 +196,6 @@ def budget_slices(results: Sequence[BudgetResult]) -> dict[str, int | float]:
     for r in results:
         budgets.setdefault(r.budget, r.n_train_slices)
     return dict(sorted(budgets.items(), key=lambda item: (item[1], item[0])))
-
 
 
 def write_results_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:

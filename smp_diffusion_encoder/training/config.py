@@ -26,47 +26,72 @@ class PretrainConfig:
         (64, 8, 'auto')
     """
 
-    unet: UNetConfig = option("small", "U-Net preset: adm-256, small or tiny (its image_size sets the slices' size)",
-                              flag="--preset", metavar="PRESET", type=str, fixed=True)
+    unet: UNetConfig = option(
+        "small",
+        "U-Net preset: adm-256, small or tiny (its image_size sets the slices' size)",
+        flag="--preset",
+        metavar="PRESET",
+        type=str,
+        fixed=True,
+    )
     schedule: ScheduleName = option("linear", "noise schedule", fixed=True)
     num_timesteps: int = option(1000, "diffusion steps T", flag="--timesteps", fixed=True)
     batch_size: int = option(8, "global batch size (all processes together)", fixed=True)
     lr: float = option(1e-4, "AdamW learning rate", fixed=True)
     weight_decay: float = option(0.0, "AdamW weight decay", fixed=True)
     warmup_steps: int = option(0, "linear learning-rate warm-up steps (0: constant rate)", fixed=True)
-    vlb_weight: float = option(0.001, "hybrid-loss lambda of the variational bound (presets that learn sigma)",
-                               fixed=True)
-    min_snr_gamma: float | None = option(None, "min-SNR-gamma weighting of the epsilon loss over timesteps "
-                                               "(Hang et al. 2023), e.g. 5", fixed=True)
+    vlb_weight: float = option(
+        0.001, "hybrid-loss lambda of the variational bound (presets that learn sigma)", fixed=True
+    )
+    min_snr_gamma: float | None = option(
+        None, "min-SNR-gamma weighting of the epsilon loss over timesteps (Hang et al. 2023), e.g. 5", fixed=True
+    )
     seed: int = option(0, "seed of initialization, data order and diffusion noise", fixed=True)
     steps: int = option(10_000, "optimizer steps to reach (a resumed run continues up to it)")
     ema_decay: float | None = option(0.9999, "EMA decay of the exported weights (none: keep no EMA)")
     precision: Literal["auto", "fp32", "bf16"] = option(
-        "auto", "bf16 autocast or fp32; auto: measured at the start on this machine (bf16 on CUDA and on CPUs "
-                "where it is faster; a resumed run keeps its choice)")
+        "auto",
+        "bf16 autocast or fp32; auto: measured at the start on this machine (bf16 on CUDA and on CPUs "
+        "where it is faster; a resumed run keeps its choice)",
+    )
     grad_clip: float | None = option(1.0, "gradient-norm clipping (none: no clipping)")
     log_every: int = option(10, "log a metrics row every N steps")
     ckpt_every: int = option(1000, "checkpoint every N steps (and at the end)")
-    milestones: tuple[int, ...] = option((), "steps whose EMA weights are kept in RUN_DIR/milestones/ "
-                                              "(a compute curve)", metavar="STEP")
-    max_minutes: float | None = option(None, "also stop after this many minutes of the training clock (wall time "
-                                             "without each session's first step, where compilation and "
-                                             "autotuning happen; a resumed run continues up to it)")
-    milestone_minutes: tuple[float, ...] = option((), "points of the training clock (minutes) whose EMA weights are "
-                                                      "also kept in RUN_DIR/milestones/ (named by the step each "
-                                                      "falls on)", metavar="MIN")
+    milestones: tuple[int, ...] = option(
+        (), "steps whose EMA weights are kept in RUN_DIR/milestones/ (a compute curve)", metavar="STEP"
+    )
+    max_minutes: float | None = option(
+        None,
+        "also stop after this many minutes of the training clock (wall time "
+        "without each session's first step, where compilation and "
+        "autotuning happen; a resumed run continues up to it)",
+    )
+    milestone_minutes: tuple[float, ...] = option(
+        (),
+        "points of the training clock (minutes) whose EMA weights are "
+        "also kept in RUN_DIR/milestones/ (named by the step each "
+        "falls on)",
+        metavar="MIN",
+    )
     workers: int = option(0, "DataLoader worker processes per training process (0: read in the main process)")
     preload: Literal["auto", "on", "off"] = option(
-        "auto", "hold the whole slice store (float16) in the training device's memory and index batches there "
-                "instead of reading them through a DataLoader; auto: on CUDA when it takes at most a quarter of "
-                "the free GPU memory")
+        "auto",
+        "hold the whole slice store (float16) in the training device's memory and index batches there "
+        "instead of reading them through a DataLoader; auto: on CUDA when it takes at most a quarter of "
+        "the free GPU memory",
+    )
     noise_rng: Literal["auto", "cpu", "device"] = option(
-        "auto", "where each sample's timestep and noise are drawn: cpu (a seeded CPU generator per sample, copied "
-                "over), device (a counter-based hash computed on the training device, no host work); auto: device "
-                "on CUDA, cpu on CPUs (a resumed run keeps its choice)")
-    compile: bool = option(False, "torch.compile the U-Net (forward and backward): faster steps after a "
-                                  "compilation in each session's first step; resume with the same setting "
-                                  "(compiled and eager kernels round differently)")
+        "auto",
+        "where each sample's timestep and noise are drawn: cpu (a seeded CPU generator per sample, copied "
+        "over), device (a counter-based hash computed on the training device, no host work); auto: device "
+        "on CUDA, cpu on CPUs (a resumed run keeps its choice)",
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the U-Net (forward and backward): faster steps after a "
+        "compilation in each session's first step; resume with the same setting "
+        "(compiled and eager kernels round differently)",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unet", resolve_config(self.unet))
@@ -78,8 +103,10 @@ class PretrainConfig:
             raise ConfigError(f"milestone_minutes must be >= 0, got {list(self.milestone_minutes)}")
         NoiseSchedule(self.schedule, self.num_timesteps)  # validates the schedule
         if self.batch_size < 1 or self.lr <= 0 or self.warmup_steps < 0 or self.vlb_weight < 0 or self.steps < 1:
-            raise ConfigError(f"bad pretraining settings: batch_size={self.batch_size}, lr={self.lr}, "
-                              f"warmup_steps={self.warmup_steps}, vlb_weight={self.vlb_weight}, steps={self.steps}")
+            raise ConfigError(
+                f"bad pretraining settings: batch_size={self.batch_size}, lr={self.lr}, "
+                f"warmup_steps={self.warmup_steps}, vlb_weight={self.vlb_weight}, steps={self.steps}"
+            )
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ConfigError(f"min_snr_gamma must be > 0 or none, got {self.min_snr_gamma}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:

@@ -37,20 +37,24 @@ class Flatness:
     text: str
 
 
-def loss_flattened(history: list[dict[str, Any]], *, window: float = FLAT_WINDOW,
-                   tolerance: float = FLAT_TOLERANCE) -> Flatness:
+def loss_flattened(
+    history: list[dict[str, Any]], *, window: float = FLAT_WINDOW, tolerance: float = FLAT_TOLERANCE
+) -> Flatness:
     """Compare the mean ``loss`` of the last ``window`` share of logged rows with the share before it."""
     losses = [float(r["loss"]) for r in history if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
     n = max(1, round(window * len(losses)))
     if len(losses) < 2 * n or len(losses) < 4:
-        return Flatness(None, math.nan, math.nan, f"too few logged steps ({len(losses)}) to tell whether the loss "
-                                                  f"flattened")
-    last, before = sum(losses[-n:]) / n, sum(losses[-2 * n:-n]) / n
+        return Flatness(
+            None, math.nan, math.nan, f"too few logged steps ({len(losses)}) to tell whether the loss flattened"
+        )
+    last, before = sum(losses[-n:]) / n, sum(losses[-2 * n : -n]) / n
     drop = (before - last) / abs(before) if before else 0.0
     flat = drop < tolerance
-    text = (f"loss {'had flattened' if flat else 'was still falling'}: mean {last:.4g} over the last "
-            f"{window:.0%} of the run vs {before:.4g} over the {window:.0%} before ({drop:+.1%} drop; flat "
-            f"means < {tolerance:.0%})")
+    text = (
+        f"loss {'had flattened' if flat else 'was still falling'}: mean {last:.4g} over the last "
+        f"{window:.0%} of the run vs {before:.4g} over the {window:.0%} before ({drop:+.1%} drop; flat "
+        f"means < {tolerance:.0%})"
+    )
     return Flatness(flat, last, before, text)
 
 
@@ -72,8 +76,11 @@ def plot_training_curves(path: str | Path, history: list[dict[str, Any]], *, tit
     from matplotlib.figure import Figure
 
     def series(key: str) -> tuple[list[float], list[float]]:
-        pts = [(r["step"], float(r[key])) for r in history
-               if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))]
+        pts = [
+            (r["step"], float(r[key]))
+            for r in history
+            if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))
+        ]
         return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
 
     fig = Figure(figsize=(6.5, 4), dpi=100)

@@ -47,8 +47,9 @@ NoiseRNG = Literal["cpu", "device"]
 _MASK32 = 0xFFFFFFFF
 
 
-def sample_noise(positions: torch.Tensor, shape: tuple[int, ...], num_timesteps: int,
-                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_noise(
+    positions: torch.Tensor, shape: tuple[int, ...], num_timesteps: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(t (B,) int64, eps (B, *shape) float32)`` on the CPU, a pure function of ``(seed, position)``."""
     ts, noises = [], []
     for pos in positions.tolist():
@@ -70,8 +71,9 @@ def _hash32(x: torch.Tensor | int) -> Any:
     return x ^ (x >> 15)
 
 
-def counter_noise(positions: torch.Tensor, shape: tuple[int, ...], num_timesteps: int,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def counter_noise(
+    positions: torch.Tensor, shape: tuple[int, ...], num_timesteps: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(t (B,) int64, eps (B, *shape) float32)`` on ``positions``' device, a pure function of
     ``(seed, position)`` computed without host work.
 
@@ -137,13 +139,15 @@ class DDPMStep:
         if self.noise_rng not in ("cpu", "device"):
             raise ConfigError(f"noise_rng must be 'cpu' or 'device', got {self.noise_rng!r}")
 
-    def __call__(self, model: nn.Module,
-                 batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __call__(
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         x0, positions = batch
         d = self.diffusion
         if self.noise_rng == "device":  # no host work and no synchronization: t is in range by construction
-            t, noise = counter_noise(positions.to(x0.device, non_blocking=True), tuple(x0.shape[1:]), d.num_steps,
-                                     self.seed)
+            t, noise = counter_noise(
+                positions.to(x0.device, non_blocking=True), tuple(x0.shape[1:]), d.num_steps, self.seed
+            )
             x_t = d.q_sample(x0, t, noise, check=False)
         else:
             t, noise = sample_noise(positions.cpu(), tuple(x0.shape[1:]), d.num_steps, self.seed)
@@ -162,6 +166,6 @@ class DDPMStep:
             simple = (per_sample * snr.clamp(max=self.min_snr_gamma) / snr).mean()
         if out.shape[1] == c or self.vlb_weight == 0:
             return simple, {"mse": mse.detach()}
-        vb = d.vlb_terms(x0.float(), x_t.float(), t, eps.detach(), out[:, c:2 * c]).mean()
+        vb = d.vlb_terms(x0.float(), x_t.float(), t, eps.detach(), out[:, c : 2 * c]).mean()
         loss = simple + self.vlb_weight * d.num_steps * vb
         return loss, {"mse": mse.detach(), "vb": vb.detach()}

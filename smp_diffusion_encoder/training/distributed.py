@@ -39,8 +39,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                **({"device_id": dev} if use_cuda else {}))
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo", rank=rank, world_size=world, **({"device_id": dev} if use_cuda else {})
+        )
     return DistInfo(rank, local_rank, world, dev)
 
 

@@ -145,8 +145,9 @@ class EarlyStopping:
         (0.6, 1)
     """
 
-    def __init__(self, metric: str, *, mode: Literal["min", "max"] = "min", patience: int = 5,
-                 min_delta: float = 0.0) -> None:
+    def __init__(
+        self, metric: str, *, mode: Literal["min", "max"] = "min", patience: int = 5, min_delta: float = 0.0
+    ) -> None:
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.best: float | None = None
         self.best_step: int | None = None
@@ -154,8 +155,9 @@ class EarlyStopping:
 
     def improves(self, value: float) -> bool:
         """Whether ``value`` would be a new best."""
-        return self.best is None or (value < self.best - self.min_delta if self.mode == "min"
-                                     else value > self.best + self.min_delta)
+        return self.best is None or (
+            value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        )
 
     def __call__(self, metrics: Mapping[str, float], step: int | None = None) -> bool:
         value = float(metrics[self.metric])
@@ -211,11 +213,19 @@ class Trainer:
         early_stopping: callable ``(metrics, step) -> bool`` (e.g. :class:`EarlyStopping`); rank 0 decides.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Step, config: TrainConfig, *,
-                 scheduler: Any = None, device: torch.device | str | None = None,
-                 extra_state: Callable[[int], dict[str, Any]] | None = None,
-                 validate: Callable[[nn.Module, nn.Module | None, int], Mapping[str, float]] | None = None,
-                 early_stopping: Callable[[Mapping[str, float], int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        step: Step,
+        config: TrainConfig,
+        *,
+        scheduler: Any = None,
+        device: torch.device | str | None = None,
+        extra_state: Callable[[int], dict[str, Any]] | None = None,
+        validate: Callable[[nn.Module, nn.Module | None, int], Mapping[str, float]] | None = None,
+        early_stopping: Callable[[Mapping[str, float], int], bool] | None = None,
+    ) -> None:
         self.config, self.step_fn, self.optimizer, self.scheduler = config, step, optimizer, scheduler
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.rank, self.world_size = _rank_world()
@@ -260,13 +270,20 @@ class Trainer:
         if (self.global_step not in self.config.milestones and not clock_due) or self.rank != 0:
             return None
         module = self.ema.module if self.ema is not None else self.bare
-        state = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-                 for k, v in module.state_dict().items()}
+        state = {
+            k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in module.state_dict().items()
+        }
         path = self.milestone_path(self.global_step)
         with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata={"step": str(self.global_step),
-                                                  "weights": "ema" if self.ema is not None else "model",
-                                                  "train_seconds": f"{self.train_seconds:.3f}"})
+            save_file(
+                state,
+                str(tmp),
+                metadata={
+                    "step": str(self.global_step),
+                    "weights": "ema" if self.ema is not None else "model",
+                    "train_seconds": f"{self.train_seconds:.3f}",
+                },
+            )
         return path
 
     # ----- checkpoints -------------------------------------------------------------------------
@@ -276,8 +293,9 @@ class Trainer:
         Returns the checkpoint's ``extra`` dict.
         """
         state = source if isinstance(source, dict) else load_checkpoint(source or self.checkpoint_path)
-        self.global_step = restore_checkpoint(state, model=self.bare, optimizer=self.optimizer, ema=self.ema,
-                                              scheduler=self.scheduler)
+        self.global_step = restore_checkpoint(
+            state, model=self.bare, optimizer=self.optimizer, ema=self.ema, scheduler=self.scheduler
+        )
         self.history = list(state["history"])
         self.train_seconds = float(state["extra"].get("train_seconds", 0.0))
         self._due_seconds = [s for s in self.config.milestone_seconds if s > self.train_seconds]
@@ -294,13 +312,25 @@ class Trainer:
         checkpoint), and always with ``plot`` (the end of :meth:`fit`)."""
         if self.rank == 0:
             extra = self.extra_state(self.global_step) if self.extra_state else {}
-            extra = {**extra, "train": self.config.to_dict(), "world_size": self.world_size,
-                     "train_seconds": self.train_seconds,
-                     "log_window": {"n": self._n_window, "sums": {k: v.cpu() for k, v in self._window.items()}}}
+            extra = {
+                **extra,
+                "train": self.config.to_dict(),
+                "world_size": self.world_size,
+                "train_seconds": self.train_seconds,
+                "log_window": {"n": self._n_window, "sums": {k: v.cpu() for k, v in self._window.items()}},
+            }
             if self.early_stopping is not None and hasattr(self.early_stopping, "state_dict"):
                 extra["early_stopping"] = self.early_stopping.state_dict()
-            save_checkpoint(self.checkpoint_path, model=self.bare, optimizer=self.optimizer, step=self.global_step,
-                            ema=self.ema, scheduler=self.scheduler, extra=extra, history=self.history)
+            save_checkpoint(
+                self.checkpoint_path,
+                model=self.bare,
+                optimizer=self.optimizer,
+                step=self.global_step,
+                ema=self.ema,
+                scheduler=self.scheduler,
+                extra=extra,
+                history=self.history,
+            )
             write_metrics_csv(self.out_dir / "metrics.csv", self.history)
             self._plot(force=plot)
         if self.world_size > 1:
@@ -323,9 +353,14 @@ class Trainer:
         images, window_steps, tick = 0, 0, time.perf_counter()
         clock_base, clock_start, session_steps = self.train_seconds, math.nan, 0  # the training clock
         warmup_s: float | None = None  # this session's first step, logged in its first row
-        bar = tqdm(total=cfg.max_steps, initial=self.global_step, unit="step", desc="train",
-                   disable=None if cfg.progress and self.rank == 0 else True,  # None: off when not a terminal
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.global_step,
+            unit="step",
+            desc="train",
+            disable=None if cfg.progress and self.rank == 0 else True,  # None: off when not a terminal
+            dynamic_ncols=True,
+        )
         batches = iter(data(self.global_step))
         stop = cfg.time_limit_s is not None and self.train_seconds >= cfg.time_limit_s
         if self.global_step == 0:
@@ -372,8 +407,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.1f}")
                 stop = stop or time_up
                 if cfg.val_every and self.validate is not None and self.global_step % cfg.val_every == 0:
-                    val = {k: float(v) for k, v in self.validate(self.bare, self.ema.module if self.ema else None,
-                                                                 self.global_step).items()}
+                    val = {
+                        k: float(v)
+                        for k, v in self.validate(
+                            self.bare, self.ema.module if self.ema else None, self.global_step
+                        ).items()
+                    }
                     self.model.train()
                     row = {"step": self.global_step, **row, **val}
                     if self.early_stopping is not None:

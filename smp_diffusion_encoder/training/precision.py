@@ -45,13 +45,22 @@ class PrecisionChoice:
         return {"precision": self.precision, "seconds_per_step": self.seconds, "note": self.note}
 
 
-def choose_precision(model: nn.Module, step: Callable[[nn.Module, Any], tuple[torch.Tensor, Any]], batch: Any,
-                     device: torch.device, *, repeats: int = 3) -> PrecisionChoice:
+def choose_precision(
+    model: nn.Module,
+    step: Callable[[nn.Module, Any], tuple[torch.Tensor, Any]],
+    batch: Any,
+    device: torch.device,
+    *,
+    repeats: int = 3,
+) -> PrecisionChoice:
     """Pick ``"bf16"`` or ``"fp32"`` for training ``model`` with ``step`` on ``batch`` (already on ``device``)."""
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
-        return PrecisionChoice("bf16" if ok else "fp32", {},
-                               "bf16 autocast (CUDA device supports bf16)" if ok else "fp32 (no CUDA bf16 support)")
+        return PrecisionChoice(
+            "bf16" if ok else "fp32",
+            {},
+            "bf16 autocast (CUDA device supports bf16)" if ok else "fp32 (no CUDA bf16 support)",
+        )
     if not cpu_supports_bf16():
         return PrecisionChoice("fp32", {}, "fp32 (this CPU has no native bf16 kernels: AVX512-BF16/AMX)")
 
@@ -76,7 +85,9 @@ def choose_precision(model: nn.Module, step: Callable[[nn.Module, Any], tuple[to
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["fp32"] / med["bf16"]
     chosen: Precision = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
-    note = (f"{'bf16 autocast' if chosen == 'bf16' else 'fp32'} chosen: bf16 autocast is {speedup:.2f}x the speed "
-            f"of fp32 (median {med['bf16']:.3g} s vs {med['fp32']:.3g} s per forward+backward, {repeats} "
-            f"alternating runs; bf16 needs >= {MIN_SPEEDUP}x)")
+    note = (
+        f"{'bf16 autocast' if chosen == 'bf16' else 'fp32'} chosen: bf16 autocast is {speedup:.2f}x the speed "
+        f"of fp32 (median {med['bf16']:.3g} s vs {med['fp32']:.3g} s per forward+backward, {repeats} "
+        f"alternating runs; bf16 needs >= {MIN_SPEEDUP}x)"
+    )
     return PrecisionChoice(chosen, {k: round(v, 4) for k, v in med.items()}, note)

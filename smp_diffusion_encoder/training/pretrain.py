@@ -68,8 +68,14 @@ def source_volumes(data: Path, *, include_labeled: bool = False) -> list[Path]:
     return discover_volumes(data)
 
 
-def prepare_store(data: str | os.PathLike[str], run_dir: str | os.PathLike[str], image_size: int, *,
-                  workers: int = 2, progress: bool = True) -> Path:
+def prepare_store(
+    data: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    image_size: int,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+) -> Path:
     """Return a slice store for ``data`` at ``image_size`` px, building ``run_dir/slices`` if ``data`` is not one.
 
     A store is built with the default (physical) preprocessing at ``image_size`` (see
@@ -90,13 +96,17 @@ def prepare_store(data: str | os.PathLike[str], run_dir: str | os.PathLike[str],
 
         volumes = source_volumes(data)
         if not volumes:  # refused before anything is created
-            raise DatasetLayoutError(data, "holds no volume to pretrain on (a FLARE root contributes the images of "
-                                           "its Training/*UnlabeledCase* folders only; it has none)")
+            raise DatasetLayoutError(
+                data,
+                "holds no volume to pretrain on (a FLARE root contributes the images of "
+                "its Training/*UnlabeledCase* folders only; it has none)",
+            )
         store = Path(run_dir) / "slices"
         made = [p for p in (Path(run_dir), store) if not p.exists()]
         try:
-            build_slice_store(volumes, store, PreprocessingConfig(image_size=image_size), workers=workers,
-                              progress=progress)
+            build_slice_store(
+                volumes, store, PreprocessingConfig(image_size=image_size), workers=workers, progress=progress
+            )
             _check_store(store, image_size)
         except BaseException:
             if made:  # no half-built store (or empty run folder) of this call is left behind
@@ -110,15 +120,20 @@ def prepare_store(data: str | os.PathLike[str], run_dir: str | os.PathLike[str],
 def _check_store(store: Path, image_size: int) -> None:
     ds = SliceStore(store)
     if ds.config.image_size != image_size:
-        raise InputFileError(store, f"slices are {ds.config.image_size} px but the U-Net is trained at "
-                             f"{image_size} px (rebuild the store with --image-size {image_size})")
+        raise InputFileError(
+            store,
+            f"slices are {ds.config.image_size} px but the U-Net is trained at "
+            f"{image_size} px (rebuild the store with --image-size {image_size})",
+        )
     if len(ds) == 0:
-        raise InputFileError(store, "the slice store holds no usable slices (every slice was outside the body "
-                                    "or unreadable)")
+        raise InputFileError(
+            store, "the slice store holds no usable slices (every slice was outside the body or unreadable)"
+        )
 
 
-def resolve_runtime(config: PretrainConfig, device: torch.device, store_bytes: int,
-                    saved: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_runtime(
+    config: PretrainConfig, device: torch.device, store_bytes: int, saved: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The ``auto`` settings resolved for ``device``: ``{"preload": bool, "noise_rng": "cpu" | "device"}``.
 
     ``saved`` is a checkpoint's record: a resumed run keeps its noise source (a checkpoint written before
@@ -142,9 +157,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], config: PretrainConfig, *,
-                    command: str | None = None, resume: bool = False, progress: bool = True,
-                    dist_info: DistInfo | None = None) -> Trainer:
+def run_pretraining(
+    store_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    config: PretrainConfig,
+    *,
+    command: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo | None = None,
+) -> Trainer:
     """Pretrain (or continue) a run in ``run_dir`` on the slice store ``store_dir``; returns the finished Trainer.
 
     ``resume=True`` continues exactly from ``run_dir/checkpoint.pt`` (or starts afresh if there is none
@@ -157,15 +179,17 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
     if ckpt.exists() and not resume:
-        raise InputFileError(run_dir, "already holds a training run; pass --resume to continue it or "
-                             "choose another --out folder")
+        raise InputFileError(
+            run_dir, "already holds a training run; pass --resume to continue it or choose another --out folder"
+        )
     if config.batch_size % info.world_size:
         raise ConfigError(f"global batch size {config.batch_size} is not divisible by {info.world_size} processes")
     store = SliceStore(store_dir)
     preprocessing = store.config
     if preprocessing.image_size != config.unet.image_size:
-        raise InputFileError(store_dir, f"slices are {preprocessing.image_size} px, the U-Net expects "
-                             f"{config.unet.image_size} px")
+        raise InputFileError(
+            store_dir, f"slices are {preprocessing.image_size} px, the U-Net expects {config.unet.image_size} px"
+        )
     seed_everything(config.seed)
     # channels-last: ~10% faster training steps on CPU (benchmarks/results/train_step.md), NHWC tensor cores on GPU
     model = DiffusionUNet(config.unet).to(info.device, memory_format=torch.channels_last)
@@ -179,23 +203,38 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     per_rank = config.batch_size // info.world_size
     state = load_checkpoint(ckpt) if resume and ckpt.exists() else None
     size = preprocessing.image_size
-    runtime = resolve_runtime(config, info.device, len(store) * size * size * 2,
-                              saved=state["extra"].get("runtime", {}) if state is not None else None)
-    step_fn = DDPMStep(GaussianDiffusion(config.noise_schedule), seed=config.seed, vlb_weight=config.vlb_weight,
-                       min_snr_gamma=config.min_snr_gamma, noise_rng=runtime["noise_rng"])
+    runtime = resolve_runtime(
+        config,
+        info.device,
+        len(store) * size * size * 2,
+        saved=state["extra"].get("runtime", {}) if state is not None else None,
+    )
+    step_fn = DDPMStep(
+        GaussianDiffusion(config.noise_schedule),
+        seed=config.seed,
+        vlb_weight=config.vlb_weight,
+        min_snr_gamma=config.min_snr_gamma,
+        noise_rng=runtime["noise_rng"],
+    )
     on_device = store.load_all().to(info.device) if runtime["preload"] else None
 
     def sampler(start_step: int) -> InfiniteBatchSampler:
-        return InfiniteBatchSampler(len(store), per_rank, seed=config.seed, rank=info.rank,
-                                    world_size=info.world_size, start_step=start_step)
+        return InfiniteBatchSampler(
+            len(store), per_rank, seed=config.seed, rank=info.rank, world_size=info.world_size, start_step=start_step
+        )
 
     def batches(start_step: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         if on_device is not None:
             return device_batches(on_device, sampler(start_step))
         # Its own generator: creating the loader must not draw from the global RNG (exact resume).
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + start_step)
-        return DataLoader(PositionedDataset(store), batch_sampler=sampler(start_step), num_workers=config.workers,
-                          pin_memory=info.device.type == "cuda", generator=gen)
+        return DataLoader(
+            PositionedDataset(store),
+            batch_sampler=sampler(start_step),
+            num_workers=config.workers,
+            pin_memory=info.device.type == "cuda",
+            generator=gen,
+        )
 
     if state is not None:
         check_resumable(ckpt, state["extra"], config, preprocessing, sampler(0).position(0))
@@ -210,33 +249,62 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
             x0, positions = next(iter(batches(0)))
             choice = choose_precision(model, step_fn, (x0.to(info.device), positions), info.device)
             precision = choice.precision
-    train = TrainConfig(max_steps=config.steps, out_dir=str(run_dir), grad_clip=config.grad_clip,
-                        precision=precision,  # type: ignore[arg-type]
-                        log_every=config.log_every, ckpt_every=config.ckpt_every, seed=config.seed,
-                        ema_decay=config.ema_decay, progress=progress, milestones=config.milestones,
-                        milestone_seconds=tuple(60 * m for m in config.milestone_minutes),
-                        time_limit_s=None if config.max_minutes is None else 60 * config.max_minutes,
-                        compile=config.compile, flops_per_sample=runtime.get("flops_per_sample"))
+    train = TrainConfig(
+        max_steps=config.steps,
+        out_dir=str(run_dir),
+        grad_clip=config.grad_clip,
+        precision=precision,  # type: ignore[arg-type]
+        log_every=config.log_every,
+        ckpt_every=config.ckpt_every,
+        seed=config.seed,
+        ema_decay=config.ema_decay,
+        progress=progress,
+        milestones=config.milestones,
+        milestone_seconds=tuple(60 * m for m in config.milestone_minutes),
+        time_limit_s=None if config.max_minutes is None else 60 * config.max_minutes,
+        compile=config.compile,
+        flops_per_sample=runtime.get("flops_per_sample"),
+    )
 
     def extra_state(step: int) -> dict[str, Any]:
-        return {"pretrain": config.to_dict(), "preprocessing": preprocessing.to_dict(),
-                "data": sampler(0).position(step), "runtime": runtime}
+        return {
+            "pretrain": config.to_dict(),
+            "preprocessing": preprocessing.to_dict(),
+            "data": sampler(0).position(step),
+            "runtime": runtime,
+        }
 
-    trainer = Trainer(model, optimizer, step_fn, train, scheduler=scheduler, device=info.device,
-                      extra_state=extra_state)
+    trainer = Trainer(
+        model, optimizer, step_fn, train, scheduler=scheduler, device=info.device, extra_state=extra_state
+    )
     if state is not None:
         trainer.resume(state)
     if info.is_main:
         for stale in run_dir.glob(".*.tmp-*"):  # left by a writer killed mid-write; never read
             stale.unlink(missing_ok=True)
         old = read_run_config(run_dir / RUN_CONFIG_NAME) if (run_dir / RUN_CONFIG_NAME).is_file() else {}
-        data = {"store": str(Path(store_dir).resolve()), "n_slices": len(store),
-                "volumes": [Path(sh["source"]).name for sh in store.shards]}
+        data = {
+            "store": str(Path(store_dir).resolve()),
+            "n_slices": len(store),
+            "volumes": [Path(sh["source"]).name for sh in store.shards],
+        }
         device_name = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else "cpu"
-        write_run_config(run_dir, config, train, preprocessing, data, command=command or old.get("command"),
-                         precision_choice=choice.to_dict() if choice else old.get("precision_choice"),
-                         runtime={**runtime, "compile": config.compile, "device": device_name,
-                                  "world_size": info.world_size, "torch": torch.__version__})
+        write_run_config(
+            run_dir,
+            config,
+            train,
+            preprocessing,
+            data,
+            command=command or old.get("command"),
+            precision_choice=choice.to_dict() if choice else old.get("precision_choice"),
+            runtime={
+                **runtime,
+                "compile": config.compile,
+                "device": device_name,
+                "world_size": info.world_size,
+                "torch": torch.__version__,
+            },
+        )
         if choice is not None:
             print(f"precision: {choice.note}", flush=True)
     barrier()
@@ -244,8 +312,9 @@ def run_pretraining(store_dir: str | os.PathLike[str], run_dir: str | os.PathLik
     return trainer
 
 
-def check_resumable(ckpt: Path, extra: dict[str, Any], config: PretrainConfig, preprocessing: PreprocessingConfig,
-                    data: dict[str, int]) -> None:
+def check_resumable(
+    ckpt: Path, extra: dict[str, Any], config: PretrainConfig, preprocessing: PreprocessingConfig, data: dict[str, int]
+) -> None:
     """Refuse to continue a checkpoint with other settings or data (its data position would mean nothing)."""
     problems = config.resume_problems(extra.get("pretrain", {}))
     saved_prep = extra.get("preprocessing", extra.get("preprocess"))  # the key's name before 0.2

@@ -88,17 +88,34 @@ class RunInfo:
         return unet.eval()
 
 
-def write_run_config(run_dir: str | os.PathLike[str], config: PretrainConfig, train: TrainConfig,
-                     preprocessing: PreprocessingConfig, data: dict[str, Any], *, command: str | None,
-                     precision_choice: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> Path:
+def write_run_config(
+    run_dir: str | os.PathLike[str],
+    config: PretrainConfig,
+    train: TrainConfig,
+    preprocessing: PreprocessingConfig,
+    data: dict[str, Any],
+    *,
+    command: str | None,
+    precision_choice: dict[str, Any] | None,
+    runtime: dict[str, Any] | None = None,
+) -> Path:
     """Write ``run_dir/config.json`` (layout in the module docstring) atomically; returns its path."""
     path = Path(run_dir) / RUN_CONFIG_NAME
-    atomic_write_json(path, {
-        "format": RUN_FORMAT, "unet": config.unet.to_dict(), "preprocessing": preprocessing.to_dict(),
-        "schedule": config.noise_schedule.to_dict(), "pretrain": config.to_dict(), "train": train.to_dict(),
-        "data": data, "command": command, "precision_choice": precision_choice,
-        **({"runtime": runtime} if runtime is not None else {}),
-    })
+    atomic_write_json(
+        path,
+        {
+            "format": RUN_FORMAT,
+            "unet": config.unet.to_dict(),
+            "preprocessing": preprocessing.to_dict(),
+            "schedule": config.noise_schedule.to_dict(),
+            "pretrain": config.to_dict(),
+            "train": train.to_dict(),
+            "data": data,
+            "command": command,
+            "precision_choice": precision_choice,
+            **({"runtime": runtime} if runtime is not None else {}),
+        },
+    )
     return path
 
 
@@ -123,8 +140,15 @@ def saved_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     config = read_run_config(path)
     train = config.get("train", {})
-    loop_keys = {"steps": "max_steps", "ema_decay": "ema_decay", "precision": "precision", "grad_clip": "grad_clip",
-                 "log_every": "log_every", "ckpt_every": "ckpt_every", "milestones": "milestones"}
+    loop_keys = {
+        "steps": "max_steps",
+        "ema_decay": "ema_decay",
+        "precision": "precision",
+        "grad_clip": "grad_clip",
+        "log_every": "log_every",
+        "ckpt_every": "ckpt_every",
+        "milestones": "milestones",
+    }
     saved = {**{new: train[old] for new, old in loop_keys.items() if old in train}, **config.get("pretrain", {})}
     return {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
 
@@ -281,6 +305,19 @@ def hours_at(hours: dict[int, float], step: int) -> float:
     return hours[below] + (hours[nxt] - hours[below]) * (step - below) / (nxt - below)
 
 
-__all__ = ["CHECKPOINT_PATHS", "EMA_WEIGHTS_NAME", "MODEL_WEIGHTS_NAME", "RUN_CONFIG_NAME", "RUN_FORMAT", "RunInfo",
-           "WeightsKind", "hours_at", "load_run", "milestones", "read_run_config", "saved_settings", "training_hours",
-           "write_run_config"]
+__all__ = [
+    "CHECKPOINT_PATHS",
+    "EMA_WEIGHTS_NAME",
+    "MODEL_WEIGHTS_NAME",
+    "RUN_CONFIG_NAME",
+    "RUN_FORMAT",
+    "RunInfo",
+    "WeightsKind",
+    "hours_at",
+    "load_run",
+    "milestones",
+    "read_run_config",
+    "saved_settings",
+    "training_hours",
+    "write_run_config",
+]

@@ -44,11 +44,14 @@ class InfiniteBatchSampler:
         start_step: first optimizer step to produce batches for (``> 0`` when resuming).
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0) -> None:
+    def __init__(
+        self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, start_step: int = 0
+    ) -> None:
         if n < 1 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or start_step < 0:
-            raise ConfigError(f"bad sampler settings: n={n}, batch_size={batch_size}, rank={rank}, "
-                              f"world_size={world_size}, start_step={start_step}")
+            raise ConfigError(
+                f"bad sampler settings: n={n}, batch_size={batch_size}, rank={rank}, "
+                f"world_size={world_size}, start_step={start_step}"
+            )
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self._epoch, self._perm = -1, np.empty(0, np.int64)
@@ -70,8 +73,14 @@ class InfiniteBatchSampler:
     def position(self, step: int) -> dict[str, int]:
         """Data position after ``step`` optimizer steps (stored in checkpoints; world-size independent)."""
         seen = step * self.global_batch_size
-        return {"samples_seen": seen, "epoch": seen // self.n, "index": seen % self.n, "n": self.n,
-                "seed": self.seed, "global_batch_size": self.global_batch_size}
+        return {
+            "samples_seen": seen,
+            "epoch": seen // self.n,
+            "index": seen % self.n,
+            "n": self.n,
+            "seed": self.seed,
+            "global_batch_size": self.global_batch_size,
+        }
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step
@@ -101,8 +110,9 @@ class PositionedDataset(Dataset):
         return self.dataset[index], position
 
 
-def device_batches(data: torch.Tensor,
-                   sampler: Iterable[list[tuple[int, int]]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def device_batches(
+    data: torch.Tensor, sampler: Iterable[list[tuple[int, int]]]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``(x (B, ...) float32, positions (B,) int64)`` indexed from ``data`` on its own device (e.g. a
     store's :meth:`~smp_diffusion_encoder.data.slice_store.SliceStore.load_all` moved to the GPU once): the
     same values and positions as a ``DataLoader`` over :class:`PositionedDataset` with ``sampler``. Only the

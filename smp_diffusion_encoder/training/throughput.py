@@ -44,8 +44,10 @@ def train_flops(model: nn.Module, step: StepFn, batch: Any) -> int:
     """FLOPs of one forward + backward of ``step(model, batch)`` (see the module docstring); the gradients are
     cleared afterwards and no random generator is advanced (the weights do not change)."""
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            FlopCounterMode(display=False) as counter:
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        FlopCounterMode(display=False) as counter,
+    ):
         loss, _ = step(model, batch)
         loss.backward()
     model.zero_grad(set_to_none=True)
@@ -85,8 +87,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_train_step(model: nn.Module, step: StepFn, batch: tuple[torch.Tensor, ...], optimizer: torch.optim.Optimizer,
-                    *, precision: Literal["fp32", "bf16"] = "bf16", warmup: int = 2, repeats: int = 5) -> StepTiming:
+def time_train_step(
+    model: nn.Module,
+    step: StepFn,
+    batch: tuple[torch.Tensor, ...],
+    optimizer: torch.optim.Optimizer,
+    *,
+    precision: Literal["fp32", "bf16"] = "bf16",
+    warmup: int = 2,
+    repeats: int = 5,
+) -> StepTiming:
     """Time ``warmup`` then ``repeats`` training steps of ``model`` on ``batch`` (already on its device).
 
     The model's weights and the optimizer's state change: pass throwaway copies.
@@ -116,5 +126,10 @@ def time_train_step(model: nn.Module, step: StepFn, batch: tuple[torch.Tensor, .
         times.append(time.perf_counter() - tick)
     step_s = times[-1] / repeats
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return StepTiming(batch_size=int(batch[0].shape[0]), first_step_s=times[0], step_s=step_s,
-                      images_per_s=batch[0].shape[0] / step_s, peak_memory_gib=peak)
+    return StepTiming(
+        batch_size=int(batch[0].shape[0]),
+        first_step_s=times[0],
+        step_s=step_s,
+        images_per_s=batch[0].shape[0] / step_s,
+        peak_memory_gib=peak,
+    )

@@ -11,8 +11,22 @@ from benchmarks import labeling_loop
 from smp_diffusion_encoder.data.phantom import write_phantom_dataset
 from smp_diffusion_encoder.study.results import read_results_csv
 
-TINY = ["--encoder", "ddpm-ct-tiny", "--encoder-weights", "none", "--steps", "2", "--batch-size", "2",
-        "--augment-views", "2", "--device", "cpu", "--precision", "fp32"]
+TINY = [
+    "--encoder",
+    "ddpm-ct-tiny",
+    "--encoder-weights",
+    "none",
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--augment-views",
+    "2",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+]
 
 
 def test_evenly_and_random_picks_follow_their_rules() -> None:
@@ -27,12 +41,31 @@ def test_evenly_and_random_picks_follow_their_rules() -> None:
 def test_the_loop_runs_resumes_and_reveals_only_pool_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_phantom_dataset(tmp_path / "phantom", n_labeled=1, n_unlabeled=0, shape=(20, 48, 48))
     out = tmp_path / "loop"
-    argv = [str(root), "--out", str(out), "--seeds", "0", "--start", "2", "--step", "2", "--max", "4",
-            "--block", "3", "--gap", "1", "--min-distance-mm", "30", *TINY]
+    argv = [
+        str(root),
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "--start",
+        "2",
+        "--step",
+        "2",
+        "--max",
+        "4",
+        "--block",
+        "3",
+        "--gap",
+        "1",
+        "--min-distance-mm",
+        "30",
+        *TINY,
+    ]
     assert labeling_loop.main(argv) == 0
     rows = read_results_csv(out / "results.csv")
-    assert {(r["method"], r["n_train_slices"]) for r in rows} == {(s, n) for s in labeling_loop.STRATEGIES
-                                                                  for n in (2, 4)}
+    assert {(r["method"], r["n_train_slices"]) for r in rows} == {
+        (s, n) for s in labeling_loop.STRATEGIES for n in (2, 4)
+    }
     pool = {z for r in rows for _, z in json.loads(r["labeled"])}
     for r in rows:
         labeled, nxt = json.loads(r["labeled"]), json.loads(r["next"])

@@ -8,7 +8,23 @@ from benchmarks import suggest_time
 
 
 def test_suggest_time_runs_on_tiny_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert suggest_time.main(["--scans", "2", "--slices", "6", "--measures", "error", "--encoder", "ddpm-ct-tiny",
-                              "--encoder-weights", "none", "--no-record"]) == 0
+    assert (
+        suggest_time.main(
+            [
+                "--scans",
+                "2",
+                "--slices",
+                "6",
+                "--measures",
+                "error",
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--encoder-weights",
+                "none",
+                "--no-record",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| `error` | 2 x 6 |" in out and "CPU time" in out

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smp_diffusion_encoder.cli.main import main
 from tests.data.synthetic_volumes import (
     PERMUTED_AFFINE,
     synthetic_ct,
@@ -14,8 +15,6 @@ from tests.data.synthetic_volumes import (
     write_dicom_series,
     write_nifti,
 )
-
-from smp_diffusion_encoder.cli.main import main  # noqa: E402
 
 
 def make_root(root: Path, labels: np.ndarray | None = None) -> Path:
@@ -88,8 +87,9 @@ def test_variable_spacing_and_tilt_are_reported(tmp_path: Path, capsys: pytest.C
     z = [1.25 * k for k in range(6)] + [8.75 + 2.5 * k for k in range(6)]
     write_dicom_series(tmp_path / "a_variable", ct, slice_positions=z)
     theta = np.radians(18.5)
-    write_dicom_series(tmp_path / "b_tilted", ct, orientation=(1, 0, 0, 0, np.cos(theta), -np.sin(theta)),
-                       slice_direction=(0, 0, 1))
+    write_dicom_series(
+        tmp_path / "b_tilted", ct, orientation=(1, 0, 0, 0, np.cos(theta), -np.sin(theta)), slice_direction=(0, 0, 1)
+    )
     nifti = write_nifti(tmp_path / "c.nii.gz", synthetic_ct())
     sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "c.nrrd"))
     nifti.unlink()

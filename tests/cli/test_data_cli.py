@@ -20,11 +20,13 @@ def phantom_root(tmp_path_factory) -> Path:
 
 def test_phantom_writes_flare_layout_and_preview(phantom_root, capsys) -> None:
     names = sorted(p.relative_to(phantom_root).as_posix() for p in phantom_root.rglob("*.nii.gz"))
-    assert names == ["Training/FLARE22_LabeledCase50/images/PHANTOM_Tr_0001_0000.nii.gz",
-                     "Training/FLARE22_LabeledCase50/images/PHANTOM_Tr_0002_0000.nii.gz",
-                     "Training/FLARE22_LabeledCase50/labels/PHANTOM_Tr_0001.nii.gz",
-                     "Training/FLARE22_LabeledCase50/labels/PHANTOM_Tr_0002.nii.gz",
-                     "Training/FLARE22_UnlabeledCase1-1000/PHANTOM_Un_0001_0000.nii.gz"]
+    assert names == [
+        "Training/FLARE22_LabeledCase50/images/PHANTOM_Tr_0001_0000.nii.gz",
+        "Training/FLARE22_LabeledCase50/images/PHANTOM_Tr_0002_0000.nii.gz",
+        "Training/FLARE22_LabeledCase50/labels/PHANTOM_Tr_0001.nii.gz",
+        "Training/FLARE22_LabeledCase50/labels/PHANTOM_Tr_0002.nii.gz",
+        "Training/FLARE22_UnlabeledCase1-1000/PHANTOM_Un_0001_0000.nii.gz",
+    ]
     assert (phantom_root / "preview.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -42,7 +44,10 @@ def test_prepare_slices_from_flare_root(phantom_root, tmp_path, capsys) -> None:
     assert main([*args, "--include-labeled", "--overwrite"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [Path(s["source"]).name for s in manifest["shards"]] == [
-        "PHANTOM_Un_0001_0000.nii.gz", "PHANTOM_Tr_0001_0000.nii.gz", "PHANTOM_Tr_0002_0000.nii.gz"]
+        "PHANTOM_Un_0001_0000.nii.gz",
+        "PHANTOM_Tr_0001_0000.nii.gz",
+        "PHANTOM_Tr_0002_0000.nii.gz",
+    ]
 
 
 def test_prepare_slices_reads_nrrd_and_mha_like_nifti(phantom_root, tmp_path, capsys) -> None:
@@ -56,8 +61,12 @@ def test_prepare_slices_reads_nrrd_and_mha_like_nifti(phantom_root, tmp_path, ca
     for suffix in (".nrrd", ".mha"):
         sitk.WriteImage(sitk.ReadImage(str(nifti)), str(src / f"PHANTOM_Un_0001{suffix}"))
     out = tmp_path / "store"
-    assert main(["prepare-slices", str(nifti), str(src), str(out), "--workers", "1", "--image-size", "32",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["prepare-slices", str(nifti), str(src), str(out), "--workers", "1", "--image-size", "32", "--no-progress"]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert [Path(s["source"]).suffix for s in manifest["shards"]] == [".gz", ".mha", ".nrrd"]
     shards = [np.load(out / s["file"]) for s in manifest["shards"]]
@@ -68,8 +77,9 @@ def test_prepare_slices_reads_nrrd_and_mha_like_nifti(phantom_root, tmp_path, ca
 def test_prepare_slices_names_a_bad_volume(tmp_path, capsys) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "bad_0000.nii.gz").write_bytes(b"not a nifti at all")
-    assert main(["prepare-slices", str(tmp_path / "src"), str(tmp_path / "out"), "--workers", "1",
-                 "--no-progress"]) == 2
+    assert (
+        main(["prepare-slices", str(tmp_path / "src"), str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad_0000.nii.gz" in err
     assert not list((tmp_path / "out" / "shards").iterdir())
@@ -83,12 +93,15 @@ def test_split_writes_reproducible_json(phantom_root, tmp_path, capsys) -> None:
     assert "4 labeled slices from 2 cases" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["split", "{tmp}/missing", "--budget", "4", "--out", "{tmp}/s.json"], "missing"),
-    (["split", "{root}", "--budget", "four", "--out", "{tmp}/s.json"], "budget"),
-    (["split", "{root}", "--budget", "99cases", "--out", "{tmp}/s.json"], "only 2 labeled cases"),
-    (["phantom", "{tmp}/p", "--labeled", "-1"], "case counts"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["split", "{tmp}/missing", "--budget", "4", "--out", "{tmp}/s.json"], "missing"),
+        (["split", "{root}", "--budget", "four", "--out", "{tmp}/s.json"], "budget"),
+        (["split", "{root}", "--budget", "99cases", "--out", "{tmp}/s.json"], "only 2 labeled cases"),
+        (["phantom", "{tmp}/p", "--labeled", "-1"], "case counts"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(phantom_root, tmp_path, capsys, argv, message) -> None:
     argv = [a.format(tmp=tmp_path, root=phantom_root) for a in argv]
     assert main(argv) == 2

@@ -13,8 +13,21 @@ import pytest
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.study.demo import DEMO_DATA
 
-TINY = ["--method", "probe", "--encoder", "ddpm-ct-tiny", "--encoder-weights", "none", "--image-size", "64",
-        "--budget", "4", "--steps", "30", "--no-progress"]
+TINY = [
+    "--method",
+    "probe",
+    "--encoder",
+    "ddpm-ct-tiny",
+    "--encoder-weights",
+    "none",
+    "--image-size",
+    "64",
+    "--budget",
+    "4",
+    "--steps",
+    "30",
+    "--no-progress",
+]
 
 
 def test_check_data_reads_the_demo_as_two_labeled_cases(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,13 +46,35 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run / "model"
 
 
-@pytest.mark.parametrize("fmt, name", [("nifti", "REALCT_Ts_0001.nii.gz"), ("nrrd", "REALCT_Ts_0001.nrrd"),
-                                       ("mha", "REALCT_Ts_0001.mha"), ("dicom-seg", "REALCT_Ts_0001_seg.dcm")])
-def test_predict_names_outputs_after_the_case_in_every_format(demo_model: Path, tmp_path: Path, fmt: str,
-                                                               name: str) -> None:
+@pytest.mark.parametrize(
+    "fmt, name",
+    [
+        ("nifti", "REALCT_Ts_0001.nii.gz"),
+        ("nrrd", "REALCT_Ts_0001.nrrd"),
+        ("mha", "REALCT_Ts_0001.mha"),
+        ("dicom-seg", "REALCT_Ts_0001_seg.dcm"),
+    ],
+)
+def test_predict_names_outputs_after_the_case_in_every_format(
+    demo_model: Path, tmp_path: Path, fmt: str, name: str
+) -> None:
     out = tmp_path / fmt
-    assert main(["predict", str(DEMO_DATA / "test"), "--model", str(demo_model), "--out", str(out),
-                 "--output-format", fmt, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(DEMO_DATA / "test"),
+                "--model",
+                str(demo_model),
+                "--out",
+                str(out),
+                "--output-format",
+                fmt,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert [p.name for p in out.iterdir()] == [name]  # the DICOM series only: the label map is not an input
     if fmt == "dicom-seg":
         seg = pydicom.dcmread(out / name)

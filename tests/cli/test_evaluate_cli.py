@@ -30,8 +30,18 @@ def test_evaluate_writes_csv_and_summary(tmp_path: Path, capsys: pytest.CaptureF
     _case(tmp_path, "A_0001.nii.gz")
     _case(tmp_path, "A_0002.nii.gz", shift=0)
     out, summary = tmp_path / "out" / "metrics.csv", tmp_path / "out" / "summary.md"
-    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(out),
-                 "--summary", str(summary), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "pred"),
+            str(tmp_path / "gt"),
+            "--out",
+            str(out),
+            "--summary",
+            str(summary),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     lines = out.read_text().splitlines()
     assert lines[0].startswith("Name,Liver_DSC,RK_DSC,") and lines[0].endswith(",Duodenum_NSD,LK_NSD")
@@ -94,15 +104,27 @@ def test_nrrd_and_mha_predictions_score_like_nifti(tmp_path: Path) -> None:
 def test_two_predictions_for_one_case_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _case(tmp_path, "A_0001.nii.gz")
     _save(tmp_path / "pred" / "A_0001.nii", np.zeros((16, 16, 8), np.uint8))
-    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(tmp_path / "m.csv"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred"),
+                str(tmp_path / "gt"),
+                "--out",
+                str(tmp_path / "m.csv"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "holds two label maps for case A_0001: A_0001.nii and A_0001.nii.gz" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad_id", [255, 14])
 @pytest.mark.parametrize("where", ["gt", "pred"])
-def test_unknown_label_ids_are_refused_like_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       bad_id: int, where: str) -> None:
+def test_unknown_label_ids_are_refused_like_check_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_id: int, where: str
+) -> None:
     """They used to be scored as background with exit 0; check-data refuses the same file."""
     _case(tmp_path, "A_0001.nii.gz")
     bad = tmp_path / where / "A_0001.nii.gz"
@@ -131,8 +153,21 @@ def test_labels_convention_maps_the_ground_truth(tmp_path: Path, capsys: pytest.
     labels[0, 0, :] = 255  # not in AMOS's table: background
     _save(gt, labels)
     out = tmp_path / "metrics.csv"
-    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(out), "--no-progress",
-                 "--labels-convention", "amos"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred"),
+                str(tmp_path / "gt"),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--labels-convention",
+                "amos",
+            ]
+        )
+        == 0
+    )
     header, row = out.read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(",")))
     assert float(values["Liver_DSC"]) == 1.0 and float(values["Aorta_DSC"]) == 0.0

@@ -23,12 +23,28 @@ def short_label_root(tmp_path_factory) -> tuple[Path, Path]:
     return root, label
 
 
-@pytest.mark.parametrize("argv", [
-    ["check-data", "{root}"],
-    ["split", "{root}", "--budget", "4", "--out", "{tmp}/out/split.json"],
-    ["finetune", "{root}", "--method", "probe", "--encoder", "ddpm-ct-tiny", "--encoder-weights", "none",
-     "--steps", "1", "--out", "{tmp}/out", "--no-progress"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check-data", "{root}"],
+        ["split", "{root}", "--budget", "4", "--out", "{tmp}/out/split.json"],
+        [
+            "finetune",
+            "{root}",
+            "--method",
+            "probe",
+            "--encoder",
+            "ddpm-ct-tiny",
+            "--encoder-weights",
+            "none",
+            "--steps",
+            "1",
+            "--out",
+            "{tmp}/out",
+            "--no-progress",
+        ],
+    ],
+)
 def test_a_label_map_of_another_shape_is_refused(short_label_root, tmp_path, capsys, argv) -> None:
     root, label = short_label_root
     assert main([a.format(root=root, tmp=tmp_path) for a in argv]) == 2

@@ -27,16 +27,27 @@ print(json.dumps({"codes": results, "torch": "torch" in sys.modules, "smp": "seg
 
 
 def _probe(argvs: list[list[str]]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROBE % json.dumps(argvs)], env=cli_env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE % json.dumps(argvs)],
+        env=cli_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
 
 def test_help_of_every_subcommand_and_argument_errors_do_not_import_torch() -> None:
     names = [m.rsplit(".", 1)[1].replace("_", "-").replace("prepare", "prepare-slices") for m in SUBCOMMANDS]
-    argvs = [["--help"], *([n, "--help"] for n in names), ["finetune"], ["pretrain", "--steps", "many"],
-             ["no-such-command"]]
+    argvs = [
+        ["--help"],
+        *([n, "--help"] for n in names),
+        ["finetune"],
+        ["pretrain", "--steps", "many"],
+        ["no-such-command"],
+    ]
     out = _probe(argvs)
     assert not out["torch"] and not out["smp"], out
     assert out["codes"]["--help"] == 0 and all(out["codes"][f"{n} --help"] == 0 for n in names)

@@ -66,8 +66,16 @@ def write_nifti(
     return path
 
 
-def _ct_dataset(sop_class: str, transfer_syntax: str, series_uid: str, study_uid: str, frame_of_reference: str,
-                rows: int, cols: int, intercept: float) -> Dataset:
+def _ct_dataset(
+    sop_class: str,
+    transfer_syntax: str,
+    series_uid: str,
+    study_uid: str,
+    frame_of_reference: str,
+    rows: int,
+    cols: int,
+    intercept: float,
+) -> Dataset:
     """A CT dataset with the patient/study/series attributes a PACS (and highdicom) expects; no geometry yet."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -132,8 +140,9 @@ def write_dicom_series(
     ipps = [[float(v) for v in np.asarray(origin) + positions[k] * direction] for k in range(n)]
     stored = np.ascontiguousarray((hu - intercept).astype(np.int16))
     if multiframe:
-        ds = _ct_dataset(EnhancedCTImageStorage, transfer_syntax, series_uid, study_uid, frame_of_reference,
-                         rows, cols, intercept)
+        ds = _ct_dataset(
+            EnhancedCTImageStorage, transfer_syntax, series_uid, study_uid, frame_of_reference, rows, cols, intercept
+        )
         keep = [k for k in range(n) if k not in skip]
         ds.NumberOfFrames = len(keep)
         shared = Dataset()
@@ -162,8 +171,9 @@ def write_dicom_series(
     for rank, k in enumerate(order):
         if k in skip:
             continue
-        ds = _ct_dataset(CTImageStorage, transfer_syntax, series_uid, study_uid, frame_of_reference, rows, cols,
-                         intercept)
+        ds = _ct_dataset(
+            CTImageStorage, transfer_syntax, series_uid, study_uid, frame_of_reference, rows, cols, intercept
+        )
         ds.InstanceNumber = int(k) + 1
         ds.ImagePositionPatient = ipps[k]
         ds.ImageOrientationPatient = list(orientation)

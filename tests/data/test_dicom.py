@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series, write_nifti
 
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map
 from smp_diffusion_encoder.errors import CorruptFileError, DicomSeriesError
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series, write_nifti
 
 ROWS, COLS, SLICES = 12, 10, 5
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -85,16 +85,22 @@ def test_mixed_series_are_refused(tmp_path: Path) -> None:
     other = write_dicom_series(tmp_path / "b", unique_hu(), series_uid="1.2.3.5")
     for f in other.iterdir():
         shutil.copy(f, folder / f"B_{f.name}")
-    with pytest.raises(DicomSeriesError, match=r"mixed: folder holds 2 series: 1\.2\.3\.4 \(5 files\), "
-                                               r"1\.2\.3\.5 \(5 files\); pass one series folder"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"mixed: folder holds 2 series: 1\.2\.3\.4 \(5 files\), "
+        r"1\.2\.3\.5 \(5 files\); pass one series folder",
+    ):
         read_volume(folder)
 
 
 def test_missing_slice_is_reported_with_its_position(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "gap", unique_hu(), skip=(2,))
-    with pytest.raises(DicomSeriesError, match=r"gap: missing slices: gap of 5\.000 mm between positions "
-                                               r"32\.500 and 37\.500 mm \(slices 2 and 3 of 4, IM\d+\.dcm -> IM\d+\.dcm\), "
-                                               r"common spacing 2\.500 mm: about 1 slice\(s\) missing"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"gap: missing slices: gap of 5\.000 mm between positions "
+        r"32\.500 and 37\.500 mm \(slices 2 and 3 of 4, IM\d+\.dcm -> IM\d+\.dcm\), "
+        r"common spacing 2\.500 mm: about 1 slice\(s\) missing",
+    ):
         read_volume(folder)
 
 
@@ -109,9 +115,12 @@ def _edit_one(folder: Path, **changes) -> None:
 def test_inconsistent_orientation_is_refused(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "tilt", unique_hu())
     _edit_one(folder, ImageOrientationPatient=[1, 0, 0, 0, 0.995, 0.0998749])
-    with pytest.raises(DicomSeriesError, match=r"tilt: inconsistent ImageOrientationPatient across slices: "
-                                               r"\[1, 0, 0, 0, 0\.995, 0\.0998749\] in IM0000\.dcm vs \[1, 0, 0, 0, 1, 0\] "
-                                               r"in IM0001\.dcm") as info:
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"tilt: inconsistent ImageOrientationPatient across slices: "
+        r"\[1, 0, 0, 0, 0\.995, 0\.0998749\] in IM0000\.dcm vs \[1, 0, 0, 0, 1, 0\] "
+        r"in IM0001\.dcm",
+    ) as info:
         read_volume(folder)
     assert "np.float64" not in str(info.value)
 
@@ -119,8 +128,11 @@ def test_inconsistent_orientation_is_refused(tmp_path: Path) -> None:
 def test_inconsistent_pixel_spacing_is_refused(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "px", unique_hu())
     _edit_one(folder, PixelSpacing=[0.9, 0.7])
-    with pytest.raises(DicomSeriesError, match=r"px: inconsistent PixelSpacing across slices: \[0\.9, 0\.7\] mm in "
-                                               r"IM0000\.dcm vs \[0\.8, 0\.7\] mm in IM0001\.dcm"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"px: inconsistent PixelSpacing across slices: \[0\.9, 0\.7\] mm in "
+        r"IM0000\.dcm vs \[0\.8, 0\.7\] mm in IM0001\.dcm",
+    ):
         read_volume(folder)
 
 
@@ -134,8 +146,11 @@ def test_odd_slice_size_names_the_file(tmp_path: Path) -> None:
     ds.ImagePositionPatient = [-10.0, -20.0, 40.0]
     sorted(folder.iterdir())[-1].unlink()
     ds.save_as(folder / "ODD.dcm")
-    with pytest.raises(DicomSeriesError, match=r"size: slices have different sizes \(rows x columns\): ODD\.dcm is "
-                                               r"10x12 but 4 of 5 \(e\.g\. IM0000\.dcm\) are 12x10"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"size: slices have different sizes \(rows x columns\): ODD\.dcm is "
+        r"10x12 but 4 of 5 \(e\.g\. IM0000\.dcm\) are 12x10",
+    ):
         read_volume(folder)
 
 
@@ -145,10 +160,13 @@ def test_duplicate_slice_positions_are_refused(tmp_path: Path) -> None:
         read_volume(folder)
 
 
-@pytest.mark.parametrize(("cut", "problem"), [
-    (lambda n: n // 3, r"is truncated: a CT Image Storage file of \d+ bytes that ends before its pixel data"),
-    (lambda n: n - 100, r"is truncated: its pixel data holds \d+ of \d+ bytes"),
-])
+@pytest.mark.parametrize(
+    ("cut", "problem"),
+    [
+        (lambda n: n // 3, r"is truncated: a CT Image Storage file of \d+ bytes that ends before its pixel data"),
+        (lambda n: n - 100, r"is truncated: its pixel data holds \d+ of \d+ bytes"),
+    ],
+)
 def test_a_truncated_file_is_named_not_reported_as_missing_slices(tmp_path: Path, cut, problem: str) -> None:
     folder = write_dicom_series(tmp_path / "ct", synthetic_ct((24, 20, 6)).astype(np.float64))
     damaged = sorted(folder.iterdir())[2]

@@ -9,11 +9,11 @@ import pydicom
 import pytest
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLosslessSV1, RLELossless
-from tests.data.synthetic_volumes import write_dicom_series
 
 from smp_diffusion_encoder.data.dicom_frames import CODECS_EXTRA, read_frames
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import CorruptFileError, DicomSeriesError, MissingDecoderError
+from tests.data.synthetic_volumes import write_dicom_series
 
 
 def unique_hu() -> np.ndarray:
@@ -44,8 +44,11 @@ def test_multiframe_without_per_frame_positions_is_refused_naming_the_file(tmp_p
     ds = pydicom.dcmread(path)
     del ds.PerFrameFunctionalGroupsSequence
     ds.save_as(path)
-    with pytest.raises(DicomSeriesError, match=rf"^{path}: is a multi-frame file \(5 frames\) without per-frame "
-                                               r"positions"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=rf"^{path}: is a multi-frame file \(5 frames\) without per-frame "
+        r"positions",
+    ):
         read_volume(folder)
 
 
@@ -61,8 +64,11 @@ def test_jpeg_lossless_without_decoder_names_the_extra(tmp_path: Path) -> None:
     installed, the placeholder bitstream is reported as corrupt. Either way the file is named."""
     folder = write_dicom_series(tmp_path / "jpegll", unique_hu(), transfer_syntax=JPEGLosslessSV1)
     if get_decoder(JPEGLosslessSV1).is_available:
-        with pytest.raises(CorruptFileError, match=r"IM\d+\.dcm: cannot decode pixel data \(transfer syntax JPEG "
-                                                   r"Lossless"):
+        with pytest.raises(
+            CorruptFileError,
+            match=r"IM\d+\.dcm: cannot decode pixel data \(transfer syntax JPEG "
+            r"Lossless",
+        ):
             read_volume(folder)
         return
     with pytest.raises(MissingDecoderError) as info:
@@ -75,9 +81,12 @@ def test_jpeg_lossless_without_decoder_names_the_extra(tmp_path: Path) -> None:
 
 def test_syntax_pydicom_cannot_decode_is_named(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "mpeg", unique_hu(), transfer_syntax="1.2.840.10008.1.2.4.100")
-    with pytest.raises(MissingDecoderError, match=r"IM\d+\.dcm: pixel data is compressed as MPEG2 Main Profile / "
-                                                  r"Main Level \(1\.2\.840\.10008\.1\.2\.4\.100\), which pydicom "
-                                                  r"cannot decode"):
+    with pytest.raises(
+        MissingDecoderError,
+        match=r"IM\d+\.dcm: pixel data is compressed as MPEG2 Main Profile / "
+        r"Main Level \(1\.2\.840\.10008\.1\.2\.4\.100\), which pydicom "
+        r"cannot decode",
+    ):
         read_volume(folder)
 
 

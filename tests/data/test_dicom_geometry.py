@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from tests.data.synthetic_volumes import write_dicom_series
 
 from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import DicomSeriesError, GeometryWarning
+from tests.data.synthetic_volumes import write_dicom_series
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -42,16 +42,22 @@ def test_issue_example_variable_spacing_is_refused_not_misplaced(tmp_path: Path)
 def test_one_odd_gap_is_variable_spacing(tmp_path: Path) -> None:
     z = [0.0, 2.5, 5.0, 6.0, 8.5, 11.0]  # a 1 mm gap is no multiple of 2.5 mm
     folder = write_dicom_series(tmp_path / "odd", unique_hu(slices=6), slice_positions=z, origin=(0, 0, 0))
-    with pytest.raises(DicomSeriesError, match=r"variable slice spacing .*1 gap of 1\.000 mm \(slices 3-4, "
-                                               r"IM\d+\.dcm -> IM\d+\.dcm\)"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"variable slice spacing .*1 gap of 1\.000 mm \(slices 3-4, "
+        r"IM\d+\.dcm -> IM\d+\.dcm\)",
+    ):
         read_volume(folder)
 
 
 def test_several_missing_slices_are_missing_not_variable(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "holes", unique_hu(slices=8), skip=(2, 5, 6), origin=(0, 0, 0))
-    with pytest.raises(DicomSeriesError, match=r"holes: missing slices: gap of 5\.000 mm between positions 2\.500 "
-                                               r"and 7\.500 mm .*common spacing 2\.500 mm: about 1 slice\(s\) "
-                                               r"missing \(2 gaps in all\)"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"holes: missing slices: gap of 5\.000 mm between positions 2\.500 "
+        r"and 7\.500 mm .*common spacing 2\.500 mm: about 1 slice\(s\) "
+        r"missing \(2 gaps in all\)",
+    ):
         read_volume(folder)
 
 
@@ -74,8 +80,14 @@ def tilted_series(folder: Path, tilt_degrees: float, rows_per_slice: float, **kw
     table_step = rows_per_slice * 0.8 / np.sin(theta)  # 0.8 mm between rows
     hu = unique_hu(**kwargs)
     positions = [table_step * k for k in range(hu.shape[2])]
-    return write_dicom_series(folder, hu, orientation=orientation, slice_direction=(0.0, 0.0, 1.0),
-                              slice_positions=positions, **({"pixel_spacing": (0.8, 0.7)})), hu
+    return write_dicom_series(
+        folder,
+        hu,
+        orientation=orientation,
+        slice_direction=(0.0, 0.0, 1.0),
+        slice_positions=positions,
+        **({"pixel_spacing": (0.8, 0.7)}),
+    ), hu
 
 
 def dicom_pixels_lps(folder: Path) -> dict[int, np.ndarray]:
@@ -94,8 +106,11 @@ def dicom_pixels_lps(folder: Path) -> dict[int, np.ndarray]:
 
 def test_gantry_tilt_is_resampled_so_nibabel_and_simpleitk_agree_with_the_dicom(tmp_path: Path) -> None:
     folder, hu = tilted_series(tmp_path / "tilt", 20.0, rows_per_slice=1.0)
-    with pytest.warns(GeometryWarning, match=rf"^{folder}: gantry tilt of 20\.0 degrees.*resampled onto an "
-                                             r"orthogonal grid") as record:
+    with pytest.warns(
+        GeometryWarning,
+        match=rf"^{folder}: gantry tilt of 20\.0 degrees.*resampled onto an "
+        r"orthogonal grid",
+    ) as record:
         vol = read_volume(folder)
     assert len(record) == 1
     assert vol.array.shape == (5, 12 + 4, 10)  # 4 rows added: slice k is shifted by k rows, nothing cropped
@@ -122,8 +137,11 @@ def test_gantry_tilt_is_resampled_so_nibabel_and_simpleitk_agree_with_the_dicom(
     # the label lands on the anatomy it was given to, in both readers
     lab_nii, lab_itk = nib.load(label_path), sitk.ReadImage(str(label_path))
     i, j, k = np.argwhere(np.asanyarray(lab_nii.dataobj) == 7)[0]
-    np.testing.assert_allclose(nib.affines.apply_affine(lab_nii.affine, (i, j, k)),
-                               (LPS_TO_RAS @ [*expected[int(hu[3, 4, 2])], 1])[:3], atol=1e-4)
+    np.testing.assert_allclose(
+        nib.affines.apply_affine(lab_nii.affine, (i, j, k)),
+        (LPS_TO_RAS @ [*expected[int(hu[3, 4, 2])], 1])[:3],
+        atol=1e-4,
+    )
     index = lab_itk.TransformPhysicalPointToIndex(tuple(expected[int(hu[3, 4, 2])]))
     assert lab_itk[index] == 7
 
@@ -140,8 +158,11 @@ def test_fractional_tilt_places_each_slice_first_pixel_at_its_position(tmp_path:
     itk = sitk.ReadImage(str(write_volume_like(vol.array, vol, tmp_path / "t.nii.gz")))
     nii = nib.load(tmp_path / "t.nii.gz")
     for index in [(0, 0, 0), (9, 13, 5), (3, 7, 2)]:
-        np.testing.assert_allclose(LPS_TO_RAS[:3, :3] @ itk.TransformIndexToPhysicalPoint(index),
-                                   nib.affines.apply_affine(nii.affine, index), atol=1e-4)
+        np.testing.assert_allclose(
+            LPS_TO_RAS[:3, :3] @ itk.TransformIndexToPhysicalPoint(index),
+            nib.affines.apply_affine(nii.affine, index),
+            atol=1e-4,
+        )
 
 
 def test_untilted_series_is_not_resampled(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:

@@ -11,13 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import SegmentationStorage
-from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError, GeometryWarning
+from tests.data.synthetic_volumes import write_dicom_series, write_nifti
 
 
 def unique_hu(rows: int = 12, cols: int = 10, slices: int = 5) -> np.ndarray:
@@ -95,8 +95,13 @@ def test_seg_of_a_tilted_series_lands_on_the_acquired_pixels(tmp_path: Path) -> 
     theta = np.radians(20.0)
     orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(theta)), -float(np.sin(theta)))
     hu = unique_hu()
-    folder = write_dicom_series(tmp_path / "tilt", hu, orientation=orientation, slice_direction=(0.0, 0.0, 1.0),
-                                slice_positions=[0.8 / np.sin(theta) * k for k in range(5)])
+    folder = write_dicom_series(
+        tmp_path / "tilt",
+        hu,
+        orientation=orientation,
+        slice_direction=(0.0, 0.0, 1.0),
+        slice_positions=[0.8 / np.sin(theta) * k for k in range(5)],
+    )
     with pytest.warns(GeometryWarning):
         vol = read_volume(folder)
     labels = np.zeros(vol.array.shape, np.uint8)
@@ -145,10 +150,16 @@ def test_every_flare_organ_has_a_snomed_code(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # highdicom warns about codes it does not know
         seg = pydicom.dcmread(write_dicom_seg(labels, vol, tmp_path / "all.dcm"))
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [FLARE_LABELS[i] for i in range(1, 14)]
-    sides = {s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].get("SegmentedPropertyTypeModifierCodeSequence")
-             for s in seg.SegmentSequence}
-    assert [k for k, v in sides.items() if v] == ["right kidney", "right adrenal gland", "left adrenal gland",
-                                                  "left kidney"]
+    sides = {
+        s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].get("SegmentedPropertyTypeModifierCodeSequence")
+        for s in seg.SegmentSequence
+    }
+    assert [k for k, v in sides.items() if v] == [
+        "right kidney",
+        "right adrenal gland",
+        "left adrenal gland",
+        "left kidney",
+    ]
 
 
 def test_seg_of_the_real_demo_series(tmp_path: Path) -> None:
@@ -172,20 +183,32 @@ def test_seg_of_the_real_demo_series(tmp_path: Path) -> None:
         ds = pydicom.dcmread(src)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = "", ""
         ds.save_as(blank / src.name)
-    with pytest.raises(DicomSeriesError, match=r"dicom: CT\.\S+ has no StudyInstanceUID, SeriesInstanceUID \(empty "
-                                               r"in the file\), which a DICOM SEG must reference"):
+    with pytest.raises(
+        DicomSeriesError,
+        match=r"dicom: CT\.\S+ has no StudyInstanceUID, SeriesInstanceUID \(empty "
+        r"in the file\), which a DICOM SEG must reference",
+    ):
         write_dicom_seg(label.array, read_volume(blank), tmp_path / "blank_seg.dcm")
     frames, _ = series_geometry(series)
     assert frames[0].dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     expected = {(f.sop_instance_uid, None): label.array[k] for k, f in enumerate(frames)}
     seg = assert_frames_on_source_slices(path, series, expected)
-    assert [s.SegmentLabel for s in seg.SegmentSequence] == [
-        FLARE_LABELS[i] for i in np.unique(label.array) if i]
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [FLARE_LABELS[i] for i in np.unique(label.array) if i]
 
 
 #: Attributes de-identifiers delete (Type 2: may be empty, must be present).
-DEIDENTIFIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                "AccessionNumber", "StudyID", "ReferringPhysicianName", "SliceThickness")
+DEIDENTIFIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+    "SliceThickness",
+)
 
 
 def deidentify(folder: Path) -> Path:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.errors import DatasetLayoutError
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 
 def touch(path: Path) -> Path:
@@ -56,8 +56,11 @@ def test_missing_root(tmp_path: Path) -> None:
 
 def test_root_without_expected_folders(tmp_path: Path) -> None:
     touch(tmp_path / "data" / "random.nii.gz")
-    with pytest.raises(DatasetLayoutError, match=r"data: is not a FLARE 2022 root: expected "
-                                                 r"Training/FLARE22_LabeledCase50/\{images,labels\}"):
+    with pytest.raises(
+        DatasetLayoutError,
+        match=r"data: is not a FLARE 2022 root: expected "
+        r"Training/FLARE22_LabeledCase50/\{images,labels\}",
+    ):
         FlareDataset.discover(tmp_path / "data")
 
 
@@ -100,6 +103,9 @@ def test_discover_volumes_finds_nifti_and_dicom_series_sorted(tmp_path: Path) ->
 
 def test_discover_volumes_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetLayoutError, match=r"empty: holds no volume files \(\.nii, \.nii\.gz, \.nrrd, "
-                                                  r"\.nhdr, \.mha, \.mhd\) or DICOM"):
+    with pytest.raises(
+        DatasetLayoutError,
+        match=r"empty: holds no volume files \(\.nii, \.nii\.gz, \.nrrd, "
+        r"\.nhdr, \.mha, \.mhd\) or DICOM",
+    ):
         discover_volumes(tmp_path / "empty")

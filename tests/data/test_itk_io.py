@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.flare import FlareDataset, discover_volumes
 from smp_diffusion_encoder.data.volume import check_pair, read_volume, write_label_map, write_volume_like
 from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InvalidVolumeError
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: An oblique-free but permuted, flipped ITK grid: index axes (i, j, k) along LPS (-y, +x, -z) (cf. PERMUTED_AFFINE).
@@ -23,8 +23,9 @@ SPACING = (0.7, 0.8, 2.5)
 ORIGIN = (-12.5, 30.25, 100.0)
 
 
-def write_itk(path: Path, data_ijk: np.ndarray, direction: np.ndarray = DIRECTION, spacing=SPACING,
-              origin=ORIGIN) -> Path:
+def write_itk(
+    path: Path, data_ijk: np.ndarray, direction: np.ndarray = DIRECTION, spacing=SPACING, origin=ORIGIN
+) -> Path:
     """Write file-order ``(i, j, k)`` data with SimpleITK (a stand-in for Slicer / grand-challenge files)."""
     img = sitk.GetImageFromArray(np.ascontiguousarray(data_ijk.transpose(2, 1, 0)))
     img.SetSpacing(spacing)
@@ -58,8 +59,9 @@ def test_nrrd_and_nifti_of_the_same_volume_agree(tmp_path: Path) -> None:
     nrrd = read_volume(tmp_path / "ct.nrrd")
     np.testing.assert_array_equal(nrrd.array, nifti.array)
     np.testing.assert_allclose(nrrd.canonical_affine, nifti.canonical_affine, atol=1e-5)
-    check_pair(nifti, read_volume(write_itk(tmp_path / "l.mha", synthetic_labels(), *_itk_grid(PERMUTED_AFFINE)),
-                                  kind="label"))
+    check_pair(
+        nifti, read_volume(write_itk(tmp_path / "l.mha", synthetic_labels(), *_itk_grid(PERMUTED_AFFINE)), kind="label")
+    )
 
 
 def _itk_grid(affine: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
@@ -151,7 +153,8 @@ def test_flare_layout_with_nrrd_files(tmp_path: Path) -> None:
     write_itk(lab / "labels/C_0001.nrrd", synthetic_labels())
     write_itk(tmp_path / "Training/FLARE22_UnlabeledCase1-1000/U_0001_0000.mha", unique_ct())
     ds = FlareDataset.discover(tmp_path)
-    assert [(c.case_id, c.image.name, c.label.name) for c in ds.labeled] == [("C_0001", "C_0001_0000.nrrd",
-                                                                               "C_0001.nrrd")]
+    assert [(c.case_id, c.image.name, c.label.name) for c in ds.labeled] == [
+        ("C_0001", "C_0001_0000.nrrd", "C_0001.nrrd")
+    ]
     assert [c.case_id for c in ds.unlabeled] == ["U_0001"]
     check_pair(read_volume(ds.labeled[0].image), read_volume(ds.labeled[0].label, kind="label"))

@@ -78,21 +78,30 @@ def test_positions_in_mm_select_slices(case: Path) -> None:
     image = read_volume(case / "image.nii.gz")
     mm = slice_positions_mm(image)
     assert np.allclose(np.diff(mm), 2.5)  # canonical z runs inferior -> superior
-    (case / "label.slices.json").write_text(json.dumps(
-        {"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "positions_mm": [mm[2] + 1.0, mm[6]]}))
+    (case / "label.slices.json").write_text(
+        json.dumps(
+            {"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "positions_mm": [mm[2] + 1.0, mm[6]]}
+        )
+    )
     assert read_label_map(case / "label.nii.gz", image).labeled == (2, 6)
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": [2, 6, 8]}, r"lists z=\[8\], outside the 8"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": []}, "lists no labeled slice"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": [2, 6, 6]}, r"z=\[6\] twice"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": ["2"]}, "integer slice indices"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "positions_mm": [1e4]}, "is not on a slice"),
-    ({"format": "something else", "version": 1, "z": [2]}, "is not a labeled-slices sidecar"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 2, "z": [2]}, "version 2"),
-    ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "slices": [2]}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            {"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": [2, 6, 8]},
+            r"lists z=\[8\], outside the 8",
+        ),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": []}, "lists no labeled slice"),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": [2, 6, 6]}, r"z=\[6\] twice"),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "z": ["2"]}, "integer slice indices"),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "positions_mm": [1e4]}, "is not on a slice"),
+        ({"format": "something else", "version": 1, "z": [2]}, "is not a labeled-slices sidecar"),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 2, "z": [2]}, "version 2"),
+        ({"format": "smp_diffusion_encoder.labeled_slices", "version": 1, "slices": [2]}, "unknown keys"),
+    ],
+)
 def test_bad_sidecars_name_the_file(case: Path, content: dict, message: str) -> None:
     (case / "label.slices.json").write_text(json.dumps(content))
     with pytest.raises(InputFileError, match=message) as err:
@@ -102,8 +111,11 @@ def test_bad_sidecars_name_the_file(case: Path, content: dict, message: str) -> 
 
 def test_organs_on_unlisted_slices_are_refused(case: Path) -> None:
     write_sidecar(case / "label.slices.json", [2])
-    with pytest.raises(LabelMismatchError, match=r"label.nii.gz: has organs on slices z=\[6\] that "
-                                                 r"label.slices.json does not list"):
+    with pytest.raises(
+        LabelMismatchError,
+        match=r"label.nii.gz: has organs on slices z=\[6\] that "
+        r"label.slices.json does not list",
+    ):
         read_label_map(case / "label.nii.gz", read_volume(case / "image.nii.gz"))
 
 
@@ -155,11 +167,15 @@ def test_a_users_table_maps_segment_names_and_drops_id_0(case: Path, tmp_path: P
     _write_seg(case / "label.seg.nrrd", {"Leber": truth == 1, "Tumor": truth == 2})
     table_file = tmp_path / "table.json"
     table_file.write_text(json.dumps({"Leber": 1, "tumor": 0}))
-    label = read_slicer_segmentation(case / "label.seg.nrrd", read_volume(case / "image.nii.gz"),
-                                     read_label_table(table_file))
+    label = read_slicer_segmentation(
+        case / "label.seg.nrrd", read_volume(case / "image.nii.gz"), read_label_table(table_file)
+    )
     assert set(np.unique(label.array)) == {0, 1}
-    with pytest.raises(LabelMismatchError, match=r"label.seg.nrrd: segments \['Leber', 'Tumor'\] are not in the "
-                                                 r"label table"):
+    with pytest.raises(
+        LabelMismatchError,
+        match=r"label.seg.nrrd: segments \['Leber', 'Tumor'\] are not in the "
+        r"label table",
+    ):
         read_slicer_segmentation(case / "label.seg.nrrd", read_volume(case / "image.nii.gz"))
 
 

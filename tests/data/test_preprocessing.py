@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
-from tests.data.synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.preprocessing import (
     PreprocessingConfig,
@@ -20,6 +19,7 @@ from smp_diffusion_encoder.data.preprocessing import (
 )
 from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError
+from tests.data.synthetic_volumes import synthetic_ct, synthetic_labels, write_nifti
 
 
 def test_config_round_trips_through_json() -> None:
@@ -114,8 +114,10 @@ def test_inverse_rejects_wrong_shapes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"expected \(N, 32, 32\)"):
         geometry.labels_to_volume(np.zeros((7, 16, 16), np.uint8))
     with pytest.raises(ConfigError, match="this geometry was made for"):
-        geometry.image_slices(read_volume(write_nifti(tmp_path / "o.nii.gz", synthetic_ct((10, 10, 2)))),
-                              PreprocessingConfig(image_size=32))
+        geometry.image_slices(
+            read_volume(write_nifti(tmp_path / "o.nii.gz", synthetic_ct((10, 10, 2)))),
+            PreprocessingConfig(image_size=32),
+        )
 
 
 # ----- physical layout -----------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def test_physical_inverse_puts_labels_back_where_they_were(tmp_path: Path) -> No
     back = geometry.labels_to_volume(model)
     inside = np.zeros(labels.array.shape[1:], bool)
     (src_r, _), (src_c, _) = geometry._overlap()
-    inside[2 * src_r.start:2 * src_r.stop, 2 * src_c.start:2 * src_c.stop] = True
+    inside[2 * src_r.start : 2 * src_r.stop, 2 * src_c.start : 2 * src_c.stop] = True
     np.testing.assert_array_equal(back[:, inside], labels.array[:, inside])
     assert (back[:, ~inside] == 0).all() and (~inside).any()
     probs = np.stack([model == c for c in range(3)], axis=1).astype(np.float32)

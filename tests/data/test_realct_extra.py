@@ -17,8 +17,11 @@ from smp_diffusion_encoder.data.dicom import series_geometry
 from smp_diffusion_encoder.data.volume import read_volume, write_volume_like
 from smp_diffusion_encoder.errors import DicomSeriesError, GeometryWarning
 
-REALCT_EXTRA = Path(os.environ.get("SMP_DIFFUSION_REALCT_EXTRA",
-                                   Path(__file__).resolve().parents[2].parent / "shared/data/realct_extra"))
+REALCT_EXTRA = Path(
+    os.environ.get(
+        "SMP_DIFFUSION_REALCT_EXTRA", Path(__file__).resolve().parents[2].parent / "shared/data/realct_extra"
+    )
+)
 GE = REALCT_EXTRA / "dicom_quirks/ge_tilt_variable_spacing"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -33,8 +36,10 @@ def test_ge_series_is_refused_as_variable_spacing_with_its_tilt() -> None:
         read_volume(GE)
     message = str(info.value)
     assert message.startswith(f"{GE}: variable slice spacing (not missing slices")
-    assert ("13 gaps of 4.220 mm (slices 1-14), 1 gap of 1.140 mm (slices 14-15, 14.dcm -> 15.dcm), "
-            "13 gaps of 7.380 mm (slices 15-28)") in message
+    assert (
+        "13 gaps of 4.220 mm (slices 1-14), 1 gap of 1.140 mm (slices 14-15, 14.dcm -> 15.dcm), "
+        "13 gaps of 7.380 mm (slices 15-28)"
+    ) in message
     assert "(slices 1-14 (4.220 mm), 15-28 (7.380 mm))" in message
     assert "gantry tilt of 18.5 degrees" in message
     assert "slice(s) missing" not in message
@@ -64,8 +69,9 @@ def test_ge_regular_part_is_tilt_corrected_and_read_alike_by_nibabel_and_simplei
         index = (*grid.shifts[k], k)
         lps_itk = itk.TransformContinuousIndexToPhysicalPoint([float(v) for v in index])
         np.testing.assert_allclose(lps_itk, frame.position, atol=1e-3)
-        np.testing.assert_allclose(nib.affines.apply_affine(nii.affine, index),
-                                   (LPS_TO_RAS @ [*frame.position, 1])[:3], atol=1e-3)
+        np.testing.assert_allclose(
+            nib.affines.apply_affine(nii.affine, index), (LPS_TO_RAS @ [*frame.position, 1])[:3], atol=1e-3
+        )
     # pixels are carried, not only placed: the slice that needs no shift is stored unchanged
     k0 = int(np.argmin(np.abs(grid.shifts).sum(axis=1)))
     assert not grid.shifts[k0].any()

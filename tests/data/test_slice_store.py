@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import pickle
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -129,8 +129,9 @@ def test_bad_volume_named_or_skipped(tmp_path, volumes) -> None:
     with pytest.raises(InputFileError, match="broken_0000.nii.gz") as err:
         build_slice_store([volumes[0], bad, volumes[1]], tmp_path / "s", CFG, workers=1, progress=False)
     assert type(err.value).__name__ == "CorruptFileError"
-    manifest = build_slice_store([volumes[0], bad, volumes[1]], tmp_path / "s", CFG, workers=1, skip_bad=True,
-                                 progress=False)
+    manifest = build_slice_store(
+        [volumes[0], bad, volumes[1]], tmp_path / "s", CFG, workers=1, skip_bad=True, progress=False
+    )
     assert [b["source"] for b in manifest["bad"]] == [str(bad.resolve())]
     assert "CorruptFileError" in manifest["bad"][0]["error"] and len(manifest["shards"]) == 2
     assert manifest["complete"]

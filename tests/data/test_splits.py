@@ -22,9 +22,17 @@ from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InputFil
 POOLS = {"A": range(10, 70), "B": range(0, 40), "C": range(20, 41)}  # 60 + 40 + 21 = 121 eligible
 
 
-@pytest.mark.parametrize(("text", "kind", "canonical"), [
-    ("4", "slices", "4"), ("1%", "percent", "1%"), ("12.5 %", "percent", "12.5%"), ("2cases", "cases", "2cases"),
-    ("3 case", "cases", "3cases"), ("ALL", "all", "all")])
+@pytest.mark.parametrize(
+    ("text", "kind", "canonical"),
+    [
+        ("4", "slices", "4"),
+        ("1%", "percent", "1%"),
+        ("12.5 %", "percent", "12.5%"),
+        ("2cases", "cases", "2cases"),
+        ("3 case", "cases", "3cases"),
+        ("ALL", "all", "all"),
+    ],
+)
 def test_parse_budget(text: str, kind: str, canonical: str) -> None:
     b = LabelBudget.parse(text)
     assert b.kind == kind and b.text == canonical

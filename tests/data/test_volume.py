@@ -9,7 +9,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 from smp_diffusion_encoder.data.volume import (
     check_label_ids,
@@ -26,6 +25,7 @@ from smp_diffusion_encoder.errors import (
     InvalidVolumeError,
     LabelMismatchError,
 )
+from tests.data.synthetic_volumes import PERMUTED_AFFINE, synthetic_ct, synthetic_labels, write_nifti
 
 
 def test_image_is_float32_hu_in_canonical_lps_orientation(ct_nifti: Path) -> None:
@@ -65,8 +65,9 @@ def test_slope_and_intercept_are_applied(tmp_path: Path) -> None:
 @pytest.mark.parametrize("qform_code, sform_code", [(1, 1), (1, 0), (2, 4)])
 def test_label_round_trip_is_exact(tmp_path: Path, qform_code: int, sform_code: int) -> None:
     labels = synthetic_labels()
-    src = write_nifti(tmp_path / "l.nii.gz", labels.astype(np.int16), PERMUTED_AFFINE,
-                      qform_code=qform_code, sform_code=sform_code)
+    src = write_nifti(
+        tmp_path / "l.nii.gz", labels.astype(np.int16), PERMUTED_AFFINE, qform_code=qform_code, sform_code=sform_code
+    )
     ref = read_volume(src, kind="label")
     assert ref.array.dtype == np.uint8
     out = write_label_map(ref.array, ref, tmp_path / "out" / "pred.nii.gz")
@@ -108,8 +109,11 @@ def test_labels_must_be_integers(tmp_path: Path) -> None:
     data = synthetic_labels().astype(np.float32)
     data[0, 0, 0] = 1.5
     path = write_nifti(tmp_path / "frac.nii.gz", data)
-    with pytest.raises(InvalidVolumeError, match=r"frac\.nii\.gz: is not a label map: 1 float32 voxels are not "
-                                                 r"integers \(e\.g\. 1\.5, nearest integer 2\)"):
+    with pytest.raises(
+        InvalidVolumeError,
+        match=r"frac\.nii\.gz: is not a label map: 1 float32 voxels are not "
+        r"integers \(e\.g\. 1\.5, nearest integer 2\)",
+    ):
         read_volume(path, kind="label")
     ok = read_volume(write_nifti(tmp_path / "f.nii.gz", synthetic_labels().astype(np.float32)), kind="label")
     assert ok.array.dtype == np.uint8
@@ -121,8 +125,11 @@ def test_near_integer_float_label_shows_the_exact_value(tmp_path: Path) -> None:
     data[data == 1] = np.float32(0.9999999)
     path = write_nifti(tmp_path / "f32.nii.gz", data)
     n = int((synthetic_labels() == 1).sum())
-    with pytest.raises(InvalidVolumeError, match=rf"{n} float32 voxels are not integers \(e\.g\. 0\.9999999, "
-                                                 r"nearest integer 1\)"):
+    with pytest.raises(
+        InvalidVolumeError,
+        match=rf"{n} float32 voxels are not integers \(e\.g\. 0\.9999999, "
+        r"nearest integer 1\)",
+    ):
         read_volume(path, kind="label")
     data64 = synthetic_labels().astype(np.float64)
     data64[0, 0, 0] = 2.0000000000000004
@@ -138,8 +145,9 @@ def test_truncated_nifti_is_corrupt(ct_nifti: Path) -> None:
     assert "truncated" in str(info.value) or "NIfTI" in str(info.value)
 
 
-@pytest.mark.parametrize("payload", [b"this is not a nifti file" * 40, gzip.compress(b"\x00" * 100, mtime=0)],
-                         ids=["text", "gzip-of-zeros"])  # fixed ids and mtime: xdist workers must collect alike
+@pytest.mark.parametrize(
+    "payload", [b"this is not a nifti file" * 40, gzip.compress(b"\x00" * 100, mtime=0)], ids=["text", "gzip-of-zeros"]
+)  # fixed ids and mtime: xdist workers must collect alike
 def test_garbage_bytes_are_corrupt(tmp_path: Path, payload: bytes) -> None:
     path = tmp_path / "junk.nii.gz"
     path.write_bytes(payload)
@@ -232,8 +240,11 @@ def test_agreeing_or_unset_qform_does_not_warn(tmp_path: Path) -> None:
 
 def test_uint8_image_is_not_ct(tmp_path: Path) -> None:
     path = write_nifti(tmp_path / "png_like.nii.gz", np.full((24, 20, 8), 128, np.uint8))
-    with pytest.raises(InvalidVolumeError, match=r"png_like\.nii\.gz: does not look like CT in Hounsfield units: "
-                                                 r"it is an 8-bit image \(uint8 voxels, values 128\.\.128\)"):
+    with pytest.raises(
+        InvalidVolumeError,
+        match=r"png_like\.nii\.gz: does not look like CT in Hounsfield units: "
+        r"it is an 8-bit image \(uint8 voxels, values 128\.\.128\)",
+    ):
         read_volume(path)
 
 
@@ -246,8 +257,11 @@ def test_values_in_0_255_are_not_ct(tmp_path: Path) -> None:
 def test_mr_like_image_is_not_ct(tmp_path: Path) -> None:
     data = np.random.default_rng(0).integers(0, 1500, (24, 20, 8)).astype(np.int16)
     path = write_nifti(tmp_path / "t1.nii.gz", data)
-    with pytest.raises(InvalidVolumeError, match=r"t1\.nii\.gz: does not look like CT in Hounsfield units: "
-                                                 r"no negative values \(values 0\.\.1499\)"):
+    with pytest.raises(
+        InvalidVolumeError,
+        match=r"t1\.nii\.gz: does not look like CT in Hounsfield units: "
+        r"no negative values \(values 0\.\.1499\)",
+    ):
         read_volume(path)
     assert read_volume(path, check_hu=False).array.max() == 1499
 
@@ -262,8 +276,11 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"nope\.nii\.gz: does not exist"):
         read_volume(tmp_path / "nope.nii.gz")
     (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(InputFileError, match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
-                                               r"\.nhdr, \.mha, \.mhd\) nor a DICOM"):
+    with pytest.raises(
+        InputFileError,
+        match=r"a\.png: is neither a volume file \(\.nii, \.nii\.gz, \.nrrd, "
+        r"\.nhdr, \.mha, \.mhd\) nor a DICOM",
+    ):
         read_volume(tmp_path / "a.png")
 
 
@@ -273,7 +290,9 @@ def test_check_pair_accepts_matching_label(ct_nifti: Path, label_nifti: Path) ->
 
 def test_check_pair_shape_mismatch(ct_nifti: Path, tmp_path: Path) -> None:
     path = write_nifti(tmp_path / "labels" / "X.nii.gz", synthetic_labels((24, 20, 7)), PERMUTED_AFFINE)
-    with pytest.raises(LabelMismatchError, match=r"labels/X\.nii\.gz: is 24x20x7 but image ct_0000\.nii\.gz is 24x20x8"):
+    with pytest.raises(
+        LabelMismatchError, match=r"labels/X\.nii\.gz: is 24x20x7 but image ct_0000\.nii\.gz is 24x20x8"
+    ):
         check_pair(read_volume(ct_nifti), read_volume(path, kind="label"))
 
 
@@ -281,7 +300,9 @@ def test_check_pair_affine_and_spacing_mismatch(ct_nifti: Path, tmp_path: Path) 
     shifted = PERMUTED_AFFINE.copy()
     shifted[0, 3] += 0.5
     path = write_nifti(tmp_path / "shift.nii.gz", synthetic_labels(), shifted)
-    with pytest.raises(LabelMismatchError, match=r"shift\.nii\.gz: affine differs from image ct_0000\.nii\.gz by up to 0\.5 mm"):
+    with pytest.raises(
+        LabelMismatchError, match=r"shift\.nii\.gz: affine differs from image ct_0000\.nii\.gz by up to 0\.5 mm"
+    ):
         check_pair(read_volume(ct_nifti), read_volume(path, kind="label"))
     scaled = PERMUTED_AFFINE.copy()
     scaled[2, 2] = -3.0
@@ -294,7 +315,9 @@ def test_check_label_ids_lists_unknown_ids(tmp_path: Path) -> None:
     labels = synthetic_labels()
     labels[0, 0, 0], labels[1, 0, 0] = 14, 57
     vol = read_volume(write_nifti(tmp_path / "amos.nii.gz", labels), kind="label")
-    with pytest.raises(LabelMismatchError, match=r"amos\.nii\.gz: holds unknown label ids \[14, 57\] \(allowed: 0\.\.13\)"):
+    with pytest.raises(
+        LabelMismatchError, match=r"amos\.nii\.gz: holds unknown label ids \[14, 57\] \(allowed: 0\.\.13\)"
+    ):
         check_label_ids(vol)
     check_label_ids(vol, allowed=range(60))
 

@@ -37,7 +37,9 @@ def test_bad_names_and_timesteps_are_rejected():
     with pytest.raises(ConfigError, match="1000"):
         GaussianDiffusion(NoiseSchedule()).coefficients([1000])
     with pytest.raises(ConfigError, match=r"\[-1\]"):
-        GaussianDiffusion(NoiseSchedule()).q_sample(torch.zeros(1, 1, 2, 2), torch.tensor([-1]), torch.zeros(1, 1, 2, 2))
+        GaussianDiffusion(NoiseSchedule()).q_sample(
+            torch.zeros(1, 1, 2, 2), torch.tensor([-1]), torch.zeros(1, 1, 2, 2)
+        )
     with pytest.raises(ConfigError, match="num_timesteps"):
         NoiseSchedule("linear", 0)
 

@@ -89,8 +89,9 @@ def test_features_only_and_torch_fx(record) -> None:
 
 
 def test_smp_takes_any_input_size_like_its_own_encoders(record) -> None:
-    model = smp.Unet(record.smp_name, encoder_weights=None, in_channels=1, classes=3,
-                     decoder_channels=(16, 16, 16, 16, 16)).eval()
+    model = smp.Unet(
+        record.smp_name, encoder_weights=None, in_channels=1, classes=3, decoder_channels=(16, 16, 16, 16, 16)
+    ).eval()
     x = torch.randn(1, 1, 67, 71)
     with torch.no_grad():
         assert model(x).shape == (1, 3, 67, 71)

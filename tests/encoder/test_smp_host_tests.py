@@ -32,9 +32,19 @@ in_channels_to_test = [1, 3, 4]
 depth_to_test = [3, 4, 5]
 strides_to_test = [8, 16]
 #: smp architecture -> (batch, height = width) of smp's tester subclass; DPT needs a ViT-style ``tu-`` encoder
-ARCHITECTURES = {"unet": (1, 64), "unetplusplus": (1, 64), "fpn": (1, 64), "pspnet": (2, 64), "deeplabv3": (2, 64),
-                 "deeplabv3plus": (2, 64), "linknet": (1, 64), "manet": (1, 64), "pan": (2, 128),
-                 "upernet": (2, 64), "segformer": (1, 64)}
+ARCHITECTURES = {
+    "unet": (1, 64),
+    "unetplusplus": (1, 64),
+    "fpn": (1, 64),
+    "pspnet": (2, 64),
+    "deeplabv3": (2, 64),
+    "deeplabv3plus": (2, 64),
+    "linknet": (1, 64),
+    "manet": (1, 64),
+    "pan": (2, 128),
+    "upernet": (2, 64),
+    "segformer": (1, 64),
+}
 
 
 @pytest.fixture(autouse=True)

@@ -111,8 +111,9 @@ def test_model_default_cfgs(name: str) -> None:
     model = timm.create_model(name, pretrained=False, num_classes=0, device=device, dtype=torch.float32).eval()
     outputs = model.forward(x)
     assert outputs.shape == outputs_pre.shape and outputs.shape[1] == model.head_hidden_size
-    model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", device=device,
-                              dtype=torch.float32).eval()
+    model = timm.create_model(
+        name, pretrained=False, num_classes=0, global_pool="", device=device, dtype=torch.float32
+    ).eval()
     outputs = model.forward(x)
     assert outputs.ndim == 4 and (outputs.shape[spatial[0]], outputs.shape[spatial[1]]) == tuple(pool_size)
 
@@ -226,8 +227,9 @@ def test_prune_intermediate_layers_contract(name: str) -> None:
             torch.testing.assert_close(selected[0], taps[i])
             pruned = copy.deepcopy(model)
             take = pruned.prune_intermediate_layers([i])
-            torch.testing.assert_close(pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0],
-                                       taps[i])
+            torch.testing.assert_close(
+                pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0], taps[i]
+            )
             pruned = copy.deepcopy(model)
             take = pruned.prune_intermediate_layers([i], prune_norm=True)
             features = pruned.forward_features(x)
@@ -299,11 +301,13 @@ def test_feature_getter_torchscript(name: str) -> None:
 
 def _create_fx_model(model: torch.nn.Module, train: bool = False) -> torch.nn.Module:
     """timm's ``_create_fx_model``: a torchvision feature extractor returning the traced output node(s)."""
-    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
-                         param_shapes_constant=True)
+    tracer_kwargs = dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True
+    )
     train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
-    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
-                                    tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(
+        model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs
+    )
 
 
 @pytest.mark.parametrize("name", params(CPU))

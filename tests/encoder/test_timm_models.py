@@ -43,10 +43,18 @@ def test_same_weights_layout_as_the_smp_encoder():
 
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_smp_tu_path(in_channels):
-    model = smp.Unet("tu-ddpm_ct_unet_tiny", encoder_weights=None, in_channels=in_channels, classes=4,
-                     decoder_channels=(16, 16, 16, 16, 16))
+    model = smp.Unet(
+        "tu-ddpm_ct_unet_tiny",
+        encoder_weights=None,
+        in_channels=in_channels,
+        classes=4,
+        decoder_channels=(16, 16, 16, 16, 16),
+    )
     # VGG-style pyramid: smp keeps the real stride-1 features
-    assert model.encoder.out_channels[0] == timm.create_model("ddpm_ct_unet_tiny", features_only=True).feature_info.channels()[0]
+    assert (
+        model.encoder.out_channels[0]
+        == timm.create_model("ddpm_ct_unet_tiny", features_only=True).feature_info.channels()[0]
+    )
     y = model(torch.randn(2, in_channels, 64, 64))
     assert y.shape == (2, 4, 64, 64)
     y.mean().backward()

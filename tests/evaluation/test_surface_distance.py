@@ -41,8 +41,9 @@ def test_box_surface_area_is_analytic(spacing: tuple[float, float, float]) -> No
     s0, s1, s2 = spacing
     mask = _box((9, 9, 9), (2, 3, 1), (2 + n0, 3 + n1, 1 + n2))
     faces = 2 * ((n1 - 1) * (n2 - 1) * s1 * s2 + (n0 - 1) * (n2 - 1) * s0 * s2 + (n0 - 1) * (n1 - 1) * s0 * s1)
-    edges = 2 * ((n2 - 1) * s2 * math.hypot(s0, s1) + (n1 - 1) * s1 * math.hypot(s0, s2)
-                 + (n0 - 1) * s0 * math.hypot(s1, s2))
+    edges = 2 * (
+        (n2 - 1) * s2 * math.hypot(s0, s1) + (n1 - 1) * s1 * math.hypot(s0, s2) + (n0 - 1) * s0 * math.hypot(s1, s2)
+    )
     corners = math.sqrt((s1 * s2) ** 2 + (s0 * s2) ** 2 + (s0 * s1) ** 2)
     areas = compute_surface_distances(mask, mask, spacing).surfel_areas_gt
     assert areas.sum() == pytest.approx(faces + edges + corners, rel=1e-12)
@@ -50,6 +51,7 @@ def test_box_surface_area_is_analytic(spacing: tuple[float, float, float]) -> No
 
 def _brute_force(gt: np.ndarray, pred: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Border corner points by explicit correlation and nearest distances by all-pairs search."""
+
     def border_points(mask: np.ndarray) -> np.ndarray:
         padded = np.zeros(tuple(n + 1 for n in mask.shape), np.uint8)
         padded[:-1, :-1, :-1] = mask

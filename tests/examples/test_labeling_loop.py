@@ -15,12 +15,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "SMP_DIFFUSION": f"{sys.executable} -m smp_diffusion_encoder.cli.main",
-           "FINETUNE_OPTIONS": "--encoder ddpm-ct-tiny --encoder-weights none --steps 2 --batch-size 2 "
-                               "--augment-views 2 --device cpu"}
-    done = subprocess.run(["bash", str(ROOT / "examples/labeling_loop.sh"), str(tmp_path / "work")], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1800)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "SMP_DIFFUSION": f"{sys.executable} -m smp_diffusion_encoder.cli.main",
+        "FINETUNE_OPTIONS": "--encoder ddpm-ct-tiny --encoder-weights none --steps 2 --batch-size 2 "
+        "--augment-views 2 --device cpu",
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "examples/labeling_loop.sh"), str(tmp_path / "work")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "work"
     first = json.loads((work / "round1" / "split.json").read_text())["train"]

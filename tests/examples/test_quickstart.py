@@ -11,8 +11,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples/quickstart.py"), "--out", str(tmp_path), "--encoder", "ddpm-ct-tiny",
-           "--image-size", "64", "--steps", "3"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples/quickstart.py"),
+        "--out",
+        str(tmp_path),
+        "--encoder",
+        "ddpm-ct-tiny",
+        "--image-size",
+        "64",
+        "--steps",
+        "3",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "on REALCT_Ts_0001 (another scan): DSC" in done.stdout

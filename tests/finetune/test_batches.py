@@ -10,7 +10,7 @@ from smp_diffusion_encoder.finetune.data import LabeledSlices
 
 def _slices() -> tuple[LabeledSlices, list[torch.Tensor]]:
     labels = torch.zeros(2, 32, 32, dtype=torch.long)
-    labels[0, :2, :2] = 5   # 4 pixels of organ 5
+    labels[0, :2, :2] = 5  # 4 pixels of organ 5
     labels[1, 10:20, 10:20] = 1  # 100 pixels of organ 1; background is the rest (~95%)
     features = [torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)]
     return LabeledSlices(torch.zeros(2, 1, 32, 32), labels, ("a:0", "a:1")), features

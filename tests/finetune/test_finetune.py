@@ -22,8 +22,7 @@ VALIDATED = dict(val_fraction=0.5, min_val_slices=2)  # the phantom is small: al
 
 
 def run(root: Path, out: Path, *, split=None, pool=None, resume: bool = False, **options) -> FinetuneResult:
-    return finetune(root, FinetuneConfig(**options), out_dir=out, split=split, pool=pool, resume=resume,
-                    progress=False)
+    return finetune(root, FinetuneConfig(**options), out_dir=out, split=split, pool=pool, resume=resume, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +40,9 @@ def _history(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_probe_trains_writes_split_and_a_predictable_model(probe_run: FinetuneResult, root: Path,
-                                                          tmp_path: Path) -> None:
+def test_probe_trains_writes_split_and_a_predictable_model(
+    probe_run: FinetuneResult, root: Path, tmp_path: Path
+) -> None:
     run_dir = probe_run.model_dir.parent
     rows = _history(run_dir)
     losses = [float(r["loss"]) for r in rows if r["loss"]]
@@ -53,23 +53,46 @@ def test_probe_trains_writes_split_and_a_predictable_model(probe_run: FinetuneRe
     assert not set(split.train) & set(split.evaluation)
     assert all(abs(z - zt) > split.params["gap"] for c, z in split.evaluation for ct, zt in split.train if c == ct)
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["method"] == "probe" and config["schedule"]["steps"] == 4 and "validation on" in config["schedule"]["reason"]
+    assert (
+        config["method"] == "probe"
+        and config["schedule"]["steps"] == 4
+        and "validation on" in config["schedule"]["reason"]
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["best_step"] in (1, 2, 3, 4) and 0 <= summary["best_val_dice"] <= 1
     assert probe_run.best_val_dice == summary["best_val_dice"] and "best validation" in probe_run.describe()
     loaded = load_model(probe_run.model_dir)
     assert loaded.kind == "probe" and loaded.preprocessing.image_size == 64
     image = next(root.rglob("*_0000.nii.gz"))
-    assert main(["predict", str(image), "--model", str(probe_run.model_dir), "--out", str(tmp_path),
-                 "--no-progress"]) == 0
+    assert (
+        main(["predict", str(image), "--model", str(probe_run.model_dir), "--out", str(tmp_path), "--no-progress"]) == 0
+    )
     (pred,) = tmp_path.glob("*.nii.gz")
     assert nib.load(pred).shape == nib.load(image).shape
 
 
 def test_unet_via_cli_reports_how_it_stopped(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "unet"
-    assert main(["finetune", str(root), "--method", "unet", "--encoder", "ddpm-ct-tiny", "--out", str(out),
-                 "--steps", "3", "--batch-size", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(root),
+                "--method",
+                "unet",
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "stopped after 3 of 3 steps: schedule complete (3 steps)" in printed
     assert "too few logged steps" in printed or "loss " in printed
@@ -115,8 +138,9 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, name: str, batches: int) -
     monkeypatch.setattr(api, name, patched)
 
 
-def test_an_interrupted_run_resumes_exactly(probe_run: FinetuneResult, root: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_resumes_exactly(
+    probe_run: FinetuneResult, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     options = {**PROBE, **VALIDATED, "steps": 4}
     with monkeypatch.context() as m:
@@ -137,8 +161,9 @@ def test_an_interrupted_run_resumes_exactly(probe_run: FinetuneResult, root: Pat
     for key, value in straight["model"].items():
         assert torch.equal(value, again["model"][key]), key
     keep = ("step", "loss", "val_dice")
-    assert [{k: r.get(k) for k in keep} for r in _history(out)] == [{k: r.get(k) for k in keep}
-                                                                   for r in _history(probe_run.model_dir.parent)]
+    assert [{k: r.get(k) for k in keep} for r in _history(out)] == [
+        {k: r.get(k) for k in keep} for r in _history(probe_run.model_dir.parent)
+    ]
 
 
 def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
@@ -159,10 +184,19 @@ def test_bad_options_and_mean_slice_dice(root: Path, tmp_path: Path) -> None:
     assert mean_slice_dice(gt, np.zeros_like(gt), 4) == pytest.approx(0.5)  # slice 1: 0, slice 2: no organ -> 1
 
 
-def test_unet_with_augmentation_and_unfreezing_resumes_exactly(root: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    opts = dict(method="unet", encoder="ddpm-ct-tiny", batch_size=2, augment="default", augment_views=3,
-                unfreeze_at=2, encoder_lr_scale=0.5, steps=3)
+def test_unet_with_augmentation_and_unfreezing_resumes_exactly(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = dict(
+        method="unet",
+        encoder="ddpm-ct-tiny",
+        batch_size=2,
+        augment="default",
+        augment_views=3,
+        unfreeze_at=2,
+        encoder_lr_scale=0.5,
+        steps=3,
+    )
     straight = run(root, tmp_path / "straight", **opts)
     with monkeypatch.context() as m:
         _interrupt_after(m, "slice_batches", 2)
@@ -179,8 +213,9 @@ def test_unet_with_augmentation_and_unfreezing_resumes_exactly(root: Path, tmp_p
     assert load_model(resumed.model_dir).kind == load_model(straight.model_dir).kind == "smp"
 
 
-def test_encoder_weights_and_their_preprocessing_are_used(root: Path, tmp_path: Path, registry_snapshot,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encoder_weights_and_their_preprocessing_are_used(
+    root: Path, tmp_path: Path, registry_snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
@@ -194,8 +229,13 @@ def test_encoder_weights_and_their_preprocessing_are_used(root: Path, tmp_path: 
     with torch.no_grad():
         for p in enc.parameters():
             p.add_(torch.randn_like(p) * 0.01)
-    save_encoder_weights(enc, tmp_path / "weights", EncoderSpec("tiny"),
-                         PreprocessingConfig(hu_window=(-100, 200), image_size=64), card={"license": "apache-2.0"})
+    save_encoder_weights(
+        enc,
+        tmp_path / "weights",
+        EncoderSpec("tiny"),
+        PreprocessingConfig(hu_window=(-100, 200), image_size=64),
+        card={"license": "apache-2.0"},
+    )
     revision = "ab" * 20
     seed_hf_cache(tmp_path / "weights", "test/ddpm-ct-tiny-ft", revision, tmp_path / "hf")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -225,8 +265,21 @@ def test_mlp_ensemble_trains_saves_and_predicts_by_majority_vote(root: Path, tmp
     assert torch.equal(logits.argmax(1), vote.labels)  # softmax/argmax of the saved model = majority vote
     torch.testing.assert_close(logits.softmax(1), vote.votes, atol=1e-4, rtol=0)
     image = next(root.rglob("*_0000.nii.gz"))
-    assert main(["predict", str(image), "--model", str(model_dir), "--out", str(tmp_path / "pred"), "--no-progress",
-                 "--save-uncertainty"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(image),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "pred"),
+                "--no-progress",
+                "--save-uncertainty",
+            ]
+        )
+        == 0
+    )
     unc = nib.load(next((tmp_path / "pred").glob("*_uncertainty.nii.gz"))).get_fdata()
     assert unc.min() >= 0 and unc.max() <= np.log(3) + 1e-3  # vote entropy of 3 members
 
@@ -249,9 +302,28 @@ def test_given_split_and_pool_are_respected(root: Path, tmp_path: Path) -> None:
     given = Split("custom", 0, ((case, train_z[case][0]),), ((case, train_z[case][-1]),))
     write_split_json(tmp_path / "given.json", given)
     out = tmp_path / "given"
-    assert main(["finetune", str(root), "--method", "probe", "--encoder", "ddpm-ct-tiny", "--out", str(out),
-                 "--split", str(tmp_path / "given.json"), "--steps", "2", "--min-val-slices", "1",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(root),
+                "--method",
+                "probe",
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--out",
+                str(out),
+                "--split",
+                str(tmp_path / "given.json"),
+                "--steps",
+                "2",
+                "--min-val-slices",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_split_json(out / "split.json") == given
     bad = Split("custom", 0, ((case, 99),))
     with pytest.raises(ConfigError, match="z=99"):
@@ -259,8 +331,17 @@ def test_given_split_and_pool_are_respected(root: Path, tmp_path: Path) -> None:
 
 
 def test_resnet_baseline_trains_from_scratch(root: Path, tmp_path: Path) -> None:
-    model_dir = run(root, tmp_path / "r18", method="unet", encoder="resnet18", image_size=64, unfreeze_at=0,
-                    encoder_lr_scale=1.0, batch_size=2, steps=3).model_dir
+    model_dir = run(
+        root,
+        tmp_path / "r18",
+        method="unet",
+        encoder="resnet18",
+        image_size=64,
+        unfreeze_at=0,
+        encoder_lr_scale=1.0,
+        batch_size=2,
+        steps=3,
+    ).model_dir
     rows = _history(tmp_path / "r18")
     assert [float(r["encoder_trainable"]) for r in rows] == [1.0, 1.0, 1.0]
     loaded = load_model(model_dir)

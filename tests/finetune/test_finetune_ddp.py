@@ -25,8 +25,17 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path: Path) -> None:
     root = write_phantom_dataset(tmp_path / "phantom", n_labeled=2, n_unlabeled=0, shape=(12, 64, 64))
     out = tmp_path / "weights"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "tests/finetune/ddp_finetune_worker.py"), str(root), str(tmp_path / "run"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "tests/finetune/ddp_finetune_worker.py"),
+        str(root),
+        str(tmp_path / "run"),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))

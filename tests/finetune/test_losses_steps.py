@@ -42,8 +42,9 @@ def test_probe_step_needs_features() -> None:
 
 def test_decoder_step_unfreezes_encoder_from_the_given_step() -> None:
     torch.manual_seed(0)
-    model = smp.Unet("ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3, encoder_depth=3,
-                     decoder_channels=(8, 8, 8))
+    model = smp.Unet(
+        "ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3, encoder_depth=3, decoder_channels=(8, 8, 8)
+    )
     groups = decoder_param_groups(model, 1e-3, 0.1)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

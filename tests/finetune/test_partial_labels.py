@@ -84,10 +84,51 @@ def test_a_seg_nrrd_case_trains_from_the_command_line(full_case: tuple[Path, Pat
     table = tmp_path / "table.json"
     table.write_text(json.dumps({f"organ {v}": int(v) for v in np.unique(data[data > 0])}))
     out = tmp_path / "run"
-    assert main(["finetune", str(tmp_path / "cases"), "--out", str(out), "--budget", "all", "--method", "unet",
-                 "--encoder", "ddpm-ct-tiny", "--encoder-weights", "none", "--steps", "2", "--batch-size", "2",
-                 "--augment-views", "2", "--label-table", str(table), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(tmp_path / "cases"),
+                "--out",
+                str(out),
+                "--budget",
+                "all",
+                "--method",
+                "unet",
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--encoder-weights",
+                "none",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--augment-views",
+                "2",
+                "--label-table",
+                str(table),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_split_json(out / "split.json").train == (("CASE_0001", 3), ("CASE_0001", 6))
     assert json.loads((out / "config.json").read_text())["label_table"] == str(table)
-    assert main(["finetune", str(tmp_path / "cases"), "--out", str(tmp_path / "run2"), "--budget", "all",
-                 "--encoder", "ddpm-ct-tiny", "--steps", "2", "--no-progress"]) == 2  # no table: unknown names
+    assert (
+        main(
+            [
+                "finetune",
+                str(tmp_path / "cases"),
+                "--out",
+                str(tmp_path / "run2"),
+                "--budget",
+                "all",
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--steps",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )  # no table: unknown names

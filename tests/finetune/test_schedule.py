@@ -10,16 +10,19 @@ from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.finetune.schedule import RULES, plan_schedule
 
 
-@pytest.mark.parametrize(("method", "n", "batch", "steps"), [
-    ("unet", 4, 4, 250),      # a handful of slices: the minimum (250 passes over them)
-    ("unet", 24, 4, 960),     # 160 epochs of 6 steps
-    ("unet", 100, 4, 4000),   # 160 epochs of 25 steps
-    ("unet", 3000, 4, 5000),  # capped
-    ("probe", 4, 4, 1000),
-    ("probe", 100, 4, 5000),
-    ("mlp", 4, 2048, 1000),   # labeled pixels: 2 epochs of 4 x 128 x 128 pixels = 64 steps -> the minimum
-    ("mlp", 300, 2048, 4800),
-])
+@pytest.mark.parametrize(
+    ("method", "n", "batch", "steps"),
+    [
+        ("unet", 4, 4, 250),  # a handful of slices: the minimum (250 passes over them)
+        ("unet", 24, 4, 960),  # 160 epochs of 6 steps
+        ("unet", 100, 4, 4000),  # 160 epochs of 25 steps
+        ("unet", 3000, 4, 5000),  # capped
+        ("probe", 4, 4, 1000),
+        ("probe", 100, 4, 5000),
+        ("mlp", 4, 2048, 1000),  # labeled pixels: 2 epochs of 4 x 128 x 128 pixels = 64 steps -> the minimum
+        ("mlp", 300, 2048, 4800),
+    ],
+)
 def test_length_follows_the_labeled_data(method: str, n: int, batch: int, steps: int) -> None:
     plan = plan_schedule(method, n_slices=n, image_size=128, batch_size=batch, n_val=0, min_val_slices=8)
     assert plan.steps == steps and f"{steps} steps by the {method} rule" in plan.reason
@@ -29,8 +32,10 @@ def test_length_follows_the_labeled_data(method: str, n: int, batch: int, steps:
 
 def test_more_labels_never_train_less() -> None:
     for method in RULES:
-        lengths = [plan_schedule(method, n_slices=n, image_size=128, batch_size=4, n_val=0, min_val_slices=8).steps
-                   for n in (1, 4, 8, 16, 32, 64, 128, 256, 512)]
+        lengths = [
+            plan_schedule(method, n_slices=n, image_size=128, batch_size=4, n_val=0, min_val_slices=8).steps
+            for n in (1, 4, 8, 16, 32, 64, 128, 256, 512)
+        ]
         assert lengths == sorted(lengths)
 
 

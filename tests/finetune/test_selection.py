@@ -39,11 +39,31 @@ def test_search_keeps_what_scores_better(root: Path, tmp_path: Path, monkeypatch
     assert saved["chosen"]["timesteps"] == [25, 400] and len(saved["trials"]) == len(result.trials) > 5
 
 
-def test_written_folder_loads_in_smp_timm_and_finetune(root: Path, tmp_path: Path, registry_snapshot,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_written_folder_loads_in_smp_timm_and_finetune(
+    root: Path, tmp_path: Path, registry_snapshot, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "weights"
-    assert main(["select-features", str(root), "--out", str(out), "--encoder", "ddpm-ct-tiny", "--encoder-weights",
-                 "none", "--timesteps", "50", "250", "--steps", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "select-features",
+                str(root),
+                "--out",
+                str(out),
+                "--encoder",
+                "ddpm-ct-tiny",
+                "--encoder-weights",
+                "none",
+                "--timesteps",
+                "50",
+                "250",
+                "--steps",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "chosen: timesteps" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     chosen = config["model_args"]["features"]
@@ -55,5 +75,21 @@ def test_written_folder_loads_in_smp_timm_and_finetune(root: Path, tmp_path: Pat
     features = timm.create_model(f"local-dir:{out}", pretrained=True, features_only=True)
     assert features.feature_info.reduction() == [1, 2, 4, 8, 16, 32]
     run = tmp_path / "ft"
-    assert main(["finetune", str(root), "--method", "probe", "--encoder", "ddpm-ct-tiny-selected", "--steps", "2",
-                 "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(root),
+                "--method",
+                "probe",
+                "--encoder",
+                "ddpm-ct-tiny-selected",
+                "--steps",
+                "2",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )

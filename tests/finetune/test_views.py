@@ -57,10 +57,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("method", ["unet", "probe"])
-def test_finetune_trains_on_views_caches_only_the_slices_and_records_postprocessing(root: Path, tmp_path: Path,
-                                                                                     method: str) -> None:
-    config = FinetuneConfig(method=method, encoder="ddpm-ct-tiny", budget="2", batch_size=2, steps=2,
-                            augment_views=3, largest_component=True, z_context_mm=3.0)
+def test_finetune_trains_on_views_caches_only_the_slices_and_records_postprocessing(
+    root: Path, tmp_path: Path, method: str
+) -> None:
+    config = FinetuneConfig(
+        method=method,
+        encoder="ddpm-ct-tiny",
+        budget="2",
+        batch_size=2,
+        steps=2,
+        augment_views=3,
+        largest_component=True,
+        z_context_mm=3.0,
+    )
     finetune(root, config, out_dir=tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")
     settings = json.loads((tmp_path / "run" / "config.json").read_text())
     assert settings["views_per_slice"] == 3 and settings["augment"] == "default"

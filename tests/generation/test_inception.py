@@ -26,8 +26,11 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_missing_weights_name_the_file_to_provide(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(WeightsError, match=r"no Inception-V3 weights given.*inception_v3_google-0cc3c7bd.pth.*"
-                                           rf"--inception-weights PATH or set {ENV_VAR}"):
+    with pytest.raises(
+        WeightsError,
+        match=r"no Inception-V3 weights given.*inception_v3_google-0cc3c7bd.pth.*"
+        rf"--inception-weights PATH or set {ENV_VAR}",
+    ):
         load_inception()
     with pytest.raises(WeightsError, match=r"--inception-weights=.*nope.pth is not a file"):
         load_inception(tmp_path / "nope.pth")
@@ -62,8 +65,9 @@ def test_features_have_the_reference_shapes(random_weights: dict) -> None:
         torch.testing.assert_close(net(x.repeat(1, 3, 1, 1))[0].double().numpy(), pool[:1])
 
 
-def test_gen_metrics_cli(random_weights: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gen_metrics_cli(
+    random_weights: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     import numpy as np
@@ -79,8 +83,22 @@ def test_gen_metrics_cli(random_weights: dict, tmp_path: Path, capsys: pytest.Ca
     assert main(["gen-metrics", str(tmp_path / "real.npy"), str(tmp_path / "fake")]) == 2
     assert "--inception-weights PATH" in capsys.readouterr().err
     out = tmp_path / "m.json"
-    assert main(["gen-metrics", str(tmp_path / "real.npy"), str(tmp_path / "fake"), "--inception-weights",
-                 str(random_weights["safetensors"]), "--out", str(out), "--max-images", "4"]) == 0
+    assert (
+        main(
+            [
+                "gen-metrics",
+                str(tmp_path / "real.npy"),
+                str(tmp_path / "fake"),
+                "--inception-weights",
+                str(random_weights["safetensors"]),
+                "--out",
+                str(out),
+                "--max-images",
+                "4",
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     assert m["num_real"] == m["num_fake"] == 4 and m["precision"] == m["recall"] == m["f1"] == 1.0
     assert m["fid"] is None and "use more than 2048" in m["notes"][0]  # 4 images: no 2048-d covariance

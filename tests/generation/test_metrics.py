@@ -33,7 +33,9 @@ def test_two_gaussians_match_the_closed_form_in_any_rotation() -> None:
     fd = frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T)
     assert fd == pytest.approx(closed, rel=1e-7)
     # 1-D: (mu1 - mu2)^2 + (s1 - s2)^2
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-1.0]), np.array([[1.0]])) == pytest.approx(5.0)
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-1.0]), np.array([[1.0]])) == pytest.approx(
+        5.0
+    )
 
 
 def test_fid_from_samples_approaches_the_closed_form() -> None:

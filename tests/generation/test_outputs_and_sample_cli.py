@@ -35,8 +35,23 @@ def test_outputs_round_trip(tmp_path: Path) -> None:
 
 def test_sample_cli_writes_every_output(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
     out = tmp_path / "s"
-    rc = main(["sample", str(tiny_run[0]), "--n", "2", "--steps", "2", "--out", str(out), "--seed", "1",
-               "--no-progress", "--device", "cpu"])
+    rc = main(
+        [
+            "sample",
+            str(tiny_run[0]),
+            "--n",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert {p.name for p in out.iterdir()} == {"grid.png", "png", "samples.npy", "samples_hu.nii.gz", "samples.json"}
     assert np.load(out / "samples.npy").shape == (2, 64, 64)

@@ -45,7 +45,9 @@ def test_dense_round_trip():
     probe = LinearProbe.from_dense(w, b, (5, 7, 3), (1, 2, 8))
     w2, b2 = probe.dense_weight()
     assert torch.equal(w2, w.flatten(1)) and torch.equal(b2, b)
-    torch.testing.assert_close(probe(_maps(), (32, 32)), naive_linear_logits(_maps(), (32, 32), w, b), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        probe(_maps(), (32, 32)), naive_linear_logits(_maps(), (32, 32), w, b), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ConfigError, match="K=6, D=15"):
         probe.load_dense(torch.zeros(6, 14), b)
 

@@ -77,4 +77,6 @@ def test_predict_map_equals_dense_per_pixel_vote(chunk):
     assert out.labels.shape == (2, 16, 16) and out.probabilities.shape == (2, 4, 16, 16)
     assert torch.equal(out.labels.flatten(), ref.labels)
     torch.testing.assert_close(out.uncertainty.flatten(), ref.uncertainty, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out.probabilities.permute(0, 2, 3, 1).reshape(-1, 4), ref.probabilities, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.probabilities.permute(0, 2, 3, 1).reshape(-1, 4), ref.probabilities, atol=1e-5, rtol=1e-5
+    )

@@ -63,8 +63,9 @@ class FakeHub:
             parent = r["refs"].get(branch) or r["refs"].get("main")
             content = dict(r["commits"][parent]) if parent else {}
             content.update(files)
-            sha = hashlib.sha1(repr((repo, parent, sorted((k, hashlib.sha256(v).hexdigest())
-                                                            for k, v in content.items()))).encode()).hexdigest()
+            sha = hashlib.sha1(
+                repr((repo, parent, sorted((k, hashlib.sha256(v).hexdigest()) for k, v in content.items()))).encode()
+            ).hexdigest()
             r["commits"][sha] = content
             r["refs"][branch] = sha
             return sha
@@ -99,8 +100,16 @@ class FakeHub:
         except (BrokenPipeError, ConnectionResetError):
             return None
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None,
-              *, head: bool = False, length: int | None = None) -> None:
+    def _send(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        head: bool = False,
+        length: int | None = None,
+    ) -> None:
         h.send_response(status)
         for k, v in (headers or {}).items():
             h.send_header(k, v)
@@ -123,8 +132,11 @@ class FakeHub:
         if name not in files:
             return self._send(h, 404, b"entry not found", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha})
         data = files[name]
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+            "Content-Type": "application/octet-stream",
+        }
         fault = self.faults.get((repo, name))
         if method == "HEAD":
             return self._send(h, 200, data, headers, head=True)
@@ -167,8 +179,9 @@ class FakeHub:
             return self._json(h, {})
         if method == "POST" and action == "preupload":
             files = json.loads(body)["files"]
-            return self._json(h, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                            for f in files]})
+            return self._json(
+                h, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         if method == "POST" and action == "commit":
             files = {}
             for line in body.splitlines():
@@ -184,6 +197,11 @@ class FakeHub:
         if action == "revision":
             return self._json(h, {"id": repo, "sha": sha, "siblings": [{"rfilename": n} for n in sorted(files)]})
         if action == "tree":
-            return self._json(h, [{"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
-                                  for n, d in sorted(files.items())])
+            return self._json(
+                h,
+                [
+                    {"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
+                    for n, d in sorted(files.items())
+                ],
+            )
         return self._send(h, 404, b"unknown api", {"X-Error-Code": "RepoNotFound"})

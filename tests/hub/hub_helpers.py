@@ -29,8 +29,13 @@ def tiny_encoder(seed: int = 0) -> FeaturePyramid:
 
 def write_tiny_weights(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     enc = tiny_encoder(seed)
-    save_encoder_weights(enc, folder, EncoderSpec(TINY, FeatureConfig()), PreprocessingConfig(image_size=64),
-                         card={"license": "apache-2.0", "pretraining_data": "synthetic test data"})
+    save_encoder_weights(
+        enc,
+        folder,
+        EncoderSpec(TINY, FeatureConfig()),
+        PreprocessingConfig(image_size=64),
+        card={"license": "apache-2.0", "pretraining_data": "synthetic test data"},
+    )
     return {k: v.clone() for k, v in enc.state_dict().items()}
 
 
@@ -41,9 +46,17 @@ def folder_files(folder: Path) -> dict[str, bytes]:
 def run_python(code: str, env: dict[str, str], timeout: float = 60) -> str:
     """Run ``code`` in a fresh interpreter (repo root on the path); return stdout, fail with stderr."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SMP_DIFFUSION"))}
-    full_env.update({"HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1,localhost",
-                     "OMP_NUM_THREADS": "1"}, **env)
-    proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    full_env.update(
+        {
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONPATH": str(REPO_ROOT),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "OMP_NUM_THREADS": "1",
+        },
+        **env,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

@@ -9,16 +9,16 @@ import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from tests.training.run_helpers import write_run
 from safetensors.torch import load_file
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.encoder import EncoderSpec, FeatureConfig, FeaturePyramid, encoder_state_dict
 from smp_diffusion_encoder.errors import WeightsError
-from smp_diffusion_encoder.hub.export import export_encoder
 from smp_diffusion_encoder.hub import load_encoder_weights
+from smp_diffusion_encoder.hub.export import export_encoder
 from smp_diffusion_encoder.models import DiffusionUNet
+from tests.training.run_helpers import write_run
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,12 @@ def test_smp_and_timm_load_it_strictly_with_the_features_of_the_unet(exported: t
     model = smp.Unet("ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3)
     model.encoder.load_state_dict(sd, strict=True)
     # timm's own pretrained path from a local file (strict load inside timm), as features_only
-    getter = timm.create_model("ddpm_ct_unet_tiny", features_only=True, pretrained=True,
-                               pretrained_cfg_overlay={"file": str(out / "model.safetensors")})
+    getter = timm.create_model(
+        "ddpm_ct_unet_tiny",
+        features_only=True,
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(out / "model.safetensors")},
+    )
     net = DiffusionUNet("tiny")
     net.load_state_dict(unet_sd)
     direct = FeaturePyramid("tiny", FeatureConfig())
@@ -76,7 +80,9 @@ def test_mismatched_architecture_and_shapes_are_named(tiny_run: tuple[Path, dict
     with pytest.raises(WeightsError, match=r"1 tensors missing \(e.g. \['unet.middle_block.0.in_conv.bias'\]\)"):
         encoder_state_dict(sd, tiny, source="x", strict=False)
     sd["middle_block.0.in_conv.bias"] = torch.zeros(1)
-    with pytest.raises(WeightsError, match=r"2 shape mismatches: .*time_embed.0.weight is \(3, 3\), expected \(32, 8\)"):
+    with pytest.raises(
+        WeightsError, match=r"2 shape mismatches: .*time_embed.0.weight is \(3, 3\), expected \(32, 8\)"
+    ):
         encoder_state_dict(sd, tiny, source="x", strict=False)
     with pytest.raises(WeightsError, match=r"unexpected \(e.g. \['unet.out"):  # a whole U-Net is not an encoder file
         encoder_state_dict(dict(tiny_run[1]), tiny, source="x", strict=True)

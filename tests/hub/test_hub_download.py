@@ -8,12 +8,12 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files
 from huggingface_hub import constants
 
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub import load_encoder_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 REPO = "org/ddpm-ct-tiny"
 
@@ -59,20 +59,25 @@ def test_missing_repo_file_and_revision(hub_online: FakeHub, tiny_weights) -> No
 
 def test_pickle_only_repo_is_refused_without_fetching_the_pickle(hub_online: FakeHub, tiny_weights) -> None:
     folder, _ = tiny_weights
-    hub_online.commit("org/pickled", {"config.json": folder_files(folder)["config.json"],
-                                      "pytorch_model.bin": b"\x80\x04not-really-a-pickle"})
+    hub_online.commit(
+        "org/pickled",
+        {"config.json": folder_files(folder)["config.json"], "pytorch_model.bin": b"\x80\x04not-really-a-pickle"},
+    )
     with pytest.raises(WeightsError, match=r"only pickle-based weights \['pytorch_model.bin'\], which are refused"):
         load_encoder_weights("org/pickled")
     assert hub_online.count("pytorch_model.bin", "GET") == 0 or all(
-        "/resolve/" not in p for m, p in hub_online.requests if "pytorch_model.bin" in p)
+        "/resolve/" not in p for m, p in hub_online.requests if "pytorch_model.bin" in p
+    )
 
 
 def test_timm_hub_path_refuses_pickle_only_repo(hub_online: FakeHub, tiny_weights) -> None:
     import timm
 
     folder, _ = tiny_weights
-    hub_online.commit("org/pickled", {"config.json": folder_files(folder)["config.json"],
-                                      "pytorch_model.bin": b"\x80\x04not-really-a-pickle"})
+    hub_online.commit(
+        "org/pickled",
+        {"config.json": folder_files(folder)["config.json"], "pytorch_model.bin": b"\x80\x04not-really-a-pickle"},
+    )
     with pytest.raises(WeightsError, match="only pickle-based weights"):
         timm.create_model("hf-hub:org/pickled", pretrained=True)
     assert not any("/resolve/" in p and p.endswith(".bin") for _, p in hub_online.requests)
@@ -124,7 +129,8 @@ def test_offline_without_cache_fails_fast_and_clearly(hub_online: FakeHub, monke
 
 
 def test_offline_timm_hf_hub_names_the_repo_and_the_command_like_our_paths(
-        hub_online: FakeHub, tiny_weights, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub_online: FakeHub, tiny_weights, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the README says about ``HF_HUB_OFFLINE=1`` with an empty cache: timm's ``hf-hub:`` path (which reads
     ``config.json`` before any model code runs) and our paths (``load_encoder_weights``) raise a ``WeightsError``
     naming the repo, the revision and the ``hf download`` command; it is still huggingface_hub's
@@ -156,5 +162,6 @@ def test_offline_timm_hf_hub_names_the_repo_and_the_command_like_our_paths(
     n = len(hub_online.requests)
     model = timm.create_model(f"hf-hub:{REPO}@{sha}", pretrained=True, features_only=True)
     assert len(hub_online.requests) == n
-    assert torch.equal(model.state_dict()["model.unet.input_blocks.0.0.weight"],
-                       expected["unet.input_blocks.0.0.weight"])
+    assert torch.equal(
+        model.state_dict()["model.unet.input_blocks.0.0.weight"], expected["unet.input_blocks.0.0.weight"]
+    )

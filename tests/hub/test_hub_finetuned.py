@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files, run_python
 
 from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub import load_finetuned, push_folder, save_finetuned
 from smp_diffusion_encoder.registry import register_hub_weights
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files, run_python
 
 ENC_REPO = "org/ddpm-ct-tiny"
 X = "torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)"
@@ -32,8 +32,14 @@ def _finetuned(hub: FakeHub, tiny_weights) -> torch.nn.Module:
     return model.eval()
 
 
-def test_local_round_trip(hub_online: FakeHub, tiny_weights, registry_snapshot, tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_round_trip(
+    hub_online: FakeHub,
+    tiny_weights,
+    registry_snapshot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     model = _finetuned(hub_online, tiny_weights)
     x = eval(X)
     save_finetuned(model, tmp_path / "ft")
@@ -73,7 +79,11 @@ print(torch.equal(y, torch.load({str(tmp_path / "expected.pt")!r})))
     assert run_python(code, env).strip().splitlines()[-1] == "True"
     assert hub_online.count(ENC_REPO) == 0  # encoder weights were not fetched again
     assert sorted(hub_online.requests) == sorted(
-        [(m, f"/org/flare-unet/resolve/{sha}/{f}") for m in ("HEAD", "GET") for f in ("config.json", "model.safetensors")]
+        [
+            (m, f"/org/flare-unet/resolve/{sha}/{f}")
+            for m in ("HEAD", "GET")
+            for f in ("config.json", "model.safetensors")
+        ]
     )
 
 
@@ -94,8 +104,9 @@ def test_saved_model_files_respect_the_umask(tmp_path: Path) -> None:
 
     import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
 
-    model = smp.Unet("ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3, encoder_depth=3,
-                     decoder_channels=(32, 16, 8))
+    model = smp.Unet(
+        "ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3, encoder_depth=3, decoder_channels=(32, 16, 8)
+    )
     old = os.umask(0o022)
     try:
         save_finetuned(model, tmp_path / "m")

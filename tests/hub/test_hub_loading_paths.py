@@ -7,12 +7,12 @@ import segmentation_models_pytorch as smp
 import segmentation_models_pytorch.encoders as smp_encoders
 import timm
 import torch
-from tests.hub.fake_hub import FakeHub
-from tests.hub.hub_helpers import folder_files
 
 from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.hub.weights import WEIGHTS_NAME
 from smp_diffusion_encoder.registry import HubWeights, register_encoder_from_hub, register_hub_weights, resolve
+from tests.hub.fake_hub import FakeHub
+from tests.hub.hub_helpers import folder_files
 
 REPO = "org/ddpm-ct-tiny"
 
@@ -54,8 +54,9 @@ def test_native_name_with_registered_hub_weights(hub_online: FakeHub, tiny_weigh
     assert smp.encoders.get_preprocessing_params("ddpm-ct-tiny", "mykey")["mean"] == [0.5]
 
 
-def test_register_hub_weights_rejects_other_architectures_and_branch_names(hub_online: FakeHub, tiny_weights,
-                                                                          registry_snapshot) -> None:
+def test_register_hub_weights_rejects_other_architectures_and_branch_names(
+    hub_online: FakeHub, tiny_weights, registry_snapshot
+) -> None:
     folder, _ = tiny_weights
     sha = hub_online.commit(REPO, folder_files(folder))
     with pytest.raises(WeightsError, match="different architecture than encoder 'ddpm-ct'.*unet.model_channels"):

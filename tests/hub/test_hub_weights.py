@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.hub.hub_helpers import tiny_encoder, write_tiny_weights
 from timm.models._pretrained import PretrainedCfg
 
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
@@ -17,6 +16,7 @@ from smp_diffusion_encoder.errors import WeightsError
 from smp_diffusion_encoder.hub import load_encoder_weights, save_encoder_weights
 from smp_diffusion_encoder.hub.weights import config_preprocessing, read_safetensors
 from smp_diffusion_encoder.models import PRESETS
+from tests.hub.hub_helpers import tiny_encoder, write_tiny_weights
 
 
 def test_layout_and_config_keys(tiny_weights: tuple[Path, dict]) -> None:
@@ -66,7 +66,9 @@ def test_channels_last_weights_save_as_they_are(tmp_path: Path) -> None:
     assert all(torch.equal(sd[k], v) for k, v in enc.state_dict().items())
 
 
-def test_legacy_preprocessing_is_kept_from_an_old_weights_folder(tiny_weights: tuple[Path, dict], tmp_path: Path) -> None:
+def test_legacy_preprocessing_is_kept_from_an_old_weights_folder(
+    tiny_weights: tuple[Path, dict], tmp_path: Path
+) -> None:
     """A folder written before physical preprocessing (no spacing_mm) keeps the whole-field-of-view layout."""
     import shutil
 

@@ -28,15 +28,18 @@ def test_small_enough_to_ship_and_documented() -> None:
 
 def test_plain_smp_unet_loads_them_offline_with_an_empty_cache(tmp_path: Path) -> None:
     assert SHIPPED is not None
-    code = ("import json, torch, segmentation_models_pytorch as smp, smp_diffusion_encoder\n"
-            "from safetensors.torch import load_file\n"
-            "m = smp.Unet(encoder_name='ddpm-ct', in_channels=1, classes=14)  # encoder_weights='imagenet' -> 'ct'\n"
-            f"ref = load_file({str(SHIPPED / 'model.safetensors')!r})\n"
-            "sd = m.encoder.state_dict()\n"
-            "y = m(torch.zeros(2, 1, 256, 256)); y.mean().backward()\n"
-            "print(json.dumps([all(torch.equal(sd[k], v.float()) for k, v in ref.items()), list(y.shape)]))\n")
+    code = (
+        "import json, torch, segmentation_models_pytorch as smp, smp_diffusion_encoder\n"
+        "from safetensors.torch import load_file\n"
+        "m = smp.Unet(encoder_name='ddpm-ct', in_channels=1, classes=14)  # encoder_weights='imagenet' -> 'ct'\n"
+        f"ref = load_file({str(SHIPPED / 'model.safetensors')!r})\n"
+        "sd = m.encoder.state_dict()\n"
+        "y = m(torch.zeros(2, 1, 256, 256)); y.mean().backward()\n"
+        "print(json.dumps([all(torch.equal(sd[k], v.float()) for k, v in ref.items()), list(y.shape)]))\n"
+    )
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, [2, 14, 256, 256]]

@@ -24,7 +24,6 @@ from smp_diffusion_encoder.inference import (
     save_probe,
     save_segmenter,
 )
-
 from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series
 
 PREP = PreprocessingConfig(image_size=64)
@@ -54,8 +53,16 @@ def probe_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def smp_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = _perturb(smp.Unet("ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=14, encoder_depth=3,
-                              decoder_channels=(32, 16, 8)))
+    model = _perturb(
+        smp.Unet(
+            "ddpm-ct-tiny",
+            encoder_weights=None,
+            in_channels=1,
+            classes=14,
+            encoder_depth=3,
+            decoder_channels=(32, 16, 8),
+        )
+    )
     return save_segmenter(model, tmp_path_factory.mktemp("smp"), PREP)
 
 
@@ -110,12 +117,13 @@ def test_labels_are_argmax_of_mapped_back_probabilities(phantom, probe_dir):
     np.testing.assert_allclose(pred.probabilities, ref, atol=5e-4)
     np.testing.assert_array_equal(pred.labels, ref.argmax(0))
     assert pred.labels.shape == SHAPE and len(np.unique(pred.labels)) > 1
-    assert pred.uncertainty.shape == SHAPE and 0 <= pred.uncertainty.min() <= pred.uncertainty.max() <= np.log(14) + 1e-5
+    assert (
+        pred.uncertainty.shape == SHAPE and 0 <= pred.uncertainty.min() <= pred.uncertainty.max() <= np.log(14) + 1e-5
+    )
 
 
 @pytest.mark.parametrize("model_fixture", ["probe_dir", "smp_dir"])
-def test_bf16_autocast_agrees_with_fp32_and_auto_follows_the_hardware(phantom, model_fixture, request,
-                                                                      monkeypatch):
+def test_bf16_autocast_agrees_with_fp32_and_auto_follows_the_hardware(phantom, model_fixture, request, monkeypatch):
     """bf16 autocast (forced, so it runs on any CPU) changes probabilities by bf16 rounding only; "auto" takes
     bf16 exactly where the CPU computes it natively."""
     import smp_diffusion_encoder._device as device_mod
@@ -138,13 +146,26 @@ def test_bf16_autocast_agrees_with_fp32_and_auto_follows_the_hardware(phantom, m
 def test_cli_predicts_a_file_with_exact_geometry(phantom, model_fixture, request, tmp_path):
     src = sorted(phantom.glob("*.nii.gz"))[0]
     out = tmp_path / "pred"
-    args = [str(src), "--model", str(request.getfixturevalue(model_fixture)), "--out", str(out), "--batch-size", "4",
-            "--save-probabilities", "--save-uncertainty", "--no-progress"]
+    args = [
+        str(src),
+        "--model",
+        str(request.getfixturevalue(model_fixture)),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--save-probabilities",
+        "--save-uncertainty",
+        "--no-progress",
+    ]
     assert main(["predict", *args]) == 0
     case = case_name(src)
     assert case == "PHANTOM_Tr_0001"
-    assert sorted(p.name for p in out.iterdir()) == [f"{case}.nii.gz", f"{case}_probabilities.nii.gz",
-                                                     f"{case}_uncertainty.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{case}.nii.gz",
+        f"{case}_probabilities.nii.gz",
+        f"{case}_uncertainty.nii.gz",
+    ]
     _assert_same_geometry(out / f"{case}.nii.gz", src)
     assert nib.load(out / f"{case}.nii.gz").get_data_dtype() == np.uint8
     probs = nib.load(out / f"{case}_probabilities.nii.gz")
@@ -172,7 +193,9 @@ def test_cli_folder_of_two_and_corrupt_input(phantom, probe_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert "a_bad_0000.nii.gz" in err and "CorruptFileError" in err
     assert not out2.exists() or not any(out2.iterdir())  # stopped at the first error, nothing half-written
-    code = main(["predict", str(bad_dir), "--model", str(probe_dir), "--out", str(out2), "--no-progress", "--keep-going"])
+    code = main(
+        ["predict", str(bad_dir), "--model", str(probe_dir), "--out", str(out2), "--no-progress", "--keep-going"]
+    )
     assert code == 2 and "a_bad_0000.nii.gz" in capsys.readouterr().err
     assert sorted(p.name for p in out2.iterdir()) == ["b_good.nii.gz"]
 
@@ -209,7 +232,10 @@ def test_case_names_duplicates_and_device(phantom, probe_dir, tmp_path, capsys):
     with pytest.raises(InputFileError, match="does not exist"):
         resolve_inputs(tmp_path / "missing.nii.gz")
     if not torch.cuda.is_available():
-        assert main(["predict", str(src), "--model", str(probe_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+        assert (
+            main(["predict", str(src), "--model", str(probe_dir), "--out", str(tmp_path / "o"), "--device", "cuda"])
+            == 2
+        )
         assert "cuda" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -227,8 +253,16 @@ def test_saved_probabilities_need_a_bounded_number_of_bytes_per_voxel(probe_dir,
     peaks = {}
     for save in (False, True):
         tracemalloc.start()
-        predict_files([src], model, tmp_path / f"out{save}", batch_size=1, device="cpu", precision="fp32",
-                      progress=False, save_probabilities=save)
+        predict_files(
+            [src],
+            model,
+            tmp_path / f"out{save}",
+            batch_size=1,
+            device="cpu",
+            precision="fp32",
+            progress=False,
+            save_probabilities=save,
+        )
         peaks[save] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     per_voxel = (peaks[True] - peaks[False]) / (96 * 96 * 16)

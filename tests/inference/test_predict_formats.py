@@ -85,11 +85,18 @@ def test_dicom_seg_needs_dicom_inputs(probe_dir, tmp_path, capsys):
 def test_nrrd_and_mha_outputs_have_the_input_grid(dicom_case, probe_dir, tmp_path, fmt):
     series, nifti = dicom_case
     out = tmp_path / fmt
-    assert predict(str(series), "--model", str(probe_dir), "--out", str(out), "--output-format", fmt,
-                   "--save-probabilities") == 0
+    assert (
+        predict(
+            str(series), "--model", str(probe_dir), "--out", str(out), "--output-format", fmt, "--save-probabilities"
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == [f"series_A.{fmt}", f"series_A_probabilities.{fmt}"]
-    pred, ref, src = (read_volume(out / f"series_A.{fmt}", kind="label"), read_volume(nifti, kind="label"),
-                      read_volume(series))
+    pred, ref, src = (
+        read_volume(out / f"series_A.{fmt}", kind="label"),
+        read_volume(nifti, kind="label"),
+        read_volume(series),
+    )
     np.testing.assert_array_equal(pred.array, ref.array)
     np.testing.assert_allclose(pred.canonical_affine, src.canonical_affine, atol=1e-5)
 
@@ -120,9 +127,13 @@ def test_outputs_respect_the_umask(probe_dir, tmp_path):
 
 def test_tilted_series_is_predicted_on_the_corrected_grid_with_one_warning(probe_dir, tmp_path):
     theta = np.radians(15.0)
-    series = write_dicom_series(tmp_path / "tilted", synthetic_ct((24, 20, 5)).astype(np.float64),
-                                orientation=(1.0, 0.0, 0.0, 0.0, float(np.cos(theta)), -float(np.sin(theta))),
-                                slice_direction=(0.0, 0.0, 1.0), slice_positions=[2.5 * k for k in range(5)])
+    series = write_dicom_series(
+        tmp_path / "tilted",
+        synthetic_ct((24, 20, 5)).astype(np.float64),
+        orientation=(1.0, 0.0, 0.0, 0.0, float(np.cos(theta)), -float(np.sin(theta))),
+        slice_direction=(0.0, 0.0, 1.0),
+        slice_positions=[2.5 * k for k in range(5)],
+    )
     with pytest.warns(GeometryWarning) as record:
         assert predict(str(series), "--model", str(probe_dir), "--out", str(tmp_path / "o")) == 0
     tilt = [str(w.message) for w in record if issubclass(w.category, GeometryWarning)]
@@ -146,18 +157,32 @@ def test_empty_prediction_gets_no_seg_but_a_warning(tmp_path):
     from smp_diffusion_encoder.inference.volume import VolumePrediction, _write_case
 
     vol = read_volume(write_dicom_series(tmp_path / "s", synthetic_ct((24, 20, 5)).astype(np.float64)))
-    with pytest.warns(UserWarning, match=r"s: no organ was segmented; a DICOM SEG needs at least one segment, so "
-                                         r"s_seg\.dcm was not written"):
-        assert _write_case(VolumePrediction(np.zeros(vol.array.shape, np.uint8)), vol, tmp_path / "o", "s",
-                           "dicom-seg") == []
+    with pytest.warns(
+        UserWarning,
+        match=r"s: no organ was segmented; a DICOM SEG needs at least one segment, so "
+        r"s_seg\.dcm was not written",
+    ):
+        assert (
+            _write_case(VolumePrediction(np.zeros(vol.array.shape, np.uint8)), vol, tmp_path / "o", "s", "dicom-seg")
+            == []
+        )
     assert not (tmp_path / "o").exists()
 
 
 def _deidentify(folder: Path) -> Path:
     for f in folder.iterdir():
         ds = pydicom.dcmread(f)
-        for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
-                        "StudyID", "ReferringPhysicianName", "SliceThickness"):
+        for keyword in (
+            "PatientName",
+            "PatientBirthDate",
+            "PatientSex",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyID",
+            "ReferringPhysicianName",
+            "SliceThickness",
+        ):
             delattr(ds, keyword)
         ds.save_as(f, enforce_file_format=True)
     return folder

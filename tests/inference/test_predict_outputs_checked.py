@@ -40,20 +40,26 @@ def test_a_long_input_name_is_predicted_or_refused_before_the_model_runs(probe_d
     monkeypatch.setattr("smp_diffusion_encoder.inference.volume.predict_volume", must_not_run)
     assert main([*args[:-1], "--out", str(tmp_path / "p"), "--save-probabilities", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: InputFileError: {src}: its output file name '{case}_probabilities.nii.gz' "
-                          f"would be {len(case) + 21} bytes, more than the {limit} the file system")
+    assert err.startswith(
+        f"error: InputFileError: {src}: its output file name '{case}_probabilities.nii.gz' "
+        f"would be {len(case) + 21} bytes, more than the {limit} the file system"
+    )
     assert not (tmp_path / "p").exists()
 
 
 def test_an_unwritable_out_is_refused_first(probe_dir, tmp_path, capsys, monkeypatch):
     src = write_nifti(tmp_path / "in" / "ct_0000.nii.gz", synthetic_ct())
     (tmp_path / "file").write_text("x")
-    monkeypatch.setattr("smp_diffusion_encoder.inference.load_model",
-                        lambda *a: (_ for _ in ()).throw(AssertionError("loaded the model first")))
+    monkeypatch.setattr(
+        "smp_diffusion_encoder.inference.load_model",
+        lambda *a: (_ for _ in ()).throw(AssertionError("loaded the model first")),
+    )
     assert main(["predict", str(src), "--model", str(probe_dir), "--out", str(tmp_path / "file" / "o")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"error: InputFileError: {tmp_path / 'file' / 'o'}: cannot be written: {tmp_path / 'file'} is a "
-                   f"file, not a folder"]
+    assert err == [
+        f"error: InputFileError: {tmp_path / 'file' / 'o'}: cannot be written: {tmp_path / 'file'} is a "
+        f"file, not a folder"
+    ]
     if os.geteuid() != 0:  # root writes into read-only folders
         (tmp_path / "ro").mkdir(mode=0o555)
         assert main(["predict", str(src), "--model", str(probe_dir), "--out", str(tmp_path / "ro" / "o")]) == 2

@@ -24,7 +24,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_flare_root_gives_its_cases_with_their_labels(root: Path) -> None:
     scans = find_scans([root])
     assert [(s.scan_id, s.label is not None) for s in scans] == [
-        ("PHANTOM_Tr_0001", True), ("PHANTOM_Tr_0002", True), ("PHANTOM_Un_0001", False)]
+        ("PHANTOM_Tr_0001", True),
+        ("PHANTOM_Tr_0002", True),
+        ("PHANTOM_Un_0001", False),
+    ]
     labeled = labeled_slices(scans, read_scan_images(scans))
     assert labeled["PHANTOM_Tr_0001"] == set(range(8)) and labeled["PHANTOM_Un_0001"] == set()  # fully labeled
 

@@ -33,8 +33,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = write_phantom_dataset(base / "phantom", n_labeled=2, n_unlabeled=0, shape=SHAPE)
     train, other = FlareDataset.discover(root).labeled
     run = base / "run"
-    finetune([train], FinetuneConfig(method="unet", encoder="ddpm-ct-tiny", encoder_weights=None, budget="3", steps=2,
-                                     batch_size=2, augment_views=2), out_dir=run, progress=False)
+    finetune(
+        [train],
+        FinetuneConfig(
+            method="unet",
+            encoder="ddpm-ct-tiny",
+            encoder_weights=None,
+            budget="3",
+            steps=2,
+            batch_size=2,
+            augment_views=2,
+        ),
+        out_dir=run,
+        progress=False,
+    )
     scans = base / "scans"
     case = scans / "CASE_0001"
     case.mkdir(parents=True)
@@ -52,14 +64,34 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _suggest(data: dict[str, Path], out: Path, *extra: str) -> list[dict[str, str]]:
-    assert main(["suggest", str(data["scans"]), "--model", str(data["model"]), "--out", str(out), "--n", "6",
-                 "--min-distance-mm", "20", "--device", "cpu", "--no-progress", *extra]) == 0
+    assert (
+        main(
+            [
+                "suggest",
+                str(data["scans"]),
+                "--model",
+                str(data["model"]),
+                "--out",
+                str(out),
+                "--n",
+                "6",
+                "--min-distance-mm",
+                "20",
+                "--device",
+                "cpu",
+                "--no-progress",
+                *extra,
+            ]
+        )
+        == 0
+    )
     with open(out / "suggestions.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def test_suggest_writes_ranked_files_and_honours_the_rules(data: dict[str, Path], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_suggest_writes_ranked_files_and_honours_the_rules(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = _suggest(data, tmp_path / "a")
     printed = capsys.readouterr().out
     assert "unlabeled slices of 2 scans scored (3 labeled slices avoided)" in printed
@@ -98,8 +130,9 @@ def test_the_runs_split_and_given_files_count_as_labeled(data: dict[str, Path], 
     labeled = labeled_slices(scans, images, [data["run"] / "split.json"])
     trained = json.loads((data["run"] / "split.json").read_text())["train"]
     assert labeled[train_id] == {z for _, z in trained}
-    result = suggest(model, scans, SuggestConfig(n=16, min_distance_mm=0.0, device="cpu"), labeled=labeled,
-                     images=images)
+    result = suggest(
+        model, scans, SuggestConfig(n=16, min_distance_mm=0.0, device="cpu"), labeled=labeled, images=images
+    )
     assert {s.z for s in result.suggestions}.isdisjoint(labeled[train_id])
     assert len(result.suggestions) == SHAPE[0] - len(labeled[train_id])
     assert result.candidates == SHAPE[0] - len(labeled[train_id])
@@ -107,8 +140,13 @@ def test_the_runs_split_and_given_files_count_as_labeled(data: dict[str, Path], 
 
 def test_candidates_restrict_the_choice(data: dict[str, Path]) -> None:
     scans = find_scans([data["case"]])
-    result = suggest(load_model(data["model"]), scans, SuggestConfig(n=5, min_distance_mm=0.0, device="cpu"),
-                     labeled={"CASE_0001": [4]}, candidates={"CASE_0001": [1, 2, 3, 4, 5]})
+    result = suggest(
+        load_model(data["model"]),
+        scans,
+        SuggestConfig(n=5, min_distance_mm=0.0, device="cpu"),
+        labeled={"CASE_0001": [4]},
+        candidates={"CASE_0001": [1, 2, 3, 4, 5]},
+    )
     assert sorted(s.z for s in result.suggestions) == [1, 2, 3, 5]
     with pytest.raises(ConfigError, match="outside its 16 slices"):
         suggest(load_model(data["model"]), scans, SuggestConfig(device="cpu"), labeled={"CASE_0001": [16]})
@@ -125,11 +163,26 @@ def test_measures_are_cm2_of_the_model_slice(data: dict[str, Path]) -> None:
         assert np.allclose(u.organ_share.sum(1)[u.scores > 0], 1.0)
 
 
-def test_bad_labeled_inputs_name_the_file(data: dict[str, Path], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_labeled_inputs_name_the_file(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stray = tmp_path / "NOBODY.slices.json"
     write_sidecar(stray, [1])
-    assert main(["suggest", str(data["scans"]), "--model", str(data["model"]), "--out", str(tmp_path / "o"),
-                 "--labeled", str(stray), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "suggest",
+                str(data["scans"]),
+                "--model",
+                str(data["model"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--labeled",
+                str(stray),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "NOBODY.slices.json: belongs to no scan given" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -62,7 +62,10 @@ def test_import_writes_nothing_and_default_weights_load_offline(tmp_path: Path) 
     out = json.loads(run_python(script, env).splitlines()[-1])
     assert out["after_import"] == [] and out["after_register"] == []  # registering names touches no file
     assert out["smp"] and out["timm"] and out["small"] == "KeyError" and out["alias"]
-    assert out["ct_settings"] == {"repo_id": "smp-diffusion/ddpm-ct-tiny", "revision": hash_folder(root / "ddpm-ct-tiny")}
+    assert out["ct_settings"] == {
+        "repo_id": "smp-diffusion/ddpm-ct-tiny",
+        "revision": hash_folder(root / "ddpm-ct-tiny"),
+    }
     assert out["prep"] == {"input_space": "RGB", "input_range": [0, 1], "mean": [0.5], "std": [0.5]}
     snap = home / "hub" / "models--smp-diffusion--ddpm-ct-tiny" / "snapshots" / out["ct_settings"]["revision"]
     assert sorted(p.name for p in snap.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -79,7 +82,9 @@ def test_seeding_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert snap.stat().st_mtime_ns == mtime
 
 
-def test_unwritable_hf_cache_falls_back_to_our_cache_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_hf_cache_falls_back_to_our_cache_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "packaged" / "ddpm-ct-tiny"
     write_tiny_weights(folder)
     (tmp_path / "a-file").write_text("x")  # a cache "directory" below a file can never be created
@@ -87,16 +92,20 @@ def test_unwritable_hf_cache_falls_back_to_our_cache_and_says_so(tmp_path: Path,
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "a-file" / "hub"))
     with pytest.warns(UserWarning, match="not writable.*seeded into .*ours.*HF_HUB_CACHE="):
         revision = seed_packaged_weights(folder, "smp-diffusion/ddpm-ct-tiny", TINY)
-    assert (tmp_path / "ours" / "models--smp-diffusion--ddpm-ct-tiny" / "snapshots" / revision / "config.json").is_file()
+    assert (
+        tmp_path / "ours" / "models--smp-diffusion--ddpm-ct-tiny" / "snapshots" / revision / "config.json"
+    ).is_file()
 
 
 def test_packaged_weights_of_another_architecture_are_refused_when_used(tmp_path: Path) -> None:
     root = tmp_path / "packaged"
     write_tiny_weights(root / "ddpm-ct-tiny")
     shutil.copytree(root / "ddpm-ct-tiny", root / "ddpm-ct")  # tiny weights under the small variant's name
-    code = ("import smp_diffusion_encoder, segmentation_models_pytorch as smp\n"
-            "from smp_diffusion_encoder.errors import WeightsError\n"
-            "try:\n    smp.Unet('ddpm-ct', in_channels=1, classes=3)\nexcept WeightsError as err:\n    print(err)")
+    code = (
+        "import smp_diffusion_encoder, segmentation_models_pytorch as smp\n"
+        "from smp_diffusion_encoder.errors import WeightsError\n"
+        "try:\n    smp.Unet('ddpm-ct', in_channels=1, classes=3)\nexcept WeightsError as err:\n    print(err)"
+    )
     out = run_python(code, {WEIGHTS_DIR_ENV: str(root), "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"})
     assert "do not match their encoder" in out and "unet.model_channels: 8 vs 32" in out.replace("32 vs 8", "8 vs 32")
     with pytest.raises(WeightsError, match="do not match their encoder"):

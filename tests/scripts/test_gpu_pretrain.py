@@ -18,16 +18,48 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from smp_diffusion_encoder.models.unet import DiffusionUNet
-
 from tests.training.conftest import store, volumes_dir  # noqa: F401  (fixtures: a 40-slice 64 px store)
 from tests.training.helpers import import_blocker
 
 REPO = Path(__file__).resolve().parents[2]
 #: Time budgets far above the ~2 min a dry run takes on an idle 2-core CPU: the CPU may be shared.
-DRY_RUN = ("--device", "cpu", "--preset", "tiny", "--batch-sizes", "2", "--min-batch", "2", "--measure-seconds", "900",
-           "--measure-warmup", "1", "--measure-repeats", "1", "--max-steps", "2", "--milestone-minutes", "0",
-           "--no-compile", "--log-every", "1", "--ckpt-every", "1", "--report-every", "1", "--hires", "tiny:128",
-           "--hires-batch-sizes", "2", "--hires-seconds", "900", "--hires-min-seconds", "5", "--deadline-minutes", "60")
+DRY_RUN = (
+    "--device",
+    "cpu",
+    "--preset",
+    "tiny",
+    "--batch-sizes",
+    "2",
+    "--min-batch",
+    "2",
+    "--measure-seconds",
+    "900",
+    "--measure-warmup",
+    "1",
+    "--measure-repeats",
+    "1",
+    "--max-steps",
+    "2",
+    "--milestone-minutes",
+    "0",
+    "--no-compile",
+    "--log-every",
+    "1",
+    "--ckpt-every",
+    "1",
+    "--report-every",
+    "1",
+    "--hires",
+    "tiny:128",
+    "--hires-batch-sizes",
+    "2",
+    "--hires-seconds",
+    "900",
+    "--hires-min-seconds",
+    "5",
+    "--deadline-minutes",
+    "60",
+)
 
 
 @pytest.mark.slow
@@ -35,10 +67,18 @@ def test_dry_run_writes_a_run_and_its_figures_within_the_limits(tmp_path, store)
     blocker = import_blocker(tmp_path / "blocker")
     out = tmp_path / "OUT"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OUT=str(out), PYTHON=sys.executable, PYTHONPATH=str(blocker), CUDA_VISIBLE_DEVICES="",
-               OMP_NUM_THREADS="1")
-    cmd = ["bash", str(REPO / "scripts" / "gpu_pretrain_run.sh"), "--store", str(store), "--work",
-           str(tmp_path / "work"), *DRY_RUN]
+    env.update(
+        OUT=str(out), PYTHON=sys.executable, PYTHONPATH=str(blocker), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
+    cmd = [
+        "bash",
+        str(REPO / "scripts" / "gpu_pretrain_run.sh"),
+        "--store",
+        str(store),
+        "--work",
+        str(tmp_path / "work"),
+        *DRY_RUN,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

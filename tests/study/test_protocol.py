@@ -31,8 +31,10 @@ from smp_diffusion_encoder.study.protocol import (
 from smp_diffusion_encoder.study.results import read_results_csv
 
 TINY = dict(encoder="ddpm-ct-tiny", encoder_weights=None, steps=2, batch_size=2)
-METHODS = [Method("probe", "tiny probe", {**TINY, "method": "probe"}),
-           Method("unet", "tiny unet", {**TINY, "method": "unet"})]
+METHODS = [
+    Method("probe", "tiny probe", {**TINY, "method": "probe"}),
+    Method("unet", "tiny unet", {**TINY, "method": "unet"}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +53,25 @@ def other_scan(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder.parent
 
 
-def test_one_training_is_scored_within_the_volume_and_on_another_scan(root: Path, other_scan: Path,
-                                                                     tmp_path: Path) -> None:
+def test_one_training_is_scored_within_the_volume_and_on_another_scan(
+    root: Path, other_scan: Path, tmp_path: Path
+) -> None:
     case = FlareDataset.discover(root).labeled[0]
     tests = find_labeled_cases(other_scan)
     config = StudyConfig(budgets=("2",), seeds=(0, 1), block=3, gap=1, keep_models=True)
     plan = holdout([case], config, tests=tests)
-    (scored_case, scored), = plan.evaluation
+    ((scored_case, scored),) = plan.evaluation
     assert scored_case == case and scored and plan.protocol == WITHIN_VOLUME and plan.tests == tuple(tests)
     calls = []
     real = protocol.finetune
     rows = run_study(plan, tmp_path, METHODS[:1], config, progress=False, log=calls.append)
     assert len(calls) == 2  # one training per (method, budget, seed) ...
     assert [(r["seed"], r["protocol"], r["case"]) for r in rows] == [  # ... scored twice
-        (0, WITHIN_VOLUME, case.case_id), (0, CROSS_PATIENT, "OTHER_0001"),
-        (1, WITHIN_VOLUME, case.case_id), (1, CROSS_PATIENT, "OTHER_0001")]
+        (0, WITHIN_VOLUME, case.case_id),
+        (0, CROSS_PATIENT, "OTHER_0001"),
+        (1, WITHIN_VOLUME, case.case_id),
+        (1, CROSS_PATIENT, "OTHER_0001"),
+    ]
     assert all(r["n_train_slices"] == 2 and r["steps"] == 2 for r in rows)
     for seed in (0, 1):
         split = read_split_json(tmp_path / "runs" / "probe" / "2" / f"seed{seed}" / "split.json")
@@ -78,13 +84,23 @@ def test_whole_cases_are_scored_like_the_official_evaluator(root: Path, tmp_path
     config = StudyConfig(budgets=("4", "all"), seeds=(0,), test_cases=1, keep_models=True)
     plan = holdout(root, config)
     assert len(plan.train_cases) == 2 and len(plan.evaluation) == 1 and plan.protocol == HELD_OUT_CASES
-    (case, zs), = plan.evaluation
+    ((case, zs),) = plan.evaluation
     assert case not in plan.train_cases and zs == ()
     seen = []
-    rows = run_study(plan, tmp_path, METHODS, config, progress=False,
-                     observe=lambda m, b, s, p, c, gt, pred, z: seen.append((m.name, b, p, gt.shape)))
-    assert [(r["method"], r["budget"]) for r in rows] == [("probe", "4"), ("unet", "4"), ("probe", "all"),
-                                                          ("unet", "all")]
+    rows = run_study(
+        plan,
+        tmp_path,
+        METHODS,
+        config,
+        progress=False,
+        observe=lambda m, b, s, p, c, gt, pred, z: seen.append((m.name, b, p, gt.shape)),
+    )
+    assert [(r["method"], r["budget"]) for r in rows] == [
+        ("probe", "4"),
+        ("unet", "4"),
+        ("probe", "all"),
+        ("unet", "all"),
+    ]
     assert seen[0] == ("probe", "4", HELD_OUT_CASES, (16, 64, 64))
     assert rows[2]["n_train_slices"] > 4
     model = load_model(tmp_path / "runs" / "unet" / "all" / "seed0" / "model")
@@ -106,16 +122,31 @@ def test_study_resumes_and_drops_weights(root: Path, tmp_path: Path, monkeypatch
     calls = []
     real = protocol.finetune
     monkeypatch.setattr(protocol, "finetune", lambda *a, **k: calls.append(a[1].seed) or real(*a, **k))
-    rows = run_study(plan, tmp_path, METHODS[:1], StudyConfig(budgets=("4",), seeds=(0, 1), test_cases=2,
-                                                                  holdout_seed=1), progress=False)
+    rows = run_study(
+        plan,
+        tmp_path,
+        METHODS[:1],
+        StudyConfig(budgets=("4",), seeds=(0, 1), test_cases=2, holdout_seed=1),
+        progress=False,
+    )
     assert calls == [1] and len(rows) == 4  # seed 0 was reused, 2 held-out cases per run
 
 
 def test_standard_methods_and_bad_holdout(root: Path, other_scan: Path) -> None:
     methods = standard_methods("ddpm-ct", "ct", unfreeze_at=100)
-    assert list(methods) == ["ddpm-probe", "ddpm-mlp", "ddpm-mlp-uniform", "ddpm-unet", "ddpm-unet-noaug",
-                             "ddpm-unet-nocontrast", "ddpm-unet-contrast", "ddpm-unet-ft", "random-unet",
-                             "random-probe", "resnet34-scratch"]
+    assert list(methods) == [
+        "ddpm-probe",
+        "ddpm-mlp",
+        "ddpm-mlp-uniform",
+        "ddpm-unet",
+        "ddpm-unet-noaug",
+        "ddpm-unet-nocontrast",
+        "ddpm-unet-contrast",
+        "ddpm-unet-ft",
+        "random-unet",
+        "random-probe",
+        "resnet34-scratch",
+    ]
     assert methods["ddpm-unet-noaug"].config("4", 0, StudyConfig()).augment == "none"
     assert methods["ddpm-unet"].config("4", 0, StudyConfig()).augment == "default"
     assert methods["ddpm-mlp-uniform"].config("4", 0, StudyConfig()).pixel_sampling == "uniform"
@@ -145,12 +176,31 @@ def test_demo_command_writes_a_report(tmp_path: Path, other_scan: Path, root: Pa
     monkeypatch.setattr(demo.run_demo, "__defaults__", (demo.run_demo.__defaults__[0], demo.run_demo.__defaults__[1]))
     out = tmp_path / "demo"
     real = demo.standard_methods
-    monkeypatch.setattr(demo, "standard_methods", lambda *a, **k: {
-        n: Method(m.name, m.label, {**m.options, "steps": 2, "batch_size": 2, "encoder": (
-            "ddpm-ct-tiny" if m.options["encoder"] == "ddpm-ct" else m.options["encoder"]), "encoder_weights": None})
-        for n, m in real(*a, **k).items()})
-    summary = demo.run_demo(out, StudyConfig(budgets=("2", "4"), seeds=(0,), image_size=64, block=3, gap=1),
-                            data=data, progress=False, log=lambda _: None)
+    monkeypatch.setattr(
+        demo,
+        "standard_methods",
+        lambda *a, **k: {
+            n: Method(
+                m.name,
+                m.label,
+                {
+                    **m.options,
+                    "steps": 2,
+                    "batch_size": 2,
+                    "encoder": ("ddpm-ct-tiny" if m.options["encoder"] == "ddpm-ct" else m.options["encoder"]),
+                    "encoder_weights": None,
+                },
+            )
+            for n, m in real(*a, **k).items()
+        },
+    )
+    summary = demo.run_demo(
+        out,
+        StudyConfig(budgets=("2", "4"), seeds=(0,), image_size=64, block=3, gap=1),
+        data=data,
+        progress=False,
+        log=lambda _: None,
+    )
     text = summary.read_text()
     assert "default recipe (contrast phases" in text and "release 0.2 recipe" in text
     assert "pseudo ground truth" in text and "non-contrast" in text and "median HU inside its labels" in text
@@ -186,7 +236,7 @@ def test_a_partly_labeled_scan_is_held_out_and_scored_on_its_labeled_slices_only
         write_label_map(keep, label, case.label)
         write_sidecar(case.label.with_name(f"{case.case_id}.slices.json"), listed)
     plan = holdout([cases[0]], StudyConfig(block=2, gap=1))
-    (case, evaluated), = plan.evaluation
+    ((case, evaluated),) = plan.evaluation
     assert set(evaluated) <= set(listed) and set(plan.pool[case.case_id]) <= set(listed)
     plan = holdout(cases, StudyConfig(test_cases=1))
     ((held, scored),) = plan.evaluation

@@ -32,15 +32,24 @@ LABELS = {"ddpm-unet": "ddpm-ct + Unet decoder (frozen)", "imagenet-unet": "Imag
 BUDGETS = {"4": 4, "10%": 6, "1": 1}  # deliberately not in slice order
 
 
-def _row(method: str, budget: str, seed: int, case: str, dsc: float, protocol: str = "held-out cases",
-         **organs: float) -> dict[str, Any]:
+def _row(
+    method: str, budget: str, seed: int, case: str, dsc: float, protocol: str = "held-out cases", **organs: float
+) -> dict[str, Any]:
     """A result row whose organs all score ``dsc`` (DSC) and ``dsc - 0.1`` (NSD), except ``organs`` overrides."""
     organ_dsc = {o: organs.get(o, dsc) for o in FLARE_ORGANS}
     values = np.array(list(organ_dsc.values()))
     return {
-        "method": method, "method_label": LABELS[method], "budget": budget, "n_train_slices": BUDGETS[budget],
-        "seed": seed, "case": case, "protocol": protocol, "mean_DSC": float(np.nanmean(values)), "mean_NSD": float(np.nanmean(values)) - 0.1,
-        "train_seconds": 1.5 * seed, **{f"{o}_DSC": v for o, v in organ_dsc.items()},
+        "method": method,
+        "method_label": LABELS[method],
+        "budget": budget,
+        "n_train_slices": BUDGETS[budget],
+        "seed": seed,
+        "case": case,
+        "protocol": protocol,
+        "mean_DSC": float(np.nanmean(values)),
+        "mean_NSD": float(np.nanmean(values)) - 0.1,
+        "train_seconds": 1.5 * seed,
+        **{f"{o}_DSC": v for o, v in organ_dsc.items()},
         **{f"{o}_NSD": v - 0.1 for o, v in organ_dsc.items()},
     }
 
@@ -58,8 +67,10 @@ def _study() -> list[dict[str, Any]]:
 
 def test_aggregate_averages_cases_then_seeds() -> None:
     rows = [
-        _row("ddpm-unet", "4", 0, "A", 0.5), _row("ddpm-unet", "4", 0, "B", 0.7),  # seed 0 -> 0.6
-        _row("ddpm-unet", "4", 1, "A", 0.9), _row("ddpm-unet", "4", 1, "B", 0.9),  # seed 1 -> 0.9
+        _row("ddpm-unet", "4", 0, "A", 0.5),
+        _row("ddpm-unet", "4", 0, "B", 0.7),  # seed 0 -> 0.6
+        _row("ddpm-unet", "4", 1, "A", 0.9),
+        _row("ddpm-unet", "4", 1, "B", 0.9),  # seed 1 -> 0.9
         _row("ddpm-unet", "4", 1, "C", 0.9),  # more cases in seed 1 must not weigh it more
     ]
     (result,) = aggregate(rows)
@@ -74,7 +85,8 @@ def test_aggregate_averages_cases_then_seeds() -> None:
 
 def test_aggregate_skips_nan() -> None:
     rows = [
-        _row("ddpm-unet", "4", 0, "A", 0.4, RAG=math.nan), _row("ddpm-unet", "4", 0, "B", 0.6),
+        _row("ddpm-unet", "4", 0, "A", 0.4, RAG=math.nan),
+        _row("ddpm-unet", "4", 0, "B", 0.6),
         _row("ddpm-unet", "4", 1, "A", 0.8, RAG=math.nan, LAG=math.nan),
     ]
     rows[2]["mean_NSD"] = math.nan  # a seed whose only NSD is nan drops out of the NSD statistics
@@ -88,8 +100,12 @@ def test_aggregate_skips_nan() -> None:
 def test_aggregate_orders_methods_by_appearance_and_budgets_by_slices() -> None:
     results = aggregate(_study())
     assert [(r.method, r.budget) for r in results] == [
-        ("imagenet-unet", "1"), ("imagenet-unet", "4"), ("imagenet-unet", "10%"),
-        ("ddpm-unet", "1"), ("ddpm-unet", "4"), ("ddpm-unet", "10%"),
+        ("imagenet-unet", "1"),
+        ("imagenet-unet", "4"),
+        ("imagenet-unet", "10%"),
+        ("ddpm-unet", "1"),
+        ("ddpm-unet", "4"),
+        ("ddpm-unet", "10%"),
     ]
     # budget 4: seeds 0.2 and 0.25 (+0.1 for ddpm) -> mean 0.325, std 0.025
     assert results[4].dsc_mean == pytest.approx(0.325) and results[4].dsc_std == pytest.approx(0.025)
@@ -109,10 +125,13 @@ def test_markdown_tables() -> None:
     assert text.startswith("# Few-shot FLARE\n\nRan on 2 CPU cores.\n")
     assert "over 2 seeds of the per-seed mean over 2 evaluated cases" in text
     assert "| Method | 1 (1 slice) | 4 (4 slices) | 10% (6 slices) |" in text
-    assert ("| ddpm-ct + Unet decoder (frozen) | DSC 0.175 ± 0.025 / NSD 0.075 ± 0.025 | "
-            "DSC 0.325 ± 0.025 / NSD 0.225 ± 0.025 | DSC 0.425 ± 0.025 / NSD 0.325 ± 0.025 |") in text
+    assert (
+        "| ddpm-ct + Unet decoder (frozen) | DSC 0.175 ± 0.025 / NSD 0.075 ± 0.025 | "
+        "DSC 0.325 ± 0.025 / NSD 0.225 ± 0.025 | DSC 0.425 ± 0.025 / NSD 0.325 ± 0.025 |"
+    ) in text
     smallest, largest = text.split("## Per-organ DSC at the smallest budget: 1 (1 slice)")[1].split(
-        "## Per-organ DSC at the largest budget: 10% (6 slices)")
+        "## Per-organ DSC at the largest budget: 10% (6 slices)"
+    )
     assert "| Organ | ImageNet + Unet | ddpm-ct + Unet decoder (frozen) |" in smallest
     assert "| Liver | 0.075 | **0.175** |" in smallest
     assert "| Inferior vena cava | 0.325 | **0.425** |" in largest
@@ -140,8 +159,11 @@ def test_one_seed_shows_no_spread_and_ties_are_never_bold() -> None:
 
 def test_each_protocol_gets_its_own_tables_and_the_training_table_lists_runs() -> None:
     rows = _study()
-    rows += [{**r, "protocol": "cross-patient", "case": "OTHER", "mean_DSC": r["mean_DSC"] - 0.1} for r in _study()
-             if r["case"] == "CASE_0001"]
+    rows += [
+        {**r, "protocol": "cross-patient", "case": "OTHER", "mean_DSC": r["mean_DSC"] - 0.1}
+        for r in _study()
+        if r["case"] == "CASE_0001"
+    ]
     for r in rows:
         r.update(steps=500, flattened="true" if r["seed"] == 0 else "false")
     text = format_report_markdown(rows, title="t")
@@ -166,8 +188,18 @@ def test_csv_round_trip_with_nan_and_extra_column(tmp_path: Path) -> None:
     path = write_results_csv(rows, tmp_path / "results.csv")
     header = path.read_text().splitlines()[0].split(",")
     assert tuple(header) == (*RESULT_COLUMNS, "encoder")
-    assert header[:10] == ["method", "method_label", "budget", "n_train_slices", "seed", "case", "protocol",
-                           "mean_DSC", "mean_NSD", "train_seconds"]
+    assert header[:10] == [
+        "method",
+        "method_label",
+        "budget",
+        "n_train_slices",
+        "seed",
+        "case",
+        "protocol",
+        "mean_DSC",
+        "mean_NSD",
+        "train_seconds",
+    ]
     assert ",nan," in path.read_text() and ",0.1800," in path.read_text()
     back = read_results_csv(path)
     assert len(back) == 3 and math.isnan(back[0]["RAG_DSC"])
@@ -187,10 +219,14 @@ def test_csv_round_trip_with_nan_and_extra_column(tmp_path: Path) -> None:
     [
         (lambda lines: [], "is empty"),
         (lambda lines: ["method,budget", "x,4"], "lacks column.*method_label"),
-        (lambda lines: [*lines[:2], lines[2].replace(",0,CASE", ",zero,CASE")],
-         "line 3: seed is 'zero', expected an integer"),
-        (lambda lines: [lines[0], lines[1].replace("0.1800", "high", 1)],
-         "line 2: mean_DSC is 'high', expected a number"),
+        (
+            lambda lines: [*lines[:2], lines[2].replace(",0,CASE", ",zero,CASE")],
+            "line 3: seed is 'zero', expected an integer",
+        ),
+        (
+            lambda lines: [lines[0], lines[1].replace("0.1800", "high", 1)],
+            "line 2: mean_DSC is 'high', expected a number",
+        ),
         (lambda lines: [*lines, "a,b,c"], "line 4 has 3 fields"),
     ],
 )
@@ -288,8 +324,9 @@ def test_slice_organ_dice_averages_present_organs() -> None:
 def test_write_report(tmp_path: Path) -> None:
     image, gt = _slices()
     overlay = render_overlays(image, gt, {"A": gt}, tmp_path / "figs" / "overlay.png")
-    summary = write_report(_study(), tmp_path / "report", title="Study", context="ctx",
-                           overlays=[("Case 1 overlays", overlay)])
+    summary = write_report(
+        _study(), tmp_path / "report", title="Study", context="ctx", overlays=[("Case 1 overlays", overlay)]
+    )
     assert summary == tmp_path / "report" / "summary.md"
     assert sorted(p.name for p in summary.parent.iterdir()) == ["dsc_vs_budget.png", "results.csv", "summary.md"]
     text = summary.read_text()
@@ -309,12 +346,15 @@ def test_headline_mean_is_over_organs_present_and_old_files_fall_back() -> None:
     assert result.averaged_over == "present organs"
     text = format_report_markdown([row], title="t")
     assert "mean over organs present in the ground truth" in text
-    assert ("| **Mean over organs present in the ground truth** | 0.400 |" in text
-            and "| FLARE mean over 13 organs | 0.908 |" in text)
+    assert (
+        "| **Mean over organs present in the ground truth** | 0.400 |" in text
+        and "| FLARE mean over 13 organs | 0.908 |" in text
+    )
     (old,) = aggregate([_row("ddpm-unet", "4", 0, "A", 1.0, Liver=0.5, Spleen=0.3)])  # written before the column
     assert old.averaged_over == "13 organs" and old.dsc_mean == pytest.approx((11 + 0.8) / 13)
-    assert "mean over the 13 FLARE 2022 organs" in format_report_markdown([_row("ddpm-unet", "4", 0, "A", 0.5)],
-                                                                           title="t")
+    assert "mean over the 13 FLARE 2022 organs" in format_report_markdown(
+        [_row("ddpm-unet", "4", 0, "A", 0.5)], title="t"
+    )
 
 
 def test_present_columns_survive_the_csv_round_trip(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def volumes_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory, volumes_dir) -> Path:
     out = tmp_path_factory.mktemp("store")
-    build_slice_store(sorted(volumes_dir.glob("*.nii.gz")), out, PreprocessingConfig(image_size=64), workers=1,
-                      progress=False)
+    build_slice_store(
+        sorted(volumes_dir.glob("*.nii.gz")), out, PreprocessingConfig(image_size=64), workers=1, progress=False
+    )
     return out

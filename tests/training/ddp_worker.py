@@ -14,8 +14,18 @@ from smp_diffusion_encoder.training.pretrain import run_pretraining
 
 
 def config(steps: int = 6) -> PretrainConfig:
-    return PretrainConfig(unet=get_preset("tiny").replace(learn_sigma=True), batch_size=4, lr=1e-3, seed=0,
-                          steps=steps, ema_decay=0.9, log_every=3, ckpt_every=3, workers=0, precision="fp32")
+    return PretrainConfig(
+        unet=get_preset("tiny").replace(learn_sigma=True),
+        batch_size=4,
+        lr=1e-3,
+        seed=0,
+        steps=steps,
+        ema_decay=0.9,
+        log_every=3,
+        ckpt_every=3,
+        workers=0,
+        precision="fp32",
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ def import_blocker(folder: Path, names: tuple[str, ...] = ABSENT_ON_DEVICE) -> P
     """``folder`` holding a ``sitecustomize.py`` that makes importing any of ``names`` fail, as on the GPU
     machine; put ``folder`` first on ``PYTHONPATH`` of a subprocess."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(textwrap.dedent(f"""
+    (folder / "sitecustomize.py").write_text(
+        textwrap.dedent(f"""
         import sys
 
         class Absent:
@@ -26,7 +27,8 @@ def import_blocker(folder: Path, names: tuple[str, ...] = ABSENT_ON_DEVICE) -> P
                     raise ModuleNotFoundError(f"{{name}} is absent on the GPU machine", name=name)
 
         sys.meta_path.insert(0, Absent())
-    """))
+    """)
+    )
     return folder
 
 
@@ -41,5 +43,4 @@ def pretrain_cmd(*args: str | Path) -> list[str]:
 
 
 def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(pretrain_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run(pretrain_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)

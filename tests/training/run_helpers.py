@@ -45,6 +45,14 @@ def write_run(folder: Path, *, ema: bool = True, checkpoint: bool = False, seed:
     if checkpoint:
         raw = {"module." + k: v + 1.0 for k, v in sd.items()}
         ema_state = {"decay": 0.9999, "num_updates": 1234, "module": sd}
-        torch.save({"format": "smp_diffusion_encoder.checkpoint", "step": 1234, "model": raw, "ema": ema_state,
-                    "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}, folder / "checkpoint.pt")
+        torch.save(
+            {
+                "format": "smp_diffusion_encoder.checkpoint",
+                "step": 1234,
+                "model": raw,
+                "ema": ema_state,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            },
+            folder / "checkpoint.pt",
+        )
     return sd

@@ -26,10 +26,20 @@ def test_round_trip_restores_every_state_and_rng(tmp_path) -> None:
     ema = EMA(model, 0.9)
     for _ in range(2):
         model(torch.randn(5, 4)).sum().backward()
-        opt.step(); sched.step(); ema.update(model)
+        opt.step()
+        sched.step()
+        ema.update(model)
     np.random.normal()  # leaves a cached Gaussian in NumPy's legacy state
-    path = save_checkpoint(tmp_path / "c.pt", model=model, optimizer=opt, step=2, ema=ema, scheduler=sched,
-                           extra={"data": {"samples_seen": 8}}, history=[{"step": 2, "loss": 1.5}])
+    path = save_checkpoint(
+        tmp_path / "c.pt",
+        model=model,
+        optimizer=opt,
+        step=2,
+        ema=ema,
+        scheduler=sched,
+        extra={"data": {"samples_seen": 8}},
+        history=[{"step": 2, "loss": 1.5}],
+    )
     expected = _draws()
 
     model2 = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))

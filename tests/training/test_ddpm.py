@@ -86,7 +86,9 @@ def test_a_step_with_device_noise_never_reads_values_back() -> None:
 def test_eps_loss_is_mse_of_noise_prediction() -> None:
     torch.manual_seed(0)
     model = DiffusionUNet("tiny")  # zero-initialized head: predicts eps = 0 -> loss = E[eps^2] ~ 1
-    loss, metrics = DDPMStep(GaussianDiffusion(NoiseSchedule("cosine", 100)))(model, (torch.zeros(4, 1, 64, 64), torch.arange(4)))
+    loss, metrics = DDPMStep(GaussianDiffusion(NoiseSchedule("cosine", 100)))(
+        model, (torch.zeros(4, 1, 64, 64), torch.arange(4))
+    )
     _, noise = sample_noise(torch.arange(4), (1, 64, 64), 100, seed=0)
     assert torch.allclose(loss, (noise**2).mean()) and set(metrics) == {"mse"}
 
@@ -129,7 +131,9 @@ def test_hybrid_loss_trains_variance_only_through_vlb() -> None:
     assert set(metrics) == {"mse", "vb"} and torch.isfinite(loss)
     assert torch.allclose(loss, metrics["mse"] + 0.001 * 1000 * metrics["vb"])
     hybrid = torch.autograd.grad(loss, head.weight)[0]
-    simple = torch.autograd.grad(DDPMStep(GaussianDiffusion(NoiseSchedule("linear")), vlb_weight=0.0)(model, batch)[0], head.weight)[0]
+    simple = torch.autograd.grad(
+        DDPMStep(GaussianDiffusion(NoiseSchedule("linear")), vlb_weight=0.0)(model, batch)[0], head.weight
+    )[0]
     assert torch.allclose(hybrid[:1], simple[:1], atol=1e-7)  # L_vlb leaves the eps channel's gradient alone
     assert simple[1:].abs().max() == 0 and hybrid[1:].abs().max() > 0  # and alone trains the variance channel
 

@@ -33,8 +33,7 @@ def test_trains_and_writes_csv_and_curve(tmp_path) -> None:
     model = nn.Linear(2, 1)
     sched_opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(sched_opt, lambda s: 0.5 if s >= 20 else 1.0)
-    cfg = TrainConfig(max_steps=40, out_dir=str(tmp_path), log_every=10, ckpt_every=20, ema_decay=0.5,
-                      progress=False)
+    cfg = TrainConfig(max_steps=40, out_dir=str(tmp_path), log_every=10, ckpt_every=20, ema_decay=0.5, progress=False)
     trainer = Trainer(model, sched_opt, RegressionStep(), cfg, scheduler=sched)
     history = trainer.fit(_data)
     assert [r["step"] for r in history] == [10, 20, 30, 40] and history[-1]["loss"] < history[0]["loss"] / 10
@@ -57,15 +56,27 @@ def test_validation_hook_and_early_stopping(tmp_path) -> None:
         seen.append((step, ema is None, bare.training))
         return {"val_score": next(scores)}
 
-    cfg = TrainConfig(max_steps=100, out_dir=str(tmp_path), log_every=5, val_every=5, ckpt_every=0,
-                      ema_decay=None, progress=False)
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), RegressionStep(), cfg,
-                      validate=validate, early_stopping=EarlyStopping("val_score", mode="max", patience=2))
+    cfg = TrainConfig(
+        max_steps=100, out_dir=str(tmp_path), log_every=5, val_every=5, ckpt_every=0, ema_decay=None, progress=False
+    )
+    trainer = Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        RegressionStep(),
+        cfg,
+        validate=validate,
+        early_stopping=EarlyStopping("val_score", mode="max", patience=2),
+    )
     history = trainer.fit(_data)
     assert trainer.global_step == 20 and [s for s, *_ in seen] == [5, 10, 15, 20]
     assert [r["val_score"] for r in history] == [0.5, 0.7, 0.6, 0.65]
-    resumed = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), RegressionStep(), cfg,
-                      early_stopping=EarlyStopping("val_score", mode="max", patience=2))
+    resumed = Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        RegressionStep(),
+        cfg,
+        early_stopping=EarlyStopping("val_score", mode="max", patience=2),
+    )
     resumed.resume()
     assert resumed.global_step == 20 and resumed.early_stopping.state_dict() == {"best": 0.7, "best_step": 10, "bad": 2}
 
@@ -93,8 +104,12 @@ class AutocastProbe(RegressionStep):
 def test_bf16_autocast_runs_on_the_cpu_too(tmp_path, precision) -> None:
     model, step = nn.Linear(2, 1), AutocastProbe()
     step.seen = []
-    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), step,
-            TrainConfig(max_steps=2, out_dir=str(tmp_path), precision=precision, progress=False)).fit(_data)
+    Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        step,
+        TrainConfig(max_steps=2, out_dir=str(tmp_path), precision=precision, progress=False),
+    ).fit(_data)
     assert step.seen == [precision == "bf16"] * 2
 
 
@@ -103,8 +118,15 @@ def test_milestones_keep_the_exported_weights_of_those_steps(tmp_path) -> None:
 
     torch.manual_seed(0)
     model = nn.Linear(2, 1)
-    cfg = TrainConfig(max_steps=6, out_dir=str(tmp_path), log_every=1, ckpt_every=3, ema_decay=0.5,
-                      milestones=(4, 0, 2, 9), progress=False)
+    cfg = TrainConfig(
+        max_steps=6,
+        out_dir=str(tmp_path),
+        log_every=1,
+        ckpt_every=3,
+        ema_decay=0.5,
+        milestones=(4, 0, 2, 9),
+        progress=False,
+    )
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), RegressionStep(), cfg)
     first = {k: v.clone() for k, v in model.state_dict().items()}
     snapshots = {}
@@ -158,8 +180,17 @@ def test_training_clock_limits_the_run_and_places_milestones(tmp_path, monkeypat
     model = nn.Linear(2, 1)
 
     def trainer(limit: float, points: tuple[float, ...]) -> Trainer:
-        cfg = TrainConfig(max_steps=100, out_dir=str(tmp_path), log_every=2, ckpt_every=0, ema_decay=0.5,
-                          progress=False, time_limit_s=limit, milestone_seconds=points, flops_per_sample=1e12)
+        cfg = TrainConfig(
+            max_steps=100,
+            out_dir=str(tmp_path),
+            log_every=2,
+            ckpt_every=0,
+            ema_decay=0.5,
+            progress=False,
+            time_limit_s=limit,
+            milestone_seconds=points,
+            flops_per_sample=1e12,
+        )
         return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), TenSecondStep(clock), cfg)
 
     first = trainer(35.0, (25.0, 0.0, 15.0))

@@ -14,8 +14,9 @@ FAST = ["--preset", "tiny", "--steps", "1", "--batch-size", "2", "--workers", "1
 
 
 def test_flare_root_is_prepared_at_the_preset_size(tmp_path) -> None:
-    root = write_phantom_dataset(tmp_path / "flare", n_labeled=1, n_unlabeled=1, shape=(20, 64, 64),
-                                 spacing=(12.0, 6.0, 6.0))
+    root = write_phantom_dataset(
+        tmp_path / "flare", n_labeled=1, n_unlabeled=1, shape=(20, 64, 64), spacing=(12.0, 6.0, 6.0)
+    )
     run = tmp_path / "run"
     assert main(["pretrain", str(root), "--out", str(run), *FAST]) == 0
     store = SliceStore(run / "slices")
@@ -24,13 +25,20 @@ def test_flare_root_is_prepared_at_the_preset_size(tmp_path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["preprocessing"] == store.config.to_dict() and config["unet"]["image_size"] == 64
     assert config["schedule"] == {"name": "linear", "num_timesteps": 1000}
-    assert config["train"]["precision"] in ("fp32", "bf16") and "note" in config["precision_choice"] and config["data"]["n_slices"] == len(store)
+    assert (
+        config["train"]["precision"] in ("fp32", "bf16")
+        and "note" in config["precision_choice"]
+        and config["data"]["n_slices"] == len(store)
+    )
     assert load_checkpoint(run / "checkpoint.pt")["extra"]["preprocessing"] == config["preprocessing"]
 
 
 def test_folder_of_volumes_and_cosine_schedule(tmp_path, volumes_dir) -> None:
     run = tmp_path / "run"
-    assert main(["pretrain", str(volumes_dir), "--out", str(run), *FAST, "--schedule", "cosine", "--ema-decay", "none"]) == 0
+    assert (
+        main(["pretrain", str(volumes_dir), "--out", str(run), *FAST, "--schedule", "cosine", "--ema-decay", "none"])
+        == 0
+    )
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["ema"] is None and ckpt["extra"]["pretrain"]["schedule"] == "cosine"
     assert len(SliceStore(run / "slices")) == 40

@@ -14,12 +14,26 @@ from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from smp_diffusion_encoder.training.config import PretrainConfig
 from smp_diffusion_encoder.training.pretrain import resolve_runtime
-
 from tests.training.helpers import REPO, cli_env, import_blocker
 from tests.training.test_resume import _assert_same_tree
 
-COMMON = ("--preset", "tiny", "--batch-size", "2", "--lr", "1e-3", "--log-every", "1", "--ema-decay", "0.9",
-          "--precision", "fp32", "--no-progress")
+COMMON = (
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "2",
+    "--lr",
+    "1e-3",
+    "--log-every",
+    "1",
+    "--ema-decay",
+    "0.9",
+    "--precision",
+    "fp32",
+    "--no-progress",
+)
+
+
 #: What the GPU machine lacks (scripts/gpu_pretrain_run.sh): training on a store must not need them.
 def _run(store, out, *args: str) -> dict:
     assert main(["pretrain", str(store), "--out", str(out), *COMMON, *args]) == 0
@@ -64,8 +78,10 @@ def test_training_clock_options_stop_the_run_and_keep_milestones(tmp_path, store
     state = _run(store, run, "--steps", "50", "--max-minutes", "0.0001", "--milestone-minutes", "0", "0.00005")
     # step 1 is warm-up (off the clock); step 2 takes far more than the 6 ms limit
     assert state["step"] == 2 and state["extra"]["train_seconds"] >= 0.006
-    assert sorted(p.name for p in (run / "milestones").iterdir()) == ["step-0000000.safetensors",
-                                                                        "step-0000002.safetensors"]
+    assert sorted(p.name for p in (run / "milestones").iterdir()) == [
+        "step-0000000.safetensors",
+        "step-0000002.safetensors",
+    ]
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[-4:] == ["mse", "step_s", "time_s", "warmup_s"] and len(rows) == 3
 
@@ -75,7 +91,21 @@ def test_training_on_a_store_imports_no_volume_reader(tmp_path, store) -> None:
     env = cli_env()
     env["PYTHONPATH"] = f"{blocker}:{REPO}"
     assert subprocess.run([sys.executable, "-c", "import nibabel"], env=env, capture_output=True).returncode == 1
-    cmd = [sys.executable, "-m", "smp_diffusion_encoder.cli.main", "pretrain", str(store), "--out",
-           str(tmp_path / "run"), *COMMON, "--steps", "1", "--preload", "on", "--noise-rng", "device"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "smp_diffusion_encoder.cli.main",
+        "pretrain",
+        str(store),
+        "--out",
+        str(tmp_path / "run"),
+        *COMMON,
+        "--steps",
+        "1",
+        "--preload",
+        "on",
+        "--noise-rng",
+        "device",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,11 +18,29 @@ import torch
 
 from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
-
 from tests.training.helpers import REPO, cli_env, pretrain_cmd, run_cli
 
-ARGS = ("--preset", "tiny", "--steps", "24", "--batch-size", "2", "--lr", "1e-3", "--ckpt-every", "2",
-        "--log-every", "3", "--ema-decay", "0.9", "--workers", "0", "--precision", "fp32", "--no-progress")
+ARGS = (
+    "--preset",
+    "tiny",
+    "--steps",
+    "24",
+    "--batch-size",
+    "2",
+    "--lr",
+    "1e-3",
+    "--ckpt-every",
+    "2",
+    "--log-every",
+    "3",
+    "--ema-decay",
+    "0.9",
+    "--workers",
+    "0",
+    "--precision",
+    "fp32",
+    "--no-progress",
+)
 
 
 def _assert_same_tree(a, b, where: str = "") -> None:
@@ -46,8 +64,13 @@ def _losses(run: Path) -> list[tuple[str, str]]:
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, store) -> None:
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(pretrain_cmd(store, "--out", killed, *ARGS), env=cli_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        pretrain_cmd(store, "--out", killed, *ARGS),
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ckpt = killed / "checkpoint.pt"
     deadline = time.monotonic() + 90
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -67,8 +90,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, store) -> None:
     assert a["step"] == b["step"] == 24
     for key in ("model", "ema", "optimizer", "rng"):
         _assert_same_tree(a[key], b[key], key)
-    assert a["extra"]["data"] == b["extra"]["data"] == {"samples_seen": 48, "epoch": 1, "index": 8, "n": 40,
-                                                        "seed": 0, "global_batch_size": 2}
+    assert (
+        a["extra"]["data"]
+        == b["extra"]["data"]
+        == {"samples_seen": 48, "epoch": 1, "index": 8, "n": 40, "seed": 0, "global_batch_size": 2}
+    )
     assert _losses(killed) == _losses(tmp_path / "straight")
     assert not list(killed.glob(".*.tmp-*"))  # a temp file of the killed writer is cleaned up
 

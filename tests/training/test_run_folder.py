@@ -12,6 +12,7 @@ from smp_diffusion_encoder.errors import ConfigError, WeightsError
 from smp_diffusion_encoder.training.run_folder import hours_at, load_run, read_run_config, training_hours
 from tests.training.run_helpers import write_run
 
+
 def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path) -> None:
     sd = write_run(tmp_path / "r", ema=False, checkpoint=True)
     ema = load_run(tmp_path / "r")
@@ -25,13 +26,18 @@ def test_run_folder_prefers_ema_and_checkpoint_keys_are_unwrapped(tmp_path: Path
 
 def test_missing_weights_and_config_are_named(tmp_path: Path, tiny_run: tuple[Path, dict]) -> None:
     write_run(tmp_path / "r", ema=False)
-    with pytest.raises(WeightsError, match=r"no ema or model weights: looked for \['ema.safetensors', 'model.safetensors'\] "
-                                           r"and \['checkpoint.pt', 'checkpoints/last.pt'\]"):
+    with pytest.raises(
+        WeightsError,
+        match=r"no ema or model weights: looked for \['ema.safetensors', 'model.safetensors'\] "
+        r"and \['checkpoint.pt', 'checkpoints/last.pt'\]",
+    ):
         load_run(tmp_path / "r")
     with pytest.raises(WeightsError, match="no model weights"):
         load_run(tiny_run[0], use_ema=False)
     (tmp_path / "r" / "config.json").write_text(json.dumps({"unet": {}}))
-    with pytest.raises(ConfigError, match=r"lacks \['schedule', 'preprocessing'\].*expected keys unet, schedule, preprocess"):
+    with pytest.raises(
+        ConfigError, match=r"lacks \['schedule', 'preprocessing'\].*expected keys unet, schedule, preprocess"
+    ):
         load_run(tmp_path / "r")
 
 

@@ -40,7 +40,14 @@ def test_unet_flops_scale_with_pixels_and_leave_weights_and_rng_alone() -> None:
 
 def test_time_train_step_reports_the_batch_and_its_rate() -> None:
     model = nn.Linear(4, 3)
-    timing = time_train_step(model, squared, (torch.randn(8, 4),), torch.optim.SGD(model.parameters(), lr=0.1),
-                             precision="fp32", warmup=1, repeats=2)
+    timing = time_train_step(
+        model,
+        squared,
+        (torch.randn(8, 4),),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        precision="fp32",
+        warmup=1,
+        repeats=2,
+    )
     assert timing.batch_size == 8 and timing.step_s > 0 and timing.first_step_s > 0
     assert timing.images_per_s == 8 / timing.step_s and timing.peak_memory_gib is None

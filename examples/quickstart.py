@@ -15,11 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from smp_diffusion_encoder.data.flare import find_labeled_cases
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
-from smp_diffusion_encoder.evaluation import evaluate_case, write_metrics_csv
+from smp_diffusion_encoder.evaluation import MEAN_FLARE, MEAN_PRESENT, evaluate_case, summarize, write_metrics_csv
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
 from smp_diffusion_encoder.inference import load_model, predict_files
 from smp_diffusion_encoder.study.demo import DEMO_DATA
@@ -47,11 +45,12 @@ def main() -> None:
     (prediction,) = report.written[next(iter(report.written))]  # <case>.nii.gz on the DICOM series' grid
     scores = evaluate_case(prediction, other.label)
     write_metrics_csv([scores], args.out / "metrics.csv")
-    dsc = [scores.dsc(o) for o in FLARE_ORGANS]  # an organ absent from scan and prediction scores 1.0 (FLARE rule)
-    print(" ".join(f"{o}={d:.2f}" for o, d in zip(FLARE_ORGANS, dsc)))
+    print(" ".join(f"{o}={scores.dsc(o):.2f}" for o in FLARE_ORGANS))  # absent from scan and prediction: 1.0
+    means = summarize([scores])  # the two means `smp-diffusion evaluate` prints, under the same names
     print(
-        f"mean DSC {np.nanmean(dsc):.3f} over the 13 organs on {other.case_id} (another scan); metrics in "
-        f"{args.out / 'metrics.csv'}; {time.perf_counter() - start:.0f} s"
+        f"on {other.case_id} (another scan): DSC {means[MEAN_PRESENT][0]:.3f} {MEAN_PRESENT.lower()}, "
+        f"{means[MEAN_FLARE][0]:.3f} {MEAN_FLARE}; metrics in {args.out / 'metrics.csv'}; "
+        f"{time.perf_counter() - start:.0f} s"
     )
 
 

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from smp_diffusion_encoder._io import atomic_path, atomic_write_json, current_umask, make_temp_dir
+from smp_diffusion_encoder._io import (
+    atomic_path,
+    atomic_write_json,
+    check_name_fits,
+    check_writable,
+    current_umask,
+    make_temp_dir,
+    name_max,
+    publish_file,
+)
+from smp_diffusion_encoder.errors import InputFileError
 
 
 @pytest.fixture
@@ -56,3 +66,50 @@ def test_temp_dir_respects_the_umask(tmp_path: Path, umask) -> None:
     umask(0o022)
     folder = make_temp_dir(".x.tmp-", tmp_path)
     assert folder.parent == tmp_path and folder.name.startswith(".x.tmp-") and mode(folder) == 0o755
+
+
+@pytest.mark.parametrize("keep_suffix", [False, True])
+def test_longest_name_the_file_system_accepts_is_written(tmp_path: Path, keep_suffix: bool) -> None:
+    """A 255-byte name (NAME_MAX on Linux) fits; the temporary beside it must fit too (it used to add 14)."""
+    limit = name_max(tmp_path)
+    target = tmp_path / ("é" * 20 + "x" * (limit - 40 - len(".nii.gz")) + ".nii.gz")
+    assert len(os.fsencode(target.name)) == limit
+    with atomic_path(target, keep_suffix=keep_suffix) as tmp:
+        assert len(os.fsencode(tmp.name)) <= limit and tmp.name.startswith(".é")
+        assert not keep_suffix or tmp.name.endswith(".gz")
+        tmp.write_bytes(b"data")
+    assert target.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert make_temp_dir(f".{target.name}.tmp-", tmp_path).parent == tmp_path
+
+
+def test_a_name_too_long_is_refused_naming_the_input(tmp_path: Path) -> None:
+    limit = name_max(tmp_path)
+    check_name_fits(tmp_path / ("x" * limit))
+    with pytest.raises(
+        InputFileError,
+        match=rf"^in/ct\.nii\.gz: its output file name 'x{{{limit + 1}}}' would be "
+        rf"{limit + 1} bytes, more than the {limit} the file system of ",
+    ):
+        check_name_fits(tmp_path / "new" / ("x" * (limit + 1)), source="in/ct.nii.gz")
+
+
+def test_publish_file_gives_the_umask_mode(tmp_path: Path, umask) -> None:
+    umask(0o022)
+    src = tmp_path / "private"
+    src.write_bytes(b"w")
+    os.chmod(src, 0o600)  # as safetensors writes its files
+    publish_file(src, tmp_path / "model.safetensors")
+    assert mode(tmp_path / "model.safetensors") == 0o644 and not src.exists()
+
+
+def test_check_writable(tmp_path: Path) -> None:
+    check_writable(tmp_path / "new" / "deeper")  # does not exist yet: its existing ancestor is writable
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputFileError, match=r"out: cannot be written: .*file is a file, not a folder"):
+        check_writable(tmp_path / "file" / "out")
+    if os.geteuid() != 0:  # root may write into a read-only folder (not onto a read-only file system)
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(InputFileError, match=r"ro/out: cannot be written \(Permission denied in .*ro\)"):
+            check_writable(tmp_path / "ro" / "out")

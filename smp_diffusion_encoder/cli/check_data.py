@@ -1,8 +1,10 @@
 """``smp-diffusion check-data PATH``: read every volume the way training will, and report problems.
 
 PATH is a FLARE 2022 root, a volume file (NIfTI, NRRD, MetaImage), a DICOM series folder, or any folder of
-them. Each case prints one line: shape (x, y, z voxels), spacing (mm), HU range and, for label maps, the
-FLARE organs present, then one WARNING line per geometry warning (a corrected gantry tilt, a NIfTI whose
+them; a case folder (a label map such as label.nii.gz and its image: image.nii.gz or a DICOM series folder), at
+any depth (the shipped demo_data: train/ and test/ folders of case folders), is checked as one labeled case.
+Each case prints one line: shape (x, y, z voxels), spacing (mm), HU range and, for label maps, the FLARE organs
+present, then one WARNING line per geometry warning (a corrected gantry tilt, a NIfTI whose
 qform and sform disagree). The first bad file stops the run with exit status 2 (``--keep-going``: all
 problems are listed, then exit status 2 if there were any). DICOM series whose slices are not equally
 spaced (variable spacing, missing slices) are problems: no grid places them where they were acquired.
@@ -83,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _cases(path: Path) -> list[Case]:
     from smp_diffusion_encoder.data.dicom import is_dicom_folder
-    from smp_diffusion_encoder.data.flare import Case, FlareDataset, discover_volumes
+    from smp_diffusion_encoder.data.flare import Case, FlareDataset, find_cases
 
     if path.is_file() or is_dicom_folder(path) or not path.exists():
         return [Case(path.name, path)]
     if (path / "Training").is_dir() or (path / "Tuning").is_dir():
         return FlareDataset.discover(path).cases
-    return [Case(p.name, p) for p in discover_volumes(path)]
+    return find_cases(path)
 
 
 def _check_case(case: Case, convention: str) -> str:

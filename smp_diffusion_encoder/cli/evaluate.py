@@ -5,7 +5,9 @@ Scores every ground-truth label map in GT_DIR against the prediction of the same
 (per-organ DSC and NSD), writes the official per-case CSV and optionally a markdown summary (both
 atomically), and prints the summary: per organ DSC, NSD and the predicted-to-true volume ratio, then a
 confusion table (which label the prediction puts inside each true organ), so over-segmentation and swapped
-organs show at a glance.
+organs show at a glance. Label ids that are not FLARE ids (0..13), such as 255 or 14, are refused (exit
+status 2, naming the file and the ids) as check-data refuses them, unless --labels-convention maps the ground
+truth from another convention (amos, btcv, totalsegmentator, word; ids outside its table become background).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smp_diffusion_encoder.cli._args import description
+from smp_diffusion_encoder.data.remap import CONVENTIONS
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +38,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write the summary as a markdown file (default: none)"
     )
+    parser.add_argument(
+        "--labels-convention",
+        choices=sorted(CONVENTIONS),
+        default="flare",
+        help="label ids of the ground truth, mapped to FLARE ids (default: flare; unknown ids are "
+        "then refused, as check-data refuses them)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -47,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         write_summary_markdown,
     )
 
-    results = evaluate_folder(args.pred_dir, args.gt_dir, progress=not args.no_progress)
+    results = evaluate_folder(
+        args.pred_dir, args.gt_dir, progress=not args.no_progress, labels_convention=args.labels_convention
+    )
     write_metrics_csv(results, args.out)
     if args.summary is not None:
         write_summary_markdown(results, args.summary)

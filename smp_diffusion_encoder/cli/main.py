@@ -4,7 +4,8 @@ Each subcommand module defines ``register(subparsers)`` (adds its parser and set
 logic in the library; this file only dispatches. Subcommand modules import only the standard library and
 the torch-free config dataclasses at module level (their work imports the rest), so ``--help`` and argument
 errors answer without importing torch. Any :class:`~smp_diffusion_encoder.errors.SmpDiffusionError`
-becomes ``error: <message>`` on stderr and exit status 2; nothing half-written is left behind because every
+becomes ``error: <message>`` on stderr and exit status 2, and so does an ``--out`` that cannot be written
+(checked before the subcommand runs); nothing half-written is left behind because every
 writer in the library writes atomically. Warnings print as one line each (``warning: <message>``).
 """
 
@@ -15,7 +16,9 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+from smp_diffusion_encoder._io import check_writable
 from smp_diffusion_encoder.errors import SmpDiffusionError, one_line_warning
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -55,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if isinstance(getattr(args, "out", None), Path):  # an unwritable --out fails now, not after the work
+            check_writable(args.out)
         result = args.func(args)
     except SmpDiffusionError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """``smp-diffusion predict INPUT --model MODEL_DIR --out OUT_DIR``: segment CT volumes.
 
 INPUT is a NIfTI, NRRD or MetaImage file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), a DICOM series folder,
-or a folder of them (searched recursively). MODEL_DIR is a whole smp model saved with
+or a folder of them (searched recursively; a case folder, CASE/label.nii.gz beside its image, gives its image,
+and its outputs are named CASE). MODEL_DIR is a whole smp model saved with
 ``smp_diffusion_encoder.formats.save_segmenter`` (config.json, model.safetensors, preprocessing.json) or a
-probe saved with ``formats.save_probe``. Each input gives OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly
-the input's geometry, and optionally <case>_probabilities.nii.gz (float32, classes on the last axis) and
+linear probe saved with ``formats.save_probe``. Each input gives OUT_DIR/<case>.nii.gz (uint8 label ids) with exactly
+the input's geometry, and optionally <case>_probabilities.nii.gz (uint8 round(p * 255) with scl_slope 1/255:
+readers get probabilities in [0, 1]; classes on the last axis; about 50 bytes of memory per input voxel) and
 <case>_uncertainty.nii.gz (softmax entropy, nats). --output-format nrrd or mha writes those files as .nrrd or
 .mha; dicom-seg (DICOM series inputs only) writes <case>_seg.dcm, a DICOM Segmentation object that references
 the source CT slices (one segment per FLARE organ found), for PACS, 3D Slicer and OHIF. Files are written

@@ -103,7 +103,7 @@ def read_frames(folder: Path) -> list[Frame]:
     Raises:
         DicomSeriesError: ``folder`` is not a folder or holds no DICOM image; a multi-frame file whose frames
             cannot be placed (no per-frame positions); a file lacking a geometry attribute.
-        CorruptFileError: a DICOM file whose header cannot be read.
+        CorruptFileError: a DICOM file whose header cannot be read, or a truncated one (:func:`_check_complete`).
     """
     if not folder.is_dir():
         raise DicomSeriesError(folder, "is not a folder")
@@ -118,7 +118,11 @@ def read_frames(folder: Path) -> list[Frame]:
             continue
         except Exception as err:  # truncated files raise EOFError, OSError, struct errors...
             raise CorruptFileError(path, f"cannot read as DICOM ({type(err).__name__}: {err})") from err
-        if "PixelData" not in ds or str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+        if str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+            logger.debug("skipping DICOM file of a non-image modality %s", path)
+            continue
+        _check_complete(path, ds)
+        if "PixelData" not in ds:
             logger.debug("skipping DICOM file without image pixel data %s", path)
             continue
         _fill_sop_uids(ds)
@@ -136,6 +140,49 @@ def read_frames(folder: Path) -> list[Frame]:
     if not frames:
         raise DicomSeriesError(folder, "holds no DICOM image files")
     return frames
+
+
+def _check_complete(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse a truncated file: pydicom reads a file cut short without complaint, as a dataset that ends early
+    (an image without pixel data, or with fewer pixel bytes than its header says), which would otherwise be
+    skipped or reported as missing slices.
+
+    Raises:
+        CorruptFileError: an image storage file without pixel data, or with uncompressed pixel data shorter than
+            ``Rows * Columns * frames * samples * BitsAllocated / 8`` bytes.
+    """
+    meta = getattr(ds, "file_meta", None)
+    sop_class = UID(str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "")))
+    size = path.stat().st_size
+    if "PixelData" not in ds:
+        if "Image Storage" in sop_class.name:
+            raise CorruptFileError(
+                path,
+                f"is truncated: a {sop_class.name} file of {size} bytes that ends before "
+                f"its pixel data; copy or export it again",
+            )
+        return
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta else UID("")
+    if not syntax or syntax.is_compressed:
+        return
+    try:
+        expected = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.get("SamplesPerPixel", 1) or 1)
+            * int(ds.BitsAllocated)
+            + 7
+        ) // 8
+    except (AttributeError, TypeError, ValueError):
+        return  # the geometry checks name the missing attribute
+    got = len(ds.PixelData)
+    if got < expected:
+        raise CorruptFileError(
+            path,
+            f"is truncated: its pixel data holds {got} of {expected} bytes ({size} bytes in "
+            f"all); copy or export it again",
+        )
 
 
 def _fill_sop_uids(ds: pydicom.Dataset) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pydicom
 
 from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.dicom import series_geometry
@@ -55,6 +56,21 @@ FLARE_SNOMED: dict[int, tuple[str, str | None]] = {
     12: ("Duodenum", None),
     13: ("Kidney", "Left"),
 }
+
+
+#: Type 2 attributes (present, may be empty) of the Patient and General Study modules that a SEG copies from
+#: its source images (PS3.3 C.7.1.1, C.7.2.1); written empty where the source lacks them, as dcmqi does.
+TYPE2_ATTRIBUTES: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def labels_on_frames(labels: np.ndarray, volume: Volume, frames: list[Frame]) -> np.ndarray:
@@ -93,7 +109,8 @@ def write_dicom_seg(
             ids outside 0..13, or no organ at all (a SEG needs at least one segment).
         DicomSeriesError: the source files lack a UID the SEG must reference (study, series, frame of
             reference, instance; SOP class and instance UIDs are taken from the file meta header when only
-            the dataset's are empty), or the series can no longer be read as it was.
+            the dataset's are empty), highdicom refuses them, or the series can no longer be read as it was.
+            Type 2 patient/study attributes a de-identifier deleted are written empty (:data:`TYPE2_ATTRIBUTES`).
     """
     import highdicom as hd
 
@@ -112,7 +129,7 @@ def write_dicom_seg(
         raise ConfigError(f"DICOM SEG output knows FLARE ids 1..13 only; labels hold {unknown}")
     if not present:
         raise ConfigError(f"{volume.name}: no organ in the label map; a DICOM SEG needs at least one segment")
-    frames, _ = series_geometry(source)
+    frames, grid = series_geometry(source)
     empty = [
         k
         for k in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
@@ -129,9 +146,28 @@ def write_dicom_seg(
     segment_of[present] = np.arange(1, len(present) + 1)
     pixel_array = segment_of[on_frames]  # (frames, rows, columns), segment numbers 1..n
     images, pixel_array = _source_images(frames, pixel_array)
+    images = [_with_type2_attributes(ds, grid.spacing) for ds in images]
     algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=_version(), family=_ai_family())
     descriptions = [_segment(n, flare_id, algorithm) for n, flare_id in enumerate(present, start=1)]
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(images, pixel_array, descriptions, algorithm_name, series_number)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # highdicom's refusals of the source
+        raise DicomSeriesError(
+            source,
+            f"cannot be referenced by a DICOM SEG ({type(err).__name__}: {err}); write NIfTI, NRRD or MHA instead",
+        ) from err
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+def _segmentation(
+    images: list, pixel_array: np.ndarray, descriptions: list, algorithm_name: str, series_number: int
+) -> object:
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
         source_images=images,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -148,10 +184,27 @@ def write_dicom_seg(
         content_description="FLARE 2022 organs, automatic segmentation",
         series_description="smp_diffusion_encoder organs",
     )
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        seg.save_as(tmp)
-    return path
+
+
+def _with_type2_attributes(ds: pydicom.Dataset, slice_spacing: float) -> pydicom.Dataset:
+    """``ds``, or a copy in memory with the :data:`TYPE2_ATTRIBUTES` it lacks present and empty, which the standard
+    allows for Type 2 (de-identifiers often delete them; highdicom reads them from the source), and, for a
+    single-frame image without a ``SliceThickness`` value (Type 2 in CT, but Type 1C in the SEG's Pixel
+    Measures), the series' slice spacing as dcmqi writes it. The copy's elements are ``ds``'s own, its element
+    dict a new one: neither ``ds`` nor its file changes."""
+    missing = [k for k in TYPE2_ATTRIBUTES if k not in ds]
+    no_thickness = "PerFrameFunctionalGroupsSequence" not in ds and not str(ds.get("SliceThickness", "") or "").strip()
+    if not missing and not no_thickness:
+        return ds
+    filled = pydicom.Dataset()
+    filled.update(ds)
+    if hasattr(ds, "file_meta"):
+        filled.file_meta = ds.file_meta
+    for keyword in missing:
+        setattr(filled, keyword, None)  # an empty element
+    if no_thickness:
+        filled.SliceThickness = pydicom.valuerep.DS(slice_spacing, auto_format=True)
+    return filled
 
 
 def _source_images(frames: list[Frame], pixel_array: np.ndarray) -> tuple[list, np.ndarray]:

@@ -108,8 +108,8 @@ CASE_IMAGE_NAMES = tuple(f"image{end}" for end in IMAGE_SUFFIXES)
 
 
 def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
-    """Labeled scans to score: a FLARE 2022 root's labeled (and labeled tuning) cases, one case folder, or a
-    folder of case folders.
+    """Labeled scans to score: a FLARE 2022 root's labeled (and labeled tuning) cases, one case folder, or the
+    case folders anywhere below ``path`` (e.g. the shipped demo's ``train/`` and ``test/`` folders of case folders).
 
     A case folder holds a label map (one of :data:`CASE_LABEL_NAMES`) and its image: a DICOM series
     subfolder (preferred: what scanners and PACS give) or ``image.nii.gz``; the case id is the folder's name.
@@ -130,8 +130,7 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
         ds = FlareDataset.discover(path)
         cases = [c for c in (*ds.labeled, *ds.tuning) if c.label is not None]
     else:
-        folders = [path] if _case_label(path) else sorted(p for p in path.iterdir() if p.is_dir() and _case_label(p))
-        cases = [_case_folder(p) for p in folders]
+        cases = [_case_folder(p) for p in case_folders(path)]
     if not cases:
         raise DatasetLayoutError(
             path,
@@ -141,6 +140,37 @@ def find_labeled_cases(path: str | os.PathLike[str]) -> list[Case]:
         )
     _check_unique(path, cases)
     return cases
+
+
+def case_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """``folder`` itself if it is a case folder (it holds one of :data:`CASE_LABEL_NAMES`), else the case folders
+    anywhere below it (not below another case folder), sorted by path; hidden folders are skipped."""
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(folder):
+        here = Path(dirpath)
+        if _case_label(here) is not None:
+            found.append(here)
+            dirnames[:] = []
+        else:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
+
+
+def find_cases(folder: str | os.PathLike[str]) -> list[Case]:
+    """Every scan under ``folder``: its case folders (:func:`case_folders`) as labeled cases named after the folder,
+    then every other volume file and DICOM series folder (:func:`discover_volumes`) as an unlabeled case named by
+    its file or folder name.
+
+    Raises:
+        DatasetLayoutError: nothing found, or a case folder without its image (see :func:`find_labeled_cases`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetLayoutError(folder, "does not exist or is not a folder")
+    dirs = case_folders(folder)
+    cases = [_case_folder(d) for d in dirs]
+    loose = [p for p in discover_volumes(folder) if not any(d == p or d in p.parents for d in dirs)]
+    return cases + [Case(p.name, p) for p in loose]
 
 
 def _case_label(folder: Path) -> Path | None:

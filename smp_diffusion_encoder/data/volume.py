@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -42,8 +43,10 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt_lib
+from nibabel.volumeutils import array_to_file, seek_tell
 from numpy.typing import DTypeLike
 
+from smp_diffusion_encoder._io import atomic_path
 from smp_diffusion_encoder.data.imageio import LabelInfo
 from smp_diffusion_encoder.data.io_registry import (
     VOLUME_SUFFIXES,
@@ -110,13 +113,15 @@ class Volume:
         """File-order ``(i, j, k[, c])`` data -> canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``)."""
         return _to_canonical(data, self.ornt)
 
-    def to_original(self, array: np.ndarray) -> np.ndarray:
-        """Canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``) -> file voxel order ``(i, j, k[, c])``; exact inverse."""
+    def to_original(self, array: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
+        """Canonical ``(Z, Y, X)`` (or ``(C, Z, Y, X)``) -> file voxel order ``(i, j, k[, c])``; exact inverse.
+        ``contiguous=False``: a view of ``array`` (no copy)."""
         xyz = np.moveaxis(array, (-1, -2, -3), (0, 1, 2))  # (Z,Y,X) -> (X,Y,Z), channel axis last
         inverse = np.empty_like(self.ornt)
         for file_axis, (canonical_axis, flip) in enumerate(self.ornt):
             inverse[int(canonical_axis)] = (file_axis, flip)
-        return np.ascontiguousarray(ornt_lib.apply_orientation(xyz, inverse))
+        data = ornt_lib.apply_orientation(xyz, inverse)
+        return np.ascontiguousarray(data) if contiguous else data
 
 
 def read_volume(path: str | os.PathLike[str], *, kind: VolumeKind = "image", check_hu: bool = True) -> Volume:
@@ -255,12 +260,19 @@ def check_pair(image: Volume, label: Volume) -> None:
 
 def check_label_ids(label: Volume, allowed: range | set[int] | frozenset[int] = range(14)) -> None:
     """Raise :class:`LabelMismatchError` listing the ids in ``label`` that are not in ``allowed``."""
-    present = np.unique(label.array)
+    check_label_array(label.array, label.source or "<memory>", allowed)
+
+
+def check_label_array(
+    array: np.ndarray, where: str | os.PathLike[str], allowed: range | set[int] | frozenset[int] = range(14)
+) -> None:
+    """:func:`check_label_ids` for a bare array read from ``where`` (``evaluate`` reads label maps unreoriented)."""
+    present = np.unique(array)
     unknown = sorted(int(v) for v in present if int(v) not in allowed)
     if unknown:
         lo_hi = f"{min(allowed)}..{max(allowed)}" if isinstance(allowed, range) else sorted(allowed)
         raise LabelMismatchError(
-            label.source or "<memory>",
+            where,
             f"holds unknown label ids {unknown} (allowed: {lo_hi}); wrong label convention? "
             f"see smp_diffusion_encoder.data.remap",
         )
@@ -296,6 +308,56 @@ def write_volume_like(
     format of ``path``'s ending (see :func:`write_label_map`). Written atomically."""
     path = Path(path)
     return writer_for(path, maps=True).write_map(array, reference, path, dtype)
+
+
+#: Probability maps are stored as uint8 ``round(p * PROBABILITY_SCALE)`` (:func:`write_probabilities_like`).
+PROBABILITY_SCALE = 255
+
+
+def write_probabilities_like(probabilities: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
+    """Write canonical ``(K, Z, Y, X)`` class probabilities in [0, 1] (any float dtype) with exactly
+    ``reference``'s file geometry, as uint8 ``round(p * 255)`` (off by at most 1/510 = 0.002).
+
+    NIfTI: 4D with the classes last and ``scl_slope = 1/255``, so NIfTI readers (nibabel, 3D Slicer, ITK) return
+    probabilities in [0, 1]; NRRD / MetaImage: a uint8 vector image of 0..255 (divide by 255; these formats have
+    no scale field). Memory: the uint8 map (1 byte per voxel and class) plus one class in float32; a NIfTI file
+    is written from a view in the file's voxel order, without another copy. Written atomically.
+    """
+    path = Path(path)
+    probabilities = np.asarray(probabilities)
+    io = writer_for(path, maps=True)  # ConfigError naming the endings written
+    if probabilities.ndim != 4 or probabilities.shape[1:] != reference.array.shape:
+        raise ConfigError(
+            f"{path}: probabilities are {probabilities.shape} but reference {reference.name} is "
+            f"(K, Z, Y, X) with (Z, Y, X) = {reference.array.shape}"
+        )
+    stored = np.empty(probabilities.shape, np.uint8)
+    work = np.empty(probabilities.shape[1:], np.float32)
+    for k in range(len(stored)):  # one class at a time: no float copy of the whole map
+        np.multiply(probabilities[k], PROBABILITY_SCALE, out=work)
+        np.rint(np.clip(work, 0, PROBABILITY_SCALE, out=work), out=work)
+        stored[k] = work
+    del work
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return io.write_map(stored, reference, path, np.uint8)
+    data = reference.to_original(stored, contiguous=False)  # (i, j, k, K) view
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    header["cal_min"], header["cal_max"] = 0, 0
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    img = klass(data, None, header=header)  # affine None: the header's qform/sform are kept verbatim
+    img.update_header()
+    hdr = img.header
+    hdr.set_slope_inter(1.0 / PROBABILITY_SCALE, 0.0)
+    offset = int(hdr.single_vox_offset + hdr.extensions.get_sizeondisk())
+    hdr.set_data_offset(offset)
+    with atomic_path(path) as tmp:
+        opener = gzip.GzipFile(tmp, "wb", compresslevel=1, mtime=0) if path.name.endswith(".gz") else open(tmp, "wb")
+        with opener as fh:
+            hdr.write_to(fh)
+            seek_tell(fh, offset, write0=True)
+            array_to_file(data, fh, np.uint8, offset=offset, order="F")  # slab by slab from the view
+    return path
 
 
 def _to_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:

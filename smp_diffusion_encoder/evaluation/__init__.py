@@ -8,6 +8,8 @@ Example:
 
 from smp_diffusion_encoder.evaluation.flare import (
     FLARE22_TOLERANCES_MM,
+    MEAN_FLARE,
+    MEAN_PRESENT,
     METRIC_COLUMNS,
     NSD_MIN_DSC,
     Z_RESTRICTED_ORGANS,
@@ -35,6 +37,8 @@ from smp_diffusion_encoder.evaluation.surface import (
 
 __all__ = [
     "FLARE22_TOLERANCES_MM",
+    "MEAN_FLARE",
+    "MEAN_PRESENT",
     "METRIC_COLUMNS",
     "NSD_MIN_DSC",
     "Z_RESTRICTED_ORGANS",

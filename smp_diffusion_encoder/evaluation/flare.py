@@ -221,16 +221,41 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def evaluate_case(pred_path: str | os.PathLike[str], gt_path: str | os.PathLike[str]) -> CaseResult:
-    """Metrics of one prediction file against its ground-truth file (spacing from the ground truth)."""
+def evaluate_case(
+    pred_path: str | os.PathLike[str],
+    gt_path: str | os.PathLike[str],
+    *,
+    labels_convention: str = "flare",
+    name: str | None = None,
+) -> CaseResult:
+    """Metrics of one prediction file against its ground-truth file (spacing from the ground truth), named
+    ``name`` (default: the ground-truth file's name).
+
+    ``labels_convention``: the ground truth's label ids (:data:`~smp_diffusion_encoder.data.remap.CONVENTIONS`),
+    mapped to FLARE ids; ``"flare"`` (the default) takes them as they are. Predictions hold FLARE ids.
+
+    Raises:
+        LabelMismatchError: different shapes, or a label id that is not a FLARE id (0..13) in the prediction
+            or in a ``"flare"`` ground truth (naming the file and the ids), as ``check-data`` refuses it.
+    """
+    from smp_diffusion_encoder.data.remap import remap_labels  # deferred, like the other data imports
+    from smp_diffusion_encoder.data.volume import check_label_array
+
     gt, spacing = load_label_map(gt_path)
+    if labels_convention == "flare":
+        check_label_array(gt, gt_path, range(len(FLARE_ORGANS) + 1))
+    else:
+        gt = remap_labels(gt, labels_convention)
     pred, _ = load_label_map(pred_path)
+    check_label_array(pred, pred_path, range(len(FLARE_ORGANS) + 1))
     if pred.shape != gt.shape:
         raise LabelMismatchError(
             pred_path, f"is {_shape_str(pred.shape)} but ground truth {gt_path} is {_shape_str(gt.shape)}"
         )
     known = (gt <= len(FLARE_ORGANS)) & (pred <= len(FLARE_ORGANS))
-    return CaseResult(Path(gt_path).name, case_metrics(gt, pred, spacing), confusion_matrix(gt[known], pred[known]))
+    return CaseResult(
+        name or Path(gt_path).name, case_metrics(gt, pred, spacing), confusion_matrix(gt[known], pred[known])
+    )
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
@@ -251,12 +276,33 @@ def _label_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _case_folder_labels(folder: Path) -> dict[str, Path]:
+    """Case id -> label map of the case folders under ``folder`` (``CASE/label.nii.gz``...:
+    :func:`~smp_diffusion_encoder.data.flare.case_folders`)."""
+    from smp_diffusion_encoder.data.flare import CASE_LABEL_NAMES, case_folders  # deferred (nibabel, pydicom)
+
+    found: dict[str, Path] = {}
+    for case in case_folders(folder):
+        if case.name in found:
+            raise DatasetLayoutError(
+                folder, f"holds two case folders named {case.name}: {found[case.name].parent} and {case}"
+            )
+        found[case.name] = next(case / n for n in CASE_LABEL_NAMES if (case / n).is_file())
+    return found
+
+
 def evaluate_folder(
-    pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], progress: bool = True
+    pred_dir: str | os.PathLike[str],
+    gt_dir: str | os.PathLike[str],
+    progress: bool = True,
+    *,
+    labels_convention: str = "flare",
 ) -> list[CaseResult]:
-    """Evaluate every ground-truth case (``*.nii.gz``, ``*.nii``, ``*.nrrd``, ``*.mha``... in ``gt_dir``) against
+    """Evaluate every ground-truth case (``*.nii.gz``, ``*.nii``, ``*.nrrd``, ``*.mha``... in ``gt_dir``; or, if it
+    holds none, the label maps of the case folders under it, ``CASE/label.nii.gz``, named ``CASE.nii.gz``) against
     the file of the same case name in ``pred_dir`` (any of those endings); predictions without a ground truth
-    are ignored. Results are named by the ground-truth file and sorted by case name.
+    are ignored. Results are named by the ground-truth file and sorted by case name. ``labels_convention``:
+    see :func:`evaluate_case`.
 
     Raises:
         DatasetLayoutError: a folder is missing, ``gt_dir`` holds no NIfTI file, or a prediction is missing
@@ -265,16 +311,22 @@ def evaluate_folder(
     """
     from tqdm.auto import tqdm
 
+    from smp_diffusion_encoder.data.volume import strip_volume_suffix  # deferred (nibabel, pydicom)
+
     gt_files = _label_files(Path(gt_dir))
+    names = {case: gt.name for case, gt in gt_files.items()}
+    if not gt_files:
+        gt_files = _case_folder_labels(Path(gt_dir))
+        names = {case: case + gt.name[len(strip_volume_suffix(gt.name)) :] for case, gt in gt_files.items()}
     pred_files = _label_files(Path(pred_dir))
     if not gt_files:
         raise DatasetLayoutError(gt_dir, "holds no ground-truth label map (*.nii.gz, *.nrrd, *.mha...)")
-    missing = [gt_files[name].name for name in gt_files if name not in pred_files]
+    missing = [names[name] for name in gt_files if name not in pred_files]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DatasetLayoutError(pred_dir, f"has no prediction for ground-truth case(s) {shown}")
     return [
-        evaluate_case(pred_files[name], gt_path)
+        evaluate_case(pred_files[name], gt_path, labels_convention=labels_convention, name=names[name])
         for name, gt_path in tqdm(gt_files.items(), desc="evaluate", unit="case", disable=not progress)
     ]
 
@@ -293,9 +345,17 @@ def write_metrics_csv(results: Sequence[CaseResult], path: str | os.PathLike[str
     atomic_write_text(path, buffer.getvalue())
 
 
+#: Name of the mean over the organs present in each case's ground truth (the demo's and the study's headline).
+MEAN_PRESENT = "Mean over organs present in the ground truth"
+#: Name of the FLARE 2022 evaluator's mean: all 13 organs, an organ absent from both files scoring 1.
+MEAN_FLARE = f"FLARE mean over {len(FLARE_ORGANS)} organs"
+
+
 def summarize(results: Sequence[CaseResult]) -> dict[str, tuple[float, float, float, float]]:
-    """Per-organ ``(DSC mean, DSC std, NSD mean, NSD std)`` over cases, plus key ``"Mean"``: the same four
-    numbers for each case's average over the 13 organs. Population std (``ddof=0``); ``nan`` is skipped."""
+    """Per-organ ``(DSC mean, DSC std, NSD mean, NSD std)`` over cases, then the same four numbers of each case's
+    average over the organs present in its ground truth (key :data:`MEAN_PRESENT`; only when every result has
+    its confusion counts, which say what the ground truth holds) and over the 13 organs (:data:`MEAN_FLARE`,
+    the FLARE evaluator's mean). Population std (``ddof=0``); ``nan`` is skipped."""
     if not results:
         raise ValueError("no results to summarize")
     dsc = np.array([[r.dsc(o) for o in FLARE_ORGANS] for r in results], dtype=np.float64)  # (cases, organs)
@@ -305,15 +365,27 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, tuple[float, float, fl
         stats = np.stack(
             [np.nanmean(dsc, 0), np.nanstd(dsc, 0), np.nanmean(nsd, 0), np.nanstd(nsd, 0)], axis=1
         )  # (organs, 4)
-        per_case_dsc, per_case_nsd = np.nanmean(dsc, 1), np.nanmean(nsd, 1)  # (cases,)
-        overall = (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd), np.nanstd(per_case_nsd))
-    table = {organ: tuple(float(v) for v in row) for organ, row in zip(FLARE_ORGANS, stats, strict=True)}
-    table["Mean"] = tuple(float(v) for v in overall)
+        table = {organ: tuple(float(v) for v in row) for organ, row in zip(FLARE_ORGANS, stats, strict=True)}
+        if all(r.confusion is not None for r in results):
+            present = np.array([r.confusion.sum(axis=1)[1:] > 0 for r in results])  # type: ignore[union-attr]
+            table[MEAN_PRESENT] = _mean_std_of_case_means(
+                np.where(present, dsc, np.nan), np.where(present, nsd, np.nan)
+            )
+        table[MEAN_FLARE] = _mean_std_of_case_means(dsc, nsd)
     return table  # type: ignore[return-value]
 
 
+def _mean_std_of_case_means(dsc: np.ndarray, nsd: np.ndarray) -> tuple[float, ...]:
+    per_case_dsc, per_case_nsd = np.nanmean(dsc, 1), np.nanmean(nsd, 1)  # (cases,)
+    return tuple(
+        float(v)
+        for v in (np.nanmean(per_case_dsc), np.nanstd(per_case_dsc), np.nanmean(per_case_nsd), np.nanstd(per_case_nsd))
+    )
+
+
 def format_summary_markdown(results: Sequence[CaseResult]) -> str:
-    """Markdown table of :func:`summarize`: one row per organ and a final mean row, 4 decimals; with
+    """Markdown table of :func:`summarize`: one row per organ and the mean rows (:data:`MEAN_PRESENT`,
+    :data:`MEAN_FLARE`), 4 decimals; with
     confusion counts also the predicted / true volume (mean over the cases holding the organ) and, below, where
     each true organ's voxels were predicted (voxels of all cases added up)."""
     errors = all(r.confusion is not None for r in results)
@@ -324,9 +396,12 @@ def format_summary_markdown(results: Sequence[CaseResult]) -> str:
         "| --- | --- | --- |" + (" --- |" if errors else ""),
     ]
     for organ, (dsc_mean, dsc_std, nsd_mean, nsd_std) in summarize(results).items():
-        name = f"**{organ}**" if organ == "Mean" else organ
+        mean_row = organ in (MEAN_PRESENT, MEAN_FLARE)
+        name = f"**{organ}**" if mean_row else organ
         row = f"| {name} | {dsc_mean:.4f} ± {dsc_std:.4f} | {nsd_mean:.4f} ± {nsd_std:.4f} |"
-        if errors:
+        if errors and mean_row:
+            row += " – |"
+        elif errors:
             ratios = [r.volume_ratios.get(organ, math.nan) for r in results]
             ratios = [v for v in ratios if not math.isnan(v)]
             row += f" {np.mean(ratios):.2f} |" if ratios else " – |"

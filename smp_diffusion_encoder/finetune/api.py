@@ -153,7 +153,9 @@ def finetune(
     out = Path(out_dir)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not resume:
-        raise ConfigError(f"{ckpt} exists: pass resume=True to continue that run, or choose another out_dir")
+        raise ConfigError(
+            f"{ckpt} exists: continue that run with --resume (resume=True in Python), or choose another --out"
+        )
     if resume and not ckpt.exists():
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
     encoder = load_encoder(config.encoder, config.encoder_weights, image_size=config.image_size)  # read once

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from smp_diffusion_encoder.data.augment import Strength, build_augmentation
-from smp_diffusion_encoder.data.flare import Case, FlareDataset, find_labeled_cases
+from smp_diffusion_encoder.data.flare import CASE_LABEL_NAMES, Case, FlareDataset, find_labeled_cases
 from smp_diffusion_encoder.data.labeled_slices import read_label_map
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig, SliceGeometry
 from smp_diffusion_encoder.data.splits import Split, eligible_slices, select_slices
@@ -50,9 +50,12 @@ class LabeledSlices:
 def labeled_cases(root_or_cases: str | os.PathLike[str] | Sequence[Case]) -> list[Case]:
     """The labeled training cases of a FLARE root, of a case folder or a folder of case folders
     (:func:`~smp_diffusion_encoder.data.flare.find_labeled_cases`), or the labeled ones of a given list; at
-    least one is required."""
+    least one is required. A root with a ``train/`` folder (the shipped demo: ``train/`` and ``test/`` folders of
+    case folders) trains on ``train/`` only, as a FLARE root trains on its labeled ``Training`` cases."""
     if isinstance(root_or_cases, (str, os.PathLike)):
         path = Path(root_or_cases)
+        if (path / "train").is_dir() and not any((path / n).is_file() for n in CASE_LABEL_NAMES):
+            path = path / "train"
         flare = (path / "Training").is_dir() or (path / "Tuning").is_dir()
         cases = FlareDataset.discover(path).labeled if flare else find_labeled_cases(path)
         where = str(root_or_cases)

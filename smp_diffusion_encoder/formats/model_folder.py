@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from smp_diffusion_encoder._io import atomic_write_json, make_temp_dir
+from smp_diffusion_encoder._io import atomic_write_json, make_temp_dir, publish_file
 from smp_diffusion_encoder.data.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.data.preprocessing import PreprocessingConfig
 from smp_diffusion_encoder.encoder.config import EncoderSpec, FeatureConfig
@@ -105,7 +105,7 @@ def save_finetuned(model: nn.Module, save_dir: str | os.PathLike[str], **kwargs:
         model.save_pretrained(tmp, **kwargs)
         for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME):  # config last: a folder with it is complete
             if (tmp / name).is_file():
-                os.replace(tmp / name, out / name)
+                publish_file(tmp / name, out / name)  # umask mode: safetensors writes its file 0600
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if had:

@@ -6,16 +6,20 @@ and its :class:`~smp_diffusion_encoder.data.preprocessing.SliceGeometry` (``(Z, 
 batches through the model -> softmax -> each batch's probabilities mapped back onto the input's grid by the
 geometry's inverse (outside the model's window: background) -> argmax. Labels are taken from the
 probabilities at the input's resolution (smoother organ boundaries than upsampling labels), batch by
-batch, so memory stays at one batch of full-resolution probabilities unless they are saved.
+batch, so memory stays at one batch of full-resolution probabilities unless they are saved; saved ones are
+kept as float16 (2 bytes per voxel and class, allocated once and filled batch by batch) and written as uint8
+(:func:`~smp_diffusion_encoder.data.volume.write_probabilities_like`).
 
 Outputs in ``out_dir`` for case ``<case>`` (the file name without its ending (``.nii.gz``, ``.nrrd``...)
 and without FLARE's ``_0000`` channel suffix; a DICOM folder's name), in ``output_format``, one of the table
 of formats (:data:`~smp_diffusion_encoder.data.io_registry.OUTPUT_FORMATS`):
 
-* ``"nifti"`` (default): ``<case>.nii.gz`` (uint8 ids), optionally ``<case>_probabilities.nii.gz`` (float32,
-  4D with the class axis last) and ``<case>_uncertainty.nii.gz`` (float32, entropy of the softmax in nats,
+* ``"nifti"`` (default): ``<case>.nii.gz`` (uint8 ids), optionally ``<case>_probabilities.nii.gz`` (uint8
+  ``round(p * 255)`` with ``scl_slope = 1/255``, so readers get probabilities in [0, 1]; 4D with the class
+  axis last) and ``<case>_uncertainty.nii.gz`` (float32, entropy of the softmax in nats,
   0 = certain, at most ``log K``);
-* ``"nrrd"`` / ``"mha"``: the same files as ``.nrrd`` / ``.mha`` (probabilities as a vector image);
+* ``"nrrd"`` / ``"mha"``: the same files as ``.nrrd`` / ``.mha`` (probabilities as a uint8 vector image of
+  0..255: these formats have no scale field);
 * ``"dicom-seg"`` (DICOM series inputs only): ``<case>_seg.dcm``, a DICOM Segmentation object referencing
   the source series (:class:`~smp_diffusion_encoder.data.dicom_seg.DicomSegIO`); probabilities and
   uncertainty, if asked for, as NIfTI. A prediction without any organ gets no SEG (it needs at least one
@@ -43,18 +47,22 @@ import torch
 from tqdm import tqdm
 
 from smp_diffusion_encoder._device import Precision, autocast, resolve_device, resolve_precision
+from smp_diffusion_encoder._io import check_name_fits
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
-from smp_diffusion_encoder.data.flare import discover_volumes
+from smp_diffusion_encoder.data.flare import CASE_IMAGE_NAMES, CASE_LABEL_NAMES, find_cases
 from smp_diffusion_encoder.data.imageio import LabelInfo
 from smp_diffusion_encoder.data.io_registry import is_volume_file, output_writer, strip_volume_suffix
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
-from smp_diffusion_encoder.data.volume import Volume, read_volume
+from smp_diffusion_encoder.data.volume import Volume, read_volume, write_probabilities_like
 from smp_diffusion_encoder.errors import ConfigError, InputFileError, SmpDiffusionError
 from smp_diffusion_encoder.formats.model_folder import Segmenter
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig, keep_largest_components, smooth_along_z
 
 #: An ``--output-format`` name: one of :data:`OUTPUT_FORMATS` (from the table of formats).
 OutputFormat = str
+
+#: In-memory dtype of saved probabilities (2 bytes per voxel and class; float32 took 4).
+_PROBABILITY_DTYPE = np.float16
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,8 @@ class VolumePrediction:
 
     Attributes:
         labels: ``(Z, Y, X)`` uint8 class ids.
-        probabilities: ``(K, Z, Y, X)`` float32 softmax, or ``None`` if not requested.
+        probabilities: ``(K, Z, Y, X)`` float16 softmax (rounding error below 0.0005), or ``None`` if not
+            requested.
         uncertainty: ``(Z, Y, X)`` float32 softmax entropy (nats), or ``None`` if not requested.
     """
 
@@ -135,7 +144,7 @@ def predict_volume(
     model_slices = geometry.image_slices(chosen, model.preprocessing)  # (Z, S, S)
     z, h, w = chosen.array.shape
     labels = np.empty((z, h, w), dtype=np.uint8)
-    probs_out = np.empty((model.num_classes, z, h, w), dtype=np.float32) if probabilities else None
+    probs_out = np.empty((model.num_classes, z, h, w), dtype=_PROBABILITY_DTYPE) if probabilities else None
     unc_out = np.empty((z, h, w), dtype=np.float32) if uncertainty else None
 
     def model_probabilities(start: int) -> np.ndarray:
@@ -176,8 +185,13 @@ def predict_volume(
 
 def case_name(path: str | os.PathLike[str]) -> str:
     """Output name of an input: ``FLARE22_Tr_0001_0000.nii.gz`` (or ``.nrrd``, ``.mha``...) ->
-    ``FLARE22_Tr_0001``; a DICOM folder's name."""
+    ``FLARE22_Tr_0001``; a DICOM folder's name; the image of a case folder (``CASE/image.nii.gz``, or
+    ``CASE/dicom/`` beside ``CASE/label.nii.gz``: :func:`~smp_diffusion_encoder.data.flare.find_labeled_cases`)
+    -> the case folder's name, so ``evaluate`` pairs the prediction with ``CASE/label.nii.gz``."""
     path = Path(path)
+    in_case_folder = any((path.parent / n).is_file() for n in CASE_LABEL_NAMES)
+    if path.name in CASE_IMAGE_NAMES or (in_case_folder and path.is_dir()):
+        return path.resolve().parent.name
     if not is_volume_file(path):
         return path.name
     name = strip_volume_suffix(path.name)
@@ -185,13 +199,14 @@ def case_name(path: str | os.PathLike[str]) -> str:
 
 
 def resolve_inputs(path: str | os.PathLike[str]) -> list[Path]:
-    """A NIfTI file, a DICOM series folder, or a folder of them (recursive) -> the volumes to predict."""
+    """A volume file, a DICOM series folder, or a folder of them (recursive) -> the volumes to predict. Case
+    folders (:func:`~smp_diffusion_encoder.data.flare.find_cases`) give their image, never their label map."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "does not exist")
     if path.is_file() or is_dicom_folder(path):
         return [path]
-    return discover_volumes(path)
+    return [case.image for case in find_cases(path)]
 
 
 def predict_files(
@@ -212,7 +227,8 @@ def predict_files(
 
     Raises the first :class:`SmpDiffusionError` unless ``keep_going``. Refused before anything is written
     (:class:`ConfigError`): two inputs with the same case name, an unknown ``output_format``, and inputs or a
-    model the format cannot serve (e.g. ``"dicom-seg"`` for an input that is not a DICOM series folder).
+    model the format cannot serve (e.g. ``"dicom-seg"`` for an input that is not a DICOM series folder);
+    (:class:`InputFileError`, naming the input) an output file name longer than ``out_dir``'s file system allows.
     """
     writer = output_writer(output_format)
     names = [case_name(p) for p in inputs]
@@ -225,6 +241,9 @@ def predict_files(
     writer.check_outputs(inputs, model.num_classes)
     resolve_precision(precision, resolve_device(device))  # a bad device or precision fails before any input
     out = Path(out_dir)
+    for path, name in zip(inputs, names):  # a name the file system refuses fails before any model runs
+        for file in _output_files(out, name, output_format, save_probabilities, save_uncertainty):
+            check_name_fits(file, source=path)
     report = PredictReport()
     for path, name in zip(inputs, names):
         try:
@@ -247,6 +266,17 @@ def predict_files(
     return report
 
 
+def _output_files(out: Path, name: str, output_format: str, probabilities: bool, uncertainty: bool) -> list[Path]:
+    """The files :func:`_write_case` may write for case ``name``."""
+    writer = output_writer(output_format)
+    maps_end = (output_writer(writer.map_format) if writer.map_format else writer).label_ending
+    return (
+        [out / f"{name}{writer.label_ending}"]
+        + ([out / f"{name}_probabilities{maps_end}"] if probabilities else [])
+        + ([out / f"{name}_uncertainty{maps_end}"] if uncertainty else [])
+    )
+
+
 def _write_case(
     pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti", model_name: str = ""
 ) -> list[Path]:
@@ -257,7 +287,7 @@ def _write_case(
     try:
         if pred.probabilities is not None:
             path = out / f"{name}_probabilities{maps.label_ending}"
-            written.append(maps.write_map(pred.probabilities, volume, path))
+            written.append(write_probabilities_like(pred.probabilities, volume, path))
         if pred.uncertainty is not None:
             written.append(maps.write_map(pred.uncertainty, volume, out / f"{name}_uncertainty{maps.label_ending}"))
         info = LabelInfo.flare(f"smp_diffusion_encoder {model_name}".strip())

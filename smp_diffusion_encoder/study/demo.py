@@ -5,8 +5,8 @@ the labeled one. Here:
 
 1. Few-shot fine-tune on labeled slices of a **non-contrast** real scan (``demo_data/train/REALCT_Tr_0001``,
    shipped in the package): the ``ddpm-ct`` encoder with its default pretrained weights, frozen, with an smp
-   Unet decoder, at a few label budgets, with two recipes: the default (augmented views with simulated
-   contrast phases and nnU-Net's spatial and intensity set, 3D post-processing, see
+   Unet decoder, from 4 labeled slices (``--budgets`` for more), with two recipes: the default (augmented views
+   with simulated contrast phases and nnU-Net's spatial and intensity set, 3D post-processing, see
    :mod:`smp_diffusion_encoder.finetune`) and release 0.2's (no augmentation, no post-processing).
 2. Segment a **contrast-enhanced** scan of another acquisition, scanner and field of view
    (``demo_data/test/REALCT_Ts_0001``, a DICOM series) exactly as ``smp-diffusion predict`` does, and score it
@@ -35,6 +35,7 @@ from smp_diffusion_encoder._device import describe_machine
 from smp_diffusion_encoder.data.flare import Case, find_labeled_cases
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
+from smp_diffusion_encoder.evaluation.flare import MEAN_FLARE, MEAN_PRESENT
 from smp_diffusion_encoder.registry.weights import resolve_weights
 from smp_diffusion_encoder.study.config import DEMO_METHODS, DEMO_STUDY, StudyConfig
 from smp_diffusion_encoder.study.figures import render_overlays
@@ -96,9 +97,10 @@ def run_demo(
         "(TotalSegmentator): **pseudo ground truth**, not manual annotations. A DSC here is agreement with that "
         "model on one scan with one seed, so differences under about 0.03 are noise "
         "(`benchmarks/results/recipe_transfer.md` has 3 seeds, validation data and more budgets). Headline means "
-        "average the organs present in the other scan's labels (7 of the 13: liver, spleen, pancreas, aorta, IVC, "
-        "right adrenal gland, stomach); the per-organ tables also show the absent organs with the FLARE rule "
-        "(1.0 when nothing is predicted there, 0.0 otherwise). The demo chooses nothing: every setting of the "
+        f"are the {MEAN_PRESENT.lower()} of the other scan (7 of the 13: liver, spleen, pancreas, aorta, IVC, "
+        f"right adrenal gland, stomach), the row `smp-diffusion evaluate` prints under that name; the {MEAN_FLARE} "
+        "(`evaluate`'s other mean row) also counts the absent organs, 1.0 when nothing is predicted there, 0.0 "
+        "otherwise. The demo chooses nothing: every setting of the "
         "default recipe was chosen on validation data of the labeled scan (README, 'How choices are made')."
     )
     summary = write_report(

@@ -24,6 +24,7 @@ import numpy as np
 from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.remap import FLARE_LABELS, FLARE_ORGANS
 from smp_diffusion_encoder.evaluation.confusion import format_confusion_markdown, summed_confusion
+from smp_diffusion_encoder.evaluation.flare import MEAN_FLARE, MEAN_PRESENT
 from smp_diffusion_encoder.study.figures import plot_dsc_vs_budget
 from smp_diffusion_encoder.study.results import BudgetResult, aggregate, budget_slices, write_results_csv
 
@@ -194,10 +195,8 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
     ]
     found = [r for r in results if r]
     if found and all(r.averaged_over == "present organs" for r in found):
-        rows.append(("**Mean, organs present**", [r.dsc_mean if r else math.nan for r in results]))
-        rows.append(
-            (f"Mean, {len(FLARE_ORGANS)} organs (FLARE rule)", [r.flare_dsc_mean if r else math.nan for r in results])
-        )
+        rows.append((f"**{MEAN_PRESENT}**", [r.dsc_mean if r else math.nan for r in results]))
+        rows.append((MEAN_FLARE, [r.flare_dsc_mean if r else math.nan for r in results]))
     else:
         rows.append(("**Mean**", [r.dsc_mean if r else math.nan for r in results]))
     for name, values in rows:
@@ -211,9 +210,8 @@ def _organ_table(results: list[BudgetResult | None], labels: list[str]) -> list[
 def _averaged_text(results: Sequence[BudgetResult]) -> str:
     if all(r.averaged_over == "present organs" for r in results):
         return (
-            "mean over the FLARE 2022 organs present in its ground truth (an absent organ has no DSC to "
-            "average; the FLARE evaluator's 13-organ mean, which scores an absent organ 1 or 0, is in the "
-            "per-organ tables and results.csv)"
+            f"{MEAN_PRESENT.lower()} (an absent organ has no DSC to average; the "
+            f"{MEAN_FLARE}, which scores an absent organ 1 or 0, is in the per-organ tables and results.csv)"
         )
     return f"mean over the {len(FLARE_ORGANS)} FLARE 2022 organs"
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def prepare_store(
     unlabeled images only.
 
     Raises:
-        InputFileError: ``data`` is missing, holds no volumes, or is a store of another image size / empty.
+        InputFileError: ``data`` is missing, holds no volumes (checked before anything is created), or is a
+            store of another image size / empty. A store this call began is removed when it fails.
     """
     data = Path(data)
     if not data.exists():
@@ -93,10 +95,30 @@ def prepare_store(
     else:
         from smp_diffusion_encoder.data.slice_store import build_slice_store
 
+        volumes = source_volumes(data)
+        if not volumes:  # refused before anything is created
+            raise DatasetLayoutError(
+                data,
+                "holds no volume to pretrain on (a FLARE root contributes the images of "
+                "its Training/*UnlabeledCase* folders only; it has none)",
+            )
         store = Path(run_dir) / "slices"
-        build_slice_store(
-            source_volumes(data), store, PreprocessingConfig(image_size=image_size), workers=workers, progress=progress
-        )
+        made = [p for p in (Path(run_dir), store) if not p.exists()]
+        try:
+            build_slice_store(
+                volumes, store, PreprocessingConfig(image_size=image_size), workers=workers, progress=progress
+            )
+            _check_store(store, image_size)
+        except BaseException:
+            if made:  # no half-built store (or empty run folder) of this call is left behind
+                shutil.rmtree(made[0], ignore_errors=True)
+            raise
+        return store
+    _check_store(store, image_size)
+    return store
+
+
+def _check_store(store: Path, image_size: int) -> None:
     ds = SliceStore(store)
     if ds.config.image_size != image_size:
         raise InputFileError(
@@ -105,8 +127,9 @@ def prepare_store(
             f"{image_size} px (rebuild the store with --image-size {image_size})",
         )
     if len(ds) == 0:
-        raise InputFileError(store, "the slice store holds no usable slices")
-    return store
+        raise InputFileError(
+            store, "the slice store holds no usable slices (every slice was outside the body or unreadable)"
+        )
 
 
 def resolve_runtime(

@@ -47,7 +47,9 @@ def test_evaluate_writes_csv_and_summary(tmp_path: Path, capsys: pytest.CaptureF
     assert lines[0].startswith("Name,Liver_DSC,RK_DSC,") and lines[0].endswith(",Duodenum_NSD,LK_NSD")
     assert [line.split(",")[0] for line in lines[1:]] == ["A_0001.nii.gz", "A_0002.nii.gz"]
     printed = capsys.readouterr().out
-    assert "| Liver |" in printed and "| **Mean** |" in printed
+    assert "| Liver |" in printed and "| **FLARE mean over 13 organs** |" in printed
+    # the other mean: only the organs the ground truth holds (here liver and aorta, the aorta missed)
+    assert "| **Mean over organs present in the ground truth** |" in printed
     assert summary.read_text() == printed
     assert "| Aorta | 0.0000 ± 0.0000 | 0.0000 ± 0.0000 | 0.00 |" in printed  # aorta missed in both cases
     # the volume ratio and where the true voxels went: the shifted liver keeps its size, half the aorta's
@@ -116,3 +118,56 @@ def test_two_predictions_for_one_case_exit_2(tmp_path: Path, capsys: pytest.Capt
         == 2
     )
     assert "holds two label maps for case A_0001: A_0001.nii and A_0001.nii.gz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad_id", [255, 14])
+@pytest.mark.parametrize("where", ["gt", "pred"])
+def test_unknown_label_ids_are_refused_like_check_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_id: int, where: str
+) -> None:
+    """They used to be scored as background with exit 0; check-data refuses the same file."""
+    _case(tmp_path, "A_0001.nii.gz")
+    bad = tmp_path / where / "A_0001.nii.gz"
+    labels = np.asanyarray(nib.load(bad).dataobj).copy()
+    labels[0, 0, :] = bad_id
+    _save(bad, labels)
+    out = tmp_path / "metrics.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out", str(out), "--no-progress"]) == 2
+    message = f"{bad}: holds unknown label ids [{bad_id}] (allowed: 0..13)"
+    assert f"error: LabelMismatchError: {message}" in capsys.readouterr().err
+    assert not out.exists()
+    from smp_diffusion_encoder.data.volume import check_label_ids, read_volume
+    from smp_diffusion_encoder.errors import LabelMismatchError
+
+    with pytest.raises(LabelMismatchError) as refused:  # check-data's check of a label map
+        check_label_ids(read_volume(bad, kind="label"))
+    assert str(refused.value).startswith(message)
+
+
+def test_labels_convention_maps_the_ground_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _case(tmp_path, "A_0001.nii.gz", shift=0)
+    gt = tmp_path / "gt" / "A_0001.nii.gz"
+    labels = np.asanyarray(nib.load(gt).dataobj).copy()
+    labels[labels == 1] = 6  # AMOS liver
+    labels[labels == 5] = 8  # AMOS aorta
+    labels[0, 0, :] = 255  # not in AMOS's table: background
+    _save(gt, labels)
+    out = tmp_path / "metrics.csv"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred"),
+                str(tmp_path / "gt"),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--labels-convention",
+                "amos",
+            ]
+        )
+        == 0
+    )
+    header, row = out.read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    assert float(values["Liver_DSC"]) == 1.0 and float(values["Aorta_DSC"]) == 0.0

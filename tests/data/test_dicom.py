@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.volume import read_volume, write_label_map
-from smp_diffusion_encoder.errors import DicomSeriesError
-from tests.data.synthetic_volumes import write_dicom_series, write_nifti
+from smp_diffusion_encoder.errors import CorruptFileError, DicomSeriesError
+from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series, write_nifti
 
 ROWS, COLS, SLICES = 12, 10, 5
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -156,4 +157,20 @@ def test_odd_slice_size_names_the_file(tmp_path: Path) -> None:
 def test_duplicate_slice_positions_are_refused(tmp_path: Path) -> None:
     folder = write_dicom_series(tmp_path / "dup", unique_hu(), slice_positions=[0.0, 2.5, 2.5, 5.0, 7.5])
     with pytest.raises(DicomSeriesError, match=r"dup: two slices at the same position"):
+        read_volume(folder)
+
+
+@pytest.mark.parametrize(
+    ("cut", "problem"),
+    [
+        (lambda n: n // 3, r"is truncated: a CT Image Storage file of \d+ bytes that ends before its pixel data"),
+        (lambda n: n - 100, r"is truncated: its pixel data holds \d+ of \d+ bytes"),
+    ],
+)
+def test_a_truncated_file_is_named_not_reported_as_missing_slices(tmp_path: Path, cut, problem: str) -> None:
+    folder = write_dicom_series(tmp_path / "ct", synthetic_ct((24, 20, 6)).astype(np.float64))
+    damaged = sorted(folder.iterdir())[2]
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: cut(len(data))])
+    with pytest.raises(CorruptFileError, match=rf"^{re.escape(str(damaged))}: {problem}"):
         read_volume(folder)

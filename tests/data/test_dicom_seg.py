@@ -166,32 +166,104 @@ def test_seg_of_the_real_demo_series(tmp_path: Path) -> None:
     """The packaged demo scan (Siemens, JPEG 2000 lossless, decoded by Pillow in the base install) and its
     label map: every organ pixel of every slice is in the SEG frame of that slice.
 
-    Its files, as published, have empty SOP class/instance, study and series UIDs (the file meta header
-    keeps the SOP ones): the SEG is refused until the study and series UIDs are there."""
+    Its files, as published, had empty SOP class/instance, study and series UIDs; the shipped copies carry
+    UIDs derived deterministically from the case name (pixel data untouched). A series without them is
+    refused, naming the file and the UIDs."""
     from smp_diffusion_encoder.data.volume import check_pair
 
     case = Path(__file__).resolve().parents[2] / "smp_diffusion_encoder/demo_data/test/REALCT_Ts_0001"
-    image = read_volume(case / "dicom")
+    series = case / "dicom"
+    image = read_volume(series)
     label = read_volume(case / "label.nii.gz", kind="label")
     check_pair(image, label)
+    path = write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+    blank = tmp_path / "dicom"
+    blank.mkdir()
+    for src in series.iterdir():
+        ds = pydicom.dcmread(src)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "", ""
+        ds.save_as(blank / src.name)
     with pytest.raises(
         DicomSeriesError,
         match=r"dicom: CT\.\S+ has no StudyInstanceUID, SeriesInstanceUID \(empty "
         r"in the file\), which a DICOM SEG must reference",
     ):
-        write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
-    series = tmp_path / "dicom"
-    series.mkdir()
-    study_uid, series_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    for path in (case / "dicom").iterdir():
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.save_as(series / path.name)
-    image = read_volume(series)
-    check_pair(image, label)
-    path = write_dicom_seg(label.array, image, tmp_path / "demo_seg.dcm")
+        write_dicom_seg(label.array, read_volume(blank), tmp_path / "blank_seg.dcm")
     frames, _ = series_geometry(series)
     assert frames[0].dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     expected = {(f.sop_instance_uid, None): label.array[k] for k, f in enumerate(frames)}
     seg = assert_frames_on_source_slices(path, series, expected)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [FLARE_LABELS[i] for i in np.unique(label.array) if i]
+
+
+#: Attributes de-identifiers delete (Type 2: may be empty, must be present).
+DEIDENTIFIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+    "SliceThickness",
+)
+
+
+def deidentify(folder: Path) -> Path:
+    """Delete (not empty) the Type 2 attributes, as anonymisers often do."""
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        for keyword in DEIDENTIFIED:
+            delattr(ds, keyword)
+        ds.save_as(f, enforce_file_format=True)
+    return folder
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The error lines of dciodvfy (Debian's dicom3tools), the reference DICOM validator."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (apt-get install dicom3tools) is not installed")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_seg_of_a_plain_series_is_valid_dicom(tmp_path: Path) -> None:
+    vol = read_volume(write_dicom_series(tmp_path / "ct", unique_hu()))
+    assert dciodvfy_errors(write_dicom_seg(organ_blocks(vol.array.shape), vol, tmp_path / "seg.dcm")) == []
+
+
+def test_seg_of_a_deidentified_series_has_the_type2_attributes_empty(tmp_path: Path) -> None:
+    folder = deidentify(write_dicom_series(tmp_path / "ct", unique_hu()))
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    vol = read_volume(folder)
+    labels = organ_blocks(vol.array.shape)
+    path = write_dicom_seg(labels, vol, tmp_path / "out" / "case.dcm")  # AttributeError: no PatientName
+    seg = pydicom.dcmread(path)
+    for keyword in DEIDENTIFIED[:-1]:
+        assert keyword in seg and not seg[keyword].value, keyword
+    thickness = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness
+    assert float(thickness) == pytest.approx(2.5)  # the slice spacing, as dcmqi writes it
+    frames, _ = series_geometry(folder)
+    assert hd.seg.segread(path).number_of_segments == 4
+    assert dciodvfy_errors(path) == []
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # the user's files are untouched
+    assert all(k not in f.dataset for f in frames for k in DEIDENTIFIED)
+
+
+def test_a_source_highdicom_refuses_is_a_dicom_series_error(tmp_path: Path, monkeypatch) -> None:
+    """Not an AttributeError escaping the CLI (exit 1, and --keep-going lost the good series)."""
+    import smp_diffusion_encoder.data.dicom_seg as dicom_seg
+
+    def refuse(*args, **kwargs):
+        raise AttributeError("'FileDataset' object has no attribute 'Something'")
+
+    monkeypatch.setattr(dicom_seg, "_segmentation", refuse)
+    vol = read_volume(write_dicom_series(tmp_path / "ct", unique_hu()))
+    with pytest.raises(DicomSeriesError, match=r"ct: cannot be referenced by a DICOM SEG \(AttributeError: "):
+        write_dicom_seg(organ_blocks(vol.array.shape), vol, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()

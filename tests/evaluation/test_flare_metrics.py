@@ -192,14 +192,15 @@ def test_summary_markdown(tmp_path: Path) -> None:
     results = [CaseResult("a.nii.gz", a), CaseResult("b.nii.gz", b)]
     stats = summarize(results)
     assert stats["Liver"] == pytest.approx((0.75, 0.25, 0.5, 0.5))
-    assert stats["Mean"][0] == pytest.approx((0.75 + 12) / 13)
+    assert stats["FLARE mean over 13 organs"][0] == pytest.approx((0.75 + 12) / 13)
+    assert "Mean over organs present in the ground truth" not in stats  # no confusion counts: presence unknown
     out = tmp_path / "s.md"
     write_summary_markdown(results, out)
     text = out.read_text()
     assert text == format_summary_markdown(results)
     assert "| Liver | 0.7500 ± 0.2500 | 0.5000 ± 0.5000 |" in text
     assert text.count("\n| ") == len(FLARE_ORGANS) + 3  # header + separator + organs + mean
-    assert "| **Mean** | 0.9808 ± 0.0192 | 0.9615 ± 0.0385 |" in text  # mean ± std of per-case averages
+    assert "| **FLARE mean over 13 organs** | 0.9808 ± 0.0192 | 0.9615 ± 0.0385 |" in text  # of per-case means
 
 
 def test_slice_dice() -> None:

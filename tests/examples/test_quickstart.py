@@ -25,7 +25,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "mean DSC" in done.stdout and "REALCT_Ts_0001 (another scan)" in done.stdout
+    assert "on REALCT_Ts_0001 (another scan): DSC" in done.stdout
+    assert "mean over organs present in the ground truth" in done.stdout and "FLARE mean over 13 organs" in done.stdout
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("Name,Liver_DSC,RK_DSC")
-    assert (tmp_path / "predictions/dicom.nii.gz").is_file()
+    assert (tmp_path / "predictions/REALCT_Ts_0001.nii.gz").is_file()  # named after the case, not its dicom/ folder

@@ -148,7 +148,7 @@ def test_an_interrupted_run_resumes_exactly(
         with pytest.raises(Interrupted):
             run(root, out, **options)
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3  # checkpoints every 10% (>= 1 step)
-    with pytest.raises(ConfigError, match="resume=True"):
+    with pytest.raises(ConfigError, match=r"exists: continue that run with --resume \(resume=True in Python\)"):
         run(root, out, **options)
     split_before = (out / "split.json").read_text()
     with pytest.raises(ConfigError, match="was trained with"):

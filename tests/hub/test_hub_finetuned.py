@@ -105,3 +105,22 @@ def test_names_that_moved_to_formats_still_work_from_hub() -> None:
     for name in ("save_finetuned", "load_finetuned", "save_encoder_weights", "load_encoder_weights", "export_encoder"):
         with pytest.warns(DeprecationWarning, match=f"formats.{name}"):
             assert getattr(hub, name) is getattr(formats, name)
+
+
+def test_saved_model_files_respect_the_umask(tmp_path: Path) -> None:
+    """safetensors writes model.safetensors 0600 through its own temporary; the folder's files must all be 0644."""
+    import os
+    import stat
+
+    import smp_diffusion_encoder  # noqa: F401  (registers ddpm-ct-tiny)
+
+    model = smp.Unet(
+        "ddpm-ct-tiny", encoder_weights=None, in_channels=1, classes=3, encoder_depth=3, decoder_channels=(32, 16, 8)
+    )
+    old = os.umask(0o022)
+    try:
+        save_finetuned(model, tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "m").iterdir()}
+    assert modes and set(modes.values()) == {"0o644"}, modes

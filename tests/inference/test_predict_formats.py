@@ -167,3 +167,46 @@ def test_empty_prediction_gets_no_seg_but_a_warning(tmp_path):
             == []
         )
     assert not (tmp_path / "o").exists()
+
+
+def _deidentify(folder: Path) -> Path:
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        for keyword in (
+            "PatientName",
+            "PatientBirthDate",
+            "PatientSex",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyID",
+            "ReferringPhysicianName",
+            "SliceThickness",
+        ):
+            delattr(ds, keyword)
+        ds.save_as(f, enforce_file_format=True)
+    return folder
+
+
+def test_dicom_seg_of_a_deidentified_series_and_keep_going(probe_dir, tmp_path, capsys, monkeypatch):
+    study = tmp_path / "study"
+    write_dicom_series(study / "good", synthetic_ct((24, 20, 5)).astype(np.float64))
+    _deidentify(write_dicom_series(study / "anon", synthetic_ct((24, 20, 5), seed=1).astype(np.float64)))
+    args = [str(study), "--model", str(probe_dir), "--output-format", "dicom-seg", "--keep-going"]
+    assert predict(*args, "--out", str(tmp_path / "o")) == 0  # AttributeError: no PatientName, exit 1
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["anon_seg.dcm", "good_seg.dcm"]
+    assert str(pydicom.dcmread(tmp_path / "o" / "anon_seg.dcm").PatientName) == ""
+
+    import smp_diffusion_encoder.data.dicom_seg as dicom_seg
+
+    original = dicom_seg._segmentation
+
+    def old_highdicom(images, *rest):  # a source highdicom cannot take: the good series' SEG must stay
+        if not images[0].get("PatientName"):
+            raise AttributeError("'FileDataset' object has no attribute 'PatientName'")
+        return original(images, *rest)
+
+    monkeypatch.setattr(dicom_seg, "_segmentation", old_highdicom)
+    assert predict(*args, "--out", str(tmp_path / "k")) == 2
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["good_seg.dcm"]
+    assert f"error: DicomSeriesError: {study / 'anon'}: cannot be referenced by a DICOM SEG" in capsys.readouterr().err

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from smp_diffusion_encoder.models.unet import DiffusionUNet
-from tests.training.test_pretrain_device_path import ABSENT_ON_DEVICE
+from tests.training.helpers import import_blocker
 
 REPO = Path(__file__).resolve().parents[2]
 #: Time budgets far above the ~2 min a dry run takes on an idle 2-core CPU: the CPU may be shared.
@@ -64,20 +63,7 @@ DRY_RUN = (
 
 @pytest.mark.slow
 def test_dry_run_writes_a_run_and_its_figures_within_the_limits(tmp_path, store) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        textwrap.dedent(f"""
-        import sys
-
-        class Absent:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {ABSENT_ON_DEVICE!r}:
-                    raise ModuleNotFoundError(f"{{name}} is absent on the GPU machine", name=name)
-
-        sys.meta_path.insert(0, Absent())
-    """)
-    )
+    blocker = import_blocker(tmp_path / "blocker")
     out = tmp_path / "OUT"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(

@@ -345,8 +345,11 @@ def test_headline_mean_is_over_organs_present_and_old_files_fall_back() -> None:
     assert result.flare_dsc_mean == pytest.approx((11 + 0.8) / 13)
     assert result.averaged_over == "present organs"
     text = format_report_markdown([row], title="t")
-    assert "organs present in its ground truth" in text
-    assert "| **Mean, organs present** | 0.400 |" in text and "| Mean, 13 organs (FLARE rule) | 0.908 |" in text
+    assert "mean over organs present in the ground truth" in text
+    assert (
+        "| **Mean over organs present in the ground truth** | 0.400 |" in text
+        and "| FLARE mean over 13 organs | 0.908 |" in text
+    )
     (old,) = aggregate([_row("ddpm-unet", "4", 0, "A", 1.0, Liver=0.5, Spleen=0.3)])  # written before the column
     assert old.averaged_over == "13 organs" and old.dsc_mean == pytest.approx((11 + 0.8) / 13)
     assert "mean over the 13 FLARE 2022 organs" in format_report_markdown(

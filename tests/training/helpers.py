@@ -5,9 +5,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: Packages the GPU machine's image lacks (issue 23): pretraining from a slice store must not import them.
+ABSENT_ON_DEVICE = ("segmentation_models_pytorch", "nibabel", "SimpleITK", "pydicom", "highdicom", "albumentations")
+
+
+def import_blocker(folder: Path, names: tuple[str, ...] = ABSENT_ON_DEVICE) -> Path:
+    """``folder`` holding a ``sitecustomize.py`` that makes importing any of ``names`` fail, as on the GPU
+    machine; put ``folder`` first on ``PYTHONPATH`` of a subprocess."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        textwrap.dedent(f"""
+        import sys
+
+        class Absent:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {names!r}:
+                    raise ModuleNotFoundError(f"{{name}} is absent on the GPU machine", name=name)
+
+        sys.meta_path.insert(0, Absent())
+    """)
+    )
+    return folder
 
 
 def cli_env() -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import torch
 
@@ -15,7 +14,7 @@ from smp_diffusion_encoder.cli.main import main
 from smp_diffusion_encoder.training.checkpoint import load_checkpoint
 from smp_diffusion_encoder.training.config import PretrainConfig
 from smp_diffusion_encoder.training.pretrain import resolve_runtime
-from tests.training.helpers import REPO, cli_env
+from tests.training.helpers import REPO, cli_env, import_blocker
 from tests.training.test_resume import _assert_same_tree
 
 COMMON = (
@@ -33,10 +32,9 @@ COMMON = (
     "fp32",
     "--no-progress",
 )
+
+
 #: What the GPU machine lacks (scripts/gpu_pretrain_run.sh): training on a store must not need them.
-ABSENT_ON_DEVICE = ("segmentation_models_pytorch", "nibabel", "SimpleITK", "pydicom", "highdicom", "albumentations")
-
-
 def _run(store, out, *args: str) -> dict:
     assert main(["pretrain", str(store), "--out", str(out), *COMMON, *args]) == 0
     return load_checkpoint(out / "checkpoint.pt")
@@ -89,20 +87,7 @@ def test_training_clock_options_stop_the_run_and_keep_milestones(tmp_path, store
 
 
 def test_training_on_a_store_imports_no_volume_reader(tmp_path, store) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        textwrap.dedent(f"""
-        import sys
-
-        class Absent:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {ABSENT_ON_DEVICE!r}:
-                    raise ModuleNotFoundError(f"{{name}} is absent on the GPU machine", name=name)
-
-        sys.meta_path.insert(0, Absent())
-    """)
-    )
+    blocker = import_blocker(tmp_path / "blocker")
     env = cli_env()
     env["PYTHONPATH"] = f"{blocker}:{REPO}"
     assert subprocess.run([sys.executable, "-c", "import nibabel"], env=env, capture_output=True).returncode == 1

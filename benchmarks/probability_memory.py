@@ -14,7 +14,7 @@ Each subprocess loads the model, then writes "5" to ``/proc/self/clear_refs`` (r
 RSS) and reports ``VmHWM`` (peak RSS) minus the RSS at that point, divided by the input's voxel count: the bytes
 per input voxel that predicting this volume needs (as benchmarks/probe_memory.py measures memory).
 
-    python benchmarks/probability_memory.py                     # 512 x 512 x 24, writes results/probability_memory.md
+    python -m benchmarks.probability_memory                     # 512 x 512 x 24, writes results/probability_memory.md
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
-from benchmarks._machine import RESULTS, append_result, describe_machine, today
+from benchmarks._machine import RESULTS, ROOT, append_result, describe_machine, today
 
 MODES = ("labels", "probabilities", "reference")
 
@@ -109,7 +106,8 @@ def child(mode: str, volume: Path, model_dir: Path, out: Path, batch_size: int) 
 def measure(mode: str, volume: Path, model_dir: Path, out: Path, batch_size: int) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "benchmarks.probability_memory",
         "--child",
         mode,
         "--volume",
@@ -125,7 +123,7 @@ def measure(mode: str, volume: Path, model_dir: Path, out: Path, batch_size: int
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
     }
-    run = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=ROOT)
     if run.returncode:
         raise SystemExit(f"{mode} failed with status {run.returncode}:\n{run.stderr[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
   14 classes); `predict_files(..., batch_size={args.batch_size}, device="cpu")` in a fresh subprocess per row;
   peak RSS growth (VmHWM after clear_refs, after the model is loaded) per input voxel.
 - reference: the same command with the code before the change (float32 maps written as float32), same run.
-- Command: `python benchmarks/probability_memory.py {" ".join(argv if argv is not None else sys.argv[1:])}`
+- Command: `python -m benchmarks.probability_memory {" ".join(argv if argv is not None else sys.argv[1:])}`
 
 | predict | peak RSS growth | bytes per input voxel | vs reference | output bytes per voxel |
 | --- | --- | --- | --- | --- |

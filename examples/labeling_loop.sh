@@ -16,14 +16,13 @@ OPTS=${FINETUNE_OPTIONS:-}
 DEMO=$($PY -c "import pathlib, smp_diffusion_encoder as m; print(pathlib.Path(m.__file__).parent / 'demo_data')")
 TRAIN=$DEMO/train/REALCT_Tr_0001           # the scan you label (NIfTI)
 OTHER=$DEMO/test/REALCT_Ts_0001            # another patient (a DICOM series), never labeled, only looked at
-mkdir -p "$WORK/truth" && cp "$OTHER/label.nii.gz" "$WORK/truth/dicom.nii.gz"   # predict names it after the folder
 
 # Round 1: label 4 slices spread over the organs, train on exactly those (a partly labeled scan: the sidecar
 # label.slices.json lists the labeled slices; --budget all trains on every one of them).
 $PY examples/label_slices.py "$TRAIN/image.nii.gz" "$TRAIN/label.nii.gz" "$WORK/cases/REALCT_Tr_0001" --evenly 4
 $SMP finetune "$WORK/cases" --budget all --out "$WORK/round1" --no-progress $OPTS
-$SMP predict "$OTHER/dicom" --model "$WORK/round1/model" --out "$WORK/round1/other" --no-progress
-$SMP evaluate "$WORK/round1/other" "$WORK/truth" --out "$WORK/round1/other.csv" --no-progress
+$SMP predict "$OTHER" --model "$WORK/round1/model" --out "$WORK/round1/other" --no-progress
+$SMP evaluate "$WORK/round1/other" "$DEMO/test" --out "$WORK/round1/other.csv" --no-progress
 
 # Which 4 slices next? Suggestions, a contact sheet and a sidecar with the labeled + suggested slices.
 $SMP suggest "$WORK/cases" --model "$WORK/round1/model" --out "$WORK/suggest1" --n 4 --no-progress
@@ -32,6 +31,6 @@ $SMP suggest "$WORK/cases" --model "$WORK/round1/model" --out "$WORK/suggest1" -
 $PY examples/label_slices.py "$TRAIN/image.nii.gz" "$TRAIN/label.nii.gz" "$WORK/cases/REALCT_Tr_0001" \
     --sidecar "$WORK/suggest1/sidecars/REALCT_Tr_0001.slices.json"
 $SMP finetune "$WORK/cases" --budget all --out "$WORK/round2" --no-progress $OPTS
-$SMP predict "$OTHER/dicom" --model "$WORK/round2/model" --out "$WORK/round2/other" --no-progress
-$SMP evaluate "$WORK/round2/other" "$WORK/truth" --out "$WORK/round2/other.csv" --no-progress
+$SMP predict "$OTHER" --model "$WORK/round2/model" --out "$WORK/round2/other" --no-progress
+$SMP evaluate "$WORK/round2/other" "$DEMO/test" --out "$WORK/round2/other.csv" --no-progress
 $SMP suggest "$WORK/cases" --model "$WORK/round2/model" --out "$WORK/suggest2" --n 4 --no-progress

@@ -14,14 +14,14 @@ class                  reads                   ``--output-format``         label
 ``MetaImageIO``        ``.mha``, ``.mhd``      ``mha``                     ``<case>.mha``
 ``DicomSeriesIO``      DICOM series folders
 ``DicomSegIO``                                 ``dicom-seg``               ``<case>_seg.dcm`` (maps: NIfTI)
-``SlicerSegIO``        ``.seg.nrrd`` (labels)
+``SlicerSegIO``        ``.seg.nrrd`` (labels)  ``seg-nrrd``                ``<case>.seg.nrrd`` (maps: NRRD)
 =====================  ======================  ==========================  =================================
 
 Example:
     >>> reader_for(Path("case_0000.nii.gz")).name, strip_volume_suffix("case_0000.nii.gz")
     ('nifti', 'case_0000')
     >>> OUTPUT_FORMATS
-    ('nifti', 'nrrd', 'mha', 'dicom-seg')
+    ('nifti', 'nrrd', 'mha', 'dicom-seg', 'seg-nrrd')
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ import pydicom
 import pytest
 
 from smp_diffusion_encoder.data.dicom import series_geometry
+from smp_diffusion_encoder.data.dicom_seg import labels_on_frames
 from smp_diffusion_encoder.data.imageio import LabelInfo
 from smp_diffusion_encoder.data.io_registry import output_writer
 from smp_diffusion_encoder.data.remap import FLARE_COLORS
 from smp_diffusion_encoder.data.rtstruct import RtStructIO, write_rtstruct
-from smp_diffusion_encoder.data.volume import read_volume
-from smp_diffusion_encoder.errors import ConfigError
+from smp_diffusion_encoder.data.volume import Volume, read_volume
+from smp_diffusion_encoder.errors import ConfigError, GeometryWarning
 from tests.data.synthetic_volumes import synthetic_ct, write_dicom_series, write_nifti
 
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -49,10 +50,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
-def assert_contours_on_organ_pixels(ds: pydicom.Dataset, folder: Path, labels: np.ndarray) -> None:
-    """Every contour point, placed back with its slice's own geometry, is the centre of a pixel of its organ."""
-    frames, _ = series_geometry(folder)
-    slice_of = {f.sop_instance_uid: (k, f) for k, f in enumerate(frames)}  # axial LPS: canonical slice k
+def assert_contours_on_organ_pixels(ds: pydicom.Dataset, vol: Volume, labels: np.ndarray) -> None:
+    """Every contour point, placed back with its slice's own geometry, is the centre of a pixel of its organ (the
+    label-map voxel at that pixel's centre), and every slice holding an organ has a contour of it."""
+    frames, _ = series_geometry(vol.source)
+    on_frames = labels_on_frames(labels, vol, frames)
+    slice_of = {f.sop_instance_uid: (k, f) for k, f in enumerate(frames)}
+    contoured = set()
     flare_of = {int(r.ROINumber): int(r.ROIDescription.split()[-1]) for r in ds.StructureSetROISequence}
     for roi in ds.ROIContourSequence:
         flare_id = flare_of[int(roi.ReferencedROINumber)]
@@ -65,7 +69,9 @@ def assert_contours_on_organ_pixels(ds: pydicom.Dataset, folder: Path, labels: n
             row = points @ frame.orientation[3:] / dr
             np.testing.assert_allclose(points @ np.cross(frame.orientation[:3], frame.orientation[3:]), 0, atol=1e-3)
             np.testing.assert_allclose([col, row], np.rint([col, row]), atol=1e-3)
-            assert (labels[k][np.rint(row).astype(int), np.rint(col).astype(int)] == flare_id).all()
+            assert (on_frames[k][np.rint(row).astype(int), np.rint(col).astype(int)] == flare_id).all()
+            contoured.add((k, flare_id))
+    assert contoured == {(k, int(v)) for k in range(len(frames)) for v in np.unique(on_frames[k]) if v}
 
 
 def test_rtstruct_reads_back_with_rt_utils_and_pydicom(rt_utils, tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_rtstruct_reads_back_with_rt_utils_and_pydicom(rt_utils, tmp_path: Path)
     for roi, flare_id in zip(ds.ROIContourSequence, NAMES):
         assert [int(v) for v in roi.ROIDisplayColor] == [int(FLARE_COLORS[flare_id][i : i + 2], 16) for i in (1, 3, 5)]
     assert ds.ManufacturerModelName == "probe x"
-    assert_contours_on_organ_pixels(ds, folder, labels)
+    assert_contours_on_organ_pixels(ds, vol, labels)
 
 
 def test_rtstruct_contours_with_non_square_pixels_are_placed_exactly(rt_utils, tmp_path: Path) -> None:
@@ -112,7 +118,24 @@ def test_rtstruct_contours_with_non_square_pixels_are_placed_exactly(rt_utils, t
     vol = read_volume(folder)
     labels = organs(vol.array.shape)
     path = write_rtstruct(labels, vol, tmp_path / "ct_rtstruct.dcm")
-    assert_contours_on_organ_pixels(pydicom.dcmread(path), folder, labels)
+    assert_contours_on_organ_pixels(pydicom.dcmread(path), vol, labels)
+
+
+def test_rtstruct_of_a_tilted_series_contours_the_acquired_pixels(rt_utils, tmp_path: Path) -> None:
+    """rt-utils 1.2.7 stacks slices along the first slice's normal; the points use each slice's own position."""
+    theta = np.radians(20.0)
+    folder = write_dicom_series(
+        tmp_path / "tilt",
+        synthetic_ct((20, 20, 5)).astype(np.float64),
+        orientation=(1.0, 0.0, 0.0, 0.0, float(np.cos(theta)), -float(np.sin(theta))),
+        slice_direction=(0.0, 0.0, 1.0),
+        slice_positions=[0.8 / np.sin(theta) * k for k in range(5)],
+    )
+    with pytest.warns(GeometryWarning):
+        vol = read_volume(folder)
+    labels = organs(vol.array.shape)
+    path = write_rtstruct(labels, vol, tmp_path / "tilt_rtstruct.dcm")
+    assert_contours_on_organ_pixels(pydicom.dcmread(path), vol, labels)
 
 
 def test_rtstruct_of_a_deidentified_series(rt_utils, tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ the input's geometry, and optionally <case>_probabilities.nii.gz (uint8 round(p 
 readers get probabilities in [0, 1]; classes on the last axis; about 50 bytes of memory per input voxel) and
 <case>_uncertainty.nii.gz (softmax entropy, nats). --output-format nrrd or mha writes those files as .nrrd or
 .mha; dicom-seg (DICOM series inputs only) writes <case>_seg.dcm, a DICOM Segmentation object that references
-the source CT slices (one segment per FLARE organ found), for PACS, 3D Slicer and OHIF. Files are written
+the source CT slices (one segment per FLARE organ found), for PACS, 3D Slicer and OHIF; seg-nrrd writes
+<case>.seg.nrrd, a 3D Slicer segmentation (one named, coloured segment per organ; maps as .nrrd); rtstruct
+(DICOM series inputs only; needs rt-utils: pip install 'smp_diffusion_encoder[rtstruct]') writes
+<case>_rtstruct.dcm, a DICOM RT Structure Set referencing the source series (one contoured ROI per organ), for
+radiotherapy planning systems. Files are written
 atomically, with the permissions of the user's umask. The first bad input stops the run with exit status 2
 (earlier cases' outputs are complete; the bad one gets none); --keep-going predicts every good input,
 then lists the bad ones and exits with status 2.
@@ -50,8 +54,8 @@ def register(subparsers: Any) -> None:
         "--output-format",
         default="nifti",
         choices=output_formats(),
-        help="format of the label maps (default nifti); dicom-seg needs DICOM series inputs and writes "
-        "probabilities/uncertainty as NIfTI",
+        help="format of the label maps (default nifti); dicom-seg and rtstruct need DICOM series inputs and "
+        "write probabilities/uncertainty as NIfTI, seg-nrrd (3D Slicer) writes them as NRRD",
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty.nii.gz")

@@ -6,22 +6,23 @@ and one line in :data:`FORMATS` (importing this module stays light: a format imp
 reads or writes); ``read_volume``, ``write_label_map``, ``predict --output-format``, the
 evaluation, FLARE discovery and case folders all take their endings from here.
 
-=====================  ======================  ==========================  =================================
+=====================  ======================  ==========================  ====================================
 class                  reads                   ``--output-format``         label map written as
-=====================  ======================  ==========================  =================================
+=====================  ======================  ==========================  ====================================
 ``NiftiIO``            ``.nii.gz``, ``.nii``   ``nifti``                   ``<case>.nii.gz``
 ``NrrdIO``             ``.nrrd``, ``.nhdr``    ``nrrd``                    ``<case>.nrrd``
 ``MetaImageIO``        ``.mha``, ``.mhd``      ``mha``                     ``<case>.mha``
 ``DicomSeriesIO``      DICOM series folders
 ``DicomSegIO``                                 ``dicom-seg``               ``<case>_seg.dcm`` (maps: NIfTI)
-``SlicerSegIO``        ``.seg.nrrd`` (labels)
-=====================  ======================  ==========================  =================================
+``SlicerSegIO``        ``.seg.nrrd`` (labels)  ``seg-nrrd``                ``<case>.seg.nrrd`` (maps: NRRD)
+``RtStructIO``                                 ``rtstruct``                ``<case>_rtstruct.dcm`` (maps: NIfTI)
+=====================  ======================  ==========================  ====================================
 
 Example:
     >>> reader_for(Path("case_0000.nii.gz")).name, strip_volume_suffix("case_0000.nii.gz")
     ('nifti', 'case_0000')
     >>> OUTPUT_FORMATS
-    ('nifti', 'nrrd', 'mha', 'dicom-seg')
+    ('nifti', 'nrrd', 'mha', 'dicom-seg', 'seg-nrrd', 'rtstruct')
 """
 
 from __future__ import annotations
@@ -32,11 +33,20 @@ from smp_diffusion_encoder.data.dicom_io import DicomSegIO, DicomSeriesIO
 from smp_diffusion_encoder.data.imageio import VolumeIO, matching_ending
 from smp_diffusion_encoder.data.itk_io import MetaImageIO, NrrdIO
 from smp_diffusion_encoder.data.nifti_io import NiftiIO
+from smp_diffusion_encoder.data.rtstruct import RtStructIO
 from smp_diffusion_encoder.data.slicer_io import SlicerSegIO
 from smp_diffusion_encoder.errors import ConfigError, InputFileError
 
 #: Every format, one instance each; the order is the order of the ``--output-format`` choices.
-FORMATS: tuple[VolumeIO, ...] = (NiftiIO(), NrrdIO(), MetaImageIO(), DicomSeriesIO(), DicomSegIO(), SlicerSegIO())
+FORMATS: tuple[VolumeIO, ...] = (
+    NiftiIO(),
+    NrrdIO(),
+    MetaImageIO(),
+    DicomSeriesIO(),
+    DicomSegIO(),
+    SlicerSegIO(),
+    RtStructIO(),
+)
 
 
 def volume_suffixes() -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """3D Slicer segmentations (``.seg.nrrd``) in the table of formats (:mod:`~smp_diffusion_encoder.data.io_registry`):
-:class:`SlicerSegIO` reads one as a label map, segment **names** mapped to label ids through a table.
+:class:`SlicerSegIO` reads one as a label map, segment **names** mapped to label ids through a table, and writes
+``predict --output-format seg-nrrd``'s label maps (:func:`write_slicer_segmentation`).
 
 A ``.seg.nrrd`` file holds named segments (``Segment0_Name:=Liver``), each a binary mask stored as a value of a
 layer of the voxel array (overlapping segments go to separate layers). It is read with ``slicerio`` (the 3D Slicer
@@ -26,13 +27,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from smp_diffusion_encoder._io import read_json_object
-from smp_diffusion_encoder.data.imageio import VolumeIO
+from smp_diffusion_encoder._io import atomic_path, read_json_object
+from smp_diffusion_encoder.data.imageio import LabelInfo, VolumeIO
 from smp_diffusion_encoder.data.remap import FLARE_LABELS, FLARE_NUM_CLASSES, FLARE_ORGANS
-from smp_diffusion_encoder.errors import CorruptFileError, InputFileError, LabelMismatchError
+from smp_diffusion_encoder.errors import ConfigError, CorruptFileError, InputFileError, LabelMismatchError
 
 if TYPE_CHECKING:
     import nibabel as nib
+    import numpy as np
+
+    from smp_diffusion_encoder.data.volume import Volume
 
 #: File ending of 3D Slicer segmentation files.
 SEG_NRRD_SUFFIX = ".seg.nrrd"
@@ -86,11 +90,17 @@ def read_label_table(path: str | os.PathLike[str]) -> dict[str, int]:
 
 
 class SlicerSegIO(VolumeIO):
-    """3D Slicer segmentations: read only (a label map; ``predict`` writes ``.nrrd`` label maps that Slicer opens)."""
+    """3D Slicer segmentations: read as a label map; written by ``--output-format seg-nrrd`` as ``<case>.seg.nrrd``
+    (:func:`write_slicer_segmentation`), probabilities and uncertainty beside it as ``.nrrd``."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = "seg-nrrd"
     endings: ClassVar[tuple[str, ...]] = (SEG_NRRD_SUFFIX,)
     images: ClassVar[bool] = False
+    write_endings: ClassVar[tuple[str, ...]] = (SEG_NRRD_SUFFIX,)
+    map_format: ClassVar[str | None] = "nrrd"
+
+    def write_labels(self, labels: np.ndarray, reference: Volume, path: Path, info: LabelInfo) -> Path:
+        return write_slicer_segmentation(labels, reference, path, info)
 
     def read(self, path: Path) -> nib.Nifti1Image:
         """The label ids (FLARE names, :func:`default_label_table`) on the file's own grid."""
@@ -156,6 +166,72 @@ class SlicerSegIO(VolumeIO):
         return nifti
 
 
+def segment_name(name: str) -> str:
+    """A label name as 3D Slicer's anatomy names write it: ``"right kidney"`` -> ``"Right kidney"``."""
+    return name[:1].upper() + name[1:]
+
+
+def hex_to_rgb(color: str) -> tuple[float, float, float]:
+    """``"#rrggbb"`` -> ``(r, g, b)`` in 0..1 (rounded to 6 digits, as 3D Slicer writes them)."""
+    value = color.lstrip("#")
+    return tuple(round(int(value[i : i + 2], 16) / 255.0, 6) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def write_slicer_segmentation(
+    labels: np.ndarray, reference: Volume, path: str | os.PathLike[str], info: LabelInfo | None = None
+) -> Path:
+    """Write canonical ``(Z, Y, X)`` ids as a 3D Slicer segmentation (``.seg.nrrd``, one labelmap layer) with
+    exactly ``reference``'s file grid (voxel order, size, spacing, origin, directions; LPS as Slicer stores it).
+
+    One segment per id present (ascending): its name from ``info`` (``"Liver"``; ``"Label <id>"`` for an id
+    without a name), its colour from ``info`` (0..1), its label value the id itself, so the voxels are the ids.
+    Written with ``slicerio.write_segmentation`` (gzip), atomically; returns the path.
+
+    Raises:
+        ConfigError: labels that are not non-negative integers below 65536, or not on ``reference``'s grid.
+    """
+    import numpy as np
+    import slicerio
+
+    path = Path(path)
+    info = info or LabelInfo.flare()
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
+        raise ConfigError(f"{path}: a segmentation needs integer labels, got dtype {labels.dtype}")
+    if labels.shape != reference.array.shape:
+        raise ConfigError(
+            f"{path}: labels are {labels.shape} but reference {reference.name} is {reference.array.shape}"
+        )
+    ids = [int(v) for v in np.unique(labels) if v != 0]
+    if ids and (ids[0] < 0 or ids[-1] > 65535):
+        raise ConfigError(f"{path}: label ids must be in 0..65535, got {ids[0]}..{ids[-1]}")
+    dtype = np.uint8 if not ids or ids[-1] < 256 else np.uint16
+    voxels = np.ascontiguousarray(reference.to_original(labels.astype(dtype, copy=False)))  # file order (i, j, k)
+    segments = []
+    for label in ids:
+        segment: dict[str, Any] = {
+            "id": f"Segment_{label}",
+            "name": segment_name(info.names.get(label, f"Label {label}")),
+            "labelValue": label,
+            "layer": 0,
+            "extent": [int(v) for axis in np.nonzero(voxels == label) for v in (axis.min(), axis.max())],
+        }
+        if label in info.colors:
+            segment["color"] = list(hex_to_rgb(info.colors[label]))
+        segment["tags"] = {"Segmentation.Status": "completed", "Source": info.algorithm}
+        segments.append(segment)
+    segmentation = {
+        "voxels": voxels,
+        "ijkToLPS": np.asarray(_LPS_TO_RAS) @ np.asarray(reference.affine, dtype=np.float64),
+        "segments": segments,
+        "containedRepresentationNames": ["Binary labelmap"],
+        "masterRepresentation": "Binary labelmap",
+    }
+    with atomic_path(path, keep_suffix=True) as tmp:
+        slicerio.write_segmentation(str(tmp), segmentation)
+    return path
+
+
 __all__ = [
     "SEG_NRRD_SUFFIX",
     "SlicerSegIO",
@@ -163,4 +239,5 @@ __all__ = [
     "is_slicer_segmentation",
     "normalize_name",
     "read_label_table",
+    "write_slicer_segmentation",
 ]

@@ -34,7 +34,7 @@ def test_predict_offers_exactly_the_formats_that_write() -> None:
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     action = next(a for a in sub.choices["predict"]._actions if a.dest == "output_format")
-    assert tuple(action.choices) == output_formats() == ("nifti", "nrrd", "mha", "dicom-seg")
+    assert tuple(action.choices) == output_formats() == ("nifti", "nrrd", "mha", "dicom-seg", "seg-nrrd", "rtstruct")
 
 
 class ToyIO(GridIO):

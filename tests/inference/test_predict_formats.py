@@ -210,3 +210,20 @@ def test_dicom_seg_of_a_deidentified_series_and_keep_going(probe_dir, tmp_path, 
     assert predict(*args, "--out", str(tmp_path / "k")) == 2
     assert [p.name for p in (tmp_path / "k").iterdir()] == ["good_seg.dcm"]
     assert f"error: DicomSeriesError: {study / 'anon'}: cannot be referenced by a DICOM SEG" in capsys.readouterr().err
+
+
+def test_seg_nrrd_and_rtstruct_outputs_match_the_nifti_prediction(dicom_case, probe_dir, tmp_path):
+    from smp_diffusion_encoder.data.remap import FLARE_LABELS
+
+    series, nifti = dicom_case
+    labels = read_volume(nifti, kind="label").array
+    out = tmp_path / "slicer"
+    assert predict(str(series), "--model", str(probe_dir), "--out", str(out), "--output-format", "seg-nrrd") == 0
+    assert [p.name for p in out.iterdir()] == ["series_A.seg.nrrd"]
+    np.testing.assert_array_equal(read_volume(out / "series_A.seg.nrrd", kind="label").array, labels)
+    pytest.importorskip("rt_utils")
+    out = tmp_path / "rt"
+    assert predict(str(series), "--model", str(probe_dir), "--out", str(out), "--output-format", "rtstruct") == 0
+    rt = pydicom.dcmread(out / "series_A_rtstruct.dcm")
+    names = [FLARE_LABELS[int(v)] for v in np.unique(labels) if v]
+    assert [r.ROIName.lower() for r in rt.StructureSetROISequence] == names

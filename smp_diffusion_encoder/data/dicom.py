@@ -25,14 +25,19 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from smp_diffusion_encoder.data.dicom_frames import Frame, read_frames
 from smp_diffusion_encoder.data.dicom_geometry import SliceGrid, slice_grid
-from smp_diffusion_encoder.errors import DicomSeriesError, GeometryWarning
+from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError, GeometryWarning
+
+if TYPE_CHECKING:
+    from smp_diffusion_encoder.data.volume import Volume
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Tolerances for "the same" orientation (direction cosines) and pixel size (mm) across slices.
@@ -57,6 +62,43 @@ def is_dicom_file(path: Path) -> bool:
 def is_dicom_folder(folder: Path) -> bool:
     """True if ``folder`` directly holds at least one DICOM file."""
     return folder.is_dir() and any(is_dicom_file(p) for p in folder.iterdir())
+
+
+def require_series_inputs(
+    inputs: Sequence[os.PathLike[str] | str], output_format: str, what: str, alternatives: str
+) -> None:
+    """Refuse, before any model runs, inputs an output that references the CT slices cannot serve.
+
+    Raises:
+        ConfigError: naming ``output_format``, ``what`` references and the first inputs that are not DICOM series
+            folders, with the ``alternatives`` to write for them.
+    """
+    not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
+    if not_dicom:
+        raise ConfigError(
+            f"--output-format {output_format} needs DICOM series folders as inputs ({what} references the "
+            f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
+            + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
+            + f"; use {alternatives} for them"
+        )
+
+
+def series_source(volume: Volume, labels: np.ndarray, output: str, alternatives: str) -> Path:
+    """The DICOM series folder ``volume`` was read from, for an ``output`` that references its slices.
+
+    Raises:
+        ConfigError: ``volume`` was not read from a DICOM series folder (the message names the ``alternatives``),
+            or ``labels`` is not ``(Z, Y, X)`` of ``volume``.
+    """
+    source = volume.source
+    if source is None or not source.is_dir():
+        raise ConfigError(
+            f"{output} output needs a DICOM series folder as input (it references the CT slices); "
+            f"{volume.name} is not one: write {alternatives} instead"
+        )
+    if np.shape(labels) != volume.array.shape:
+        raise ConfigError(f"labels are {np.shape(labels)} but {volume.name} is (Z, Y, X) {volume.array.shape}")
+    return source
 
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> nib.Nifti1Image:

@@ -39,7 +39,7 @@ class DicomSegIO(VolumeIO):
     map_format: ClassVar[str | None] = "nifti"
 
     def check_outputs(self, inputs: Sequence[Path], num_classes: int) -> None:
-        from smp_diffusion_encoder.data.dicom import is_dicom_folder
+        from smp_diffusion_encoder.data.dicom import require_series_inputs
         from smp_diffusion_encoder.data.remap import FLARE_LABELS
 
         if num_classes > len(FLARE_LABELS) + 1:
@@ -47,14 +47,7 @@ class DicomSegIO(VolumeIO):
                 f"--output-format dicom-seg names segments by FLARE 2022 ids 1..13, but the model "
                 f"predicts {num_classes} classes"
             )
-        not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
-        if not_dicom:
-            raise ConfigError(
-                f"--output-format dicom-seg needs DICOM series folders as inputs (a SEG references the "
-                f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
-                + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
-                + "; use nifti, nrrd or mha for them"
-            )
+        require_series_inputs(inputs, "dicom-seg", "a SEG", "nifti, nrrd or mha")
 
     def write_labels(self, labels: np.ndarray, reference: Volume, path: Path, info: LabelInfo) -> Path | None:
         from smp_diffusion_encoder.data.dicom_seg import write_dicom_seg

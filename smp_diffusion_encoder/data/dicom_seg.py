@@ -31,7 +31,7 @@ import numpy as np
 import pydicom
 
 from smp_diffusion_encoder._io import atomic_path
-from smp_diffusion_encoder.data.dicom import series_geometry
+from smp_diffusion_encoder.data.dicom import series_geometry, series_source
 from smp_diffusion_encoder.data.dicom_frames import Frame
 from smp_diffusion_encoder.data.remap import FLARE_LABELS
 from smp_diffusion_encoder.errors import ConfigError, DicomSeriesError
@@ -114,15 +114,8 @@ def write_dicom_seg(
     """
     import highdicom as hd
 
-    source = volume.source
-    if source is None or not source.is_dir():
-        raise ConfigError(
-            f"DICOM SEG output needs a DICOM series folder as input (it references the CT slices); "
-            f"{volume.name} is not one: write NIfTI, NRRD or MHA instead"
-        )
     labels = np.asarray(labels)
-    if labels.shape != volume.array.shape:
-        raise ConfigError(f"labels are {labels.shape} but {volume.name} is (Z, Y, X) {volume.array.shape}")
+    source = series_source(volume, labels, "DICOM SEG", "NIfTI, NRRD or MHA")
     present = [int(v) for v in np.unique(labels) if v != 0]
     unknown = [v for v in present if v not in FLARE_LABELS]
     if unknown:

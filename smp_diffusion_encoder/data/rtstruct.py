@@ -65,17 +65,10 @@ class RtStructIO(VolumeIO):
     map_format: ClassVar[str | None] = "nifti"
 
     def check_outputs(self, inputs: Sequence[Path], num_classes: int) -> None:
-        from smp_diffusion_encoder.data.dicom import is_dicom_folder
+        from smp_diffusion_encoder.data.dicom import require_series_inputs
 
         _rt_utils()
-        not_dicom = [str(p) for p in inputs if not is_dicom_folder(Path(p))]
-        if not_dicom:
-            raise ConfigError(
-                f"--output-format rtstruct needs DICOM series folders as inputs (an RTSTRUCT references the "
-                f"CT slices); not DICOM: {', '.join(not_dicom[:5])}"
-                + (f" and {len(not_dicom) - 5} more" if len(not_dicom) > 5 else "")
-                + "; use nifti, nrrd, mha or seg-nrrd for them"
-            )
+        require_series_inputs(inputs, "rtstruct", "an RTSTRUCT", "nifti, nrrd, mha or seg-nrrd")
 
     def write_labels(self, labels: np.ndarray, reference: Volume, path: Path, info: LabelInfo) -> Path:
         return write_rtstruct(labels, reference, path, info)
@@ -94,7 +87,7 @@ def write_rtstruct(
     """
     import numpy as np
 
-    from smp_diffusion_encoder.data.dicom import series_geometry
+    from smp_diffusion_encoder.data.dicom import series_geometry, series_source
     from smp_diffusion_encoder.data.dicom_seg import TYPE2_ATTRIBUTES, labels_on_frames
     from smp_diffusion_encoder.data.slicer_io import segment_name
 
@@ -103,15 +96,8 @@ def write_rtstruct(
 
     path = Path(path)
     info = info or LabelInfo.flare()
-    source = volume.source
-    if source is None or not source.is_dir():
-        raise ConfigError(
-            f"RTSTRUCT output needs a DICOM series folder as input (it references the CT slices); "
-            f"{volume.name} is not one: write NIfTI, NRRD, MHA or seg-nrrd instead"
-        )
     labels = np.asarray(labels)
-    if labels.shape != volume.array.shape:
-        raise ConfigError(f"labels are {labels.shape} but {volume.name} is (Z, Y, X) {volume.array.shape}")
+    source = series_source(volume, labels, "RTSTRUCT", "NIfTI, NRRD, MHA or seg-nrrd")
     frames, _ = series_geometry(source)
     if any(f.index is not None for f in frames):
         raise ConfigError(

@@ -50,7 +50,7 @@ from smp_diffusion_encoder._device import Precision, autocast, resolve_device, r
 from smp_diffusion_encoder._io import check_name_fits
 from smp_diffusion_encoder.data.dicom import is_dicom_folder
 from smp_diffusion_encoder.data.flare import CASE_IMAGE_NAMES, CASE_LABEL_NAMES, find_cases
-from smp_diffusion_encoder.data.imageio import LabelInfo
+from smp_diffusion_encoder.data.imageio import LabelInfo, VolumeIO
 from smp_diffusion_encoder.data.io_registry import is_volume_file, output_writer, strip_volume_suffix
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.volume import Volume, read_volume, write_probabilities_like
@@ -266,32 +266,38 @@ def predict_files(
     return report
 
 
+def _case_outputs(out: Path, name: str, output_format: str) -> tuple[VolumeIO, VolumeIO, dict[str, Path]]:
+    """The label-map writer, the writer of float maps, and the paths of case ``name``'s files."""
+    writer = output_writer(output_format)
+    maps = output_writer(writer.map_format) if writer.map_format else writer
+    paths = {
+        "labels": out / f"{name}{writer.label_ending}",
+        "probabilities": out / f"{name}_probabilities{maps.label_ending}",
+        "uncertainty": out / f"{name}_uncertainty{maps.label_ending}",
+    }
+    return writer, maps, paths
+
+
 def _output_files(out: Path, name: str, output_format: str, probabilities: bool, uncertainty: bool) -> list[Path]:
     """The files :func:`_write_case` may write for case ``name``."""
-    writer = output_writer(output_format)
-    maps_end = (output_writer(writer.map_format) if writer.map_format else writer).label_ending
-    return (
-        [out / f"{name}{writer.label_ending}"]
-        + ([out / f"{name}_probabilities{maps_end}"] if probabilities else [])
-        + ([out / f"{name}_uncertainty{maps_end}"] if uncertainty else [])
-    )
+    _, _, paths = _case_outputs(out, name, output_format)
+    wanted = {"labels": True, "probabilities": probabilities, "uncertainty": uncertainty}
+    return [path for kind, path in paths.items() if wanted[kind]]
 
 
 def _write_case(
     pred: VolumePrediction, volume: Volume, out: Path, name: str, output_format: str = "nifti", model_name: str = ""
 ) -> list[Path]:
     """Extras first, label map last; on failure remove this case's files already written."""
-    writer = output_writer(output_format)
-    maps = output_writer(writer.map_format) if writer.map_format else writer
+    writer, maps, paths = _case_outputs(out, name, output_format)
     written: list[Path] = []
     try:
         if pred.probabilities is not None:
-            path = out / f"{name}_probabilities{maps.label_ending}"
-            written.append(write_probabilities_like(pred.probabilities, volume, path))
+            written.append(write_probabilities_like(pred.probabilities, volume, paths["probabilities"]))
         if pred.uncertainty is not None:
-            written.append(maps.write_map(pred.uncertainty, volume, out / f"{name}_uncertainty{maps.label_ending}"))
+            written.append(maps.write_map(pred.uncertainty, volume, paths["uncertainty"]))
         info = LabelInfo.flare(f"smp_diffusion_encoder {model_name}".strip())
-        labels = writer.write_labels(pred.labels, volume, out / f"{name}{writer.label_ending}", info)
+        labels = writer.write_labels(pred.labels, volume, paths["labels"], info)
         written += [labels] if labels is not None else []
     except BaseException:
         for p in written:

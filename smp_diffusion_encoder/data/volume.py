@@ -338,7 +338,7 @@ def write_probabilities_like(probabilities: np.ndarray, reference: Volume, path:
         np.rint(np.clip(work, 0, PROBABILITY_SCALE, out=work), out=work)
         stored[k] = work
     del work
-    if not path.name.endswith((".nii", ".nii.gz")):
+    if io.name != "nifti":  # the table's writer: NRRD or MetaImage vector image of 0..255
         return io.write_map(stored, reference, path, np.uint8)
     data = reference.to_original(stored, contiguous=False)  # (i, j, k, K) view
     header = reference.header.copy()

@@ -14,8 +14,9 @@ model within the volume (held-out blocks) and on ``--test`` scans (scoring only,
 * ``evenly``: each new slice as far as possible (along z) from every labeled one: evenly spaced, kept so;
 * ``random``: uniformly among the pool's unlabeled slices (seeded).
 
-The start round is trained once per seed and shared by the strategies. Each model is also checked against the
-truth it was not given: the rank correlation (Spearman) between each uncertainty measure of
+A set of labeled slices is trained once per seed and shared by the strategies that reach it (the start round;
+a round where suggest and evenly chose the same slices; a strategy run later in the same ``--out``). Each model
+is also checked against the truth it was not given: the rank correlation (Spearman) between each uncertainty measure of
 :mod:`smp_diffusion_encoder.labeling.uncertainty` and the slices' real error (1 - slice DSC) on the pool's
 unlabeled slices (``rho_<measure>`` columns): does the measure find the slices the model gets wrong?
 
@@ -399,14 +400,22 @@ def run_seed(
             if (s, seed, n) in done:  # resumed: this round's labeled slices and what it added are in its row
                 row = done[(s, seed, n)]
                 labeled[s] = sorted({(c, int(z)) for c, z in (*json.loads(row["labeled"]), *json.loads(row["next"]))})
-        groups = [[s] for s in todo] if i else ([todo] if todo else [])  # the start round is trained once
-        for group in groups:
-            current = labeled[group[0]]
-            run_dir = args.out / "runs" / f"seed{seed}" / ("start" if not i else group[0]) / f"n{n}"
-            print(f"seed {seed}, {n} labeled slices, {'/'.join(group)}: training", flush=True)
-            model, scored, _ = train_and_score(plan, current, seed, run_dir, cfg, args)
-            free = {c: [z for z in zs if (c, z) not in set(current)] for c, zs in pool.items()}
-            checks = measure_check(model, images, truth, free, seed, args)
+        groups: dict[tuple[Pair, ...], list[str]] = {}  # strategies with the same labeled slices share a model
+        for s in todo:
+            groups.setdefault(tuple(labeled[s]), []).append(s)
+        for key, group in groups.items():
+            current = list(key)
+            model = None
+            trained = _trained_round(rows, seed, n, current)
+            if trained is not None and "suggest" not in group:  # another strategy trained these slices already
+                scored, checks = trained
+                print(f"seed {seed}, {n} labeled slices, {'/'.join(group)}: same slices as a trained round", flush=True)
+            else:
+                run_dir = args.out / "runs" / f"seed{seed}" / ("start" if not i else "+".join(group)) / f"n{n}"
+                print(f"seed {seed}, {n} labeled slices, {'/'.join(group)}: training", flush=True)
+                model, scored, _ = train_and_score(plan, current, seed, run_dir, cfg, args)
+                free = {c: [z for z in zs if (c, z) not in set(current)] for c, zs in pool.items()}
+                checks = measure_check(model, images, truth, free, seed, args)
             for s in group:
                 tick, distance = time.perf_counter(), math.nan
                 nxt: list[Pair] = []
@@ -445,10 +454,38 @@ def run_seed(
                 + ", ".join(f"{k[4:]} {v:.2f}" for k, v in checks.items()),
                 flush=True,
             )
-            if not args.keep_models:
+            if model is not None and not args.keep_models:
                 shutil.rmtree(run_dir / "model", ignore_errors=True)
                 (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return rows
+
+
+#: A row's fields that belong to the strategy, not to the trained model.
+_STRATEGY_FIELDS = ("method", "method_label", "labeled", "next", "distance_mm", "select_seconds")
+
+
+def _trained_round(
+    rows: list[dict[str, Any]], seed: int, n: int, labeled: list[Pair]
+) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """The scored rows and rho checks of a model already trained on exactly ``labeled`` for this seed (by any
+    strategy, e.g. evenly and suggest at the same round, or the start round of a strategy run later), else None."""
+    want = sorted(map(tuple, labeled))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        same = [
+            r
+            for r in rows
+            if r["method"] == method
+            and int(r["seed"]) == seed
+            and int(r["n_train_slices"]) == n
+            and sorted(map(tuple, json.loads(r["labeled"]))) == want
+        ]
+        if same:
+            checks = {k: float(v) for k, v in same[0].items() if k.startswith("rho_")}
+            scored = [
+                {k: v for k, v in r.items() if k not in _STRATEGY_FIELDS and not k.startswith("rho_")} for r in same
+            ]
+            return scored, checks
+    return None
 
 
 if __name__ == "__main__":

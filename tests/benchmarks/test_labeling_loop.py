@@ -87,3 +87,22 @@ def test_the_loop_runs_resumes_and_reveals_only_pool_slices(tmp_path: Path, monk
     monkeypatch.setattr(labeling_loop, "finetune", no_training)
     assert labeling_loop.main(argv) == 0  # resumed: everything is in results.csv
     assert len(read_results_csv(out / "results.csv")) == len(rows)
+
+
+def test_a_set_of_labeled_slices_is_trained_once_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strategy run later in the same --out reuses the start round another strategy trained."""
+    root = write_phantom_dataset(tmp_path / "phantom", n_labeled=1, n_unlabeled=0, shape=(20, 48, 48))
+    out = tmp_path / "loop"
+    argv = [str(root), "--out", str(out), "--seeds", "0", "--start", "2", "--max", "2", "--block", "3", "--gap", "1"]
+    argv += ["--check-measures", "error", *TINY]
+    trained = []
+    real = labeling_loop.finetune
+    monkeypatch.setattr(labeling_loop, "finetune", lambda *a, **k: trained.append(k["split"]) or real(*a, **k))
+    assert labeling_loop.main([*argv, "--strategies", "evenly"]) == 0
+    assert labeling_loop.main([*argv, "--strategies", "random"]) == 0
+    assert len(trained) == 1
+    rows = read_results_csv(out / "results.csv")
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"evenly", "random"}
+    for key in ("present_DSC", "labeled", "rho_error", "train_seconds"):
+        assert str(by_method["evenly"][key]) == str(by_method["random"][key])

@@ -167,15 +167,18 @@ def measure_check(
     seed: int,
     args: argparse.Namespace,
 ) -> dict[str, float]:
-    """Spearman correlation of each measure with the slices' real error (1 - slice DSC over the organs in the
-    truth or the prediction; model space) on the unlabeled pool slices ``free`` (the truth is read for this check
-    only: no strategy sees it)."""
+    """Spearman correlation of each measure with the slices' real error on the unlabeled pool slices ``free``
+    (model space; the truth is read for this check only: no strategy sees it), against two kinds of error:
+    ``rho_<measure>``: 1 - slice DSC over the organs in the truth or the prediction (what a Dice score rewards:
+    small organs weigh as much as the liver); ``rho_area_<measure>``: the wrongly labeled area in cm² (what the
+    measures estimate: the ``error`` measure is the expected wrong area)."""
     from scipy.stats import spearmanr
 
     if not args.check_measures:
         return {}
     scores: dict[str, list[float]] = {m: [] for m in MEASURES}
     errors: dict[str, list[float]] = {m: [] for m in MEASURES}
+    wrong: dict[str, list[float]] = {m: [] for m in MEASURES}
     for case_id, zs in free.items():
         if not zs:
             continue
@@ -190,15 +193,18 @@ def measure_check(
                 model, image, zs, "tta", seed=seed, device=args.device, precision=args.precision
             )
         real = [1.0 - _slice_dsc(t, p) for t, p in zip(gt, found["error"].labels)]  # what predict would give
+        wrong_cm2 = [float((t != p).sum()) * area for t, p in zip(gt, found["error"].labels)]
         for m, u in found.items():
             scores[m] += u.scores.tolist()
             errors[m] += real
+            wrong[m] += wrong_cm2
     out: dict[str, float] = {}
     for m in args.check_measures:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             enough = len(scores[m]) >= 3
             out[f"rho_{m}"] = float(spearmanr(scores[m], errors[m]).statistic) if enough else math.nan
+            out[f"rho_area_{m}"] = float(spearmanr(scores[m], wrong[m]).statistic) if enough else math.nan
     return out
 
 
@@ -349,19 +355,23 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
     lines += [
         "",
         "**Do the uncertainty measures find the slices the model gets wrong?** Spearman correlation between "
-        "each measure and the real error (1 - slice DSC, model space) over the pool's unlabeled slices, per "
-        "trained model; mean +- std over the models of each round (every strategy's):",
+        "each measure and the real error over the pool's unlabeled slices (model space), per trained model; "
+        "mean +- std over the models of each round (every strategy's). Two kinds of error: 1 - slice DSC (`dsc`: "
+        "every organ on the slice weighs the same) and the wrongly labeled area in cm² (`area`: what the measures "
+        "estimate; columns empty for rounds run before it was recorded):",
         "",
-        "| labeled slices | models | " + " | ".join(f"rho `{m}`" for m in MEASURES) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in MEASURES) + " |",
+        "| labeled slices | models | "
+        + " | ".join(f"rho `{m}` {kind}" for kind in ("dsc", "area") for m in MEASURES)
+        + " |",
+        "| --- | --- | " + " | ".join("---" for _ in range(2 * len(MEASURES))) + " |",
     ]
     for n in rounds:
         mine = [m for (s, k, _), m in models.items() if k == n]
         if not mine:
             continue
         cells = []
-        for measure in MEASURES:
-            values = np.array([float(m.get(f"rho_{measure}", math.nan)) for m in mine])
+        for key in [f"rho_{m}" for m in MEASURES] + [f"rho_area_{m}" for m in MEASURES]:
+            values = np.array([_number(m.get(key)) for m in mine])
             values = values[np.isfinite(values)]
             cells.append(f"{values.mean():.2f} +- {values.std():.2f}" if values.size else "-")
         lines.append(f"| {n} | {len(mine)} | " + " | ".join(cells) + " |")
@@ -377,6 +387,14 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
             + "; ".join(f"after {n}: {', '.join(f'{d:g}' for d in sorted(ds))}" for n, ds in sorted(used.items())),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> float:
+    """A results.csv cell as a float; nan where the column is empty or absent (rows of an older run)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def run_seed(

@@ -71,7 +71,9 @@ def test_the_loop_runs_resumes_and_reveals_only_pool_slices(tmp_path: Path, monk
         labeled, nxt = json.loads(r["labeled"]), json.loads(r["next"])
         assert len(labeled) == r["n_train_slices"] and not {tuple(p) for p in labeled} & {tuple(p) for p in nxt}
         assert len(nxt) == (2 if r["n_train_slices"] == 2 else 0)
-        assert all(-1 <= float(r[f"rho_{m}"]) <= 1 or r[f"rho_{m}"] != r[f"rho_{m}"] for m in ("error", "tta"))
+        assert all(
+            -1 <= float(r[f"rho_{m}"]) <= 1 or r[f"rho_{m}"] != r[f"rho_{m}"] for m in ("error", "tta", "area_error")
+        )
     for s in labeling_loop.STRATEGIES:  # round 2's labeled = round 1's labeled + what it added
         first = next(r for r in rows if r["method"] == s and r["n_train_slices"] == 2)
         second = next(r for r in rows if r["method"] == s and r["n_train_slices"] == 4)

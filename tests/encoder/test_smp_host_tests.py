@@ -8,11 +8,18 @@ subclasses (``tests/models/test_*.py``: PAN 2 x 128 x 128; PSPNet, DeepLabV3(+),
 One deviation: smp's model tests build with the default ``encoder_weights="imagenet"`` (downloaded); here it is
 ``None`` (``ddpm-ct-tiny`` ships no weights and tests never touch the network). UnetPlusPlus declares itself
 not scriptable (``_is_torch_scriptable = False``), so its ``test_torch_script`` expects the ``RuntimeError``.
+
+``torch.compile`` and ``torch.export`` of a whole model take 20-50 s each on a 2-core CPU (Dynamo tracing our
+encoder). smp itself runs those tests only where a change touches the model, or with ``RUN_ALL=1``
+(``tests/utils.py::check_run_test_on_diff_or_main``); here they run for every architecture with ``RUN_ALL=1``
+and otherwise for :data:`TRACED_BY_DEFAULT`: ``unet`` (the encoder's full-depth features) and ``deeplabv3``
+(output stride 8: the encoder's ``output_stride`` cap). The encoder alone is compiled and exported in every run.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -45,6 +52,11 @@ ARCHITECTURES = {
     "upernet": (2, 64),
     "segformer": (1, 64),
 }
+
+
+#: Architectures whose compile and export tests run without ``RUN_ALL=1`` (smp's variable and truthy values).
+TRACED_BY_DEFAULT = ("unet", "deeplabv3")
+RUN_ALL = os.getenv("RUN_ALL", "false").lower() in ("true", "1", "y", "yes")
 
 
 @pytest.fixture(autouse=True)
@@ -237,9 +249,15 @@ def test_model_torch_script(arch: str) -> None:
     torch.testing.assert_close(scripted_output, eager_output, rtol=1e-3, atol=1e-3)
 
 
+def traced_only(arch: str) -> None:
+    if not RUN_ALL and arch not in TRACED_BY_DEFAULT:
+        pytest.skip(f"compile/export of {arch}: RUN_ALL=1 runs it (by default: {', '.join(TRACED_BY_DEFAULT)})")
+
+
 @pytest.mark.slow
 def test_model_compile(arch: str) -> None:
     """``BaseModelTester.test_compile`` (``fullgraph=True, dynamic=True``, eager backend)."""
+    traced_only(arch)
     model = create(arch).eval()
     assert model._is_torch_compilable
     torch.compiler.reset()
@@ -251,6 +269,7 @@ def test_model_compile(arch: str) -> None:
 @pytest.mark.slow
 def test_model_torch_export(arch: str) -> None:
     """``BaseModelTester.test_torch_export`` (strict; UPerNet's subclass loosens eps to 1e-3)."""
+    traced_only(arch)
     eps = 1e-3 if arch == "upernet" else 1e-5
     torch.manual_seed(42)
     x = arch_sample(arch)

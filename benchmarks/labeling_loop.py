@@ -347,8 +347,9 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
         for method, n in (("suggest", few), ("evenly", few), ("random", few), ("suggest", many), ("evenly", many)):
             r = results.get((protocol, method, n))
             if r is not None:
-                cells.append(f"{method} {n}: {r.dsc_mean:.3f} +- {r.dsc_std:.3f}")
+                cells.append(f"{method} {n}: {r.dsc_mean:.3f} +- {r.dsc_std:.3f} ({_seeds(rows, method, n)})")
         lines.append(f"- {protocol}: " + "; ".join(cells))
+    lines += ["", *seed_table(rows, rounds)]
     models: dict[tuple[int, int, str], dict[str, Any]] = {}
     for r in rows:  # one entry per trained model (the start round is shared by the strategies)
         models.setdefault((int(r["seed"]), int(r["n_train_slices"]), str(r["labeled"])), r)
@@ -387,6 +388,35 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
             + "; ".join(f"after {n}: {', '.join(f'{d:g}' for d in sorted(ds))}" for n, ds in sorted(used.items())),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _seeds(rows: list[dict[str, Any]], method: str, n: int) -> str:
+    seeds = sorted({int(r["seed"]) for r in rows if r["method"] == method and int(r["n_train_slices"]) == n})
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def seed_table(rows: list[dict[str, Any]], rounds: list[int]) -> list[str]:
+    """Markdown lines: per seed and strategy, the mean DSC over the organs present at every round (within-volume /
+    cross-patient; "-" where the round was not run), so which seeds stand behind each mean is plain."""
+    cell: dict[tuple[int, str, int], dict[str, float]] = {}
+    for r in rows:
+        key = (int(r["seed"]), str(r["method"]), int(r["n_train_slices"]))
+        cell.setdefault(key, {})[str(r["protocol"])] = _number(r["present_DSC"])
+    protocols = list(dict.fromkeys(str(r["protocol"]) for r in rows))
+    lines = [
+        f"Per seed (mean DSC over the organs present, {' / '.join(protocols)}):",
+        "",
+        "| seed | strategy | " + " | ".join(f"{n} slices" for n in rounds) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in rounds) + " |",
+    ]
+    for seed in sorted({k[0] for k in cell}):
+        for method in dict.fromkeys(str(r["method"]) for r in rows):
+            values = [cell.get((seed, method, n)) for n in rounds]
+            if not any(values):
+                continue
+            texts = [" / ".join(f"{v.get(p, math.nan):.3f}" for p in protocols) if v else "-" for v in values]
+            lines.append(f"| {seed} | {method} | " + " | ".join(texts) + " |")
+    return lines
 
 
 def _number(value: Any) -> float:

@@ -82,6 +82,9 @@ def test_the_loop_runs_resumes_and_reveals_only_pool_slices(tmp_path: Path, monk
         pool |= {z for _, z in json.loads(second["labeled"])}
     summary = (out / "summary.md").read_text()
     assert "The loop's questions" in summary and (out / "dsc_vs_budget.png").is_file()
+    for s in labeling_loop.STRATEGIES:  # the per-seed table: one row per strategy, a cell per round
+        row = next(line for line in summary.splitlines() if line.startswith(f"| 0 | {s} |"))
+        assert row.count("|") == 2 + 2 + 1 and "-" not in row.split("|")[3:5]
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished round was trained again")

@@ -447,12 +447,26 @@ def run_seed(
         for s in args.strategies:
             if (s, seed, n) in done:  # resumed: this round's labeled slices and what it added are in its row
                 row = done[(s, seed, n)]
-                labeled[s] = sorted({(c, int(z)) for c, z in (*json.loads(row["labeled"]), *json.loads(row["next"]))})
+                current = [(c, int(z)) for c, z in json.loads(row["labeled"])]
+                added = [(c, int(z)) for c, z in json.loads(row["next"])]
+                if i + 1 < len(rounds) and len(added) != rounds[i + 1] - n:  # the row ended an earlier --max
+                    if s == "suggest":
+                        raise SystemExit(
+                            f"{csv_path}: suggest's {n}-slice round of seed {seed} chose no next slices (it was the "
+                            f"last round of an earlier run) and its model was not kept: remove its rows to rerun it"
+                        )
+                    step = rounds[i + 1] - n
+                    added = (
+                        evenly_next(pool, current, step) if s == "evenly" else random_next(pool, current, step, seed, i)
+                    )
+                labeled[s] = sorted(set(current) | set(added))
         groups: dict[tuple[Pair, ...], list[str]] = {}  # strategies with the same labeled slices share a model
         for s in todo:
             groups.setdefault(tuple(labeled[s]), []).append(s)
         for key, group in groups.items():
             current = list(key)
+            if len(current) != n:
+                raise RuntimeError(f"seed {seed}, {'/'.join(group)}: {len(current)} labeled slices for the {n} round")
             model = None
             trained = _trained_round(rows, seed, n, current)
             if trained is not None and "suggest" not in group:  # another strategy trained these slices already

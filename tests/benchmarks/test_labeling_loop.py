@@ -111,3 +111,20 @@ def test_a_set_of_labeled_slices_is_trained_once_per_seed(tmp_path: Path, monkey
     assert set(by_method) == {"evenly", "random"}
     for key in ("present_DSC", "labeled", "rho_error", "train_seconds"):
         assert str(by_method["evenly"][key]) == str(by_method["random"][key])
+
+
+def test_a_later_run_with_a_larger_max_continues_from_the_last_round(tmp_path: Path) -> None:
+    """The last round of a run chose no next slices; a later run going further chooses them then (evenly, random)
+    and refuses to guess suggest's (its model is gone)."""
+    root = write_phantom_dataset(tmp_path / "phantom", n_labeled=1, n_unlabeled=0, shape=(20, 48, 48))
+    out = tmp_path / "loop"
+    argv = [str(root), "--out", str(out), "--seeds", "0", "--start", "2", "--step", "2", "--block", "3", "--gap", "1"]
+    argv += ["--check-measures", "error", "--min-distance-mm", "30", *TINY]
+    assert labeling_loop.main([*argv, "--max", "2", "--strategies", "random", "suggest"]) == 0
+    assert labeling_loop.main([*argv, "--max", "4", "--strategies", "random"]) == 0
+    rows = read_results_csv(out / "results.csv")
+    for r in rows:
+        assert len(json.loads(r["labeled"])) == r["n_train_slices"]
+    assert {(r["method"], r["n_train_slices"]) for r in rows} == {("random", 2), ("suggest", 2), ("random", 4)}
+    with pytest.raises(SystemExit, match="suggest's 2-slice round of seed 0 chose no next slices"):
+        labeling_loop.main([*argv, "--max", "4", "--strategies", "suggest"])

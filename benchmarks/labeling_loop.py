@@ -532,21 +532,19 @@ def _trained_round(
     """The scored rows and rho checks of a model already trained on exactly ``labeled`` for this seed (by any
     strategy, e.g. evenly and suggest at the same round, or the start round of a strategy run later), else None."""
     want = sorted(map(tuple, labeled))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        same = [
-            r
-            for r in rows
-            if r["method"] == method
-            and int(r["seed"]) == seed
-            and int(r["n_train_slices"]) == n
-            and sorted(map(tuple, json.loads(r["labeled"]))) == want
-        ]
-        if same:
-            checks = {k: float(v) for k, v in same[0].items() if k.startswith("rho_")}
-            scored = [
-                {k: v for k, v in r.items() if k not in _STRATEGY_FIELDS and not k.startswith("rho_")} for r in same
-            ]
-            return scored, checks
+    same = [
+        r
+        for r in rows
+        if int(r["seed"]) == seed
+        and int(r["n_train_slices"]) == n
+        and sorted(map(tuple, json.loads(r["labeled"]))) == want
+    ]
+    if not same:
+        return None
+    same = [r for r in same if r["method"] == same[0]["method"]]  # one strategy's rows: one per scored case
+    checks = {k: _number(v) for k, v in same[0].items() if k.startswith("rho_")}
+    scored = [{k: v for k, v in r.items() if k not in _STRATEGY_FIELDS and not k.startswith("rho_")} for r in same]
+    return scored, checks
     return None
 
 

@@ -448,7 +448,6 @@ def _trained_round(
     checks = {k: number(v) for k, v in same[0].items() if k.startswith("rho_")}
     scored = [{k: v for k, v in r.items() if k not in _STRATEGY_FIELDS and not k.startswith("rho_")} for r in same]
     return scored, checks
-    return None
 
 
 if __name__ == "__main__":

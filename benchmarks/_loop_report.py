@@ -41,8 +41,9 @@ def loop_section(rows: list[dict[str, Any]], rounds: list[int]) -> str:
         "**Do the uncertainty measures find the slices the model gets wrong?** Spearman correlation between "
         "each measure and the real error over the pool's unlabeled slices (model space), per trained model; "
         "mean +- std over the models of each round (every strategy's). Two kinds of error: 1 - slice DSC (`dsc`: "
-        "every organ on the slice weighs the same) and the wrongly labeled area in cm² (`area`: what the measures "
-        "estimate; columns empty for rounds run before it was recorded):",
+        "every organ on the slice weighs the same: what `dice` estimates) and the wrongly labeled area in cm² "
+        "(`area`: what `error`, `entropy` and `tta` estimate); a column is empty for rounds run before it was "
+        "recorded:",
         "",
         "| labeled slices | models | "
         + " | ".join(f"rho `{m}` {kind}" for kind in ("dsc", "area") for m in MEASURES)

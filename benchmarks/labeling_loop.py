@@ -166,16 +166,20 @@ def measure_check(
     truth: dict[str, Volume],
     free: dict[str, list[int]],
     seed: int,
-    args: argparse.Namespace,
+    measures: Sequence[str],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Spearman correlation of each measure with the slices' real error on the unlabeled pool slices ``free``
     (model space; the truth is read for this check only: no strategy sees it), against two kinds of error:
     ``rho_<measure>``: 1 - slice DSC over the organs in the truth or the prediction (what a Dice score rewards:
     small organs weigh as much as the liver); ``rho_area_<measure>``: the wrongly labeled area in cm² (what the
-    measures estimate: the ``error`` measure is the expected wrong area)."""
+    area measures estimate: the ``error`` measure is the expected wrong area). ``measures``: which to check (tta
+    costs its views' passes); empty: none. Also used by ``benchmarks/measure_check.py`` on saved models."""
     from scipy.stats import spearmanr
 
-    if not args.check_measures:
+    if not measures:
         return {}
     scores: dict[str, list[float]] = {m: [] for m in MEASURES}
     errors: dict[str, list[float]] = {m: [] for m in MEASURES}
@@ -186,13 +190,11 @@ def measure_check(
         image = images[case_id]
         gt = SliceGeometry.of(image, model.preprocessing).label_slices(truth[case_id])[zs]
         slices, _ = model_slices(model, image, zs)
-        prob = probabilities(model, slices, device=args.device, precision=args.precision)  # one pass, two measures
+        prob = probabilities(model, slices, device=device, precision=precision)  # one pass, 3 measures
         area = pixel_area_cm2(model, image)
-        found = {m: from_probabilities(slices, prob, m, area) for m in ("error", "entropy")}
-        if "tta" in args.check_measures:
-            found["tta"] = measure_slices(
-                model, image, zs, "tta", seed=seed, device=args.device, precision=args.precision
-            )
+        found = {m: from_probabilities(slices, prob, m, area) for m in ("error", "entropy", "dice")}
+        if "tta" in measures:
+            found["tta"] = measure_slices(model, image, zs, "tta", seed=seed, device=device, precision=precision)
         real = [1.0 - _slice_dsc(t, p) for t, p in zip(gt, found["error"].labels)]  # what predict would give
         wrong_cm2 = [float((t != p).sum()) * area for t, p in zip(gt, found["error"].labels)]
         for m, u in found.items():
@@ -200,7 +202,7 @@ def measure_check(
             errors[m] += real
             wrong[m] += wrong_cm2
     out: dict[str, float] = {}
-    for m in args.check_measures:
+    for m in measures:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             enough = len(scores[m]) >= 3
@@ -380,7 +382,9 @@ def run_seed(
                 print(f"seed {seed}, {n} labeled slices, {'/'.join(group)}: training", flush=True)
                 model, scored, _ = train_and_score(plan, current, seed, run_dir, cfg, args)
                 free = {c: [z for z in zs if (c, z) not in set(current)] for c, zs in pool.items()}
-                checks = measure_check(model, images, truth, free, seed, args)
+                checks = measure_check(
+                    model, images, truth, free, seed, args.check_measures, device=args.device, precision=args.precision
+                )
             for s in group:
                 tick, distance = time.perf_counter(), math.nan
                 nxt: list[Pair] = []

@@ -1,6 +1,7 @@
 """``smp-diffusion suggest SCANS... --model DIR/model --out OUT``: which axial slices to label next.
 
-Scores every unlabeled axial slice of SCANS with the model's uncertainty (--measure; cm² of the slice), then picks
+Scores every unlabeled axial slice of SCANS with the model's uncertainty (--measure: cm² of the slice, or the
+expected Dice loss over the organs on it), then picks
 --n slices greedily, none closer than --min-distance-mm along z to a labeled slice or to another pick of the same
 scan, spread over scans (--scan-decay). SCANS: NIfTI, NRRD or MetaImage files, DICOM series folders, case folders
 (an image and, optionally, its label map) or folders of them. Labeled slices are never suggested: a case folder's

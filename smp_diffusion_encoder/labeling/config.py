@@ -4,11 +4,15 @@ dataclass, no torch; the command line is built from it and ``suggestions.json`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from smp_diffusion_encoder import _options
 from smp_diffusion_encoder._options import Precision, device_option, option
 from smp_diffusion_encoder.errors import ConfigError
+
+#: The uncertainty measures (:mod:`smp_diffusion_encoder.labeling.uncertainty` computes them).
+Measure = Literal["error", "entropy", "tta", "dice"]
+MEASURES: tuple[str, ...] = get_args(Measure)
 
 
 @dataclass(frozen=True)
@@ -21,11 +25,12 @@ class SuggestConfig:
     """
 
     n: int = option(8, "slices to suggest")
-    measure: Literal["error", "entropy", "tta"] = option(
+    measure: Measure = option(
         "error",
-        "uncertainty per slice (cm² of the model's slice): error = the area the model expects to have "
+        "uncertainty per slice: error = the area (cm² of the model's slice) the model expects to have "
         "labeled wrongly (1 - top probability, summed); entropy = softmax entropy, summed; tta = disagreement "
-        "between views shifted by a few pixels and changed in contrast (--tta-views forward passes)",
+        "between views shifted by a few pixels and changed in contrast (--tta-views forward passes); dice = "
+        "expected Dice loss averaged over the organs on the slice (0-1: weighs small organs like a DSC does)",
     )
     min_distance_mm: float = option(
         15.0,
@@ -50,8 +55,8 @@ class SuggestConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
-        if self.measure not in ("error", "entropy", "tta"):
-            raise ConfigError(f"measure must be error, entropy or tta, got {self.measure!r}")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"measure must be one of {', '.join(MEASURES)}; got {self.measure!r}")
         if self.min_distance_mm < 0:
             raise ConfigError(f"min_distance_mm must be >= 0, got {self.min_distance_mm}")
         if not 0 < self.scan_decay <= 1:

@@ -1,14 +1,15 @@
 """``suggest``: which axial slices of the user's scans to label next, and why.
 
 Pipeline: scans (:mod:`~smp_diffusion_encoder.labeling.inputs`) -> the model's slices of every unlabeled slice
--> an uncertainty per slice (:mod:`~smp_diffusion_encoder.labeling.uncertainty`, cm² of the slice) -> greedy picks
-kept ``min_distance_mm`` apart along z from each other and from labeled slices, spread over scans
+-> an uncertainty per slice (:mod:`~smp_diffusion_encoder.labeling.uncertainty`: cm² of the slice, or a Dice loss)
+-> greedy picks kept ``min_distance_mm`` apart along z from each other and from labeled slices, spread over scans
 (:mod:`~smp_diffusion_encoder.labeling.ranking`) -> files (:func:`write_suggestions`):
 
 * ``suggestions.csv`` / ``suggestions.json``: one row per suggestion, best first: ``rank``, ``scan``, ``z`` (the
   canonical slice index, slice 0 nearest the feet: what sidecars list), ``slice_in_file`` (the index along the
   file's own slice axis, 0-based), ``position_mm`` (the slice's S coordinate, as 3D Slicer shows it),
-  ``score`` (cm²), ``effective`` (after spreading over scans), ``why``, ``image``; the JSON also holds the
+  ``score`` (in the measure's unit: cm², or a Dice loss for ``dice``), ``effective`` (after spreading over
+  scans), ``why``, ``image``; the JSON also holds the
   settings, the labeled slices that were avoided, the number of candidates and the time taken;
 * ``contact_sheet.png``: the top suggestions with the current prediction and the uncertainty map
   (:mod:`~smp_diffusion_encoder.labeling.sheet`);
@@ -48,14 +49,20 @@ from smp_diffusion_encoder.labeling.config import SuggestConfig
 from smp_diffusion_encoder.labeling.inputs import Scan, read_scan_images
 from smp_diffusion_encoder.labeling.ranking import Candidate, Pick, rank_slices
 from smp_diffusion_encoder.labeling.sheet import SheetEntry, render_contact_sheet
-from smp_diffusion_encoder.labeling.uncertainty import SliceUncertainty, measure_slices
+from smp_diffusion_encoder.labeling.uncertainty import UNITS, SliceUncertainty, measure_slices
 
 COLUMNS = ("rank", "scan", "z", "slice_in_file", "position_mm", "score", "effective", "why", "image")
 _PHRASES = {
-    "error": "the model expects to have labeled wrongly",
-    "entropy": "of softmax entropy (nats x cm²)",
-    "tta": "where shifted, recontrasted views disagree",
+    "error": "{:.1f} cm² the model expects to have labeled wrongly",
+    "entropy": "{:.1f} nats x cm² of softmax entropy",
+    "tta": "{:.1f} cm² where shifted, recontrasted views disagree",
+    "dice": "expected Dice loss {:.2f} over the organs on the slice",
 }
+
+
+def score_text(measure: str, score: float) -> str:
+    """A score with its unit, as the contact sheet titles it: ``12.3 cm²`` or ``Dice loss 0.42``."""
+    return f"Dice loss {score:.2f}" if measure == "dice" else f"{score:.1f} {UNITS[measure]}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class SuggestResult:
     Attributes:
         suggestions: best first.
         labeled: ``{scan: labeled z}`` avoided.
-        scores: ``{scan: {z: score}}`` of every candidate slice (cm²).
+        scores: ``{scan: {z: score}}`` of every candidate slice (the measure's unit).
         candidates: how many slices were scored; ``seconds``: wall time of the scoring and ranking.
         sheet: the contact sheet's entries (the first ``config.sheet_slices`` suggestions).
     """
@@ -203,7 +210,7 @@ def suggest(
                     u.images[i],
                     u.labels[i],
                     u.maps[i],
-                    f"#{pick.rank} {c.scan} z={c.z} (S {c.position_mm:.1f} mm): {c.score:.1f} cm²",
+                    f"#{pick.rank} {c.scan} z={c.z} (S {c.position_mm:.1f} mm): {score_text(config.measure, c.score)}",
                 )
             )
     scores = {s: {z: float(v) for z, v in zip(zs, u.scores)} for s, (zs, u) in measured.items()}
@@ -220,7 +227,7 @@ def suggest(
 
 def _why(pick: Pick, share: np.ndarray, config: SuggestConfig) -> str:
     organs = [int(k) for k in np.argsort(share)[::-1] if k > 0 and share[k] >= 0.1][:2]
-    parts = [f"{pick.candidate.score:.1f} cm² {_PHRASES[config.measure]}"]
+    parts = [_PHRASES[config.measure].format(pick.candidate.score)]
     if organs:
         parts.append("mostly around the " + " and ".join(FLARE_LABELS[k] for k in organs))
     if pick.nearest_labeled_mm is None:

@@ -1,8 +1,9 @@
-"""How unsure a segmentation model is about each axial slice: one number per slice, in cm² of the slice.
+"""How unsure a segmentation model is about each axial slice: one number per slice.
 
 All measures are computed on the model's own slices (its preprocessing: HU window, pixel spacing, size), so a
 pixel has the same area on every scan (3 mm x 3 mm = 0.09 cm² for the default ``ddpm-ct`` preprocessing) and
-scores of different scans compare. With ``p`` the softmax of the model at a pixel:
+scores of different scans compare. With ``p`` the softmax of the model at a pixel, the first three measures are
+areas (cm² of the slice), the fourth a Dice loss:
 
 * ``"error"``: expected wrong area, ``sum over pixels of (1 - max_k p_k)`` x pixel area: the area of the slice
   the model itself expects to have labeled wrongly (one forward pass);
@@ -10,7 +11,13 @@ scores of different scans compare. With ``p`` the softmax of the model at a pixe
 * ``"tta"``: disagreement under test-time augmentation: the slice is also shown shifted by a few pixels and
   with its contrast and brightness changed a little (``views`` views in all, seeded); each view's prediction is
   shifted back, and a pixel counts by the share of views that do not vote with the majority
-  (``views`` forward passes).
+  (``views`` forward passes);
+* ``"dice"``: expected Dice loss, unitless in [0, 1]: for each organ ``c`` the model sees on the slice (soft mass
+  ``sum p_c`` of at least one pixel, or any pixel predicted ``c``), ``1 - 2 sum(p_c h_c) / (sum p_c + sum h_c)``
+  with ``h_c`` the predicted mask: one minus the Dice the prediction would score if the truth were drawn from
+  ``p``; averaged over those organs, as a slice's DSC averages its organs (one forward pass). The area measures
+  rank slices by how much tissue is wrong, so a large organ's border outweighs a small organ missed; this one
+  weighs every organ on the slice equally, like the DSC the benchmarks report. Slices with no organ score 0.
 
 Every measure also gives, per slice, the organs whose pixels hold most of the uncertainty (the model's two most
 likely classes at each pixel share its uncertainty), for the "why" of a suggestion.
@@ -24,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,9 +41,12 @@ from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.volume import Volume
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.inference.model_dir import Segmenter
+from smp_diffusion_encoder.labeling.config import MEASURES, Measure
 
-Measure = Literal["error", "entropy", "tta"]
-MEASURES: tuple[str, ...] = get_args(Measure)
+#: Unit of each measure's per-slice score (what suggest prints beside it).
+UNITS: dict[str, str] = {"error": "cm²", "entropy": "nats x cm²", "tta": "cm²", "dice": "Dice loss"}
+#: An organ counts on a slice for the ``dice`` measure from this soft mass (pixels) on, or if predicted there.
+DICE_MIN_PIXELS = 1.0
 #: Largest shift (model pixels) of a test-time augmentation view; contrast and brightness change by up to 10%.
 TTA_MAX_SHIFT = 4
 
@@ -48,8 +58,9 @@ class SliceUncertainty:
     Attributes:
         images: ``(N, S, S)`` model input in [-1, 1].
         labels: ``(N, S, S)`` predicted ids (argmax of the mean probabilities).
-        maps: ``(N, S, S)`` per-pixel uncertainty of the measure (unitless; sums to ``scores`` / pixel area).
-        scores: ``(N,)`` the measure per slice, cm².
+        maps: ``(N, S, S)`` per-pixel uncertainty of the measure (unitless; sums to ``scores`` / pixel area for
+            the area measures, to ``scores`` for ``dice``: each pixel's part of the slice's Dice loss).
+        scores: ``(N,)`` the measure per slice, in :data:`UNITS`.
         organ_share: ``(N, K)`` each class's share of the slice's uncertainty (rows sum to 1, or 0 when certain).
         pixel_area_cm2: area of one model pixel.
     """
@@ -160,17 +171,19 @@ def measure_slices(
 
 
 def from_probabilities(
-    images: np.ndarray, prob: np.ndarray, measure: Literal["error", "entropy"], area_cm2: float
+    images: np.ndarray, prob: np.ndarray, measure: Literal["error", "entropy", "dice"], area_cm2: float
 ) -> SliceUncertainty:
     """The single-pass measures from softmax probabilities ``(N, K, S, S)`` of ``images`` (one forward pass can
-    serve both)."""
+    serve all three)."""
+    if measure == "dice":
+        return _dice_loss(images, prob, area_cm2)
     if measure == "error":
         pixel = 1.0 - prob.max(1)
     elif measure == "entropy":
         q = np.clip(prob, 1e-12, 1.0)
         pixel = np.maximum(-(q * np.log(q)).sum(1), 0.0)
     else:
-        raise ConfigError(f"from_probabilities computes error or entropy, not {measure!r}")
+        raise ConfigError(f"from_probabilities computes error, entropy or dice, not {measure!r}")
     return _summarize(images, prob, pixel, area_cm2)
 
 
@@ -182,6 +195,34 @@ def _summarize(images: np.ndarray, prob: np.ndarray, pixel: np.ndarray, area_cm2
         pixel.astype(np.float32),
         pixel.reshape(len(pixel), -1).sum(1) * area_cm2,
         organ_share(prob, pixel),
+        area_cm2,
+    )
+
+
+def _dice_loss(images: np.ndarray, prob: np.ndarray, area_cm2: float) -> SliceUncertainty:
+    """The ``dice`` measure (module docstring). Organ ``c``'s loss is a sum over pixels of
+    ``(p_c + h_c - 2 p_c h_c) / (sum p_c + sum h_c)``: that sum, divided by the number of organs counted, is the
+    pixel map, so the map sums to the slice's score and each organ's share of the score is its part of it."""
+    n, k = prob.shape[:2]
+    labels = prob.argmax(1)
+    fg = prob[:, 1:]  # (N, K-1, S, S): background is not an organ
+    hard = labels[:, None] == np.arange(1, k)[None, :, None, None]
+    mass, count = fg.sum((2, 3)), hard.sum((2, 3))
+    counted = (mass >= DICE_MIN_PIXELS) | (count > 0)  # (N, K-1)
+    denom = np.where(counted, mass + count, 1.0)[..., None, None]
+    part = np.where(counted[..., None, None], (fg + hard - 2.0 * fg * hard) / denom, 0.0)  # (N, K-1, S, S)
+    organs = np.maximum(counted.sum(1), 1)[:, None, None]
+    pixel = (part.sum(1) / organs).astype(np.float32)
+    per_organ = part.sum((2, 3))
+    share = np.zeros((n, k), np.float64)
+    share[:, 1:] = per_organ
+    total = share.sum(1, keepdims=True)
+    return SliceUncertainty(
+        images,
+        labels.astype(np.uint8),
+        pixel,
+        pixel.reshape(n, -1).sum(1).astype(np.float64),
+        np.divide(share, total, out=np.zeros_like(share), where=total > 0),
         area_cm2,
     )
 

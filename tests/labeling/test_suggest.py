@@ -115,7 +115,7 @@ def test_suggest_writes_ranked_files_and_honours_the_rules(
     assert float(first["position_mm"]) == pytest.approx(slice_positions_mm(image)[int(first["z"])], abs=0.01)
 
 
-@pytest.mark.parametrize("measure", ["error", "tta"])
+@pytest.mark.parametrize("measure", ["error", "tta", "dice"])
 def test_suggest_is_deterministic_for_a_seed(data: dict[str, Path], tmp_path: Path, measure: str) -> None:
     a = _suggest(data, tmp_path / "a", "--measure", measure, "--sheet-slices", "0")
     b = _suggest(data, tmp_path / "b", "--measure", measure, "--sheet-slices", "0")
@@ -155,12 +155,64 @@ def test_candidates_restrict_the_choice(data: dict[str, Path]) -> None:
 def test_measures_are_cm2_of_the_model_slice(data: dict[str, Path]) -> None:
     model = load_model(data["model"])
     image = read_volume(data["case"] / "image.nii.gz")
-    for measure in ("error", "entropy", "tta"):
+    for measure in ("error", "entropy", "tta", "dice"):
         u = measure_slices(model, image, [0, 5, 9], measure, device="cpu")
         assert u.scores.shape == (3,) and (u.scores >= 0).all()
-        assert u.scores == pytest.approx(u.maps.reshape(3, -1).sum(1) * u.pixel_area_cm2, rel=1e-5)
+        per_pixel = u.maps.reshape(3, -1).sum(1)
+        if measure == "dice":  # a Dice loss: each pixel's part of it
+            assert (u.scores <= 1).all()
+            assert u.scores == pytest.approx(per_pixel, rel=1e-5)
+        else:
+            assert u.scores == pytest.approx(per_pixel * u.pixel_area_cm2, rel=1e-5)
         assert u.pixel_area_cm2 == pytest.approx((model.preprocessing.spacing_mm / 10) ** 2)
         assert np.allclose(u.organ_share.sum(1)[u.scores > 0], 1.0)
+
+
+def _slices(*organs: tuple[int, float, slice]) -> np.ndarray:
+    """A ``(1, 4, 8, 8)`` softmax: background 1 everywhere, then each ``(class, p, rows)`` sets ``p`` there."""
+    prob = np.zeros((1, 4, 8, 8), np.float32)
+    prob[0, 0] = 1.0
+    for c, p, rows in organs:
+        prob[0, c, rows] = p
+        prob[0, 0, rows] = 1.0 - p
+    return prob
+
+
+def test_dice_measure_is_the_expected_dice_loss_over_the_organs_on_the_slice() -> None:
+    from smp_diffusion_encoder.labeling.uncertainty import from_probabilities
+
+    def dice(prob: np.ndarray) -> tuple[float, np.ndarray]:
+        u = from_probabilities(np.zeros((1, 8, 8), np.float32), prob, "dice", 0.09)
+        assert u.scores[0] == pytest.approx(u.maps[0].sum(), abs=1e-6)
+        return float(u.scores[0]), u.organ_share[0]
+
+    assert dice(_slices()) == (0.0, pytest.approx([0, 0, 0, 0]))  # no organ: nothing to learn about organs
+    assert dice(_slices((1, 1.0, slice(0, 4))))[0] == pytest.approx(0.0)  # sure and consistent
+    # organ 1: p = 0.6 on 16 pixels, all predicted: 1 - 2 * 9.6 / (9.6 + 16) = 0.25; organ 2: p = 0.3 on 8 pixels
+    # (2.4 pixels of mass, none predicted): loss 1; organ 3 has no mass: not counted. Mean (0.25 + 1) / 2.
+    score, share = dice(_slices((1, 0.6, slice(0, 2)), (2, 0.3, slice(4, 5))))
+    assert score == pytest.approx(0.625)
+    assert share == pytest.approx([0, 0.2, 0.8, 0])
+    # Less than one pixel of mass and never predicted: the organ is not on the slice.
+    assert dice(_slices((1, 1.0, slice(0, 2)), (2, 0.1, slice(4, 5))))[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dice_weighs_a_small_unsure_organ_like_a_large_unsure_area() -> None:
+    """What the measure is for: the area measures rank a slice by how much tissue is unsure, so a large organ's
+    unsure border outranks a small organ the model hardly sees; a slice's DSC (and this measure) weighs them alike."""
+    from smp_diffusion_encoder.labeling.uncertainty import from_probabilities
+
+    border = _slices((1, 1.0, slice(0, 6)))  # a large organ, sure inside ...
+    border[0, 1, 5], border[0, 0, 5] = 0.7, 0.3  # ... unsure on an 8-pixel border row
+    small = _slices((1, 1.0, slice(0, 6)), (2, 0.45, slice(7, 8)))  # the large organ sure; a small one
+    small[0, 2, 7, 3:] = 0.0  # ... unsure (p 0.45) on 3 pixels: 1.35 pixels of mass, none predicted
+    small[0, 0, 7, 3:] = 1.0
+    both = np.concatenate([border, small])
+    images = np.zeros((2, 8, 8), np.float32)
+    error = from_probabilities(images, both, "error", 0.09).scores
+    dice = from_probabilities(images, both, "dice", 0.09).scores
+    assert error[0] > error[1]  # 2.4 vs 1.35 pixels of expected error
+    assert dice == pytest.approx([1 - 2 * 45.6 / 93.6, (0 + 1) / 2])
 
 
 def test_bad_labeled_inputs_name_the_file(

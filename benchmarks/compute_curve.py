@@ -8,10 +8,13 @@ scans (``--test``, cross-patient). Pretraining cost is the run's own training ti
 ``metrics.csv`` (one thread: CPU-core hours).
 
 Step 0 (the random initialization) is the random-weight baseline: the same architecture and head without
-pretraining. Writes ``OUT/results.csv`` (rows of every study, with ``step`` and ``core_hours``), ``OUT/summary.md``
+pretraining. ``--reference ENCODER`` also scores that registered encoder's ``ct`` weights (e.g. ``ddpm-ct``: the
+shipped default) with the same methods, seeds and data: the bar a new run's milestones must clear.
+
+Writes ``OUT/results.csv`` (rows of every study, with ``step``, ``core_hours`` and ``weights``), ``OUT/summary.md``
 (mean ± std over seeds per milestone, method and protocol; also ``OUT/table.md`` alone, for a model card) and
-``OUT/compute_curve.png`` (DSC against steps and against CPU-core hours). Resumable: finished (milestone,
-method, seed) runs are reused.
+``OUT/compute_curve.png`` (DSC against steps and against CPU-core hours; the reference as dotted lines).
+Resumable: finished (milestone, method, seed) runs are reused.
 
     python -m benchmarks.compute_curve /work/runs/main128 ../shared/data/realct \\
         --test ../shared/data/realct_extra/crosspatient --out benchmarks/results/compute_curve
@@ -47,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="4")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variant", default="ddpm-ct", help="the encoder variant the run's U-Net is (default ddpm-ct)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="ENCODER",
+        help="also score this encoder's 'ct' weights (e.g. ddpm-ct: the shipped default) as a reference row",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--note", default="", help="text added to the summary")
     args = p.parse_args(argv)
@@ -67,9 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"milestone {step} ({hours_at(hours, step):.2f} core-hours)", flush=True)
         for row in run_study(plan, args.out / f"step-{step:07d}", methods, config, progress=False, log=print):
             rows.append({**row, "step": step, "core_hours": round(hours_at(hours, step), 3)})
-    write_results_csv(rows, args.out / "results.csv")
-    table = _table(rows)
-    _plot(rows, args.out / "compute_curve.png")
+    reference = []
+    if args.reference:
+        catalog = standard_methods(args.reference, "ct")
+        methods = [catalog[name] for name in args.methods]
+        print(f"reference: {args.reference} with its 'ct' weights", flush=True)
+        for row in run_study(plan, args.out / "reference", methods, config, progress=False, log=print):
+            reference.append({**row, "step": "", "core_hours": "", "weights": f"{args.reference} ct"})
+    write_results_csv([{**r, "weights": f"step {r['step']}"} for r in rows] + reference, args.out / "results.csv")
+    table = _table(rows, reference)
+    _plot(rows, reference, args.out / "compute_curve.png")
     context = (
         f"Run `{args.run.name}`: {len(steps)} milestones ({', '.join(map(str, steps))}). Each milestone's EMA "
         f"weights fine-tuned at budget {args.budget} with seeds {args.seeds} on {plan.description}. Machine: "
@@ -80,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     what = (
         f"Mean ± std over {len(args.seeds)} seeds of the mean DSC over the organs present in each scored ground "
-        f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights."
+        f"truth (FLARE 2022 metrics), {args.budget} labeled slices; step 0 = random weights"
+        + (f"; reference = {args.reference}'s 'ct' weights, same methods, seeds and data." if args.reference else ".")
     )
     atomic_write_text(args.out / "table.md", f"{what}\n\n{table}\n")
     atomic_write_text(
@@ -92,26 +109,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], reference: list[dict]) -> str:
     by_step: dict[int, list[dict]] = {}
     for row in rows:
         by_step.setdefault(row["step"], []).append(row)
-    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-    methods = list(dict.fromkeys(r["method_label"] for r in rows))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows + reference))
+    methods = list(dict.fromkeys(r["method_label"] for r in rows + reference))
     header = ["step", "core-hours"] + [f"{m}, {p}" for m in methods for p in protocols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for step, mine in sorted(by_step.items()):
+
+    def values(mine: list[dict]) -> str:
         cells = {(r.method_label, r.protocol): r for r in aggregate(mine)}
-        values = [
+        return " | ".join(
             f"{cells[(m, p)].dsc_mean:.3f} ± {cells[(m, p)].dsc_std:.3f}" if (m, p) in cells else "–"
             for m in methods
             for p in protocols
-        ]
-        lines.append(f"| {step} | {mine[0]['core_hours']:.2f} | " + " | ".join(values) + " |")
+        )
+
+    if reference:
+        lines.append(f"| reference: {reference[0]['weights']} weights | – | {values(reference)} |")
+    for step, mine in sorted(by_step.items()):
+        lines.append(f"| {step} | {mine[0]['core_hours']:.2f} | {values(mine)} |")
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(rows: list[dict], reference: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -144,6 +166,15 @@ def _plot(rows: list[dict], path: Path) -> None:
                     capsize=3,
                     label=f"{method}, {protocol}" if ax is axes[0] else None,
                 )
+                for r in aggregate(reference):
+                    if (r.method_label, r.protocol) == (method, protocol):
+                        ax.axhline(
+                            r.dsc_mean,
+                            color=f"C{i}",
+                            linestyle=":",
+                            linewidth=1,
+                            label=f"{method}, {protocol}: {reference[0]['weights']} weights" if ax is axes[0] else None,
+                        )
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)

@@ -273,11 +273,16 @@ def test_compute_curve(tmp_path: Path, phantom: Path, tiny_run: Path, tiny_encod
             "2",
             "--seeds",
             "0",
+            "--reference",
+            tiny_encoder,
             "--out",
             str(tmp_path / "out"),
         ]
     )
     assert (tmp_path / "out" / "compute_curve.png").is_file()
+    weights = [row["weights"] for row in read_results_csv(tmp_path / "out" / "results.csv")]
+    assert f"{tiny_encoder} ct" in weights and any(w.startswith("step ") for w in weights)
+    assert f"| reference: {tiny_encoder} ct weights |" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_finetune_schedule(tmp_path: Path, phantom: Path, tiny_run: Path, tiny_encoder: str) -> None:

@@ -141,40 +141,43 @@ def _plot(rows: list[dict], reference: list[dict], path: Path) -> None:
 
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     methods = list(dict.fromkeys(r["method_label"] for r in rows))
+    # Aggregated once: {(method, protocol): [(step, core_hours, mean, std)]} and the reference's means.
+    curves: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
+    for step in sorted({r["step"] for r in rows}):
+        mine = [r for r in rows if r["step"] == step]
+        for r in aggregate(mine):
+            curves.setdefault((r.method_label, r.protocol), []).append(
+                (step, mine[0]["core_hours"], r.dsc_mean, r.dsc_std)
+            )
+    reference_means = {(r.method_label, r.protocol): r.dsc_mean for r in aggregate(reference)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
-    for ax, key, label in (
-        (axes[0], "step", "pretraining steps (step 0: random weights)"),
-        (axes[1], "core_hours", "pretraining time (CPU-core hours)"),
+    for ax, column, label in (
+        (axes[0], 0, "pretraining steps (step 0: random weights)"),
+        (axes[1], 1, "pretraining time (CPU-core hours)"),
     ):
         for i, method in enumerate(methods):
             for j, protocol in enumerate(protocols):
-                points = {}
-                for step in sorted({r["step"] for r in rows}):
-                    mine = [r for r in rows if r["step"] == step]
-                    for r in aggregate(mine):
-                        if (r.method_label, r.protocol) == (method, protocol):
-                            points[mine[0][key]] = (r.dsc_mean, r.dsc_std)
-                xs = sorted(points)
-                shown = [max(x, 1e-2) if key == "core_hours" else max(x, 10) for x in xs]  # log axis: 0 -> left edge
+                points = sorted(curves.get((method, protocol), []), key=lambda point: point[column])
+                # log axis: 0 -> left edge
+                shown = [max(point[column], 1e-2) if column else max(point[column], 10) for point in points]
                 ax.errorbar(
                     shown,
-                    [points[x][0] for x in xs],
-                    yerr=[points[x][1] for x in xs],
+                    [point[2] for point in points],
+                    yerr=[point[3] for point in points],
                     marker="os"[j],
                     color=f"C{i}",
                     linestyle="-" if j == 0 else "--",
                     capsize=3,
                     label=f"{method}, {protocol}" if ax is axes[0] else None,
                 )
-                for r in aggregate(reference):
-                    if (r.method_label, r.protocol) == (method, protocol):
-                        ax.axhline(
-                            r.dsc_mean,
-                            color=f"C{i}",
-                            linestyle=":",
-                            linewidth=1,
-                            label=f"{method}, {protocol}: {reference[0]['weights']} weights" if ax is axes[0] else None,
-                        )
+                if (method, protocol) in reference_means:
+                    ax.axhline(
+                        reference_means[(method, protocol)],
+                        color=f"C{i}",
+                        linestyle=":",
+                        linewidth=1,
+                        label=f"{method}, {protocol}: {reference[0]['weights']} weights" if ax is axes[0] else None,
+                    )
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)

@@ -59,6 +59,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import cv2
@@ -134,7 +135,19 @@ class Augmentation:
         """Restart the random stream from ``seed``."""
         self._rng = np.random.default_rng(seed)
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, *, organs: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented copy of ``image`` ``(H, W)`` float32 in [-1, 1] and ``mask`` ``(H, W)`` uint8.
+
+        ``organs``: the label ids the contrast phase draws a level for (default: those in ``mask``). Every random
+        draw is then independent of the content, so the slices of a stack, each augmented after the same
+        :meth:`reseed` with the same ``organs`` (e.g. the union of their labels), get the same spatial transform,
+        phase and organ levels (the intensity steps still pivot on each slice's own mean).
+
+        Raises:
+            ConfigError: shapes or dtypes other than the above.
+        """
         if image.ndim != 2 or image.shape != mask.shape:
             raise ConfigError(
                 f"augmentation needs (H, W) image and mask of one shape; got {image.shape} and {mask.shape}"
@@ -149,7 +162,8 @@ class Augmentation:
         rng = self._rng
         if self.contrast:
             hu = lo + (x + 1.0) * per_unit
-            x = np.clip((simulate_enhancement(hu, mask, rng) - lo) / per_unit - 1.0, -1.0, 1.0).astype(np.float32)
+            hu = simulate_enhancement(hu, mask, rng, organs=organs)
+            x = np.clip((hu - lo) / per_unit - 1.0, -1.0, 1.0).astype(np.float32)
         if self.generic:
             x, mask = _spatial(x, mask, rng)
             if rng.uniform() < 0.1:  # Gaussian noise, std 0-30 HU, where the window is not saturated (air stays air)

@@ -48,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,12 +92,16 @@ def simulate_enhancement(
     jitter: float = 0.2,
     edge_sigma_px: float = 0.75,
     min_voxels: int = 4,
+    organs: Sequence[int] | None = None,
 ) -> np.ndarray:
     """One slice re-phased: ``hu`` ``(H, W)`` HU, ``labels`` ``(H, W)`` FLARE ids -> ``(H, W)`` float32 HU.
 
     See the module docstring for the model. ``jitter``: standard deviation of each organ's level around the
     shared phase level; ``edge_sigma_px``: smoothing of the shift field (pixels); organs with fewer than
-    ``min_voxels`` tissue voxels in the slice are left alone (their median is not a measurement).
+    ``min_voxels`` tissue voxels in the slice are left alone (their median is not a measurement). ``organs``:
+    the label ids to draw a level for, in this order (default: those in ``labels``); slices of one stack given
+    the same ``organs`` and the same ``rng`` state get the same phase and organ levels (neighbouring slices
+    re-phased together).
 
     Raises:
         ValueError: ``hu`` and ``labels`` differ in shape or are not 2D.
@@ -109,7 +114,7 @@ def simulate_enhancement(
     phase = rng.uniform(0.0, 1.0)
     tissue = (hu >= TISSUE_HU[0]) & (hu <= TISSUE_HU[1])
     shift = np.zeros_like(hu)
-    for organ in np.unique(labels):
+    for organ in np.unique(labels) if organs is None else organs:
         behaviour = ENHANCEMENT.get(int(organ))
         level = float(np.clip(phase + rng.normal(0.0, jitter), 0.0, 1.0))  # drawn for every organ: same stream
         if behaviour is None:

@@ -113,3 +113,36 @@ def test_rejects_bad_inputs(pair) -> None:
         aug(image.astype(np.float64), mask)
     with pytest.raises(ConfigError, match="shape"):
         aug(image, mask[:-1])
+
+
+def test_organs_default_is_the_mask_s_organs(pair) -> None:
+    image, mask = pair
+    aug = build_augmentation("default", seed=0)
+    for seed in range(5):
+        aug.reseed(seed)
+        plain = aug(image, mask)
+        aug.reseed(seed)
+        given = aug(image, mask, organs=np.unique(mask).tolist())
+        np.testing.assert_array_equal(plain[0], given[0])
+        np.testing.assert_array_equal(plain[1], given[1])
+
+
+def test_slices_of_a_stack_share_the_transform_when_given_the_same_organs(pair) -> None:
+    """Two slices whose masks hold different organs: with the union as ``organs`` every draw is the same, so a
+    region both hold moves the same way; without it the extra organ shifts the stream and the transforms differ."""
+    image, mask = pair
+    other = mask.copy()
+    other[other == other.max()] = 0  # the second slice lacks one organ
+    shared = int(np.unique(other)[1])
+    union = np.unique(mask).tolist()
+    aug = build_augmentation("default")
+    same, differ = [], []
+    for seed in range(30):
+        out = []
+        for m, organs in ((mask, union), (other, union), (mask, None), (other, None)):
+            aug.reseed(seed)
+            out.append(aug(image, m, organs=organs)[1] == shared)
+        same.append(np.array_equal(out[0], out[1]))
+        differ.append(not np.array_equal(out[2], out[3]))
+    assert all(same)
+    assert any(differ)  # spatial transforms drawn after the contrast phase: the stream matters

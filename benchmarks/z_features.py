@@ -68,7 +68,18 @@ from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, h
 from smp_diffusion_encoder.study.results import nan_mean
 from smp_diffusion_encoder.training import TrainConfig, Trainer
 
-FIELDS = ("arm", "variant", "seed", "protocol", "case", "present_DSC", "context_mm", "train_seconds", *FLARE_ORGANS)
+FIELDS = (
+    "arm",
+    "variant",
+    "seed",
+    "protocol",
+    "case",
+    "present_DSC",
+    "context_mm",
+    "neighbour_weight",
+    "train_seconds",
+    *FLARE_ORGANS,
+)
 
 
 class ContextDecoder(nn.Module):
@@ -88,6 +99,18 @@ class ContextDecoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.decoder([f(x) for f, x in zip(self.fuse, features)])
+
+    def neighbour_weight(self) -> float:
+        """How much the trained fusion uses the neighbours: mean over levels of the Frobenius norm of the
+        neighbours' weights over the centre slice's (0 at initialisation)."""
+        ratios = []
+        for conv in self.fuse:
+            w = conv.weight.detach()[:, :, 0, 0].float()
+            c = w.shape[0]
+            centre = w[:, (self.n // 2) * c : (self.n // 2 + 1) * c]
+            rest = torch.cat([w[:, : (self.n // 2) * c], w[:, (self.n // 2 + 1) * c :]], dim=1)
+            ratios.append(float(rest.norm() / centre.norm()))
+        return float(np.mean(ratios))
 
 
 def neighbours(z: int, offset: int, depth: int) -> list[int]:
@@ -334,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                             "case": scan.case_id,
                             "present_DSC": round(nan_mean(metrics[f"{o}_DSC"] for o in present), 4),
                             "context_mm": round(offset * dz, 2) if arm != "2d" else 0,
+                            "neighbour_weight": round(model.decoder.neighbour_weight(), 4) if arm != "2d" else "",
                             "train_seconds": round(seconds, 1),
                             **{o: round(metrics[f"{o}_DSC"], 4) if o in present else "" for o in FLARE_ORGANS},
                         }
@@ -385,6 +409,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], argv: Sequence[str], seconds: f
             f"| {variant} | {protocol} | {scan} | {len(seeds)} | {np.mean(vals):.3f} +- {np.std(vals):.3f} | "
             f"{' '.join(f'{v:.3f}' for v in vals)} | {' '.join(f'{d:+.3f}' for d in diffs)} |"
         )
+    weights = [float(r["neighbour_weight"]) for r in rows if r.get("neighbour_weight") not in ("", None)]
+    if weights:
+        lines += [
+            "",
+            f"How much the trained fusion uses the neighbours (norm of their 1x1 weights over the centre slice's, "
+            f"mean over levels; 0 at the start): {np.mean(weights):.3f} (range {min(weights):.3f}-{max(weights):.3f})",
+        ]
     lines += ["", "Per organ (mean DSC over seeds; organs present in the scored slices):", ""]
     organs = [o for o in FLARE_ORGANS if any(r[o] not in ("", None) for r in rows)]
     lines.append("| variant | protocol | " + " | ".join(organs) + " |")

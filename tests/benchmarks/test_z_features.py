@@ -39,6 +39,8 @@ def test_both_arms_train_score_and_resume(tmp_path: Path) -> None:
         (v, p) for v in ("2d", "2d+avg", "z6", "z6+avg") for p in ("within-volume", "cross-patient")
     }
     assert all(0.0 <= float(r["present_DSC"]) <= 1.0 for r in rows)
+    assert all(float(r["neighbour_weight"]) > 0 for r in rows if r["arm"] == "z6")  # the fusion trained
+    assert all(r["neighbour_weight"] == "" for r in rows if r["arm"] == "2d")
     summary = (out / "summary.md").read_text()
     assert "| z6 | within-volume |" in summary and "minus 2d" in summary
     assert z_features.main(argv) == 0  # the seed is in results.csv: skipped, same rows

@@ -376,19 +376,27 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
         atomic_write_text(csv_path, buf.getvalue())  # a seed lands whole or not at all
     summary = summarize(
-        rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - tick, train_dz, train_offset
+        precision, rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - tick, train_dz, train_offset
     )
     atomic_write_text(out / "summary.md", summary)
     print(summary)
     return 0
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], argv: Sequence[str], seconds: float, dz: float, offset: int) -> str:
+def summarize(
+    precision: str, rows: Sequence[Mapping[str, Any]], argv: Sequence[str], seconds: float, dz: float, offset: int
+) -> str:
     """Markdown: mean +- std over seeds per variant and scan, per organ, and each seed's difference to ``2d``."""
     lines = [
         "# Feature context from neighbouring slices in the decoder",
         "",
-        f"- date: {today()}; machine: {describe_machine()}; this run's wall time {seconds:.0f} s",
+        f"- date: {today()}; machine: {describe_machine()}; precision {precision}",
+        f"- this invocation's wall time {seconds:.0f} s (seeds already in results.csv are read, not rerun)",
+        "- decoder training time per run (median over seeds): "
+        + ", ".join(
+            f"{arm} {np.median([float(r['train_seconds']) for r in rows if r['arm'] == arm]):.0f} s"
+            for arm in sorted({r["arm"] for r in rows})
+        ),
         f"- command: `python -m benchmarks.z_features {' '.join(argv)}`",
         f"- neighbouring slices of the labeled scan: {offset} slice(s) of {dz:g} mm away ({offset * dz:g} mm)",
         "- within-volume (held-out z blocks) chooses; cross-patient only reports",

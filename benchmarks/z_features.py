@@ -35,7 +35,6 @@ import csv
 import io
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,6 @@ from smp_diffusion_encoder.data.postprocess import smooth_along_z
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
-from smp_diffusion_encoder.evaluation import case_metrics
 from smp_diffusion_encoder.finetune import FinetuneConfig
 from smp_diffusion_encoder.finetune.batches import slice_batches
 from smp_diffusion_encoder.finetune.data import LabeledSlices, build_split, labeled_cases, load_cases, views_per_slice
@@ -64,7 +62,7 @@ from smp_diffusion_encoder.finetune.steps import DecoderStep, decoder_param_grou
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
 from smp_diffusion_encoder.study.config import StudyConfig
-from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present
+from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present, slice_metrics
 from smp_diffusion_encoder.study.results import nan_mean
 from smp_diffusion_encoder.training import TrainConfig, Trainer
 
@@ -245,12 +243,7 @@ def score_volume(
     for start in range(0, probs.shape[0], 8):
         pred[start : start + 8] = geometry.probabilities_to_volume(probs[start : start + 8]).argmax(1)
     index = np.arange(label.array.shape[0]) if not len(zs) else np.asarray(zs, dtype=np.int64)
-    gt_kept, pred_kept = np.zeros_like(label.array), np.zeros_like(label.array)
-    gt_kept[index], pred_kept[index] = label.array[index], pred[index]
-    spacing = tuple(float(s) for s in label.header.get_zooms()[:3])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        metrics = case_metrics(label.to_original(gt_kept), label.to_original(pred_kept), spacing)
+    metrics = slice_metrics(label, pred, index)
     return metrics, organs_present(label.array[index])
 
 

@@ -54,7 +54,7 @@ from smp_diffusion_encoder.data.labeled_slices import labeled_or_organ_slices, r
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.slicer_seg import is_slicer_segmentation, read_label_table
 from smp_diffusion_encoder.data.splits import heldout_split, read_split_json
-from smp_diffusion_encoder.data.volume import check_pair, read_volume
+from smp_diffusion_encoder.data.volume import Volume, check_pair, read_volume
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import case_metrics
 from smp_diffusion_encoder.evaluation.confusion import confusion_matrix, volume_ratios
@@ -407,13 +407,20 @@ def score(
             pred = read_volume(report.written[next(iter(report.written))][-1], kind="label")
         check_pair(label, pred)  # same grid: a misplaced label map never gets a score
         pred_full = pred.array
+    metrics = slice_metrics(label, pred_full, index)
+    return metrics, label.array[index], pred_full[index], tuple(int(z) for z in index)
+
+
+def slice_metrics(label: Volume, pred: np.ndarray, index: np.ndarray) -> dict[str, float]:
+    """FLARE 2022 metrics (:func:`~smp_diffusion_encoder.evaluation.case_metrics`) of ``pred``, a canonical
+    ``(Z, Y, X)`` label map on ``label``'s grid, on the slices ``index`` only: both maps zeroed elsewhere, scored
+    in the label file's voxel order with its spacing (mm)."""
     gt_kept, pred_kept = np.zeros_like(label.array), np.zeros_like(label.array)
-    gt_kept[index], pred_kept[index] = label.array[index], pred_full[index]
+    gt_kept[index], pred_kept[index] = label.array[index], pred[index]
     spacing = tuple(float(s) for s in label.header.get_zooms()[:3])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        metrics = case_metrics(label.to_original(gt_kept), label.to_original(pred_kept), spacing)
-    return metrics, label.array[index], pred_full[index], tuple(int(z) for z in index)
+        return case_metrics(label.to_original(gt_kept), label.to_original(pred_kept), spacing)
 
 
 def organs_present(gt: np.ndarray) -> list[str]:
@@ -492,5 +499,6 @@ __all__ = [
     "organs_present",
     "run_study",
     "score",
+    "slice_metrics",
     "standard_methods",
 ]

@@ -1,0 +1,234 @@
+"""Several decoders on the same labeled slices, their probabilities averaged: does the ensemble beat one decoder?
+
+Deep ensembles (Lakshminarayanan et al., NeurIPS 2017) are the most robust of the common uncertainty methods
+under dataset shift (Ovadia et al., NeurIPS 2019), and nnU-Net predicts with the average of its five
+cross-validation models (Isensee et al., Nature Methods 2021). Here the shift is the one users meet: a few
+slices of one non-contrast scan, other patients' contrast-enhanced scans. For each seed, ``--members`` decoders
+are fine-tuned with ``finetune``'s default recipe on **the same** labeled slices (the split member 0 drew; the
+members differ in initialisation, augmented views and batch order: seeds ``seed + 1000 k``), each volume is
+predicted by each member as ``predict`` does (its model folder's post-processing included), and the members'
+class probabilities are averaged. Scored like :func:`smp_diffusion_encoder.study.protocol.score`: held-out z
+blocks of the labeled scan (``within-volume``) **choose**; ``--test`` scans only report.
+
+Writes ``OUT/results.csv`` (per seed and scan: each member alone, and the ensemble; per-organ DSC) and
+``OUT/summary.md`` (machine, date, command; mean +- std over seeds of one member vs the ensemble; per-seed
+gains). A finished seed is skipped when the command is run again.
+
+    python -m benchmarks.ensemble ../shared/data/realct --test ../shared/data/realct_extra/crosspatient \\
+        --seeds 0 1 2 --members 3 --out benchmarks/results/ensemble
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks._machine import describe_machine, today
+from smp_diffusion_encoder._device import resolve_precision
+from smp_diffusion_encoder._io import atomic_write_text
+from smp_diffusion_encoder.data.flare import find_labeled_cases
+from smp_diffusion_encoder.data.remap import FLARE_ORGANS
+from smp_diffusion_encoder.data.splits import read_split_json
+from smp_diffusion_encoder.data.volume import check_pair, read_volume
+from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
+from smp_diffusion_encoder.finetune.data import labeled_cases, split_path
+from smp_diffusion_encoder.inference import load_model, predict_volume
+from smp_diffusion_encoder.study.config import StudyConfig
+from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present, slice_metrics
+from smp_diffusion_encoder.study.results import nan_mean
+
+FIELDS = ("variant", "seed", "members", "protocol", "case", "present_DSC", "train_seconds", *FLARE_ORGANS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="FLARE-layout root or case folder with ONE labeled scan")
+    p.add_argument("--test", type=Path, action="append", default=[], help="other labeled scans: report only")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--members", type=int, default=3, help="decoders per ensemble (>= 2)")
+    p.add_argument("--budget", default="4")
+    p.add_argument("--encoder", default="ddpm-ct")
+    p.add_argument("--weights", default="ct", help="encoder weights ('none': random)")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="decoder steps (default: finetune's schedule rule)")
+    p.add_argument("--views", type=int, default=None, help="views per labeled slice (default: finetune's rule)")
+    p.add_argument("--block", type=int, default=StudyConfig.block)
+    p.add_argument("--gap", type=int, default=StudyConfig.gap)
+    p.add_argument("--precision", default="auto")
+    args = p.parse_args(argv)
+    if args.members < 2:
+        p.error(f"--members must be >= 2 (an ensemble), got {args.members}")
+    tick = time.perf_counter()
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    found = labeled_cases(args.root)
+    if len(found) != 1:
+        p.error(f"{args.root}: needs exactly one labeled scan (its held-out z blocks choose), found {len(found)}")
+    tests = [case for path in args.test for case in find_labeled_cases(path)]
+    plan = holdout(found, StudyConfig(block=args.block, gap=args.gap), tests=tests)
+    scans = [(WITHIN_VOLUME, plan.train_cases[0], plan.evaluation[0][1])] + [(CROSS_PATIENT, t, ()) for t in plan.tests]
+    volumes = {}
+    for _, scan, _ in scans:
+        image, label = read_volume(scan.image), read_volume(scan.label, kind="label")  # type: ignore[arg-type]
+        check_pair(image, label)
+        volumes[scan.case_id] = (image, label)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    rows: list[dict[str, Any]] = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
+    done = {int(r["seed"]) for r in rows}
+    weights = None if args.weights == "none" else args.weights
+    for seed in args.seeds:
+        if seed in done:
+            print(f"seed {seed}: in {csv_path}, skipped")
+            continue
+        sums: dict[str, np.ndarray] = {}
+        new: list[dict[str, Any]] = []
+        seconds_total = 0.0
+        split = None
+        for k in range(args.members):
+            run = out / "runs" / f"seed{seed}" / f"member{k}"
+            if run.exists():  # an interrupted seed starts again
+                shutil.rmtree(run)
+            config = FinetuneConfig(
+                method="unet",
+                encoder=args.encoder,
+                encoder_weights=weights,
+                budget=args.budget,
+                seed=seed + 1000 * k,
+                steps=args.steps,
+                image_size=args.image_size,
+                augment_views=args.views,
+                precision=args.precision,
+            )
+            start = time.perf_counter()
+            result = finetune(
+                found,
+                config,
+                out_dir=run,
+                split=split,
+                pool=None if split is not None else plan.pool,
+                progress=False,
+                cache_dir=out / "feature_cache",
+            )
+            seconds = time.perf_counter() - start
+            seconds_total += seconds
+            split = split or read_split_json(split_path(run))
+            model = load_model(result.model_dir)
+            for protocol, scan, zs in scans:
+                image, label = volumes[scan.case_id]
+                probs = predict_volume(model, image, probabilities=True, precision=precision).probabilities
+                assert probs is not None
+                acc = sums.setdefault(scan.case_id, np.zeros(probs.shape, np.float32))
+                acc += probs
+                new.append(_row(f"member {k}", seed, 1, protocol, scan.case_id, label, probs.argmax(0), zs, seconds))
+            shutil.rmtree(result.model_dir)
+            (run / "checkpoint.pt").unlink(missing_ok=True)
+        for protocol, scan, zs in scans:
+            _, label = volumes[scan.case_id]
+            pred = sums[scan.case_id].argmax(0)
+            new.append(_row("ensemble", seed, args.members, protocol, scan.case_id, label, pred, zs, seconds_total))
+        rows += new
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{r['variant']} {r['protocol']} {r['present_DSC']}" for r in new if r["variant"] == "ensemble")
+        )
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(csv_path, buf.getvalue())  # a seed lands whole or not at all
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+    summary = summarize(rows, argv_text, precision, time.perf_counter() - tick)
+    atomic_write_text(out / "summary.md", summary)
+    print(summary)
+    return 0
+
+
+def _row(
+    variant: str,
+    seed: int,
+    members: int,
+    protocol: str,
+    case: str,
+    label: Any,
+    pred: np.ndarray,
+    zs: Sequence[int],
+    seconds: float,
+) -> dict[str, Any]:
+    index = np.arange(label.array.shape[0]) if not len(zs) else np.asarray(zs, dtype=np.int64)
+    metrics = slice_metrics(label, pred.astype(label.array.dtype), index)
+    present = organs_present(label.array[index])
+    return {
+        "variant": variant,
+        "seed": seed,
+        "members": members,
+        "protocol": protocol,
+        "case": case,
+        "present_DSC": round(nan_mean(metrics[f"{o}_DSC"] for o in present), 4),
+        "train_seconds": round(seconds, 1),
+        **{o: round(metrics[f"{o}_DSC"], 4) if o in present else "" for o in FLARE_ORGANS},
+    }
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], argv: str, precision: str, seconds: float) -> str:
+    """Markdown: per scan, one member (mean over members) vs the ensemble, mean +- std over seeds, and per organ."""
+    lines = [
+        "# An ensemble of decoders on the same labeled slices vs one decoder",
+        "",
+        f"- date: {today()}; machine: {describe_machine()}; precision {precision}",
+        f"- this invocation's wall time {seconds:.0f} s (seeds already in results.csv are read, not rerun)",
+        f"- command: `python -m benchmarks.ensemble {argv}`",
+        "- within-volume (held-out z blocks) chooses; cross-patient only reports",
+        "",
+        "| protocol | scan | seeds | one decoder (mean of members) | ensemble | gain per seed | training per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    scans = sorted({(r["protocol"], r["case"]) for r in rows}, key=lambda k: (k[0] != WITHIN_VOLUME, k))
+    per_organ = []
+    for protocol, case in scans:
+        sel = [r for r in rows if (r["protocol"], r["case"]) == (protocol, case)]
+        seeds = sorted({int(r["seed"]) for r in sel})
+        single = [
+            np.mean([float(r["present_DSC"]) for r in sel if int(r["seed"]) == s and r["variant"] != "ensemble"])
+            for s in seeds
+        ]
+        ens = [
+            next(float(r["present_DSC"]) for r in sel if int(r["seed"]) == s and r["variant"] == "ensemble")
+            for s in seeds
+        ]
+        train = [
+            next(float(r["train_seconds"]) for r in sel if int(r["seed"]) == s and r["variant"] == "ensemble")
+            for s in seeds
+        ]
+        lines.append(
+            f"| {protocol} | {case} | {len(seeds)} | {np.mean(single):.3f} ± {np.std(single):.3f} | "
+            f"{np.mean(ens):.3f} ± {np.std(ens):.3f} | {' '.join(f'{e - s:+.3f}' for e, s in zip(ens, single))} | "
+            f"{np.median(train):.0f} s |"
+        )
+        organs = [o for o in FLARE_ORGANS if any(r[o] not in ("", None) for r in sel)]
+        for variant, pick in (
+            ("one decoder", lambda r: r["variant"] != "ensemble"),
+            ("ensemble", lambda r: r["variant"] == "ensemble"),
+        ):
+            vals = [np.mean([float(r[o]) for r in sel if pick(r) and r[o] not in ("", None)]) for o in organs]
+            per_organ.append((protocol, variant, organs, vals))
+    lines += ["", "Per organ (mean DSC over seeds, and over members for one decoder):", ""]
+    for protocol, variant, organs, vals in per_organ:
+        lines.append(f"- {protocol}, {variant}: " + ", ".join(f"{o} {v:.2f}" for o, v in zip(organs, vals)))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,12 +3,14 @@
 Deep ensembles (Lakshminarayanan et al., NeurIPS 2017) are the most robust of the common uncertainty methods
 under dataset shift (Ovadia et al., NeurIPS 2019), and nnU-Net predicts with the average of its five
 cross-validation models (Isensee et al., Nature Methods 2021). Here the shift is the one users meet: a few
-slices of one non-contrast scan, other patients' contrast-enhanced scans. For each seed, ``--members`` decoders
-are fine-tuned with ``finetune``'s default recipe on **the same** labeled slices (the split member 0 drew; the
-members differ in initialisation, augmented views and batch order: seeds ``seed + 1000 k``), each volume is
-predicted by each member as ``predict`` does (its model folder's post-processing included), and the members'
-class probabilities are averaged. Scored like :func:`smp_diffusion_encoder.study.protocol.score`: held-out z
-blocks of the labeled scan (``within-volume``) **choose**; ``--test`` scans only report.
+slices of one non-contrast scan, other patients' contrast-enhanced scans. For each seed, ``finetune`` trains
+``--members`` decoders with the default recipe on **the same** labeled slices (``FinetuneConfig.ensemble``:
+member 0 draws the split; the members differ in initialisation, augmented views and batch order, seeds
+``seed + 1000 k``), and every member's model folder and the ensemble's
+(:class:`~smp_diffusion_encoder.heads.ModelEnsemble`: the mean of the members' probabilities) segment each scan
+as ``predict`` does, post-processing included. Scored like :func:`smp_diffusion_encoder.study.protocol.score`:
+held-out z blocks of the labeled scan (``within-volume``) **choose**; ``--test`` scans only report. Member 0 is
+the run ``benchmarks.fewshot`` makes for the same seed.
 
 Writes ``OUT/results.csv`` (per seed and scan: each member alone, and the ensemble; per-organ DSC) and
 ``OUT/summary.md`` (machine, date, command; mean +- std over seeds of one member vs the ensemble; per-seed
@@ -39,10 +41,9 @@ from smp_diffusion_encoder._device import resolve_precision
 from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.flare import find_labeled_cases
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
-from smp_diffusion_encoder.data.splits import read_split_json
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
-from smp_diffusion_encoder.finetune.data import labeled_cases, split_path
+from smp_diffusion_encoder.finetune.data import labeled_cases
 from smp_diffusion_encoder.inference import load_model, predict_volume
 from smp_diffusion_encoder.study.config import StudyConfig
 from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present, slice_metrics
@@ -93,52 +94,35 @@ def main(argv: list[str] | None = None) -> int:
         if seed in done:
             print(f"seed {seed}: in {csv_path}, skipped")
             continue
-        sums: dict[str, np.ndarray] = {}
+        run = out / "runs" / f"seed{seed}"
+        if run.exists():  # an interrupted seed starts again
+            shutil.rmtree(run)
+        config = FinetuneConfig(
+            method="unet",
+            encoder=args.encoder,
+            encoder_weights=weights,
+            budget=args.budget,
+            seed=seed,
+            steps=args.steps,
+            image_size=args.image_size,
+            augment_views=args.views,
+            precision=args.precision,
+            ensemble=args.members,
+        )
+        start = time.perf_counter()
+        result = finetune(found, config, out_dir=run, pool=plan.pool, progress=False, cache_dir=out / "feature_cache")
+        seconds = time.perf_counter() - start
+        models = [(f"member {k}", 1, run / "members" / f"member{k}" / "model") for k in range(args.members)]
+        models.append(("ensemble", args.members, result.model_dir))
         new: list[dict[str, Any]] = []
-        seconds_total = 0.0
-        split = None
-        for k in range(args.members):
-            run = out / "runs" / f"seed{seed}" / f"member{k}"
-            if run.exists():  # an interrupted seed starts again
-                shutil.rmtree(run)
-            config = FinetuneConfig(
-                method="unet",
-                encoder=args.encoder,
-                encoder_weights=weights,
-                budget=args.budget,
-                seed=seed + 1000 * k,
-                steps=args.steps,
-                image_size=args.image_size,
-                augment_views=args.views,
-                precision=args.precision,
-            )
-            start = time.perf_counter()
-            result = finetune(
-                found,
-                config,
-                out_dir=run,
-                split=split,
-                pool=None if split is not None else plan.pool,
-                progress=False,
-                cache_dir=out / "feature_cache",
-            )
-            seconds = time.perf_counter() - start
-            seconds_total += seconds
-            split = split or read_split_json(split_path(run))
-            model = load_model(result.model_dir)
+        for variant, members, model_dir in models:
+            model = load_model(model_dir)
             for protocol, scan, zs in scans:
                 image, label = volumes[scan.case_id]
-                probs = predict_volume(model, image, probabilities=True, precision=precision).probabilities
-                assert probs is not None
-                acc = sums.setdefault(scan.case_id, np.zeros(probs.shape, np.float32))
-                acc += probs
-                new.append(_row(f"member {k}", seed, 1, protocol, scan.case_id, label, probs.argmax(0), zs, seconds))
-            shutil.rmtree(result.model_dir)
-            (run / "checkpoint.pt").unlink(missing_ok=True)
-        for protocol, scan, zs in scans:
-            _, label = volumes[scan.case_id]
-            pred = sums[scan.case_id].argmax(0)
-            new.append(_row("ensemble", seed, args.members, protocol, scan.case_id, label, pred, zs, seconds_total))
+                pred = predict_volume(model, image, precision=precision).labels
+                new.append(_row(variant, seed, members, protocol, scan.case_id, label, pred, zs, seconds))
+        shutil.rmtree(run / "members")
+        shutil.rmtree(result.model_dir)
         rows += new
         print(
             f"seed {seed}: "

@@ -45,7 +45,7 @@ from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.slicer_seg import read_label_table
-from smp_diffusion_encoder.data.splits import Split, write_split_json
+from smp_diffusion_encoder.data.splits import Split, read_split_json, write_split_json
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
@@ -62,7 +62,8 @@ from smp_diffusion_encoder.finetune.data import (
 )
 from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
-from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.formats.folder import read_config
+from smp_diffusion_encoder.formats.model_folder import save_ensemble, save_probe, save_segmenter, write_postprocessing
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.heads.probe_model import ProbeModel, predict_classes
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
@@ -143,6 +144,17 @@ def finetune(
         InputFileError: unreadable or inconsistent data (see :func:`~smp_diffusion_encoder.data.volume.read_volume`).
     """
     config = config or FinetuneConfig()
+    if config.ensemble > 1:
+        return _finetune_ensemble(
+            root_or_cases,
+            config,
+            out_dir=out_dir,
+            split=split,
+            pool=pool,
+            resume=resume,
+            progress=progress,
+            cache_dir=cache_dir,
+        )
     info = init_distributed(config.device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     world, rank = (info.world_size, info.rank) if info else (1, 0)
     device = info.device if info else resolve_device(config.device)
@@ -297,6 +309,83 @@ def finetune(
     if info is not None:
         barrier()
     return result
+
+
+#: Member ``k`` of an ensemble trains with seed ``config.seed + ENSEMBLE_SEED_STRIDE * k``.
+ENSEMBLE_SEED_STRIDE = 1000
+MEMBERS_DIR_NAME = "members"
+
+
+def _finetune_ensemble(
+    root_or_cases: str | os.PathLike[str] | Sequence[Case],
+    config: FinetuneConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    split: Split | None,
+    pool: Mapping[str, Iterable[int]] | None,
+    resume: bool,
+    progress: bool,
+    cache_dir: str | os.PathLike[str] | None,
+) -> FinetuneResult:
+    """``config.ensemble`` runs on the same labeled slices, then one ensemble model folder.
+
+    Member ``k`` is an ordinary run in ``DIR/members/member<k>`` with seed ``seed + 1000 k`` (its own
+    initialisation, augmented views and batch order); member 0 draws the split (or takes ``split``), the others
+    train on it. ``DIR/model`` is written last (:func:`~smp_diffusion_encoder.formats.save_ensemble`); with
+    ``resume`` finished members are kept and an interrupted one continues from its checkpoint."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "--ensemble trains its models one after another in one process; launch it without torchrun "
+            "(or train the members as separate runs and join them with formats.save_ensemble)"
+        )
+    out = Path(out_dir)
+    members_dir = out / MEMBERS_DIR_NAME
+    if not resume and (members_dir.exists() or (out / MODEL_DIR_NAME).exists()):
+        raise ConfigError(f"{out} holds an earlier run: continue it with --resume, or choose another --out")
+    results: list[FinetuneResult] = []
+    for k in range(config.ensemble):
+        run = members_dir / f"member{k}"
+        member = dataclasses.replace(config, ensemble=1, seed=config.seed + ENSEMBLE_SEED_STRIDE * k)
+        summary = run / SUMMARY_NAME
+        if resume and summary.is_file() and (run / MODEL_DIR_NAME).is_dir():
+            results.append(_read_result(summary))
+        else:
+            results.append(
+                finetune(
+                    root_or_cases,
+                    member,
+                    out_dir=run,
+                    split=split,
+                    pool=pool if split is None else None,
+                    resume=resume and (run / "checkpoint.pt").exists(),
+                    progress=progress,
+                    cache_dir=cache_dir,
+                )
+            )
+        if split is None:
+            split = read_split_json(split_path(run))
+    assert split is not None
+    write_split_json(split_path(out), split)
+    atomic_write_json(out / CONFIG_NAME, {**config.to_dict(), "split": split.to_dict()})
+    model_dir = save_ensemble([r.model_dir for r in results], out / MODEL_DIR_NAME)
+    result = FinetuneResult(
+        model_dir,
+        sum(r.steps for r in results),
+        sum(r.planned for r in results),
+        f"{len(results)} models on the same slices: " + "; ".join(r.reason for r in results),
+        None,
+        None,
+        all(bool(r.flattened) for r in results) if all(r.flattened is not None for r in results) else None,
+        " | ".join(r.flatness for r in results),
+        results[0].schedule,
+    )
+    atomic_write_json(out / SUMMARY_NAME, result.to_dict())
+    return result
+
+
+def _read_result(path: Path) -> FinetuneResult:
+    data = read_config(path)
+    return FinetuneResult(**{**data, "model_dir": Path(data["model_dir"])})
 
 
 def _with_postprocessing(model_dir: Path, config: FinetuneConfig) -> Path:

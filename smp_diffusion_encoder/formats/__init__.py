@@ -8,7 +8,7 @@ module                 format
 :mod:`.encoder_weights`  the encoder weights folder smp, timm and this package load (:func:`save_encoder_weights`,
                        :func:`load_encoder_weights`, :func:`open_encoder_weights`); :mod:`.card` its model card
 :mod:`.packaged`       the default weights shipped in the package, seeded into the Hugging Face cache offline
-:mod:`.model_folder`   the fine-tuned model folder ``predict`` runs: a whole smp model or a probe
+:mod:`.model_folder`   the fine-tuned model folder ``predict`` runs: a whole smp model, a probe or an ensemble
                        (:func:`save_segmenter`, :func:`save_probe`, :func:`load_model`, :func:`save_finetuned`,
                        :func:`load_finetuned`)
 :mod:`.run_folder`     the pretraining run folder (:func:`load_run`; the names the training loop writes)
@@ -36,10 +36,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "folder": ["Folder", "open_folder", "read_safetensors"],
         "model_folder": [
             "Segmenter",
+            "load_ensemble",
             "load_finetuned",
             "load_model",
             "load_probe",
             "read_postprocessing",
+            "save_ensemble",
             "save_finetuned",
             "save_probe",
             "save_segmenter",

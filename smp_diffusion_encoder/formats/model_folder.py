@@ -20,11 +20,17 @@ Two kinds, told apart by ``config.json``:
    from the encoder and checked against it on load, never typed in. A missing ``kind`` means ``"linear"`` (the
    first files had none).
 
-Either kind may hold ``postprocessing.json`` (:class:`~smp_diffusion_encoder.data.postprocess.PostprocessingConfig`:
+3. **An ensemble** of several such folders trained on the same labeled slices, written by :func:`save_ensemble`:
+   ``config.json`` = ``{"format": "smp-diffusion-ensemble", "format_version": 1, "members": ["member0", ...]}``,
+   each member a complete folder of kind 1 or 2 inside it, ``preprocessing.json`` (every member's, which must
+   agree) and ``postprocessing.json`` beside them. It predicts with the mean of its members' probabilities
+   (:class:`~smp_diffusion_encoder.heads.ModelEnsemble`).
+
+Every kind may hold ``postprocessing.json`` (:class:`~smp_diffusion_encoder.data.postprocess.PostprocessingConfig`:
 what ``predict`` does after the model), written by :func:`write_postprocessing`; folders written before it
 existed get none.
 
-Both load as a :class:`Segmenter` (:func:`load_model`): ``(B, 1, S, S)`` slices in [-1, 1] -> logits
+All load as a :class:`Segmenter` (:func:`load_model`): ``(B, 1, S, S)`` slices in [-1, 1] -> logits
 ``(B, K, S, S)``, with the preprocessing it was trained with and its post-processing.
 
 Example:
@@ -38,6 +44,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +65,7 @@ from smp_diffusion_encoder.formats.folder import (
     read_config,
     write_folder,
 )
+from smp_diffusion_encoder.heads.model_ensemble import ModelEnsemble
 from smp_diffusion_encoder.heads.probe_model import ProbeModel
 from smp_diffusion_encoder.models.config import resolve_config
 
@@ -65,6 +73,8 @@ PREPROCESSING_NAME = "preprocessing.json"
 POSTPROCESSING_NAME = "postprocessing.json"
 PROBE_FORMAT = "smp-diffusion-probe"
 PROBE_FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "smp-diffusion-ensemble"
+ENSEMBLE_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class Segmenter:
     module: nn.Module
     preprocessing: PreprocessingConfig
     num_classes: int
-    kind: Literal["smp", "probe"]
+    kind: Literal["smp", "probe", "ensemble"]
     source: Path
     postprocessing: PostprocessingConfig = PostprocessingConfig()
 
@@ -206,14 +216,98 @@ def load_probe(model_dir: str | os.PathLike[str]) -> Segmenter:
     return Segmenter(model.eval(), prep, model.probe.num_classes, "probe", folder, read_postprocessing(folder))
 
 
+def save_ensemble(member_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> Path:
+    """Write an ensemble folder (kind 3 above) from at least two model folders: each is copied in as
+    ``member<k>``, their ``preprocessing.json`` (checked equal: they must read slices the same way) and the first
+    member's ``postprocessing.json`` are written beside them, ``config.json`` last (a folder with it is complete).
+
+    Raises:
+        WeightsError: fewer than two members, a member that does not load, or members that disagree on
+            preprocessing or class count.
+    """
+    if len(member_dirs) < 2:
+        raise WeightsError(f"an ensemble needs at least 2 model folders, got {len(member_dirs)}")
+    loaded = [load_model(d) for d in member_dirs]
+    _check_members(loaded, Path(out_dir))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k, member in enumerate(loaded):
+        name = f"member{k}"
+        tmp = make_temp_dir(f".{name}.tmp-", out)
+        try:
+            shutil.copytree(member.source, tmp, dirs_exist_ok=True)
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+            os.replace(tmp, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        names.append(name)
+    atomic_write_json(out / PREPROCESSING_NAME, loaded[0].preprocessing.to_dict())
+    write_postprocessing(out, loaded[0].postprocessing)
+    atomic_write_json(
+        out / CONFIG_NAME, {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION, "members": names}
+    )
+    return out
+
+
+def load_ensemble(model_dir: str | os.PathLike[str]) -> Segmenter:
+    """An ensemble folder (kind 3) as one :class:`Segmenter`: its members loaded with :func:`load_model`, the
+    folder's own post-processing. Errors are :class:`WeightsError`, naming the file."""
+    folder = Path(model_dir)
+    config = read_config(folder / CONFIG_NAME)
+    where = folder / CONFIG_NAME
+    if config.get("format_version") != ENSEMBLE_FORMAT_VERSION:
+        raise WeightsError(f"{where}: unsupported ensemble format_version {config.get('format_version')!r}")
+    names = config.get("members")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise WeightsError(f"{where}: 'members' must list at least 2 member folder names, got {names!r}")
+    for name in names:
+        if Path(name).name != name or name in (".", ".."):
+            raise WeightsError(f"{where}: member {name!r} is not a folder name inside the ensemble folder")
+    members = []
+    for name in names:
+        if not (folder / name).is_dir():
+            raise WeightsError(f"{where}: member folder {folder / name} is missing")
+        member = load_model(folder / name)
+        if member.kind == "ensemble":
+            raise WeightsError(f"{folder / name}: an ensemble cannot be a member of an ensemble")
+        members.append(member)
+    _check_members(members, folder)
+    try:
+        prep = PreprocessingConfig.from_dict(read_config(folder / PREPROCESSING_NAME))
+    except (FileNotFoundError, ConfigError) as err:
+        raise WeightsError(f"{folder / PREPROCESSING_NAME}: {err}") from err
+    if prep != members[0].preprocessing:
+        raise WeightsError(f"{folder / PREPROCESSING_NAME}: differs from the members' preprocessing")
+    module = ModelEnsemble([m.module for m in members]).eval()
+    return Segmenter(module, prep, members[0].num_classes, "ensemble", folder, read_postprocessing(folder))
+
+
+def _check_members(members: Sequence[Segmenter], where: Path) -> None:
+    first = members[0]
+    for m in members[1:]:
+        if m.preprocessing != first.preprocessing:
+            raise WeightsError(
+                f"{where}: members read slices differently ({first.source}: {first.preprocessing.to_dict()}, "
+                f"{m.source}: {m.preprocessing.to_dict()})"
+            )
+        if m.num_classes != first.num_classes:
+            raise WeightsError(
+                f"{where}: members predict different class counts ({first.num_classes} vs {m.num_classes})"
+            )
+
+
 def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
-    """Load either kind from a local folder (eval mode, CPU); errors are :class:`WeightsError`."""
+    """Load any kind from a local folder (eval mode, CPU); errors are :class:`WeightsError`."""
     folder = Path(model_dir)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(f"{folder}: not a model folder (no {CONFIG_NAME})")
     config = read_config(folder / CONFIG_NAME)
     if config.get("format") == PROBE_FORMAT:
         return load_probe(folder)
+    if config.get("format") == ENSEMBLE_FORMAT:
+        return load_ensemble(folder)
     if "_model_class" not in config:
         raise WeightsError(
             f"{folder / CONFIG_NAME}: neither an smp model (no _model_class) nor a probe (format {PROBE_FORMAT!r})"
@@ -264,15 +358,19 @@ def _check_probe_config(config: dict[str, Any], source: str) -> None:
 
 
 __all__ = [
+    "ENSEMBLE_FORMAT",
+    "ENSEMBLE_FORMAT_VERSION",
     "POSTPROCESSING_NAME",
     "PREPROCESSING_NAME",
     "PROBE_FORMAT",
     "PROBE_FORMAT_VERSION",
     "Segmenter",
+    "load_ensemble",
     "load_finetuned",
     "load_model",
     "load_probe",
     "read_postprocessing",
+    "save_ensemble",
     "save_finetuned",
     "save_probe",
     "save_segmenter",

@@ -23,30 +23,23 @@ gains). A finished seed is skipped when the command is run again.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks import _one_scan
 from benchmarks._machine import describe_machine, today
-from smp_diffusion_encoder._device import resolve_precision
 from smp_diffusion_encoder._io import atomic_write_text
-from smp_diffusion_encoder.data.flare import find_labeled_cases
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
-from smp_diffusion_encoder.finetune.data import labeled_cases
 from smp_diffusion_encoder.inference import load_model, predict_volume
-from smp_diffusion_encoder.study.config import StudyConfig
-from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present, slice_metrics
+from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME, organs_present, slice_metrics
 from smp_diffusion_encoder.study.results import nan_mean
 
 FIELDS = ("variant", "seed", "members", "protocol", "case", "present_DSC", "train_seconds", *FLARE_ORGANS)
@@ -54,42 +47,19 @@ FIELDS = ("variant", "seed", "members", "protocol", "case", "present_DSC", "trai
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="FLARE-layout root or case folder with ONE labeled scan")
-    p.add_argument("--test", type=Path, action="append", default=[], help="other labeled scans: report only")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    _one_scan.add_arguments(p)
     p.add_argument("--members", type=int, default=3, help="decoders per ensemble (>= 2)")
-    p.add_argument("--budget", default="4")
-    p.add_argument("--encoder", default="ddpm-ct")
-    p.add_argument("--weights", default="ct", help="encoder weights ('none': random)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="decoder steps (default: finetune's schedule rule)")
-    p.add_argument("--views", type=int, default=None, help="views per labeled slice (default: finetune's rule)")
-    p.add_argument("--block", type=int, default=StudyConfig.block)
-    p.add_argument("--gap", type=int, default=StudyConfig.gap)
-    p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
     if args.members < 2:
         p.error(f"--members must be >= 2 (an ensemble), got {args.members}")
     tick = time.perf_counter()
-    precision = resolve_precision(args.precision, torch.device("cpu"))
-    found = labeled_cases(args.root)
-    if len(found) != 1:
-        p.error(f"{args.root}: needs exactly one labeled scan (its held-out z blocks choose), found {len(found)}")
-    tests = [case for path in args.test for case in find_labeled_cases(path)]
-    plan = holdout(found, StudyConfig(block=args.block, gap=args.gap), tests=tests)
-    scans = [(WITHIN_VOLUME, plan.train_cases[0], plan.evaluation[0][1])] + [(CROSS_PATIENT, t, ()) for t in plan.tests]
+    one = _one_scan.prepare(p, args)
     volumes = {}
-    for _, scan, _ in scans:
+    for _, scan, _ in one.scans:
         image, label = read_volume(scan.image), read_volume(scan.label, kind="label")  # type: ignore[arg-type]
         check_pair(image, label)
         volumes[scan.case_id] = (image, label)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "results.csv"
-    rows: list[dict[str, Any]] = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
-    done = {int(r["seed"]) for r in rows}
-    weights = None if args.weights == "none" else args.weights
+    out, rows, done, precision, csv_path = args.out, one.rows, one.done, one.precision, args.out / "results.csv"
     for seed in args.seeds:
         if seed in done:
             print(f"seed {seed}: in {csv_path}, skipped")
@@ -100,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         config = FinetuneConfig(
             method="unet",
             encoder=args.encoder,
-            encoder_weights=weights,
+            encoder_weights=one.weights,
             budget=args.budget,
             seed=seed,
             steps=args.steps,
@@ -110,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             ensemble=args.members,
         )
         start = time.perf_counter()
-        result = finetune(found, config, out_dir=run, pool=plan.pool, progress=False, cache_dir=out / "feature_cache")
+        result = finetune(
+            [one.case], config, out_dir=run, pool=one.plan.pool, progress=False, cache_dir=out / "feature_cache"
+        )
         seconds = time.perf_counter() - start
         models = [(f"member {k}", 1, run / "members" / f"member{k}" / "model") for k in range(args.members)]
         models.append(("ensemble", args.members, result.model_dir))
         new: list[dict[str, Any]] = []
         for variant, members, model_dir in models:
             model = load_model(model_dir)
-            for protocol, scan, zs in scans:
+            for protocol, scan, zs in one.scans:
                 image, label = volumes[scan.case_id]
                 pred = predict_volume(model, image, precision=precision).labels
                 new.append(_row(variant, seed, members, protocol, scan.case_id, label, pred, zs, seconds))
@@ -128,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             f"seed {seed}: "
             + ", ".join(f"{r['variant']} {r['protocol']} {r['present_DSC']}" for r in new if r["variant"] == "ensemble")
         )
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(csv_path, buf.getvalue())  # a seed lands whole or not at all
+        _one_scan.write_rows(csv_path, FIELDS, rows)
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
     summary = summarize(rows, argv_text, precision, time.perf_counter() - tick)
     atomic_write_text(out / "summary.md", summary)

@@ -31,8 +31,6 @@ when the command is run again (resumable).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -45,24 +43,24 @@ import torch
 from torch import nn
 
 import smp_diffusion_encoder  # noqa: F401  (registers the encoders)
+from benchmarks import _one_scan
 from benchmarks._machine import describe_machine, today
-from smp_diffusion_encoder._device import autocast, resolve_precision
+from smp_diffusion_encoder._device import autocast
 from smp_diffusion_encoder._io import atomic_write_text
 from smp_diffusion_encoder.data.augment import build_augmentation
-from smp_diffusion_encoder.data.flare import Case, find_labeled_cases
+from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.postprocess import smooth_along_z
 from smp_diffusion_encoder.data.preprocessing import SliceGeometry
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES, FLARE_ORGANS
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.finetune import FinetuneConfig
 from smp_diffusion_encoder.finetune.batches import slice_batches
-from smp_diffusion_encoder.finetune.data import LabeledSlices, build_split, labeled_cases, load_cases, views_per_slice
+from smp_diffusion_encoder.finetune.data import LabeledSlices, build_split, load_cases, views_per_slice
 from smp_diffusion_encoder.finetune.schedule import plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, decoder_param_groups
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
-from smp_diffusion_encoder.study.config import StudyConfig
-from smp_diffusion_encoder.study.protocol import CROSS_PATIENT, WITHIN_VOLUME, holdout, organs_present, slice_metrics
+from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME, organs_present, slice_metrics
 from smp_diffusion_encoder.study.results import nan_mean
 from smp_diffusion_encoder.training import TrainConfig, Trainer
 
@@ -249,41 +247,18 @@ def score_volume(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="FLARE-layout root or case folder with ONE labeled scan")
-    p.add_argument("--test", type=Path, action="append", default=[], help="other labeled scans: report only")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", default="4")
+    _one_scan.add_arguments(p)
     p.add_argument("--context-mm", type=float, default=6.0, help="distance of the neighbouring slices (mm)")
-    p.add_argument("--encoder", default="ddpm-ct")
-    p.add_argument("--weights", default="ct", help="encoder weights ('none': random)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="decoder steps (default: finetune's schedule rule)")
-    p.add_argument("--views", type=int, default=None, help="views per labeled slice (default: finetune's rule)")
-    p.add_argument("--block", type=int, default=StudyConfig.block)
-    p.add_argument("--gap", type=int, default=StudyConfig.gap)
-    p.add_argument("--precision", default="auto")
     args = p.parse_args(argv)
     tick = time.perf_counter()
-    precision = resolve_precision(args.precision, torch.device("cpu"))
-    tests = [case for path in args.test for case in find_labeled_cases(path)]
-    found = labeled_cases(args.root)
-    if len(found) != 1:
-        p.error(f"{args.root}: needs exactly one labeled scan (its held-out z blocks choose), found {len(found)}")
-    plan = holdout(found, StudyConfig(block=args.block, gap=args.gap), tests=tests)
-    (case,) = plan.train_cases
-    weights = None if args.weights == "none" else args.weights
+    one = _one_scan.prepare(p, args)
+    case, plan, scans, precision, weights = one.case, one.plan, one.scans, one.precision, one.weights
     encoder = load_encoder(args.encoder, weights, image_size=args.image_size)
     prep = encoder.pretrained_cfg.preprocessing
     volumes = load_cases([case], prep)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "results.csv"
-    rows = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
-    done = {int(r["seed"]) for r in rows}
+    out, rows, done, csv_path = args.out, one.rows, one.done, args.out / "results.csv"
     # every scan's frozen features once: [slice][level] for the whole model grid, and how far its neighbours are
     cache = FeatureCache(encoder.to(memory_format=torch.channels_last), None, precision=precision)
-    scans = [(WITHIN_VOLUME, case, plan.evaluation[0][1])] + [(CROSS_PATIENT, t, ()) for t in plan.tests]
     grids = {}
     for _, scan, _ in scans:
         image = read_volume(scan.image)
@@ -363,11 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     if r["seed"] == seed and r["arm"] == arm
                 )
             )
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(csv_path, buf.getvalue())  # a seed lands whole or not at all
+        _one_scan.write_rows(csv_path, FIELDS, rows)
     summary = summarize(
         precision, rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - tick, train_dz, train_offset
     )

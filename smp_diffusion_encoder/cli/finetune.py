@@ -5,10 +5,10 @@ features, or an smp decoder on the frozen encoder (unet, the default), through t
 schedule follows from the amount of labeled data and the head (--steps overrides it). Writes DIR/split.json,
 DIR/config.json, DIR/checkpoint.pt, DIR/metrics.csv, DIR/loss.png, DIR/summary.json and the model folder
 DIR/model, which smp-diffusion predict --model DIR/model runs; --ensemble N trains N models on the same
-slices (DIR/members/member<k>) and DIR/model predicts with the mean of their probabilities. --split FILE trains on a given split
-(smp-diffusion split JSON; its evaluation slices validate). ROOT is a FLARE 2022 root, a case folder (a label map
-and its image: a DICOM series folder or image.nii.gz) or a folder of case folders. Partly labeled scans: a
-sidecar beside the label map lists its labeled axial slices (label.slices.json: see
+slices (DIR/members/member<k>) and DIR/model predicts with the mean of their probabilities. --split FILE trains
+on a given split (smp-diffusion split JSON; its evaluation slices validate). ROOT is a FLARE 2022 root, a case
+folder (a label map and its image: a DICOM series folder or image.nii.gz) or a folder of case folders. Partly
+labeled scans: a sidecar beside the label map lists its labeled axial slices (label.slices.json: see
 smp_diffusion_encoder.data.labeled_slices); only those train, empty ones included; --budget all trains on every
 one. Label maps may be 3D Slicer .seg.nrrd files (segment names mapped by --label-table). Several processes:
 torchrun --nproc_per_node=N -m smp_diffusion_encoder.cli.main finetune ...

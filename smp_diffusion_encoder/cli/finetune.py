@@ -5,7 +5,8 @@ features, or an smp decoder on the frozen encoder (unet, the default), through t
 schedule follows from the amount of labeled data and the head (--steps overrides it). Writes DIR/split.json,
 DIR/config.json, DIR/checkpoint.pt, DIR/metrics.csv, DIR/loss.png, DIR/summary.json and the model folder
 DIR/model, which smp-diffusion predict --model DIR/model runs; --ensemble N trains N models on the same
-slices (DIR/members/member<k>) and DIR/model predicts with the mean of their probabilities. --split FILE trains
+slices (DIR/members/member<k>, each with the files above) and DIR/model predicts with the mean of their
+probabilities; DIR/ensemble.json records the settings --resume must repeat. --split FILE trains
 on a given split (smp-diffusion split JSON; its evaluation slices validate). ROOT is a FLARE 2022 root, a case
 folder (a label map and its image: a DICOM series folder or image.nii.gz) or a folder of case folders. Partly
 labeled scans: a sidecar beside the label map lists its labeled axial slices (label.slices.json: see

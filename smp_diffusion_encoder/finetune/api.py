@@ -164,6 +164,11 @@ def finetune(
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes")
     out = Path(out_dir)
     ckpt = out / "checkpoint.pt"
+    if (out / MEMBERS_DIR_NAME).is_dir():
+        raise ConfigError(
+            f"{out} holds an ensemble run (its models are in {out / MEMBERS_DIR_NAME}): continue it with the same "
+            f"--ensemble N and --resume, or choose another --out"
+        )
     if ckpt.exists() and not resume:
         raise ConfigError(
             f"{ckpt} exists: continue that run with --resume (resume=True in Python), or choose another --out"
@@ -314,6 +319,8 @@ def finetune(
 #: Member ``k`` of an ensemble trains with seed ``config.seed + ENSEMBLE_SEED_STRIDE * k``.
 ENSEMBLE_SEED_STRIDE = 1000
 MEMBERS_DIR_NAME = "members"
+#: Written when an ensemble run starts: its settings, which ``resume`` must repeat.
+ENSEMBLE_START_NAME = "ensemble.json"
 
 
 def _finetune_ensemble(
@@ -331,8 +338,9 @@ def _finetune_ensemble(
 
     Member ``k`` is an ordinary run in ``DIR/members/member<k>`` with seed ``seed + 1000 k`` (its own
     initialisation, augmented views and batch order); member 0 draws the split (or takes ``split``), the others
-    train on it. ``DIR/model`` is written last (:func:`~smp_diffusion_encoder.formats.save_ensemble`); with
-    ``resume`` finished members are kept and an interrupted one continues from its checkpoint."""
+    train on it. ``DIR/ensemble.json`` records the settings when the run starts; ``resume`` must repeat them
+    (else :class:`ConfigError`), keeps finished members and continues an interrupted one from its checkpoint.
+    ``DIR/model`` is written last (:func:`~smp_diffusion_encoder.formats.save_ensemble`)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
             "--ensemble trains its models one after another in one process; launch it without torchrun "
@@ -340,15 +348,34 @@ def _finetune_ensemble(
         )
     out = Path(out_dir)
     members_dir = out / MEMBERS_DIR_NAME
-    if not resume and (members_dir.exists() or (out / MODEL_DIR_NAME).exists()):
+    started = out / ENSEMBLE_START_NAME
+    if not resume and (members_dir.exists() or (out / MODEL_DIR_NAME).exists() or (out / "checkpoint.pt").exists()):
         raise ConfigError(f"{out} holds an earlier run: continue it with --resume, or choose another --out")
+    settings = {**config.to_dict(), "split": None if split is None else split.to_dict()}
+    for key in ("device", "precision"):  # how fast, not what: a run may resume on another machine
+        settings.pop(key)
+    if resume:
+        if not started.is_file():
+            raise ConfigError(f"resume: {out} holds no ensemble run (no {started.name})")
+        before = read_config(started)
+        if before != settings:
+            changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
+            raise ConfigError(
+                f"resume: {out} was started with other settings ({', '.join(changed)} differ: "
+                + "; ".join(f"{k} {before.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
+                + "); its finished models would not match"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(started, settings)  # what every member is trained with, checked on resume
     results: list[FinetuneResult] = []
     for k in range(config.ensemble):
         run = members_dir / f"member{k}"
         member = dataclasses.replace(config, ensemble=1, seed=config.seed + ENSEMBLE_SEED_STRIDE * k)
         summary = run / SUMMARY_NAME
         if resume and summary.is_file() and (run / MODEL_DIR_NAME).is_dir():
-            results.append(_read_result(summary))
+            done = _read_result(summary)  # its model folder is found by place, not by the path it recorded
+            results.append(dataclasses.replace(done, model_dir=run / MODEL_DIR_NAME))
         else:
             results.append(
                 finetune(

@@ -243,6 +243,9 @@ def save_ensemble(member_dirs: Sequence[str | os.PathLike[str]], out_dir: str | 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         names.append(name)
+    for stale in out.glob("member*"):  # an earlier ensemble's members that are not this one's
+        if stale.is_dir() and stale.name not in names:
+            shutil.rmtree(stale)
     atomic_write_json(out / PREPROCESSING_NAME, loaded[0].preprocessing.to_dict())
     write_postprocessing(out, loaded[0].postprocessing)
     atomic_write_json(
@@ -265,6 +268,8 @@ def load_ensemble(model_dir: str | os.PathLike[str]) -> Segmenter:
     for name in names:
         if Path(name).name != name or name in (".", ".."):
             raise WeightsError(f"{where}: member {name!r} is not a folder name inside the ensemble folder")
+    if len(set(names)) != len(names):
+        raise WeightsError(f"{where}: a member is listed twice ({names})")
     members = []
     for name in names:
         if not (folder / name).is_dir():
@@ -310,7 +315,8 @@ def load_model(model_dir: str | os.PathLike[str]) -> Segmenter:
         return load_ensemble(folder)
     if "_model_class" not in config:
         raise WeightsError(
-            f"{folder / CONFIG_NAME}: neither an smp model (no _model_class) nor a probe (format {PROBE_FORMAT!r})"
+            f"{folder / CONFIG_NAME}: neither an smp model (no _model_class) nor a probe or an ensemble "
+            f"(format {PROBE_FORMAT!r} or {ENSEMBLE_FORMAT!r})"
         )
     if not (folder / PREPROCESSING_NAME).is_file():
         raise WeightsError(

@@ -76,6 +76,32 @@ def test_resume_keeps_finished_members_and_a_second_start_is_refused(root: Path,
     assert load_model(out / "model").kind == "ensemble"
 
 
+def test_resume_refuses_other_settings_and_finds_members_by_place(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = FinetuneConfig(**UNET, ensemble=2)
+    finetune(root, config, out_dir=Path("first"), progress=False)  # a relative folder, as a user types it
+    with pytest.raises(ConfigError, match="steps 2 then, 3 now"):
+        finetune(root, FinetuneConfig(**{**UNET, "steps": 3}, ensemble=2), out_dir="first", resume=True)
+    with pytest.raises(ConfigError, match="ensemble"):
+        finetune(root, FinetuneConfig(**UNET, ensemble=3), out_dir="first", resume=True)
+    with pytest.raises(ConfigError, match="holds an ensemble run"):  # a single run, with or without --resume
+        finetune(root, FinetuneConfig(**UNET), out_dir="first", progress=False)
+    with pytest.raises(ConfigError, match="holds an ensemble run"):
+        finetune(root, FinetuneConfig(**UNET), out_dir="first", progress=False, resume=True)
+    with pytest.raises(ConfigError, match="no ensemble run"):
+        finetune(root, config, out_dir="nothing-here", progress=False, resume=True)
+    finetune(root, FinetuneConfig(**UNET), out_dir="single", progress=False)
+    with pytest.raises(ConfigError, match="holds an earlier run"):  # an ensemble into a single run's folder
+        finetune(root, config, out_dir="single", progress=False)
+    moved = shutil.move("first", tmp_path / "elsewhere" / "run")  # resumed from another place
+    shutil.rmtree(Path(moved) / "members" / "member1")
+    monkeypatch.chdir(root)
+    finetune(root, config, out_dir=moved, progress=False, resume=True)
+    assert load_model(Path(moved) / "model").kind == "ensemble"
+
+
 def test_bad_ensembles_are_refused(ensemble_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ensemble must be"):
         FinetuneConfig(ensemble=0)
@@ -87,6 +113,9 @@ def test_bad_ensembles_are_refused(ensemble_run: Path, tmp_path: Path) -> None:
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "members": ["member0", "../x"]}))
     with pytest.raises(WeightsError, match="not a folder name"):
+        load_model(broken)
+    (broken / "config.json").write_text(json.dumps({**config, "members": ["member0", "member0"]}))
+    with pytest.raises(WeightsError, match="listed twice"):
         load_model(broken)
     (broken / "config.json").write_text(json.dumps({**config, "members": ["member0", "member9"]}))
     with pytest.raises(WeightsError, match="missing"):

@@ -57,6 +57,12 @@ class PostprocessingConfig:
     z_context_weight: float = 0.25
 
     def __post_init__(self) -> None:
+        if not isinstance(self.largest_component, bool):
+            raise ConfigError(f"largest_component must be true or false, got {self.largest_component!r}")
+        for name in ("z_context_mm", "z_context_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
         if not (np.isfinite(self.z_context_mm) and 0.0 <= self.z_context_mm <= 100.0):
             raise ConfigError(f"z_context_mm must be in [0, 100] mm, got {self.z_context_mm!r}")
         if not 0.0 < self.z_context_weight < 0.5:

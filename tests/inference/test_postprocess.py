@@ -70,6 +70,11 @@ def test_config_round_trip_checks_and_description() -> None:
         PostprocessingConfig(z_context_mm=-1.0)
     with pytest.raises(ConfigError, match="z_context_weight"):
         PostprocessingConfig(z_context_weight=0.5)
+    for bad in ({"z_context_mm": "x"}, {"z_context_mm": None}, {"z_context_weight": True}):  # a hand-edited file
+        with pytest.raises(ConfigError, match="must be a number"):
+            PostprocessingConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="true or false"):
+        PostprocessingConfig.from_dict({"largest_component": "yes"})
 
 
 def test_model_folder_records_postprocessing(tmp_path) -> None:

@@ -7,6 +7,8 @@
   later unfrozen, encoder).
 - :mod:`.data`: labeled slices, few-shot split with disjoint validation slices; :mod:`.batches`: batches.
 - :mod:`.api`: :func:`finetune` (``smp-diffusion finetune``) and :class:`FinetuneResult`.
+- :mod:`.ensemble`: ``--ensemble N``, N runs on the same slices as one model (``finetune`` hands it over);
+  :mod:`.result`: :class:`FinetuneResult`, the run folder's file names, the settings a run records.
 - :mod:`.selection`: :func:`select_features` (``smp-diffusion select-features``): timesteps and blocks for
   the user's data, scored with the linear probe.
 """

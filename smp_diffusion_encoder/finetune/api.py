@@ -27,11 +27,9 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from smp_diffusion_encoder._io import atomic_write_json
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.remap import FLARE_NUM_CLASSES
 from smp_diffusion_encoder.data.slicer_seg import read_label_table
-from smp_diffusion_encoder.data.splits import Split, read_split_json, write_split_json
+from smp_diffusion_encoder.data.splits import Split, write_split_json
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import mean_slice_dice
 from smp_diffusion_encoder.finetune.batches import pixel_batches, slice_batches
@@ -60,10 +58,18 @@ from smp_diffusion_encoder.finetune.data import (
     split_path,
     views_per_slice,
 )
+from smp_diffusion_encoder.finetune.ensemble import finetune_ensemble
+from smp_diffusion_encoder.finetune.result import (
+    CONFIG_NAME,
+    MEMBERS_DIR_NAME,
+    MODEL_DIR_NAME,
+    SUMMARY_NAME,
+    FinetuneResult,
+    recorded_settings,
+)
 from smp_diffusion_encoder.finetune.schedule import SchedulePlan, plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, MLPStep, ProbeStep, decoder_param_groups
-from smp_diffusion_encoder.formats.folder import read_config
-from smp_diffusion_encoder.formats.model_folder import save_ensemble, save_probe, save_segmenter, write_postprocessing
+from smp_diffusion_encoder.formats.model_folder import save_probe, save_segmenter, write_postprocessing
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.heads.probe_model import ProbeModel, predict_classes
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
@@ -72,44 +78,6 @@ from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
 from smp_diffusion_encoder.training import EarlyStopping, TrainConfig, Trainer, load_checkpoint
 from smp_diffusion_encoder.training.curves import loss_flattened
 from smp_diffusion_encoder.training.distributed import barrier, init_distributed
-
-MODEL_DIR_NAME = "model"
-CONFIG_NAME = "config.json"
-SUMMARY_NAME = "summary.json"
-
-
-@dataclass(frozen=True)
-class FinetuneResult:
-    """How a fine-tuning run went (also ``DIR/summary.json``).
-
-    Attributes:
-        model_dir: the model folder ``smp-diffusion predict --model`` takes.
-        steps: optimizer steps done; ``planned``: the schedule's length.
-        reason: why it stopped (schedule complete, or early stopping and when).
-        best_val_dice, best_step: best validation mean slice DSC and its step (``None`` without validation).
-        flattened, flatness: whether the training loss had flattened by the end, and the numbers behind it.
-        schedule: the schedule's one-line explanation.
-    """
-
-    model_dir: Path
-    steps: int
-    planned: int
-    reason: str
-    best_val_dice: float | None
-    best_step: int | None
-    flattened: bool | None
-    flatness: str
-    schedule: str
-
-    def describe(self) -> str:
-        """Lines for the command line."""
-        lines = [f"stopped after {self.steps} of {self.planned} steps: {self.reason}", self.flatness]
-        if self.best_val_dice is not None:
-            lines.insert(1, f"best validation mean slice DSC {self.best_val_dice:.4f} at step {self.best_step}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "model_dir": str(self.model_dir)}
 
 
 def finetune(
@@ -145,7 +113,8 @@ def finetune(
     """
     config = config or FinetuneConfig()
     if config.ensemble > 1:
-        return _finetune_ensemble(
+        return finetune_ensemble(
+            finetune,
             root_or_cases,
             config,
             out_dir=out_dir,
@@ -203,16 +172,14 @@ def finetune(
         augmented=config.augment != "none",
     )
     views = config.augment_views or views_per_slice(len(split.train))
-    settings = {
-        **config.to_dict(),
-        "encoder_weights": weights,
-        "split": split.to_dict(),
-        "preprocessing": prep.to_dict(),
-        "schedule": plan.to_dict(),
-        "views_per_slice": views,
-    }
-    settings.pop("device")
-    settings.pop("precision")  # how fast, not what: a run may resume on another machine
+    settings = recorded_settings(
+        config,
+        encoder_weights=weights,
+        split=split.to_dict(),
+        preprocessing=prep.to_dict(),
+        schedule=plan.to_dict(),
+        views_per_slice=views,
+    )
     state = load_checkpoint(ckpt) if resume else None
     if state is not None and state["extra"].get("finetune") != settings:  # checked before anything is written
         raise ConfigError(f"resume: {ckpt} was trained with {state['extra'].get('finetune')}, not {settings}")
@@ -314,105 +281,6 @@ def finetune(
     if info is not None:
         barrier()
     return result
-
-
-#: Member ``k`` of an ensemble trains with seed ``config.seed + ENSEMBLE_SEED_STRIDE * k``.
-ENSEMBLE_SEED_STRIDE = 1000
-MEMBERS_DIR_NAME = "members"
-#: Written when an ensemble run starts: its settings, which ``resume`` must repeat.
-ENSEMBLE_START_NAME = "ensemble.json"
-
-
-def _finetune_ensemble(
-    root_or_cases: str | os.PathLike[str] | Sequence[Case],
-    config: FinetuneConfig,
-    *,
-    out_dir: str | os.PathLike[str],
-    split: Split | None,
-    pool: Mapping[str, Iterable[int]] | None,
-    resume: bool,
-    progress: bool,
-    cache_dir: str | os.PathLike[str] | None,
-) -> FinetuneResult:
-    """``config.ensemble`` runs on the same labeled slices, then one ensemble model folder.
-
-    Member ``k`` is an ordinary run in ``DIR/members/member<k>`` with seed ``seed + 1000 k`` (its own
-    initialisation, augmented views and batch order); member 0 draws the split (or takes ``split``), the others
-    train on it. ``DIR/ensemble.json`` records the settings when the run starts; ``resume`` must repeat them
-    (else :class:`ConfigError`), keeps finished members and continues an interrupted one from its checkpoint.
-    ``DIR/model`` is written last (:func:`~smp_diffusion_encoder.formats.save_ensemble`)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "--ensemble trains its models one after another in one process; launch it without torchrun "
-            "(or train the members as separate runs and join them with formats.save_ensemble)"
-        )
-    out = Path(out_dir)
-    members_dir = out / MEMBERS_DIR_NAME
-    started = out / ENSEMBLE_START_NAME
-    if not resume and (members_dir.exists() or (out / MODEL_DIR_NAME).exists() or (out / "checkpoint.pt").exists()):
-        raise ConfigError(f"{out} holds an earlier run: continue it with --resume, or choose another --out")
-    settings = {**config.to_dict(), "split": None if split is None else split.to_dict()}
-    for key in ("device", "precision"):  # how fast, not what: a run may resume on another machine
-        settings.pop(key)
-    if resume:
-        if not started.is_file():
-            raise ConfigError(f"resume: {out} holds no ensemble run (no {started.name})")
-        before = read_config(started)
-        if before != settings:
-            changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-            raise ConfigError(
-                f"resume: {out} was started with other settings ({', '.join(changed)} differ: "
-                + "; ".join(f"{k} {before.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
-                + "); its finished models would not match"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(started, settings)  # what every member is trained with, checked on resume
-    results: list[FinetuneResult] = []
-    for k in range(config.ensemble):
-        run = members_dir / f"member{k}"
-        member = dataclasses.replace(config, ensemble=1, seed=config.seed + ENSEMBLE_SEED_STRIDE * k)
-        summary = run / SUMMARY_NAME
-        if resume and summary.is_file() and (run / MODEL_DIR_NAME).is_dir():
-            done = _read_result(summary)  # its model folder is found by place, not by the path it recorded
-            results.append(dataclasses.replace(done, model_dir=run / MODEL_DIR_NAME))
-        else:
-            results.append(
-                finetune(
-                    root_or_cases,
-                    member,
-                    out_dir=run,
-                    split=split,
-                    pool=pool if split is None else None,
-                    resume=resume and (run / "checkpoint.pt").exists(),
-                    progress=progress,
-                    cache_dir=cache_dir,
-                )
-            )
-        if split is None:
-            split = read_split_json(split_path(run))
-    assert split is not None
-    write_split_json(split_path(out), split)
-    atomic_write_json(out / CONFIG_NAME, {**config.to_dict(), "split": split.to_dict()})
-    model_dir = save_ensemble([r.model_dir for r in results], out / MODEL_DIR_NAME)
-    result = FinetuneResult(
-        model_dir,
-        sum(r.steps for r in results),
-        sum(r.planned for r in results),
-        f"{len(results)} models on the same slices: " + "; ".join(r.reason for r in results),
-        None,
-        None,
-        all(bool(r.flattened) for r in results) if all(r.flattened is not None for r in results) else None,
-        " | ".join(r.flatness for r in results),
-        results[0].schedule,
-    )
-    atomic_write_json(out / SUMMARY_NAME, result.to_dict())
-    return result
-
-
-def _read_result(path: Path) -> FinetuneResult:
-    data = read_config(path)
-    return FinetuneResult(**{**data, "model_dir": Path(data["model_dir"])})
 
 
 def _with_postprocessing(model_dir: Path, config: FinetuneConfig) -> Path:

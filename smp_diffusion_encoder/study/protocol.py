@@ -58,9 +58,10 @@ from smp_diffusion_encoder.data.volume import Volume, check_pair, read_volume
 from smp_diffusion_encoder.errors import ConfigError
 from smp_diffusion_encoder.evaluation import case_metrics
 from smp_diffusion_encoder.evaluation.confusion import confusion_matrix, volume_ratios
-from smp_diffusion_encoder.finetune.api import FinetuneResult, finetune
+from smp_diffusion_encoder.finetune.api import finetune
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.finetune.data import labeled_cases
+from smp_diffusion_encoder.finetune.result import FinetuneResult
 from smp_diffusion_encoder.inference import Segmenter, load_model, predict_files, predict_volume
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.weights import preprocessing_for

@@ -39,8 +39,9 @@ from smp_diffusion_encoder.data.remap import FLARE_ORGANS
 from smp_diffusion_encoder.data.volume import check_pair, read_volume
 from smp_diffusion_encoder.finetune import FinetuneConfig, finetune
 from smp_diffusion_encoder.inference import load_model, predict_volume
-from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME, organs_present, slice_metrics
+from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME
 from smp_diffusion_encoder.study.results import nan_mean
+from smp_diffusion_encoder.study.scoring import organs_present, slice_metrics
 
 FIELDS = ("variant", "seed", "members", "protocol", "case", "present_DSC", "train_seconds", *FLARE_ORGANS)
 

@@ -60,8 +60,9 @@ from smp_diffusion_encoder.finetune.schedule import plan_schedule
 from smp_diffusion_encoder.finetune.steps import DecoderStep, decoder_param_groups
 from smp_diffusion_encoder.heads import FeatureCache
 from smp_diffusion_encoder.registry.weights import load_encoder, use_pretrained
-from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME, organs_present, slice_metrics
+from smp_diffusion_encoder.study.protocol import WITHIN_VOLUME
 from smp_diffusion_encoder.study.results import nan_mean
+from smp_diffusion_encoder.study.scoring import organs_present, slice_metrics
 from smp_diffusion_encoder.training import TrainConfig, Trainer
 
 FIELDS = (

@@ -1,7 +1,8 @@
 """The few-shot study: protocol (train once, score on every held-out set), results, figures and report.
 
 - :mod:`.config`: :class:`StudyConfig` (no torch).
-- :mod:`.protocol`: :func:`holdout`, :func:`run_study`, :func:`standard_methods`, :func:`score`.
+- :mod:`.protocol`: :func:`holdout`, :func:`run_study`, :func:`standard_methods`.
+- :mod:`.scoring`: :func:`score` (a model on a labeled scan, as ``predict`` + ``evaluate``), :func:`slice_metrics`.
 - :mod:`.results`: the per-case rows, their CSV file, :func:`aggregate` into :class:`BudgetResult`.
 - :mod:`.figures`: :func:`plot_dsc_vs_budget`, :func:`render_overlays`.
 - :mod:`.report`: :func:`format_report_markdown`, :func:`write_report`.
@@ -15,7 +16,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "config": ["StudyConfig"],
         "figures": ["ORGAN_COLORS", "plot_dsc_vs_budget", "render_overlays"],
-        "protocol": ["Holdout", "Method", "holdout", "run_study", "score", "standard_methods"],
+        "protocol": ["Holdout", "Method", "holdout", "run_study", "standard_methods"],
         "report": ["format_report_markdown", "write_report"],
         "results": [
             "RESULT_COLUMNS",
@@ -25,5 +26,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "read_results_csv",
             "write_results_csv",
         ],
+        "scoring": ["organs_present", "score", "slice_metrics"],
     },
 )

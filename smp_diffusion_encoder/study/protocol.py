@@ -37,9 +37,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,21 +50,21 @@ from torch import nn
 from smp_diffusion_encoder.data.flare import Case
 from smp_diffusion_encoder.data.labeled_slices import labeled_or_organ_slices, read_label_map
 from smp_diffusion_encoder.data.remap import FLARE_ORGANS
-from smp_diffusion_encoder.data.slicer_seg import is_slicer_segmentation, read_label_table
+from smp_diffusion_encoder.data.slicer_seg import read_label_table
 from smp_diffusion_encoder.data.splits import heldout_split, read_split_json
-from smp_diffusion_encoder.data.volume import Volume, check_pair, read_volume
+from smp_diffusion_encoder.data.volume import read_volume
 from smp_diffusion_encoder.errors import ConfigError
-from smp_diffusion_encoder.evaluation import case_metrics
 from smp_diffusion_encoder.evaluation.confusion import confusion_matrix, volume_ratios
 from smp_diffusion_encoder.finetune.api import finetune
 from smp_diffusion_encoder.finetune.config import FinetuneConfig
 from smp_diffusion_encoder.finetune.data import labeled_cases
 from smp_diffusion_encoder.finetune.result import FinetuneResult
-from smp_diffusion_encoder.inference import Segmenter, load_model, predict_files, predict_volume
+from smp_diffusion_encoder.inference import load_model
 from smp_diffusion_encoder.inference.postprocess import PostprocessingConfig
 from smp_diffusion_encoder.registry.weights import preprocessing_for
 from smp_diffusion_encoder.study.config import StudyConfig
 from smp_diffusion_encoder.study.results import nan_mean, read_results_csv, write_results_csv
+from smp_diffusion_encoder.study.scoring import labeled_slices, organs_present, score
 
 WITHIN_VOLUME = "within-volume"
 HELD_OUT_CASES = "held-out cases"
@@ -367,69 +365,6 @@ def run_study(
     return rows
 
 
-def labeled_slices(case: Case, table: Mapping[str, int] | None = None) -> tuple[int, ...]:
-    """The slices of ``case`` to score: those its sidecar lists when it is partly labeled, else ``()`` (all)."""
-    label = read_label_map(case.label, read_volume(case.image), table=table)  # type: ignore[arg-type]
-    return label.labeled or ()
-
-
-def score(
-    model: Segmenter,
-    case: Case,
-    zs: Sequence[int] = (),
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    label_table: Mapping[str, int] | None = None,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray, tuple[int, ...]]:
-    """FLARE metrics of ``model`` on ``case``: the whole scan (``zs`` empty) or its slices ``zs`` only.
-
-    A whole scan is segmented as ``smp-diffusion predict`` does (:func:`~smp_diffusion_encoder.inference.predict_files`:
-    the label map is written with the input's geometry and read back) and checked to lie on the label file's
-    grid. For slices ``zs`` of a volume the whole volume is predicted too (as a user would: the model folder's
-    post-processing may look at neighbouring slices) and only ``zs`` are kept. Both are scored with the label
-    file's voxel order and spacing, the maps zeroed outside the scored slices. Returns ``(metrics, gt, pred, z)``
-    with the canonical ``(len(z), Y, X)`` label maps of the scored slices.
-    """
-    if is_slicer_segmentation(case.label):  # type: ignore[arg-type]  # a 3D Slicer segmentation: on the image's grid
-        label = read_label_map(case.label, read_volume(case.image), table=label_table).volume  # type: ignore[arg-type]
-    else:
-        label = read_volume(case.label, kind="label")  # type: ignore[arg-type]
-    index = np.arange(label.array.shape[0]) if not len(zs) else np.asarray(zs, dtype=np.int64)
-    pred_full = np.zeros_like(label.array)
-    if len(zs):
-        image = read_volume(case.image)
-        check_pair(image, label)
-        # as a user would: predict_volume predicts the whole volume when post-processing looks at other slices
-        pred_full[index] = predict_volume(model, image, device=device, precision=precision, slices=index).labels
-    else:
-        with tempfile.TemporaryDirectory(prefix="smp-diffusion-score-") as tmp:
-            report = predict_files([case.image], model, tmp, device=device, progress=False, precision=precision)
-            pred = read_volume(report.written[next(iter(report.written))][-1], kind="label")
-        check_pair(label, pred)  # same grid: a misplaced label map never gets a score
-        pred_full = pred.array
-    metrics = slice_metrics(label, pred_full, index)
-    return metrics, label.array[index], pred_full[index], tuple(int(z) for z in index)
-
-
-def slice_metrics(label: Volume, pred: np.ndarray, index: np.ndarray) -> dict[str, float]:
-    """FLARE 2022 metrics (:func:`~smp_diffusion_encoder.evaluation.case_metrics`) of ``pred``, a canonical
-    ``(Z, Y, X)`` label map on ``label``'s grid, on the slices ``index`` only: both maps zeroed elsewhere, scored
-    in the label file's voxel order with its spacing (mm)."""
-    gt_kept, pred_kept = np.zeros_like(label.array), np.zeros_like(label.array)
-    gt_kept[index], pred_kept[index] = label.array[index], pred[index]
-    spacing = tuple(float(s) for s in label.header.get_zooms()[:3])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return case_metrics(label.to_original(gt_kept), label.to_original(pred_kept), spacing)
-
-
-def organs_present(gt: np.ndarray) -> list[str]:
-    """The FLARE organ names (:data:`~smp_diffusion_encoder.data.remap.FLARE_ORGANS`) with voxels in ``gt``."""
-    ids = set(np.unique(gt).tolist())
-    return [organ for label, organ in enumerate(FLARE_ORGANS, start=1) if label in ids]
-
-
 def _row(
     method: Method,
     budget: str,
@@ -500,6 +435,5 @@ __all__ = [
     "organs_present",
     "run_study",
     "score",
-    "slice_metrics",
     "standard_methods",
 ]
